@@ -1,0 +1,27 @@
+"""Shared fixtures: paths to the reference material outside the project."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MADMOM_REF = SHARED / "reference" / "madmom"
+PUBLISHED_RUNS = SHARED / "reference" / "published_runs"
+
+
+@pytest.fixture(scope="session")
+def madmom_ref() -> Path:
+    """Folder of madmom's reference outputs (../shared/reference/madmom)."""
+    if not MADMOM_REF.is_dir():
+        pytest.fail(f"reference material missing: {MADMOM_REF} (../shared must sit beside the repo)")
+    return MADMOM_REF
+
+
+@pytest.fixture(scope="session")
+def published_runs() -> Path:
+    """Folder of the authors' published attack logs."""
+    if not PUBLISHED_RUNS.is_dir():
+        pytest.fail(f"reference material missing: {PUBLISHED_RUNS} (../shared must sit beside the repo)")
+    return PUBLISHED_RUNS
