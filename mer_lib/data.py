@@ -1,0 +1,619 @@
+"""Loaders for the real datasets of the study: Soundtracks Set 1 and its mid-level features.
+
+Two public datasets are combined (DESIGN 2.1):
+
+* **Soundtracks** (T. Eerola & J. K. Vuoskoski, "A comparison of the discrete
+  and dimensional models of emotion in music", *Psychology of Music* 39(1),
+  2011), distributed by the University of Jyväskylä as the "Soundtracks"
+  dataset. The study uses **Set 1**: 360 film-music excerpts and their mean
+  ratings of 8 emotions (valence, energy, tension, anger, fear, happy, sad,
+  tender) on a 1-9 scale.
+* **Mid-level perceptual features** (A. Aljanaki & M. Soleymani, "A data-driven
+  approach to mid-level perceptual musical feature modeling", ISMIR 2018),
+  https://osf.io/5aupt/. Of its ~5000 excerpts, the rows whose ``Source`` is
+  ``soundtracks`` are the 360 Soundtracks Set-1 excerpts, annotated with 7
+  features on a 1-10 scale.
+
+Neither dataset is redistributed with ``mer_lib``; download both and arrange
+them as follows (``data_dir`` is the folder passed to :func:`load_soundtracks`)::
+
+    data_dir/
+        Set1/001.mp3 ... Set1/360.mp3       audio (.mp3, .wav or .flac)
+        mean_ratings_set1.csv               Soundtracks Set-1 mean ratings
+        metadata_annotations/
+            metadata.csv                    mid-level metadata (semicolon separated)
+            annotations.csv                 mid-level annotations (comma separated)
+
+If your copies are laid out differently, point :func:`load_soundtracks` at
+each part with its ``ratings_csv=``, ``annotations_dir=`` and ``audio_dir=``
+keywords. The synthetic dataset of :mod:`mer_lib.synth` is written in exactly
+this layout and read through the same functions.
+
+File formats accepted
+---------------------
+``mean_ratings_set1.csv``
+    Comma separated, optionally starting with a UTF-8 byte-order mark. Header
+    ``number,valence,energy,tension,anger,fear,happy,sad,tender,TARGET``;
+    ``number`` is the Set-1 number (``001`` and ``1`` are both accepted),
+    ratings lie in [1, 9], ``TARGET`` (the intended emotion category) is
+    optional and ignored. Column names are matched after stripping spaces,
+    ignoring case, and treating ``_`` and spaces alike (so ``Number`` and
+    ``TARGET`` are fine). Columns with an empty header (or a pandas-style
+    ``Unnamed: N`` header) whose cells are all empty are ignored; any other
+    extra column is an error.
+``metadata_annotations/metadata.csv``
+    Semicolon separated, with at least the columns ``song id``, ``Source`` and
+    ``ID at file source``; other columns are ignored. Rows whose ``Source`` is
+    ``soundtracks`` (any case, surrounding spaces ignored) are kept;
+    ``ID at file source`` is their Set-1 number.
+``metadata_annotations/annotations.csv``
+    Comma separated: ``song_id`` then melodiousness, articulation,
+    rhythm_complexity, rhythm_stability, dissonance, tonal_stability and
+    minorness (names matched as above, order free; other columns ignored),
+    values in [1, 10]. It is joined to ``metadata.csv`` by song id, never by
+    row order.
+
+Every problem (missing file or column, duplicated or unmatched ID,
+non-numeric, empty or out-of-range value, missing or unreadable audio) raises
+:class:`~mer_lib.errors.MerError` naming the file and what was expected; no
+row is ever dropped silently. Lines that are entirely empty are not data rows
+and are skipped. Audio files in ``Set1`` without a rating are not an error:
+they are listed in ``df.attrs["unrated_audio"]``.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import math
+import operator
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import soundfile as sf
+
+from mer_lib.constants import EMOTION_RANGE, EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE, TARGET_SCALE
+from mer_lib.errors import MerError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "find_audio",
+    "load_soundtracks",
+    "read_midlevel",
+    "read_ratings",
+]
+
+#: Audio file extensions recognised in ``Set1`` (matched case-insensitively).
+AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".wav", ".flac")
+
+#: Default names inside ``data_dir``.
+AUDIO_SUBDIR = "Set1"
+RATINGS_FILE = "mean_ratings_set1.csv"
+ANNOTATIONS_SUBDIR = "metadata_annotations"
+METADATA_FILE = "metadata.csv"
+ANNOTATIONS_FILE = "annotations.csv"
+
+#: Value of the metadata ``Source`` column that marks the Soundtracks excerpts.
+SOUNDTRACKS_SOURCE = "soundtracks"
+
+_MAX_LISTED = 10
+_INT_RE = re.compile(r"^\+?(\d+)(?:\.0*)?$")
+_UNNAMED_RE = re.compile(r"^unnamed:_?\d+$")
+
+
+# --------------------------------------------------------------------------- helpers
+def _norm(name: str) -> str:
+    """Normalise a column name: strip, lower-case, spaces/underscores -> ``_``."""
+    return re.sub(r"[\s_]+", "_", name.strip().lower())
+
+
+def _listing(items: Iterable[object], limit: int = _MAX_LISTED) -> str:
+    """Comma-separated listing of at most ``limit`` items, with a count of the rest."""
+    items = list(items)
+    text = ", ".join(str(i) for i in items[:limit])
+    if len(items) > limit:
+        text += f", ... ({len(items) - limit} more)"
+    return text
+
+
+@dataclass
+class _Table:
+    """A delimited text file: header cells and the data rows with their line numbers."""
+
+    path: Path
+    header: list[str]
+    rows: list[tuple[int, list[str]]]
+
+
+def _decode(raw: bytes) -> str:
+    """Decode file bytes: UTF-16 if it has a UTF-16 BOM, else UTF-8 (BOM optional), else Latin-1."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return raw.decode("utf-16")
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Only the numeric ID and value columns are used, so a legacy 8-bit
+        # encoding of free-text columns (titles, artists) is harmless.
+        return raw.decode("latin-1")
+
+
+def _read_table(path: str | os.PathLike, delimiter: str, what: str) -> _Table:
+    """Read a delimited text file; blank lines are skipped, short rows padded with ``""``."""
+    path = Path(path)
+    if not path.exists():
+        raise MerError(f"{what} file not found: {path}")
+    if not path.is_file():
+        raise MerError(f"{what} path is not a file: {path}")
+    try:
+        text = _decode(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MerError(f"{path}: cannot read the {what} file ({exc})") from exc
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    rows: list[tuple[int, list[str]]] = []
+    try:
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # an empty line (or a line of empty cells) is not a data row
+            if header is None:
+                header = row
+            else:
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise MerError(f"{path}, line {reader.line_num}: malformed {what} file ({exc})") from exc
+    if header is None:
+        raise MerError(f"{path}: the {what} file is empty (expected a header line and data rows)")
+    width = len(header)
+    rows = [(line, row + [""] * (width - len(row))) for line, row in rows]
+    return _Table(path, header, rows)
+
+
+def _columns(
+    table: _Table,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    *,
+    extra: str = "ignore",
+    delimiter: str = ",",
+) -> dict[str, int]:
+    """Map canonical column names to their index in ``table``, validating the header.
+
+    ``extra="reject"`` refuses named columns other than ``required`` and
+    ``optional``; unnamed columns must be empty in both modes.
+    """
+    path = table.path
+    found = [h.strip() for h in table.header]
+    norm = [_norm(h) for h in table.header]
+    wanted = {_norm(name): name for name in (*required, *optional)}
+    expected = ", ".join([*required, *(f"{o} (optional)" for o in optional)])
+
+    def header_error(problem: str) -> MerError:
+        msg = (f"{path}: {problem}. Columns found: {found}; expected: {expected}")
+        if len(found) == 1:
+            for other in (",", ";", "\t"):
+                if other != delimiter and other in found[0]:
+                    sep = {",": "comma", ";": "semicolon", "\t": "tab"}[delimiter]
+                    msg += f" (the file must be {sep} separated)"
+                    break
+        return MerError(msg)
+
+    index: dict[str, int] = {}
+    for i, key in enumerate(norm):
+        if key in wanted:
+            if wanted[key] in index:
+                raise header_error(f"column '{wanted[key]}' appears more than once")
+            index[wanted[key]] = i
+    missing = [name for name in required if name not in index]
+    if missing:
+        raise header_error(f"missing column(s) {', '.join(repr(m) for m in missing)}")
+
+    used = set(index.values())
+    for i, key in enumerate(norm):
+        if i in used:
+            continue
+        if key == "" or _UNNAMED_RE.match(key):
+            for line, row in table.rows:
+                if row[i].strip():
+                    raise MerError(
+                        f"{path}, line {line}: column {i + 1} has no header name but "
+                        f"holds {row[i]!r} (only empty unnamed columns are allowed). "
+                        f"Columns found: {found}; expected: {expected}")
+        elif extra == "reject":
+            raise header_error(f"unexpected column '{found[i]}'")
+    # Rows longer than the header may only carry empty cells (trailing delimiters).
+    width = len(table.header)
+    for line, row in table.rows:
+        if any(cell.strip() for cell in row[width:]):
+            raise MerError(
+                f"{path}, line {line}: {len(row)} fields but the header has {width} "
+                f"(extra values {[c for c in row[width:] if c.strip()]})")
+    return index
+
+
+def _parse_id(text: str, path: Path, line: int, column: str) -> int:
+    """Parse an integer ID (``001``, ``1`` or ``1.0``); anything else is an error."""
+    text = text.strip()
+    where = f"{path}, line {line}, column '{column}'"
+    if not text:
+        raise MerError(f"{where}: empty value (expected an integer ID)")
+    match = _INT_RE.match(text)
+    if match is None:
+        raise MerError(f"{where}: expected an integer ID, found {text!r}")
+    value = int(match.group(1))
+    if value < 1:
+        raise MerError(f"{where}: IDs start at 1, found {text!r}")
+    return value
+
+
+def _parse_value(text: str, path: Path, line: int, column: str,
+                 bounds: tuple[float, float]) -> float:
+    """Parse a rating and check that it lies within ``bounds`` (inclusive)."""
+    lo, hi = bounds
+    expect = f"expected a number in [{lo:g}, {hi:g}]"
+    where = f"{path}, line {line}, column '{column}'"
+    text = text.strip()
+    if not text:
+        raise MerError(f"{where}: empty value ({expect})")
+    try:
+        value = float(text)
+    except ValueError:
+        raise MerError(f"{where}: not a number: {text!r} ({expect})") from None
+    if not math.isfinite(value):
+        raise MerError(f"{where}: {text!r} is not a finite number ({expect})")
+    if not lo <= value <= hi:
+        raise MerError(f"{where}: value {text} out of range ({expect})")
+    return value
+
+
+def _check_unique(ids: list[tuple[int, int]], path: Path, label: str, scope: str = "") -> None:
+    """Raise if an ID occurs twice; ``ids`` holds ``(id, line)`` pairs."""
+    first: dict[int, int] = {}
+    for value, line in ids:
+        if value in first:
+            raise MerError(
+                f"{path}: duplicated {label} {value} on lines {first[value]} and {line} "
+                f"(each {label} must appear once{scope})")
+        first[value] = line
+
+
+def _abspath(path: Path) -> Path:
+    """Absolute, normalised path without resolving symbolic links."""
+    return Path(os.path.abspath(path))
+
+
+# --------------------------------------------------------------------------- ratings
+def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the Soundtracks Set-1 mean ratings (``mean_ratings_set1.csv``).
+
+    Parameters
+    ----------
+    path : path-like
+        The comma-separated ratings file (format in the module docstring).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the int Set-1 ``number`` (sorted ascending), one float64
+        column per emotion of :data:`~mer_lib.constants.EMOTIONS`, holding the
+        raw 1-9 ratings. ``attrs["source"]`` is the file path.
+
+    Raises
+    ------
+    MerError
+        If the file is missing or empty, a column is missing or unexpected, a
+        number is not an integer or is duplicated, or a rating is empty,
+        non-numeric or outside [1, 9].
+    """
+    table = _read_table(path, ",", "Soundtracks ratings")
+    cols = _columns(table, ("number", *EMOTIONS), ("TARGET",), extra="reject")
+    if not table.rows:
+        raise MerError(f"{table.path}: the Soundtracks ratings file has a header but no data rows")
+    numbers: list[tuple[int, int]] = []
+    values: list[list[float]] = []
+    for line, row in table.rows:
+        number = _parse_id(row[cols["number"]], table.path, line, "number")
+        numbers.append((number, line))
+        values.append([_parse_value(row[cols[e]], table.path, line, e, EMOTION_RANGE)
+                       for e in EMOTIONS])
+    _check_unique(numbers, table.path, "number")
+    df = pd.DataFrame(values, columns=list(EMOTIONS), dtype="float64",
+                      index=pd.Index([n for n, _ in numbers], dtype="int64", name="number"))
+    df = df.sort_index()
+    df.attrs["source"] = str(_abspath(table.path))
+    return df
+
+
+# --------------------------------------------------------------------------- mid-level
+def _read_metadata(path: Path) -> tuple[dict[int, tuple[int, int]], _Table]:
+    """Soundtracks rows of ``metadata.csv``: song id -> (Set-1 number, line)."""
+    table = _read_table(path, ";", "mid-level metadata")
+    cols = _columns(table, ("song id", "Source", "ID at file source"), delimiter=";")
+    songs: dict[int, tuple[int, int]] = {}
+    song_lines: list[tuple[int, int]] = []
+    number_lines: list[tuple[int, int]] = []
+    sources: set[str] = set()
+    for line, row in table.rows:
+        source = row[cols["Source"]].strip()
+        sources.add(source)
+        if source.lower() != SOUNDTRACKS_SOURCE:
+            continue
+        song = _parse_id(row[cols["song id"]], path, line, "song id")
+        number = _parse_id(row[cols["ID at file source"]], path, line, "ID at file source")
+        song_lines.append((song, line))
+        number_lines.append((number, line))
+        songs[song] = (number, line)
+    if not song_lines:
+        raise MerError(
+            f"{path}: no row has Source == '{SOUNDTRACKS_SOURCE}' (sources found: "
+            f"{_listing(sorted(sources)) or 'none'})")
+    _check_unique(song_lines, path, "song id", " among the soundtracks rows")
+    _check_unique(number_lines, path, "'ID at file source'", " among the soundtracks rows")
+    return songs, table
+
+
+def _read_midlevel_files(metadata_csv: str | os.PathLike,
+                         annotations_csv: str | os.PathLike) -> pd.DataFrame:
+    """Join ``annotations.csv`` to the soundtracks rows of ``metadata.csv`` by song id."""
+    metadata_csv, annotations_csv = Path(metadata_csv), Path(annotations_csv)
+    songs, _ = _read_metadata(metadata_csv)
+    table = _read_table(annotations_csv, ",", "mid-level annotations")
+    cols = _columns(table, ("song_id", *MIDLEVEL))
+    rows_by_song: dict[int, tuple[int, list[str]]] = {}
+    song_lines: list[tuple[int, int]] = []
+    for line, row in table.rows:
+        song = _parse_id(row[cols["song_id"]], annotations_csv, line, "song_id")
+        song_lines.append((song, line))
+        rows_by_song[song] = (line, row)
+    _check_unique(song_lines, annotations_csv, "song_id")
+
+    unannotated = sorted(song for song in songs if song not in rows_by_song)
+    if unannotated:
+        described = [f"{s} (Set-1 number {songs[s][0]})" for s in unannotated]
+        raise MerError(
+            f"{annotations_csv}: no annotation row for {len(unannotated)} soundtracks "
+            f"song id(s) of {metadata_csv}: {_listing(described)}")
+
+    numbers: list[int] = []
+    values: list[list[float]] = []
+    for song, (number, _) in songs.items():
+        line, row = rows_by_song[song]
+        numbers.append(number)
+        values.append([_parse_value(row[cols[f]], annotations_csv, line, f, MIDLEVEL_RANGE)
+                       for f in MIDLEVEL])
+    df = pd.DataFrame(values, columns=list(MIDLEVEL), dtype="float64",
+                      index=pd.Index(numbers, dtype="int64", name="number"))
+    df = df.sort_index()
+    df.attrs["metadata_csv"] = str(_abspath(metadata_csv))
+    df.attrs["annotations_csv"] = str(_abspath(annotations_csv))
+    return df
+
+
+def read_midlevel(annotations_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read the mid-level features of the Soundtracks excerpts.
+
+    Parameters
+    ----------
+    annotations_dir : path-like
+        The ``metadata_annotations`` folder holding ``metadata.csv``
+        (semicolon separated) and ``annotations.csv`` (comma separated).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the int Soundtracks Set-1 ``number`` (sorted ascending),
+        one float64 column per feature of :data:`~mer_lib.constants.MIDLEVEL`,
+        holding the raw 1-10 values. ``attrs`` records the two file paths.
+
+    Raises
+    ------
+    MerError
+        If a file or column is missing, no metadata row has Source
+        ``soundtracks``, an ID is not an integer or is duplicated, a
+        soundtracks song id has no annotation row, or a value is empty,
+        non-numeric or outside [1, 10].
+    """
+    folder = Path(annotations_dir)
+    if not folder.is_dir():
+        raise MerError(
+            f"mid-level annotations folder not found: {folder} (expected a folder "
+            f"holding {METADATA_FILE} and {ANNOTATIONS_FILE})")
+    return _read_midlevel_files(folder / METADATA_FILE, folder / ANNOTATIONS_FILE)
+
+
+# --------------------------------------------------------------------------- audio
+def _audio_files(audio_dir: Path) -> dict[str, list[Path]]:
+    """Audio files of ``audio_dir`` grouped by file stem."""
+    if not audio_dir.is_dir():
+        raise MerError(
+            f"audio folder not found: {audio_dir} (expected the Soundtracks Set-1 excerpts "
+            f"as NNN{'|'.join(AUDIO_EXTENSIONS)})")
+    files: dict[str, list[Path]] = {}
+    for entry in sorted(audio_dir.iterdir()):
+        if entry.suffix.lower() in AUDIO_EXTENSIONS and entry.is_file():
+            files.setdefault(entry.stem, []).append(entry)
+    return files
+
+
+def _stem(number: int) -> str:
+    return f"{number:03d}"
+
+
+def _as_number(number: object) -> int:
+    if isinstance(number, bool):
+        raise MerError(f"audio number must be an integer, got {number!r}")
+    try:
+        return operator.index(number)  # type: ignore[arg-type]
+    except TypeError:
+        raise MerError(f"audio number must be an integer, got {number!r}") from None
+
+
+def find_audio(audio_dir: str | os.PathLike, number: int) -> Path:
+    """Return the audio file of one Soundtracks excerpt.
+
+    Parameters
+    ----------
+    audio_dir : path-like
+        The ``Set1`` folder.
+    number : int
+        Set-1 number; the file must be named ``f"{number:03d}"`` with one of
+        the extensions ``.mp3``, ``.wav`` or ``.flac`` (any case).
+
+    Returns
+    -------
+    pathlib.Path
+        Absolute path of the file.
+
+    Raises
+    ------
+    MerError
+        If the folder is missing, no such file exists, or several files with
+        different extensions exist for the same number.
+    """
+    audio_dir = Path(audio_dir)
+    number = _as_number(number)
+    candidates = _audio_files(audio_dir).get(_stem(number), [])
+    if not candidates:
+        raise MerError(
+            f"{audio_dir}: no audio file for Soundtracks number {number} (expected "
+            f"{_stem(number)}.mp3, {_stem(number)}.wav or {_stem(number)}.flac)")
+    if len(candidates) > 1:
+        raise MerError(
+            f"{audio_dir}: several audio files for Soundtracks number {number}: "
+            f"{', '.join(p.name for p in candidates)} (keep exactly one)")
+    return _abspath(candidates[0])
+
+
+def _audio_problem(path: Path) -> str | None:
+    """Why ``soundfile`` cannot use ``path``, or ``None`` if it can."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several error types
+        return str(exc) or type(exc).__name__
+    if info.frames <= 0:
+        return "the file contains no audio frames"
+    return None
+
+
+# --------------------------------------------------------------------------- dataset
+def load_soundtracks(
+    data_dir: str | os.PathLike | None,
+    *,
+    ratings_csv: str | os.PathLike | None = None,
+    annotations_dir: str | os.PathLike | None = None,
+    audio_dir: str | os.PathLike | None = None,
+    check_audio: bool = True,
+) -> pd.DataFrame:
+    """Load Soundtracks Set 1 with its emotion ratings and mid-level features.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        Root of the layout described in the module docstring. May be ``None``
+        only if all three of ``ratings_csv``, ``annotations_dir`` and
+        ``audio_dir`` are given.
+    ratings_csv : path-like, optional
+        Overrides ``data_dir/mean_ratings_set1.csv``.
+    annotations_dir : path-like, optional
+        Overrides ``data_dir/metadata_annotations``.
+    audio_dir : path-like, optional
+        Overrides ``data_dir/Set1``.
+    check_audio : bool, default True
+        Open every audio file with :func:`soundfile.info` and fail on files it
+        cannot parse or that hold no audio. With ``False`` only their
+        existence is checked.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the int Set-1 ``number`` (sorted ascending). Columns:
+        ``audio_path`` (absolute path, str), the 8 emotions of
+        :data:`~mer_lib.constants.EMOTIONS` and the 7 features of
+        :data:`~mer_lib.constants.MIDLEVEL`, all divided by
+        :data:`~mer_lib.constants.TARGET_SCALE` (float64). ``attrs`` holds the
+        provenance: ``ratings_csv``, ``metadata_csv``, ``annotations_csv``,
+        ``audio_dir``, ``target_scale`` and ``unrated_audio`` (audio files in
+        the audio folder that have no rating; they are not loaded).
+
+    Raises
+    ------
+    MerError
+        On any problem listed in the module docstring, e.g. an ID present in
+        the ratings but not in the mid-level annotations (or the reverse), or a
+        missing, duplicated or unreadable audio file.
+    """
+    root = Path(data_dir) if data_dir is not None else None
+    if root is None and None in (ratings_csv, annotations_dir, audio_dir):
+        raise MerError(
+            "load_soundtracks: data_dir is None, so ratings_csv, annotations_dir and "
+            "audio_dir must all be given")
+    if root is not None and not root.is_dir() and None in (ratings_csv, annotations_dir, audio_dir):
+        raise MerError(
+            f"data directory not found: {root} (expected {AUDIO_SUBDIR}/, {RATINGS_FILE} and "
+            f"{ANNOTATIONS_SUBDIR}/ inside it)")
+    ratings_path = Path(ratings_csv) if ratings_csv is not None else root / RATINGS_FILE
+    annotations_path = (Path(annotations_dir) if annotations_dir is not None
+                        else root / ANNOTATIONS_SUBDIR)
+    audio_path = Path(audio_dir) if audio_dir is not None else root / AUDIO_SUBDIR
+
+    ratings = read_ratings(ratings_path)
+    midlevel = read_midlevel(annotations_path)
+
+    only_ratings = sorted(set(ratings.index) - set(midlevel.index))
+    only_mid = sorted(set(midlevel.index) - set(ratings.index))
+    if only_ratings or only_mid:
+        raise MerError(
+            f"the ratings ({ratings_path}) and the mid-level annotations "
+            f"({annotations_path / METADATA_FILE}, soundtracks rows) do not cover the same "
+            f"Soundtracks numbers: in the ratings only: [{_listing(only_ratings)}]; "
+            f"in the mid-level annotations only: [{_listing(only_mid)}]")
+
+    numbers = [int(n) for n in ratings.index]
+    files = _audio_files(audio_path)
+    missing = [n for n in numbers if _stem(n) not in files]
+    if missing:
+        msg = (f"{audio_path}: no audio file for {len(missing)} rated Soundtracks "
+               f"number(s): {_listing(_stem(n) for n in missing)} (expected NNN.mp3, "
+               f"NNN.wav or NNN.flac)")
+        unpadded = [files[str(n)][0].name for n in missing if str(n) in files]
+        if unpadded:
+            msg += (f"; found files without zero padding ({_listing(unpadded, 3)}): "
+                    f"rename them to three digits, e.g. 001.mp3")
+        raise MerError(msg)
+    several = [n for n in numbers if len(files[_stem(n)]) > 1]
+    if several:
+        described = [" and ".join(p.name for p in files[_stem(n)]) for n in several]
+        raise MerError(
+            f"{audio_path}: several audio files for the same Soundtracks number: "
+            f"{_listing(described)} (keep exactly one per number)")
+    paths = [_abspath(files[_stem(n)][0]) for n in numbers]
+
+    if check_audio:
+        bad = [(p, why) for p in paths if (why := _audio_problem(p)) is not None]
+        if bad:
+            raise MerError(
+                f"{len(bad)} unreadable audio file(s) (soundfile cannot open them): "
+                + _listing(f"{p} ({why})" for p, why in bad))
+
+    rated = {_stem(n) for n in numbers}
+    unrated = sorted(str(_abspath(p)) for stem, group in files.items() if stem not in rated
+                     for p in group)
+
+    df = pd.concat([ratings.loc[numbers] / TARGET_SCALE, midlevel.loc[numbers] / TARGET_SCALE],
+                   axis=1).astype("float64")
+    df.insert(0, "audio_path", [str(p) for p in paths])
+    df.index = pd.Index(numbers, dtype="int64", name="number")
+    df.attrs = {
+        "ratings_csv": str(_abspath(ratings_path)),
+        "metadata_csv": str(_abspath(annotations_path / METADATA_FILE)),
+        "annotations_csv": str(_abspath(annotations_path / ANNOTATIONS_FILE)),
+        "audio_dir": str(_abspath(audio_path)),
+        "target_scale": float(TARGET_SCALE),
+        "unrated_audio": unrated,
+    }
+    return df

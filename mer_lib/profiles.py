@@ -1,0 +1,153 @@
+"""Run profiles: every value that differs between the paper and the scaled-down runs.
+
+One set of notebooks runs at three sizes (DESIGN 8), chosen by the papermill
+parameter ``profile``:
+
+``paper``
+    The reference protocol unchanged (real data, full model, 199 epochs, ...).
+    Meant for a GPU; hours.
+``quick`` (default)
+    The embedded synthetic dataset and the whole protocol scaled down so that
+    the full notebook sequence runs in minutes on a 2-core CPU.
+``smoke``
+    The smallest run that still exercises every code path; used by tests.
+
+Every value is a field of the frozen dataclasses below, so it is visible in
+the notebooks (``profile.as_table()``) and in every artifact's configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mer_lib.errors import MerError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the audio and ratings come from.
+
+    Attributes
+    ----------
+    source : str
+        ``"synthetic"`` (generate the embedded dataset into the run directory)
+        or ``"real"`` (read Soundtracks + Mid-level from ``data_dir``).
+    n_excerpts : int
+        Number of synthetic excerpts (the real Set 1 has 360).
+    duration_s : float
+        Mean length of a synthetic excerpt in seconds.
+    synth_seed : int
+        Seed of the synthetic generator.
+    """
+
+    source: str = "synthetic"
+    n_excerpts: int = 360
+    duration_s: float = 12.0
+    synth_seed: int = 2025
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Front end and preprocessing (DESIGN 3).
+
+    Attributes
+    ----------
+    sample_rate, fps, frame_size, bands_per_octave, fmin, fmax, fref
+        madmom's ``LogarithmicFilteredSpectrogram`` parameters.
+    excerpt_frames : int
+        Length of the excerpt cut from every file (313 frames = 10 s).
+    offset_seed : int
+        Seed of the once-chosen random excerpt offsets (reference: 42).
+    stats_split : str
+        Files the global mean/std are computed on: ``"all"`` (the reference,
+        test excerpts included) or ``"train"``.
+    """
+
+    sample_rate: int = 22050
+    fps: float = 31.3
+    frame_size: int = 2048
+    bands_per_octave: int = 24
+    fmin: float = 20.0
+    fmax: float = 16000.0
+    fref: float = 440.0
+    excerpt_frames: int = 313
+    offset_seed: int = 42
+    stats_split: str = "all"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Train/validation/test split (DESIGN 4)."""
+
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete, named run configuration."""
+
+    name: str
+    description: str
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict:
+        """Plain nested dict of every value."""
+        return dataclasses.asdict(self)
+
+    def as_table(self) -> pd.DataFrame:
+        """Every value as a ``section / parameter / value`` table (for notebooks)."""
+        rows = []
+        for section in ("data", "features", "split"):
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                rows.append({"section": section, "parameter": key, "value": str(value)})
+        return pd.DataFrame(rows)
+
+    def with_data_source(self, source: str) -> "Profile":
+        """A copy reading from another data source (``"synthetic"`` or ``"real"``)."""
+        if source not in ("synthetic", "real"):
+            raise MerError(f"data source must be 'synthetic' or 'real', got {source!r}")
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, source=source))
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        name="paper",
+        description="The reference protocol unchanged, on the real Soundtracks + Mid-level data (GPU; hours).",
+        data=DataConfig(source="real"),
+    ),
+    "quick": Profile(
+        name="quick",
+        description="Default: the embedded synthetic dataset (360 excerpts of ~12 s), protocol scaled down "
+                    "to minutes on a 2-core CPU.",
+        data=DataConfig(source="synthetic", n_excerpts=360, duration_s=12.0),
+    ),
+    "smoke": Profile(
+        name="smoke",
+        description="Smallest run exercising every code path (tests): 30 synthetic excerpts of 9-11 s, "
+                    "so some files are shorter than the 10-s excerpt and padded by wrapping.",
+        data=DataConfig(source="synthetic", n_excerpts=30, duration_s=10.0),
+    ),
+}
+
+DEFAULT_PROFILE = "quick"
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Look up a profile by name (``"smoke"``, ``"quick"``, ``"paper"``).
+
+    Raises
+    ------
+    MerError
+        For an unknown name.
+    """
+    if isinstance(name, Profile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise MerError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}") from None

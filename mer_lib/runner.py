@@ -1,0 +1,117 @@
+"""Run the numbered notebooks in order with papermill (``make reproduce``).
+
+Every notebook ``notebooks/NN_name.ipynb`` takes the papermill parameters
+``profile``, ``run_dir`` and ``data_dir`` (cell tagged ``parameters``). The
+runner executes them in number order, writes each executed copy to
+``run_dir/notebooks/``, records per-notebook wall time in
+``run_dir/pipeline_times.json``, and stops at the first failure, naming the
+executed notebook that holds the traceback.
+
+Command line::
+
+    python -m mer_lib.runner --profile quick --run-dir runs/quick [--data-dir DIR] [--notebooks 01 03]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from mer_lib import artifacts
+from mer_lib.errors import MerError
+from mer_lib.profiles import DEFAULT_PROFILE, PROFILES
+
+#: Root of the repository (the package is installed in editable mode).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+FIGURES_DIR = REPO_ROOT / "figures"
+#: Environment variable that overrides the default run directory (used by the nbval regression).
+RUN_DIR_ENV = "MER_RUN_DIR"
+
+
+def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> Path:
+    """The run directory a notebook reads and writes.
+
+    ``run_dir`` if given; else ``$MER_RUN_DIR`` if set; else
+    ``<repo>/runs/<profile>``. Relative paths are taken from the repository
+    root, so a notebook opened in JupyterLab and one run by papermill agree.
+    """
+    chosen = run_dir or os.environ.get(RUN_DIR_ENV) or Path("runs") / profile
+    path = Path(chosen).expanduser()
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+                   select: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks ``NN_*.ipynb`` in number order, optionally filtered by number or name."""
+    found = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if select:
+        chosen = [p for p in found if any(p.name.startswith(s) or p.stem == s for s in select)]
+        if not chosen:
+            raise MerError(f"no notebook in {notebooks_dir} matches {select}; found {[p.name for p in found]}")
+        return chosen
+    return found
+
+
+def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | None = None,
+                  data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
+                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> Path:
+    """Execute the notebooks in order; return the run directory.
+
+    Raises
+    ------
+    MerError
+        If a notebook fails; the message names the executed notebook.
+    """
+    import papermill as pm
+
+    if profile not in PROFILES:
+        raise MerError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
+    run = resolve_run_dir(profile, run_dir)
+    out_dir = run / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = {"profile": profile, "run_dir": str(run), "data_dir": str(data_dir) if data_dir else None}
+    notebooks = list_notebooks(notebooks_dir, select)
+    times_path = run / "pipeline_times.json"
+    times = artifacts.read_json(times_path) if times_path.exists() else {}
+    for i, nb in enumerate(notebooks, 1):
+        executed = out_dir / nb.name
+        print(f"[{i}/{len(notebooks)}] {nb.name} (profile={profile}) -> {executed}", flush=True)
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent),
+                                progress_bar=True, kernel_name="python3")
+        except pm.PapermillExecutionError as exc:
+            raise MerError(f"notebook {nb.name} failed ({exc.ename}: {exc.evalue}); "
+                           f"the traceback is in the executed notebook {executed}") from None
+        seconds = time.perf_counter() - start
+        times[nb.stem] = {"seconds": round(seconds, 2), "profile": profile}
+        artifacts.write_json(times_path, times)
+        print(f"    done in {seconds:.1f} s", flush=True)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    parser.add_argument("--run-dir", default=None, help="default: runs/<profile>")
+    parser.add_argument("--data-dir", default=None, help="real (or other) dataset in the Soundtracks layout")
+    parser.add_argument("--notebooks", nargs="*", default=None, help="numbers or names to run (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        run = run_notebooks(args.profile, args.run_dir, args.data_dir, args.notebooks)
+    except MerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"All notebooks done. Executed notebooks and artifacts: {run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

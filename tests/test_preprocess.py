@@ -1,0 +1,108 @@
+"""Spectrogram cache, standardisation statistics and excerpts."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from mer_lib import artifacts
+from mer_lib.errors import MerError
+from mer_lib.features import spectrogram_from_file
+from mer_lib.preprocess import (cache_spectrograms, cut_excerpt, excerpt_offsets, prepare_cache,
+                                standardisation_stats)
+from mer_lib.profiles import FeatureConfig
+from mer_lib.split import split_numbers
+
+FEAT = FeatureConfig(excerpt_frames=40)
+
+
+@pytest.fixture()
+def table(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = {}
+    for n in range(1, 11):
+        seconds = 0.8 + 0.2 * n  # 1.0 .. 2.8 s: 32 .. 88 frames; some shorter than 40 frames
+        x = 0.3 * rng.standard_normal(int(seconds * 22050))
+        path = tmp_path / "audio" / f"{n:03d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, x, 22050, subtype="PCM_16")
+        rows[n] = {"audio_path": str(path), "valence": 0.5}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("number")
+
+
+def test_offsets_are_seeded_and_bounded():
+    frames = {3: 100, 1: 30, 2: 313}
+    a = excerpt_offsets(frames, 40, seed=42)
+    assert a == excerpt_offsets(dict(sorted(frames.items())), 40, seed=42)
+    assert a[1] == 0 and 0 <= a[3] <= 60 and 0 <= a[2] <= 273
+    assert excerpt_offsets({n: 10_000 for n in range(50)}, 40, 42) != excerpt_offsets(
+        {n: 10_000 for n in range(50)}, 40, 43)
+
+
+def test_cut_excerpt_wraps_short_files():
+    spec = np.arange(5)[:, None] * np.ones((1, 3))
+    np.testing.assert_array_equal(cut_excerpt(spec, 0, 12)[:, 0], [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1])
+    np.testing.assert_array_equal(cut_excerpt(spec, 2, 3)[:, 0], [2, 3, 4])
+
+
+def test_standardisation_stats_match_numpy():
+    rng = np.random.default_rng(1)
+    specs = [rng.random((n, 7)).astype(np.float32) for n in (3, 10, 21)]
+    mean, std = standardisation_stats(specs)
+    flat = np.concatenate([s.ravel() for s in specs]).astype(np.float64)
+    assert mean == pytest.approx(flat.mean(), rel=1e-12)
+    assert std == pytest.approx(flat.std(), rel=1e-12)
+    with pytest.raises(MerError):
+        standardisation_stats([])
+
+
+def test_cache_reuses_and_recomputes(table, tmp_path):
+    cache = tmp_path / "cache"
+    frames = cache_spectrograms(table, cache, FEAT, progress=False)
+    spec_files = sorted((cache / "spectrograms").glob("*.npy"))
+    assert len(spec_files) == 10 and frames[1] == int(np.ceil(1.0 * 22050 / (22050 / 31.3)))
+    np.testing.assert_array_equal(artifacts.read_npy(spec_files[0]),
+                                  spectrogram_from_file(table.at[1, "audio_path"]))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in spec_files}
+    # rerun: nothing recomputed
+    cache_spectrograms(table, cache, FEAT, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in spec_files} == mtimes
+    # changed audio: only that file is recomputed
+    sf.write(table.at[4, "audio_path"], 0.1 * np.ones(30000) * np.sin(np.arange(30000)), 22050,
+             subtype="PCM_16")
+    cache_spectrograms(table, cache, FEAT, progress=False)
+    changed = [p.name for p in spec_files if p.stat().st_mtime_ns != mtimes[p.name]]
+    assert changed == ["004.npy"]
+    # a lost file (interrupted run) is recomputed
+    os.remove(spec_files[1])
+    cache_spectrograms(table, cache, FEAT, progress=False)
+    assert spec_files[1].exists()
+    # a front-end change recomputes everything
+    mtimes = {p.name: p.stat().st_mtime_ns for p in spec_files}
+    cache_spectrograms(table, cache, dataclasses.replace(FEAT, fmax=8000.0), progress=False)
+    assert all(p.stat().st_mtime_ns != mtimes[p.name] for p in spec_files)
+    assert not list(cache.rglob("*.tmp"))
+
+
+def test_prepare_cache_excerpts_and_stats(table, tmp_path):
+    split = split_numbers(table.index.to_numpy())
+    prep = prepare_cache(table, split, tmp_path / "cache", FEAT, progress=False)
+    x = prep.excerpts()
+    assert x.shape == (10, 1, 40, 149) and x.dtype == np.float32
+    specs = [prep.spectrogram(n) for n in table.index]
+    mean, std = standardisation_stats(specs)
+    assert prep.mean == pytest.approx(mean) and prep.std == pytest.approx(std)
+    raw = prep.excerpts(standardize=False)
+    np.testing.assert_allclose(x, (raw - mean) / std, rtol=1e-5, atol=1e-5)
+    assert list(prep.numbers("test")) == list(split["test"])
+    assert set(prep.table["split"]) == {"train", "valid", "test"}
+    # training-split statistics are an option, and differ
+    train_only = prepare_cache(table, split, tmp_path / "cache",
+                               dataclasses.replace(FEAT, stats_split="train"), progress=False)
+    assert train_only.mean != prep.mean
+    with pytest.raises(MerError, match="stats_split"):
+        prepare_cache(table, split, tmp_path / "cache", dataclasses.replace(FEAT, stats_split="test"))
