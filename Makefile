@@ -32,7 +32,7 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	run=$$(mktemp -d) && MER_RUN_DIR=$$run $(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks; rc=$$?; rm -rf $$run; exit $$rc
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
