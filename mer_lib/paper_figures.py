@@ -1,0 +1,394 @@
+"""The paper's figures (DESIGN section 7), drawn from attack logs or per-model metrics.
+
+- :func:`figure3_dmae`: box plot of dMAE per model, one box per system
+  (A2E, aA2E, A2B2E, aA2B2E, A2M2E), every model as a point, with an axis
+  break when an outlier would squash the boxes (rule: :func:`axis_break_limits`).
+- :func:`figure4_true_vs_pred`: true vs predicted ratings, clean (x) and after
+  the attack (o), one panel per emotion (rows) and system (columns), one seed.
+- :func:`clean_performance_figure`: clean average Pearson r and MAE per
+  system, one point per seed and the mean.
+
+Every system has one colour in every figure (:data:`SYSTEM_COLORS`, taken
+from seaborn's colour-blind palette: plain and adversarially trained versions
+of a model share a hue family, the interpretable A2M2E is green). Functions
+return the :class:`matplotlib.figure.Figure` and do not change global
+matplotlib state; :func:`save_figure` writes PNG and PDF atomically.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from mer_lib import analysis, artifacts
+from mer_lib.constants import EMOTIONS
+from mer_lib.errors import MerError
+
+__all__ = ["SYSTEM_COLORS", "system_colors", "axis_break_limits", "figure3_dmae", "figure4_true_vs_pred",
+           "clean_performance_figure", "save_figure"]
+
+#: One colour per system, from seaborn's "colorblind" palette (Okabe-Ito-like):
+#: blue / light blue for A2E / aA2E, vermillion / orange for A2B2E / aA2B2E,
+#: green for the interpretable A2M2E.
+SYSTEM_COLORS: dict[str, str] = {
+    "A2E": "#0173b2",
+    "aA2E": "#56b4e9",
+    "A2B2E": "#d55e00",
+    "aA2B2E": "#de8f05",
+    "A2M2E": "#029e73",
+}
+#: Colours handed out, in order, to systems not in :data:`SYSTEM_COLORS`.
+_SPARE_COLORS: tuple[str, ...] = ("#cc78bc", "#ca9161", "#949494", "#fbafe4", "#ece133")
+
+
+def system_colors(systems: Iterable[str]) -> dict[str, str]:
+    """Colours of the given systems: :data:`SYSTEM_COLORS`, spare colours for unknown names.
+
+    Parameters
+    ----------
+    systems : iterable of str
+
+    Returns
+    -------
+    dict
+        ``{system: hex colour}`` in :func:`mer_lib.analysis.system_order`.
+        Unknown systems get the spare colours in alphabetical order (cycling).
+    """
+    out: dict[str, str] = {}
+    spare = 0
+    for s in analysis.system_order(systems):
+        if s in SYSTEM_COLORS:
+            out[s] = SYSTEM_COLORS[s]
+        else:
+            out[s] = _SPARE_COLORS[spare % len(_SPARE_COLORS)]
+            spare += 1
+    return out
+
+
+def _spread(n: int, width: float = 0.22) -> np.ndarray:
+    """Deterministic horizontal offsets for ``n`` points (no random jitter)."""
+    return np.zeros(1) if n == 1 else np.linspace(-width, width, n)
+
+
+def _per_model(data: pd.DataFrame, column: str) -> pd.DataFrame:
+    if not isinstance(data, pd.DataFrame):
+        raise MerError(f"expected a pandas DataFrame, got {type(data).__name__}")
+    if column in data.columns and "number" not in data.columns:
+        missing = [c for c in ("system", "seed") if c not in data.columns]
+        if missing:
+            raise MerError(f"per-model table: missing columns {missing}; found {list(data.columns)}")
+        return data
+    return analysis.per_model_metrics(data)
+
+
+def _select_systems(available: Iterable[str], systems: Sequence[str] | None) -> list[str]:
+    present = analysis.system_order(available)
+    if systems is None:
+        return present
+    missing = [s for s in systems if s not in present]
+    if missing:
+        raise MerError(f"systems {missing} have no data; present: {present}")
+    return list(systems)
+
+
+# --------------------------------------------------------------------------- Figure 3
+def axis_break_limits(values: Mapping[str, Sequence[float]], ratio: float = 1.0) -> tuple[float, float] | None:
+    """Decide whether a box plot needs an axis break, and where.
+
+    Rule: per system, the whiskers end at the most extreme values within
+    1.5 IQR of the quartiles (as drawn by matplotlib and seaborn). Let
+    ``core`` span the lowest lower whisker to the highest upper whisker over
+    all systems. A value more than ``ratio * core`` *above* the top of the
+    core would squash the boxes (with ``ratio=1`` they would fill less than
+    half of an unbroken axis), so the axis is broken: the lower panel shows
+    everything up to ``top + ratio * core`` and the upper panel the values
+    above it. No value can fall into the gap. Only high outliers are
+    considered (attacks raise the error; low values stay in the lower panel).
+
+    Parameters
+    ----------
+    values : mapping of str to sequence of float
+        The values of each box.
+    ratio : float
+        Tolerated outlier distance, in units of the core span.
+
+    Returns
+    -------
+    (float, float) or None
+        ``(highest value of the lower panel, lowest value of the upper
+        panel)`` when a break is needed, else None.
+    """
+    if ratio <= 0:
+        raise MerError(f"axis_break_limits: ratio must be positive, got {ratio}")
+    arrays = [np.asarray(v, dtype=np.float64) for v in values.values()]
+    arrays = [a[~np.isnan(a)] for a in arrays if a.size]
+    arrays = [a for a in arrays if a.size]
+    if not arrays:
+        return None
+    lows, highs = [], []
+    for a in arrays:
+        q1, q3 = np.quantile(a, [0.25, 0.75])
+        iqr = q3 - q1
+        highs.append(a[a <= q3 + 1.5 * iqr].max())
+        lows.append(a[a >= q1 - 1.5 * iqr].min())
+    core_lo, core_hi = min(lows), max(highs)
+    span = core_hi - core_lo
+    if span <= 0:
+        span = max(abs(core_hi), 1e-12)
+    cut = core_hi + ratio * span
+    everything = np.concatenate(arrays)
+    above = everything[everything > cut]
+    if above.size == 0:
+        return None
+    return float(everything[everything <= cut].max()), float(above.min())
+
+
+def _padded(lo: float, hi: float, frac: float = 0.08) -> tuple[float, float]:
+    pad = (hi - lo) * frac if hi > lo else max(abs(hi), 1.0) * frac
+    return lo - pad, hi + pad
+
+
+def _draw_boxes(ax, per_system: list[np.ndarray], systems: list[str], colors: dict[str, str]) -> None:
+    positions = np.arange(len(systems))
+    bp = ax.boxplot(per_system, positions=positions, widths=0.6, whis=1.5, showfliers=False,
+                    patch_artist=True, tick_labels=systems, zorder=2,
+                    medianprops={"color": "black", "linewidth": 1.5})
+    for patch, s in zip(bp["boxes"], systems):
+        patch.set_facecolor(colors[s])
+        patch.set_alpha(0.55)
+        patch.set_edgecolor("0.2")
+        patch.set_gid(f"box:{s}")
+    for i, (vals, s) in enumerate(zip(per_system, systems)):
+        ax.scatter(i + _spread(len(vals)), vals, s=22, color=colors[s], edgecolor="black", linewidth=0.6,
+                   zorder=3, gid=f"points:{s}")
+
+
+def figure3_dmae(per_model: pd.DataFrame, axis_break: bool | str = "auto", ratio: float = 1.0,
+                 systems: Sequence[str] | None = None, figsize: tuple[float, float] = (6.0, 4.0),
+                 title: str | None = None) -> Figure:
+    """Figure 3: dMAE per model, one box per system, with an optional axis break.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        Output of :func:`mer_lib.analysis.per_model_metrics` (or tidy attack
+        logs, from which it is computed).
+    axis_break : {"auto", True, False}
+        ``"auto"`` breaks the y axis when :func:`axis_break_limits` says an
+        outlier would squash the boxes; ``True`` forces a break (if there is no
+        outlier by the rule, the break isolates the largest value); ``False``
+        never breaks.
+    ratio : float
+        Parameter of the rule (see :func:`axis_break_limits`).
+    systems : sequence of str, optional
+        Systems and order (default: all present, in the paper's order).
+    figsize : (float, float)
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes, or two stacked axes sharing x (upper: outliers) when the
+        axis is broken. Boxes: quartiles and 1.5-IQR whiskers; points: models.
+    """
+    if axis_break not in ("auto", True, False):
+        raise MerError(f"axis_break={axis_break!r}: expected 'auto', True or False")
+    pm = _per_model(per_model, "dmae")
+    systems = _select_systems(pm["system"], systems)
+    colors = system_colors(systems)
+    per_system = [pm.loc[pm["system"] == s, "dmae"].to_numpy(np.float64) for s in systems]
+    limits = axis_break_limits(dict(zip(systems, per_system)), ratio) if axis_break is not False else None
+    if axis_break is True and limits is None:
+        allv = np.sort(np.concatenate(per_system))
+        if allv.size >= 2:
+            limits = (float(allv[-2]), float(allv[-1]))
+    ylabel = "dMAE (MAE after attack − clean MAE)"
+    if limits is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        _draw_boxes(ax, per_system, systems, colors)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("system")
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+        return fig
+    low_top, high_bottom = limits
+    allv = np.concatenate(per_system)
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=figsize,
+                                      gridspec_kw={"height_ratios": [1, 3], "hspace": 0.08})
+    for ax in (top, bottom):
+        _draw_boxes(ax, per_system, systems, colors)
+    bottom.set_ylim(*_padded(float(allv.min()), low_top))
+    top.set_ylim(*_padded(high_bottom, float(allv.max()), frac=0.25))
+    top.spines["bottom"].set_visible(False)
+    bottom.spines["top"].set_visible(False)
+    top.tick_params(axis="x", which="both", bottom=False, labelbottom=False)
+    # short diagonal strokes marking the break, on both y spines
+    kw = dict(marker=[(-1, -0.5), (1, 0.5)], markersize=10, linestyle="none", color="k", mec="k", mew=1,
+              clip_on=False)
+    top.plot([0, 1], [0, 0], transform=top.transAxes, **kw)
+    bottom.plot([0, 1], [1, 1], transform=bottom.transAxes, **kw)
+    bottom.set_xlabel("system")
+    fig.supylabel(ylabel, fontsize="medium")
+    if title:
+        top.set_title(title)
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.92 if title else 0.96, bottom=0.13)
+    return fig
+
+
+# --------------------------------------------------------------------------- Figure 4
+def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = 21,
+                         systems: Sequence[str] = ("A2B2E", "A2M2E", "aA2B2E"),
+                         emotions: Sequence[str] = ("tension", "tender"),
+                         panel_size: float = 2.8) -> Figure:
+    """Figure 4: true vs predicted ratings before (x) and after (o) the attack.
+
+    Parameters
+    ----------
+    logs : pandas.DataFrame
+        Tidy attack logs (``system``, ``seed``, ``true_*``, ``orig_*``, ``new_*``).
+    seed : int or None
+        Training seed of the models shown (the paper: 21). None picks 21 if
+        present, else the smallest seed present.
+    systems : sequence of str
+        Columns of the grid.
+    emotions : sequence of str
+        Rows of the grid (names from :data:`mer_lib.constants.EMOTIONS`).
+    panel_size : float
+        Size of one panel in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``len(emotions) x len(systems)`` panels; x: true rating (/10), y:
+        prediction; clean predictions as ``x`` and adversarial ones as hollow
+        ``o`` in the system's colour; dashed identity line. Panels of a row
+        share the y axis.
+
+    Raises
+    ------
+    MerError
+        For an unknown emotion or a system/seed without logs.
+    """
+    bad = [e for e in emotions if e not in EMOTIONS]
+    if bad:
+        raise MerError(f"unknown emotions {bad}; expected names from {list(EMOTIONS)}")
+    need = ["system", "seed", *[f"{p}_{e}" for p in ("true", "orig", "new") for e in emotions]]
+    missing = [c for c in need if c not in logs.columns]
+    if missing:
+        raise MerError(f"attack logs: missing columns {missing}")
+    if seed is None:
+        seeds = sorted(logs["seed"].unique())
+        seed = 21 if 21 in seeds else seeds[0]
+    sub = logs[logs["seed"] == seed]
+    absent = [s for s in systems if s not in set(sub["system"])]
+    if absent:
+        raise MerError(f"no attack logs for systems {absent} with seed {seed}; "
+                       f"systems with that seed: {analysis.system_order(sub['system'])}")
+    colors = system_colors(systems)
+    fig, axes = plt.subplots(len(emotions), len(systems), sharex=True, sharey="row", squeeze=False,
+                             figsize=(panel_size * len(systems) + 0.6, panel_size * len(emotions) + 0.5))
+    for i, emotion in enumerate(emotions):
+        for j, system in enumerate(systems):
+            ax = axes[i, j]
+            g = sub[sub["system"] == system]
+            true = g[f"true_{emotion}"].to_numpy(np.float64)
+            ax.axline((0.0, 0.0), slope=1.0, color="0.5", linestyle="--", linewidth=1, zorder=1)
+            ax.scatter(true, g[f"orig_{emotion}"], marker="x", s=28, color=colors[system], linewidth=1.2,
+                       zorder=3, gid=f"clean:{system}:{emotion}")
+            ax.scatter(true, g[f"new_{emotion}"], marker="o", s=26, facecolors="none",
+                       edgecolors=colors[system], linewidth=1.1, zorder=2, gid=f"adversarial:{system}:{emotion}")
+            if i == 0:
+                ax.set_title(system, color=colors[system], fontweight="bold")
+            if j == 0:
+                ax.set_ylabel(f"{emotion}: predicted")
+            if i == len(emotions) - 1:
+                ax.set_xlabel("true rating / 10")
+    handles = [Line2D([], [], marker="x", linestyle="none", color="0.2", label="clean"),
+               Line2D([], [], marker="o", linestyle="none", markerfacecolor="none", color="0.2",
+                      label="adversarial"),
+               Line2D([], [], linestyle="--", color="0.5", label="identity")]
+    fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(f"seed {seed}", x=0.99, ha="right", fontsize="small", y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+# --------------------------------------------------------------------------- clean performance
+def clean_performance_figure(per_model: pd.DataFrame, systems: Sequence[str] | None = None,
+                             figsize: tuple[float, float] = (9.0, 3.6)) -> Figure:
+    """Clean average Pearson r and clean MAE per system: one point per seed, a bar at the mean.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        Output of :func:`mer_lib.analysis.per_model_metrics` (or tidy attack logs).
+    systems : sequence of str, optional
+        Systems and order (default: all present, in the paper's order).
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels (r left, MAE right), the visual form of Table 1.
+    """
+    pm = _per_model(per_model, "clean_r")
+    if "clean_mae" not in pm.columns:
+        raise MerError("per-model table: missing column 'clean_mae'")
+    systems = _select_systems(pm["system"], systems)
+    colors = system_colors(systems)
+    fig, axes = plt.subplots(1, 2, figsize=figsize)
+    for ax, column, label in ((axes[0], "clean_r", "average Pearson r (clean)"),
+                              (axes[1], "clean_mae", "MAE (clean)")):
+        for i, s in enumerate(systems):
+            vals = pm.loc[pm["system"] == s, column].to_numpy(np.float64)
+            ax.scatter(i + _spread(len(vals), 0.18), vals, s=24, color=colors[s], edgecolor="black",
+                       linewidth=0.5, zorder=3, gid=f"points:{s}")
+            ax.hlines(np.nanmean(vals), i - 0.32, i + 0.32, color="black", linewidth=2, zorder=4)
+        ax.set_xticks(np.arange(len(systems)), systems)
+        ax.set_xlim(-0.6, len(systems) - 0.4)
+        ax.set_ylabel(label)
+        ax.set_xlabel("system")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- saving
+def save_figure(fig: Figure, stem: str, figures_dir: str | os.PathLike = "figures",
+                formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> dict[str, Path]:
+    """Write a figure as ``<figures_dir>/<stem>.png`` and ``.pdf``, each atomically.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    stem : str
+        File name without suffix (e.g. ``"figure3_dmae"``).
+    figures_dir : path-like
+        Destination folder (created if needed).
+    formats : sequence of str
+        File formats understood by matplotlib.
+    dpi : int
+        Resolution of raster formats.
+
+    Returns
+    -------
+    dict
+        ``{format: path}``.
+    """
+    if not stem or Path(stem).name != stem:
+        raise MerError(f"save_figure: stem must be a plain file name without folders, got {stem!r}")
+    out = {}
+    for fmt in formats:
+        path = Path(figures_dir) / f"{stem}.{fmt}"
+        # no creation date in the PDF, so that reruns give identical files
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        with artifacts.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        out[fmt] = path
+    return out
