@@ -1,0 +1,142 @@
+"""Regression metrics of the study (DESIGN 7).
+
+All functions take arrays ``y`` (targets) and ``p`` (predictions) of shape
+``(N, K)``: N excerpts, K targets (8 emotions or 7 mid-level features). They
+compute in float64 and return numpy arrays or Python floats.
+
+* :func:`pearson_per_column`: Pearson r of every target *across the excerpts*;
+  :func:`mean_pearson` averages them (the paper's "average r"). A column with
+  zero variance in ``y`` or ``p`` has an undefined r and gives ``nan``.
+* :func:`mae`, :func:`rmse`: over all values (equal to averaging per-target
+  MAE / MSE, since every target has N values).
+* :func:`r2`: coefficient of determination per target, averaged uniformly
+  (scikit-learn's ``r2_score`` default).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from mer_lib.errors import MerError
+
+
+def _pair(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if p.ndim == 1:
+        p = p[:, None]
+    if y.shape != p.shape or y.ndim != 2:
+        raise MerError(f"targets and predictions must have the same (N, K) shape, got {y.shape} and {p.shape}")
+    if y.shape[0] == 0:
+        raise MerError("metrics need at least one example")
+    return y, p
+
+
+def pearson_per_column(y, p) -> np.ndarray:
+    """Pearson correlation of every column of ``y`` with the same column of ``p``.
+
+    Parameters
+    ----------
+    y, p : array-like, shape (N, K)
+        Targets and predictions.
+
+    Returns
+    -------
+    numpy.ndarray, shape (K,)
+        r per column; ``nan`` where either column is constant.
+    """
+    y, p = _pair(y, p)
+    dy = y - y.mean(axis=0)
+    dp = p - p.mean(axis=0)
+    num = (dy * dp).sum(axis=0)
+    den = np.sqrt((dy * dy).sum(axis=0) * (dp * dp).sum(axis=0))
+    defined = ~(_constant(y) | _constant(p)) & (den > 0)
+    r = np.full(y.shape[1], np.nan)
+    r[defined] = num[defined] / den[defined]
+    return np.clip(r, -1.0, 1.0)
+
+
+def _constant(a: np.ndarray) -> np.ndarray:
+    """Columns whose values are all equal (exactly, as scipy's ``pearsonr`` checks)."""
+    return np.all(a == a[:1], axis=0)
+
+
+def mean_pearson(y, p) -> float:
+    """Average over the columns of :func:`pearson_per_column` (``nan`` if any r is undefined)."""
+    return float(np.mean(pearson_per_column(y, p)))
+
+
+def mae(y, p, axis: int | None = None) -> float | np.ndarray:
+    """Mean absolute error.
+
+    Parameters
+    ----------
+    y, p : array-like, shape (N, K)
+    axis : int, optional
+        ``None``: one number over all values; ``1``: per example (N,); ``0``: per target (K,).
+    """
+    y, p = _pair(y, p)
+    out = np.abs(y - p).mean(axis=axis)
+    return float(out) if axis is None else out
+
+
+def rmse(y, p) -> float:
+    """Root mean squared error over all values."""
+    y, p = _pair(y, p)
+    return float(np.sqrt(np.mean((y - p) ** 2)))
+
+
+def r2_per_column(y, p) -> np.ndarray:
+    """``1 - SS_res / SS_tot`` per column; ``nan`` where the target column is constant."""
+    y, p = _pair(y, p)
+    ss_res = ((y - p) ** 2).sum(axis=0)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    defined = ~_constant(y) & (ss_tot > 0)
+    out = np.full(y.shape[1], np.nan)
+    out[defined] = 1.0 - ss_res[defined] / ss_tot[defined]
+    return out
+
+
+def r2(y, p) -> float:
+    """Coefficient of determination, averaged uniformly over the columns."""
+    return float(np.mean(r2_per_column(y, p)))
+
+
+def regression_report(y, p, names: Sequence[str]) -> dict:
+    """Every metric of one set of predictions, JSON-ready.
+
+    Parameters
+    ----------
+    y, p : array-like, shape (N, K)
+        Targets and predictions.
+    names : sequence of str
+        The K target names (e.g. :data:`mer_lib.constants.EMOTIONS`).
+
+    Returns
+    -------
+    dict
+        ``n``, ``mean_r``, ``r`` (name -> r), ``mae``, ``rmse``, ``r2``,
+        ``r2_per_target`` (name -> R2). Undefined values are ``None`` (JSON null).
+    """
+    y, p = _pair(y, p)
+    names = list(names)
+    if len(names) != y.shape[1]:
+        raise MerError(f"{len(names)} names given for {y.shape[1]} columns")
+
+    def num(v: float) -> float | None:
+        return None if not np.isfinite(v) else float(v)
+
+    r = pearson_per_column(y, p)
+    r2s = r2_per_column(y, p)
+    return {
+        "n": int(y.shape[0]),
+        "mean_r": num(float(np.mean(r))),
+        "r": {k: num(v) for k, v in zip(names, r)},
+        "mae": num(mae(y, p)),
+        "rmse": num(rmse(y, p)),
+        "r2": num(float(np.mean(r2s))),
+        "r2_per_target": {k: num(v) for k, v in zip(names, r2s)},
+    }

@@ -1,0 +1,280 @@
+"""The VGG-style emotion models of the study (DESIGN 5) with a width multiplier.
+
+Backbone (channel counts at ``width = 1.0``; input ``(B, 1, T, F)``, in the
+paper ``T x F = 313 x 149``)::
+
+    conv5x5 stride 2   64     -> 157 x 75
+    conv3x3            64
+    maxpool2 + dropout2d(0.3) -> 78 x 37
+    conv3x3            128
+    conv3x3            128
+    maxpool2 + dropout2d(0.3) -> 39 x 18
+    conv3x3            256
+    conv3x3            256
+    conv3x3            384
+    conv3x3            512
+    conv1x1            256
+    global average pool       -> 256
+
+Every convolution has a bias and is followed by ``BatchNorm2d`` and ``ReLU``.
+Padding is "same"-style: ``k // 2`` (5x5 -> 2, 3x3 -> 1, 1x1 -> 0), so the
+stride-1 convolutions keep the time x frequency size, the stride-2 one gives
+``ceil(T / 2) x ceil(F / 2)`` and each max-pool floors the size by 2. Any
+``T x F`` of at least 7 x 7 works (:data:`MIN_INPUT`). The global average pool is a mean over the
+two spatial axes (equivalent to ``AdaptiveAvgPool2d(1)``, whose CUDA backward
+is not deterministic).
+
+``width`` scales every backbone channel count ``c`` to ``max(1, round(c * width))``.
+
+Heads (``D`` = scaled 256):
+
+* A2E, aA2E: ``Linear(D, 8)``.
+* A2B2E, aA2B2E, A2M2E: ``Linear(D, 7) -> Linear(7, 8)`` with no nonlinearity
+  in between; the 7 bottleneck activations are returned too. A2M2E trains them
+  on the mid-level features, A2B2E leaves them unsupervised.
+
+Initialisation (:func:`init_weights`): Kaiming-normal (fan_in, ReLU gain, i.e.
+std ``sqrt(2 / fan_in)``) for every conv and linear weight, zero biases,
+BatchNorm weight 1 and bias 0. (The reference zeroes the linear biases but
+leaves the conv biases at PyTorch's default; a conv bias directly followed by
+BatchNorm is cancelled by its mean subtraction, so zeroing it is immaterial.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from mer_lib.constants import EMOTIONS, MIDLEVEL, SYSTEMS
+from mer_lib.errors import MerError
+
+#: Backbone layers at width 1.0: ``(kind, out_channels, kernel, stride)``;
+#: ``("pool", ...)`` marks maxpool2 + dropout2d.
+BACKBONE_LAYERS: tuple[tuple, ...] = (
+    ("conv", 64, 5, 2),
+    ("conv", 64, 3, 1),
+    ("pool",),
+    ("conv", 128, 3, 1),
+    ("conv", 128, 3, 1),
+    ("pool",),
+    ("conv", 256, 3, 1),
+    ("conv", 256, 3, 1),
+    ("conv", 384, 3, 1),
+    ("conv", 512, 3, 1),
+    ("conv", 256, 1, 1),
+)
+#: Channel dropout probability after each max-pool.
+DROPOUT: float = 0.3
+#: Smallest time and frequency size (one row/column left after both max-pools).
+MIN_INPUT: int = 7
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """What distinguishes the five systems.
+
+    Attributes
+    ----------
+    bottleneck : bool
+        The head is ``Linear(D, 7) -> Linear(7, 8)``.
+    midlevel_supervised : bool
+        The bottleneck is trained on the mid-level features (A2M2E only).
+    adversarial : bool
+        Trained adversarially (aA2E, aA2B2E).
+    """
+
+    bottleneck: bool
+    midlevel_supervised: bool
+    adversarial: bool
+
+
+SYSTEM_SPECS: dict[str, SystemSpec] = {
+    "A2E": SystemSpec(bottleneck=False, midlevel_supervised=False, adversarial=False),
+    "aA2E": SystemSpec(bottleneck=False, midlevel_supervised=False, adversarial=True),
+    "A2B2E": SystemSpec(bottleneck=True, midlevel_supervised=False, adversarial=False),
+    "aA2B2E": SystemSpec(bottleneck=True, midlevel_supervised=False, adversarial=True),
+    "A2M2E": SystemSpec(bottleneck=True, midlevel_supervised=True, adversarial=False),
+}
+assert set(SYSTEM_SPECS) == set(SYSTEMS)
+
+
+def system_spec(system: str) -> SystemSpec:
+    """The :class:`SystemSpec` of a system name.
+
+    Raises
+    ------
+    MerError
+        For an unknown system.
+    """
+    try:
+        return SYSTEM_SPECS[system]
+    except KeyError:
+        raise MerError(f"unknown system {system!r}; expected one of {list(SYSTEM_SPECS)}") from None
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``max(1, round(channels * width))``."""
+    return max(1, int(round(channels * width)))
+
+
+class ModelOutput(NamedTuple):
+    """What a model returns.
+
+    Attributes
+    ----------
+    emotions : Tensor
+        ``(B, 8)`` emotion predictions (targets divided by 10).
+    bottleneck : Tensor or None
+        ``(B, 7)`` bottleneck activations of bottleneck models, else ``None``.
+    """
+
+    emotions: torch.Tensor
+    bottleneck: torch.Tensor | None
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2),
+                         nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class Backbone(nn.Module):
+    """The convolutional feature extractor; ``(B, 1, T, F) -> (B, D)``."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for spec in BACKBONE_LAYERS:
+            if spec[0] == "pool":
+                layers += [nn.MaxPool2d(2), nn.Dropout2d(DROPOUT)]
+            else:
+                _, c_out, kernel, stride = spec
+                c_out = scaled_channels(c_out, width)
+                layers.append(_conv_block(c_in, c_out, kernel, stride))
+                c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.out_features = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps averaged over time and frequency."""
+        return self.features(x).mean(dim=(2, 3))
+
+
+class MERModel(nn.Module):
+    """Backbone plus the head of one of the five systems.
+
+    Parameters
+    ----------
+    system : str
+        One of :data:`mer_lib.constants.SYSTEMS`.
+    width : float
+        Backbone channel multiplier (1.0 = the paper's model).
+    """
+
+    def __init__(self, system: str, width: float = 1.0) -> None:
+        super().__init__()
+        if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+            raise MerError(f"model width must be a positive number, got {width!r}")
+        self.system = system
+        self.spec = system_spec(system)
+        self.width = float(width)
+        self.backbone = Backbone(width)
+        d = self.backbone.out_features
+        if self.spec.bottleneck:
+            self.bottleneck = nn.Linear(d, len(MIDLEVEL))
+            self.emotion = nn.Linear(len(MIDLEVEL), len(EMOTIONS))
+        else:
+            self.bottleneck = None
+            self.emotion = nn.Linear(d, len(EMOTIONS))
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        """Predict emotions (and bottleneck activations) for inputs ``(B, 1, T, F)``."""
+        if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[-2:]) < MIN_INPUT:
+            raise MerError(f"model input must have shape (B, 1, T, F) with T, F >= {MIN_INPUT}, "
+                           f"got {tuple(x.shape)}")
+        h = self.backbone(x)
+        if self.bottleneck is None:
+            return ModelOutput(self.emotion(h), None)
+        b = self.bottleneck(h)
+        return ModelOutput(self.emotion(b), b)
+
+
+def init_weights(model: nn.Module) -> nn.Module:
+    """Reference initialisation, in place (see the module docstring); returns ``model``."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def build_model(system: str, width: float = 1.0) -> MERModel:
+    """A freshly initialised model of ``system`` (draws from torch's global RNG).
+
+    Parameters
+    ----------
+    system : str
+        ``"A2E"``, ``"aA2E"``, ``"A2B2E"``, ``"aA2B2E"`` or ``"A2M2E"``.
+    width : float
+        Backbone channel multiplier.
+
+    Returns
+    -------
+    MERModel
+    """
+    return MERModel(system, width)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; BatchNorm running statistics are buffers, not counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def conv_shapes(input_hw: tuple[int, int] = (313, 149), width: float = 1.0) -> list[dict]:
+    """Per convolution: channels, kernel, stride and output size for an input ``T x F``.
+
+    Pure arithmetic over :data:`BACKBONE_LAYERS`, used for FLOP counts.
+
+    Returns
+    -------
+    list of dict
+        ``c_in, c_out, kernel, stride, h_out, w_out`` of every conv in order.
+    """
+    h, w = input_hw
+    c_in = 1
+    out = []
+    for spec in BACKBONE_LAYERS:
+        if spec[0] == "pool":
+            h, w = h // 2, w // 2
+            continue
+        _, c_out, k, s = spec
+        c_out = scaled_channels(c_out, width)
+        p = k // 2
+        h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        out.append({"c_in": c_in, "c_out": c_out, "kernel": k, "stride": s, "h_out": h, "w_out": w})
+        c_in = c_out
+    return out
+
+
+def forward_macs(system: str, width: float = 1.0, input_hw: tuple[int, int] = (313, 149)) -> int:
+    """Multiply-accumulates of one example's forward pass (convolutions and linear layers).
+
+    Conv: ``c_out * c_in * k * k * h_out * w_out``; linear: ``in * out``.
+    BatchNorm, ReLU, pooling and biases are ignored (they are a few percent at most).
+    """
+    convs = conv_shapes(input_hw, width)
+    macs = sum(c["c_out"] * c["c_in"] * c["kernel"] ** 2 * c["h_out"] * c["w_out"] for c in convs)
+    d = convs[-1]["c_out"]
+    if system_spec(system).bottleneck:
+        macs += d * len(MIDLEVEL) + len(MIDLEVEL) * len(EMOTIONS)
+    else:
+        macs += d * len(EMOTIONS)
+    return int(macs)
