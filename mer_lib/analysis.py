@@ -41,6 +41,7 @@ from mer_lib import artifacts
 from mer_lib.attack_logs import tidy_columns
 from mer_lib.constants import EMOTIONS, SYSTEMS
 from mer_lib.errors import MerError
+from mer_lib.metrics import pearson_per_column
 
 __all__ = [
     "MODEL_KEYS", "DEFAULT_PAIRS", "system_order", "pearson_per_column", "average_pearson",
@@ -111,38 +112,6 @@ def _sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- correlation
-def pearson_per_column(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns of two ``(n, k)`` arrays.
-
-    Parameters
-    ----------
-    true, pred : array_like, shape (n, k)
-        ``n`` observations (excerpts) of ``k`` variables (emotions).
-
-    Returns
-    -------
-    numpy.ndarray, shape (k,)
-        r per column; NaN where either column is constant (all values equal)
-        or where ``n < 2``.
-    """
-    x = np.asarray(true, dtype=np.float64)
-    y = np.asarray(pred, dtype=np.float64)
-    if x.ndim != 2 or x.shape != y.shape:
-        raise MerError(f"pearson_per_column: expected two arrays of the same shape (n, k), got {x.shape} and {y.shape}")
-    n, k = x.shape
-    out = np.full(k, np.nan)
-    if n < 2:
-        return out
-    # "constant" means all values equal: a centred sum of squares computed in
-    # floating point can be a tiny non-zero number for a constant column.
-    defined = (np.ptp(x, axis=0) > 0) & (np.ptp(y, axis=0) > 0)
-    xc = x[:, defined] - x[:, defined].mean(axis=0)
-    yc = y[:, defined] - y[:, defined].mean(axis=0)
-    r = (xc * yc).sum(axis=0) / np.sqrt((xc ** 2).sum(axis=0) * (yc ** 2).sum(axis=0))
-    out[defined] = np.clip(r, -1.0, 1.0)
-    return out
-
-
 def average_pearson(true: np.ndarray, pred: np.ndarray) -> float:
     """Average over columns of the per-column Pearson r, ignoring undefined columns.
 
