@@ -225,7 +225,10 @@ def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: 
         raise MerError(f"stats_split must be 'all' or 'train', got {features.stats_split!r}")
     cache_dir = Path(cache_dir)
     frames = cache_spectrograms(table, cache_dir, features, progress)
-    manifest_hash = artifacts.file_sha256(cache_dir / "manifest.json")
+    manifest = artifacts.read_json(cache_dir / "manifest.json")
+    # content, not location: the same audio and front end give the same key wherever the run lives
+    manifest_hash = artifacts.config_hash({"frontend": manifest["frontend_hash"],
+                                           "audio": {k: v["audio_sha256"] for k, v in manifest["files"].items()}})
 
     stats_numbers = sorted(table.index) if features.stats_split == "all" else sorted(split["train"])
     stats_key = artifacts.config_hash({"manifest": manifest_hash, "numbers": stats_numbers})
