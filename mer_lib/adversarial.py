@@ -1,0 +1,338 @@
+"""Adversarial training (DESIGN 5) and the attack stage (DESIGN 6) of the pipeline.
+
+Adversarial training
+    :class:`PaperAdversary` is the :class:`mer_lib.training.AdversarialStep`
+    of aA2E and aA2B2E. In every epoch whose number (from 1) is a multiple of
+    ``adv_every`` (5), after each batch's clean update, every example of the
+    batch gets a paper-mode adversary (:func:`mer_lib.attacks.paper_attack`
+    semantics, ``adv_train_iters`` = 50 iterations, model in eval mode,
+    adversarial example ``x + best``); the training loop then takes one more
+    optimiser step on the emotion MSE of the adversarial batch in train mode
+    (``mer_lib.training._train_epoch``). The batch is attacked at once by the
+    batched engine (identical per-example results). The attack's example
+    forward/backward passes are added to the training :class:`Cost`, so the
+    training cost of the adversarial systems includes them.
+
+    Usage::
+
+        step = PaperAdversary(attack_config, channels_last=profile.train.channels_last)
+        train_system(prepared, "aA2E", seed, profile, run_dir,
+                     adversarial_step=step, adversarial_config=step.config)
+
+The attack stage
+    :func:`attack_model` attacks the test split of one trained model and writes
+    ``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/``:
+
+    ``config.json``     everything the result depends on (hashed into the folder name)
+    ``log.csv``         the published format (:func:`mer_lib.attack_logs.write_attack_log`)
+    ``attack.csv``      the tidy table (:func:`mer_lib.attacks.attack_table`) with ``system``, ``seed``
+    ``adversarial.npy`` optional: the adversarial inputs ``(N, 1, T, F)`` in ``attack.csv`` order
+    ``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
+
+    ``<tag>`` is ``paper`` or ``bounded-eps<eps>``. The hash covers the model's
+    weights, the attacked inputs and labels, the standardisation statistics
+    and the attack settings that change results, so a rerun reuses a finished
+    folder and any change gives a new one. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mer_lib import artifacts
+from mer_lib.attack_logs import tidy_columns, write_attack_log
+from mer_lib.attacks import (ATTACK_VERSION, MODES, AttackConfig, _check_eps, attack_table,
+                             paper_adversarial_examples, run_attack)
+from mer_lib.constants import EMOTIONS
+from mer_lib.errors import MerError
+from mer_lib.models import MERModel
+
+SUMMARY_FILE = "summary.json"
+
+
+# --------------------------------------------------------------------------
+# Adversarial training
+# --------------------------------------------------------------------------
+class PaperAdversary:
+    """Adversarial-training step of aA2E / aA2B2E (see the module docstring).
+
+    Parameters
+    ----------
+    config : AttackConfig, optional
+        Supplies ``adv_train_lr``, ``adv_train_iters`` and ``adv_every`` (paper values by default).
+    channels_last : bool
+        Feed the model channels-last inputs during the attack (use the
+        training's ``TrainConfig.channels_last``).
+
+    Attributes
+    ----------
+    calls : int
+        Times the training loop called the step.
+    attacked_batches : int
+        Batches for which adversarial examples were produced.
+    epochs : list of int
+        The epoch of every attacked batch.
+    forward_passes, backward_passes : int
+        Example passes spent by the attacks (also added to the training cost).
+    """
+
+    def __init__(self, config: AttackConfig | None = None, channels_last: bool = False) -> None:
+        self.attack_config = config or AttackConfig()
+        self.lr = float(self.attack_config.adv_train_lr)
+        self.iters = int(self.attack_config.adv_train_iters)
+        self.every = int(self.attack_config.adv_every)
+        self.channels_last = bool(channels_last)
+        self.calls = 0
+        self.attacked_batches = 0
+        self.epochs: list[int] = []
+        self.forward_passes = 0
+        self.backward_passes = 0
+
+    @property
+    def config(self) -> dict:
+        """The settings that change the trained model; pass as ``adversarial_config`` (hashed)."""
+        return {"method": "paper", "attack_version": ATTACK_VERSION, "lr": self.lr, "max_iters": self.iters,
+                "every_n_epochs": self.every, "adversary_mode": "eval", "example": "x + best",
+                "loss": "emotion_mse"}
+
+    def active(self, epoch: int) -> bool:
+        """Whether ``epoch`` (numbered from 1) gets adversarial updates."""
+        return epoch % self.every == 0
+
+    def __call__(self, model: MERModel, x: torch.Tensor, y: torch.Tensor, epoch: int, cost) -> torch.Tensor | None:
+        self.calls += 1
+        if not self.active(epoch):
+            return None
+        x_adv, forward, backward = paper_adversarial_examples(model, x, y, self.lr, self.iters,
+                                                              channels_last=self.channels_last)
+        cost.add(forward=forward, backward=backward)
+        self.forward_passes += forward
+        self.backward_passes += backward
+        self.attacked_batches += 1
+        self.epochs.append(int(epoch))
+        return x_adv
+
+
+def adversarial_training(profile=None, channels_last: bool | None = None) -> tuple[PaperAdversary, dict]:
+    """``(step, adversarial_config)`` for :func:`mer_lib.training.train_system` from a profile.
+
+    Uses ``profile.attack`` (an :class:`AttackConfig`) if the profile has one,
+    else the paper values; ``channels_last`` defaults to the profile's
+    ``train.channels_last``.
+    """
+    config = AttackConfig()
+    if profile is not None:
+        from mer_lib.profiles import get_profile
+
+        profile = get_profile(profile)
+        config = getattr(profile, "attack", None) or config
+        if channels_last is None:
+            channels_last = profile.train.channels_last
+    step = PaperAdversary(config, channels_last=bool(channels_last))
+    return step, step.config
+
+
+# --------------------------------------------------------------------------
+# The attack stage
+# --------------------------------------------------------------------------
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state (names, shapes, dtypes and values of every tensor, CPU bytes)."""
+    h = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _array_sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
+    """The attack settings that change results (hashed); batch size and memory layout do not."""
+    if mode == "paper":
+        return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
+                "db_reference": config.db_reference, "zero_threshold_unsets": True}
+    eps = _check_eps(eps)
+    out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
+           "stop": config.bounded_stop, "db_reference": config.db_reference}
+    if config.bounded_update == "sign":
+        out["step_size"] = (2.5 * eps / config.bounded_steps if config.bounded_step_size is None
+                            else float(config.bounded_step_size))
+    else:
+        out["lr"] = config.lr
+    return out
+
+
+def attack_tag(mode: str, eps: float | None = None) -> str:
+    """``"paper"`` or ``"bounded-eps<eps>"`` (folder name of an attack setting)."""
+    if mode not in MODES:
+        raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
+    return "paper" if mode == "paper" else f"bounded-eps{_check_eps(eps):g}"
+
+
+def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
+    from mer_lib.training import load_model_dir
+
+    if isinstance(model_or_dir, torch.nn.Module):
+        system = getattr(model_or_dir, "system", None)
+        if system is None:
+            raise MerError("attack_model needs an MERModel (with .system) or a trained model folder")
+        return model_or_dir.to(device), system, None
+    path = Path(model_or_dir)
+    model, metrics = load_model_dir(path, device)
+    return model, metrics["system"], int(metrics["seed"])
+
+
+def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str = "paper",
+                 config: AttackConfig | None = None, eps: float | None = None, *, split: str = "test",
+                 seed: int | None = None, device: str | torch.device | None = "cpu",
+                 save_adversarial: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Attack one model on a split and write its logs (reused if already done).
+
+    Parameters
+    ----------
+    model_or_dir : MERModel or path-like
+        A model, or an artifact folder of :func:`mer_lib.training.train_system`
+        (system and seed are read from it).
+    prepared : PreparedData
+        The run's prepared data (inputs, labels, standardisation statistics).
+    run_dir : path-like
+        The run directory; results go to ``run_dir/attacks/...``.
+    mode : str
+        ``"paper"`` or ``"bounded"``.
+    config : AttackConfig, optional
+        Attack settings (default: the paper values).
+    eps : float, optional
+        L-infinity radius; required in bounded mode.
+    split : str
+        Which split to attack (the study: ``"test"``).
+    seed : int, optional
+        Training seed, for the folder name and tables when ``model_or_dir`` is a model.
+    device : str or torch.device, optional
+        Where to attack (``None``: CUDA if available).
+    save_adversarial : bool
+        Also write ``adversarial.npy``.
+    overwrite : bool
+        Recompute even if a finished result exists.
+    progress : bool
+        Progress bar over batches.
+
+    Returns
+    -------
+    Path
+        The result folder (see the module docstring).
+    """
+    from mer_lib.training import deterministic_mode, resolve_device, split_arrays
+
+    config = config or AttackConfig()
+    tag = attack_tag(mode, eps)
+    device = resolve_device(device)
+    model, system, model_seed = _load(model_or_dir, device)
+    seed = model_seed if seed is None else int(seed)
+    x, y, _ = split_arrays(prepared, split)
+    numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
+    y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
+    key = {
+        "attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
+        "model_sha256": model_fingerprint(model), "system": system, "seed": seed, "split": split,
+        "data": {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
+                 "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
+                 "std": float(prepared.std)},
+    }
+    digest = artifacts.config_hash(key)
+    out = Path(run_dir) / "attacks" / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
+    done = (out / SUMMARY_FILE).exists() and (not save_adversarial or (out / "adversarial.npy").exists())
+    if done and not overwrite:
+        return out
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+    artifacts.write_json(out / "config.json", {
+        "hash": digest, "config": key, "attack_config": dataclasses.asdict(config), "tag": tag,
+        "environment": {"torch": torch.__version__, "numpy": np.__version__}})
+
+    t0 = time.perf_counter()
+    with deterministic_mode(device):
+        result = run_attack(model, x, y, mode, config, eps, mean=prepared.mean, std=prepared.std,
+                            progress=progress)
+    seconds = time.perf_counter() - t0
+
+    tidy = attack_table(result, numbers, y_true)
+    write_attack_log(tidy, out / "log.csv")
+    full = tidy.copy()
+    full.insert(0, "seed", seed if seed is not None else -1)
+    full.insert(0, "system", system)
+    artifacts.write_text(out / "attack.csv", full.to_csv(index=False))
+    if save_adversarial:
+        artifacts.write_npy(out / "adversarial.npy", (np.asarray(x, np.float32) + result.delta).astype(np.float32))
+    artifacts.write_json(out / SUMMARY_FILE, {
+        **summarise(tidy), "system": system, "seed": seed, "tag": tag, "hash": digest, "seconds": seconds,
+        "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
+        "example_iterations": int(result.iterations.sum()), "device": str(device),
+        "threads": torch.get_num_threads()})
+    return out
+
+
+def summarise(tidy: pd.DataFrame) -> dict:
+    """Aggregates of one attacked model: MAE before/after, dMAE, iterations, norms, SNR, convergence."""
+    true = tidy[tidy_columns("true")].to_numpy()
+    mae_clean = float(np.mean(np.abs(tidy[tidy_columns("orig")].to_numpy() - true)))
+    mae_adv = float(np.mean(np.abs(tidy[tidy_columns("new")].to_numpy() - true)))
+
+    def med(col):
+        v = tidy[col].to_numpy(np.float64) if col in tidy else np.array([])
+        return float(np.median(v)) if len(v) and not np.isnan(v).all() else None
+
+    return {"n": int(len(tidy)), "mae_clean": mae_clean, "mae_adv": mae_adv, "dmae": mae_adv - mae_clean,
+            "iterations_mean": float(tidy["iterations"].mean()), "converged_share": float(tidy["converged"].mean()),
+            "l2_median": med("l2"), "linf_median": med("linf"), "snr_db_median": med("snr_db"),
+            "db_reference_median": med("db_reference")}
+
+
+def read_attack_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``attack.csv`` of a result folder (or the file itself) as a tidy table.
+
+    Raises
+    ------
+    MerError
+        If the folder holds no finished attack.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / SUMMARY_FILE).exists():
+        raise MerError(f"{folder} holds no finished attack ({SUMMARY_FILE} missing); run attack_model first")
+    table = pd.read_csv(folder / "attack.csv")
+    table["converged"] = table["converged"].astype(bool)
+    return table
+
+
+def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = "paper",
+                  config: AttackConfig | None = None, eps: float | None = None, progress: bool = True,
+                  **kw) -> pd.DataFrame:
+    """Attack many models (e.g. ``{(system, seed): folder}`` from training) and return all tidy rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``attack.csv`` rows of every model with a ``result_dir`` column.
+    """
+    from tqdm import tqdm
+
+    items = list(model_dirs.values()) if isinstance(model_dirs, dict) else list(model_dirs)
+    parts = []
+    for item in tqdm(items, desc=f"attacks ({attack_tag(mode, eps)})", disable=not progress):
+        out = attack_model(item, prepared, run_dir, mode, config, eps, progress=False, **kw)
+        table = read_attack_table(out)
+        table["result_dir"] = str(out)
+        parts.append(table)
+    if not parts:
+        raise MerError("no models to attack")
+    return pd.concat(parts, ignore_index=True)
+
