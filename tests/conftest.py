@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -25,3 +26,15 @@ def published_runs() -> Path:
     if not PUBLISHED_RUNS.is_dir():
         pytest.fail(f"reference material missing: {PUBLISHED_RUNS} (../shared must sit beside the repo)")
     return PUBLISHED_RUNS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one thread is fastest and immune to CPU oversubscription.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
