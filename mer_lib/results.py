@@ -41,6 +41,29 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
     return out
 
 
+def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
+              systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"), device=None,
+              progress: bool = True) -> dict[tuple[str, int], Path]:
+    """Train (or reuse) every listed system for every seed, adversarial ones included.
+
+    aA2E and aA2B2E get the profile's paper-mode adversary
+    (:func:`mer_lib.adversarial.adversarial_training`); the others train normally.
+    """
+    from mer_lib.adversarial import adversarial_training
+    from mer_lib.models import system_spec
+
+    out: dict[tuple[str, int], Path] = {}
+    plain = [s for s in systems if not system_spec(s).adversarial]
+    adversarial = [s for s in systems if system_spec(s).adversarial]
+    if plain:
+        out.update(train_systems(prepared, plain, profile, run_dir, device, progress))
+    if adversarial:
+        step, config = adversarial_training(profile)
+        out.update(train_systems(prepared, adversarial, profile, run_dir, device, progress,
+                                 adversarial_step=step, adversarial_config=config))
+    return {key: out[key] for key in sorted(out, key=lambda k: (list(systems).index(k[0]), k[1]))}
+
+
 def _records(dirs: dict[tuple[str, int], Path], name: str) -> Iterable[tuple[str, int, dict]]:
     for (system, seed), path in dirs.items():
         file = Path(path) / name
