@@ -46,7 +46,7 @@ from mer_lib.metrics import pearson_per_column
 __all__ = [
     "MODEL_KEYS", "DEFAULT_PAIRS", "system_order", "pearson_per_column", "average_pearson",
     "per_emotion_pearson", "per_model_metrics", "table1", "dmae_summary", "per_excerpt_mae",
-    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "perturbation_stats",
+    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "paper_findings", "perturbation_stats",
     "table_to_markdown", "table_to_latex", "save_table",
 ]
 
@@ -464,6 +464,80 @@ def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT
         rows.append({"a": a, "b": b, "n_pairs": len(xa), "mean_a": float(xa.mean()), "mean_b": float(xb.mean()),
                      "mean_diff": float(np.mean(xa - xb)), "t": float(test.statistic), "df": int(len(xa) - 1),
                      "p": float(test.pvalue), "cohens_d": cohens_d_paired(xa, xb), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the paper's findings
+def _finding(finding: str, measure: str, value: float, holds) -> dict:
+    return {"finding": finding, "measure": measure, "value": value,
+            "holds": None if value is None or not np.isfinite(value) else bool(holds)}
+
+
+def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """The paper's qualitative findings, each measured on a set of runs and checked.
+
+    Every finding is a number computed from the runs (``value``) and a rule
+    that says whether the finding holds on them (``holds``). Applying the same
+    function to the authors' published logs and to one's own runs gives a
+    like-for-like comparison without copying any number from the paper.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        Output of :func:`per_model_metrics` (or tidy attack logs).
+    tests : pandas.DataFrame, optional
+        Output of :func:`paired_ttests`; its A2E/A2M2E and A2B2E/A2M2E rows add
+        two findings.
+    alpha : float
+        Significance level for the t-test findings.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``finding``, ``measure`` (how ``value`` is computed),
+        ``value`` and ``holds`` (bool; None when a system needed for the
+        finding is missing). Medians and means are over the models (seeds) of
+        a system; "adv. trained" is the mean of the aA2E and aA2B2E medians,
+        "plain black boxes" the mean of the A2E and A2B2E medians.
+    """
+    pm = _as_per_model(per_model, ["dmae", "clean_r"])
+    med = pm.groupby("system")["dmae"].median()
+    clean = pm.groupby("system")["clean_r"].mean()
+
+    def m(s: str) -> float:
+        return float(med.get(s, np.nan))
+
+    def r(s: str) -> float:
+        return float(clean.get(s, np.nan))
+
+    rows = []
+    for other in ("A2E", "A2B2E"):
+        v = m(other) - m("A2M2E")
+        rows.append(_finding(f"A2M2E is more robust than {other}", f"median dMAE {other} - A2M2E", v, v > 0))
+    for plain in ("A2E", "A2B2E"):
+        v = m(plain) - m("a" + plain)
+        rows.append(_finding(f"adversarial training makes {plain} more robust",
+                             f"median dMAE {plain} - a{plain}", v, v > 0))
+    adv = np.mean([m("aA2E"), m("aA2B2E")])
+    plain = np.mean([m("A2E"), m("A2B2E")])
+    v = abs(m("A2M2E") - adv) - abs(m("A2M2E") - plain)
+    rows.append(_finding("A2M2E's robustness is closer to the adversarially trained models' than to the plain ones'",
+                         "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)", float(v), v < 0))
+    others = [s for s in clean.index if s != "A2E"]
+    v = r("A2E") - (max(r(s) for s in others) if others else np.nan)
+    rows.append(_finding("A2E has the best clean performance", "mean clean r: A2E - best other system", v, v > 0))
+    v = r("A2E") - r("A2M2E")
+    rows.append(_finding("the interpretable bottleneck costs clean performance", "mean clean r: A2E - A2M2E",
+                         v, v > 0))
+    v = r("A2E") - r("aA2E")
+    rows.append(_finding("adversarial training costs clean performance", "mean clean r: A2E - aA2E", v, v > 0))
+    if tests is not None:
+        for rec in tests.to_dict("records"):
+            if rec["b"] != "A2M2E" or rec["a"] not in ("A2E", "A2B2E"):
+                continue
+            rows.append(_finding(f"per-excerpt MAE after attack: {rec['a']} significantly above A2M2E",
+                                 f"paired t-test mean diff {rec['a']} - A2M2E (holds if > 0 and p < {alpha:g})",
+                                 float(rec["mean_diff"]), rec["mean_diff"] > 0 and rec["p"] < alpha))
     return pd.DataFrame(rows)
 
 

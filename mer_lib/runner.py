@@ -3,8 +3,9 @@
 Every notebook ``notebooks/NN_name.ipynb`` takes the papermill parameters
 ``profile``, ``run_dir`` and ``data_dir`` (cell tagged ``parameters``). The
 runner executes them in number order, writes each executed copy to
-``run_dir/notebooks/``, records per-notebook wall time in
-``run_dir/pipeline_times.json``, and stops at the first failure, naming the
+``run_dir/notebooks/``, records per-notebook wall time and peak memory (the
+largest summed resident set size of the notebook's kernel and its child
+processes, sampled every 0.1 s) in ``run_dir/pipeline_times.json``, and stops at the first failure, naming the
 executed notebook that holds the traceback.
 
 Command line::
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,6 +60,45 @@ def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
     return found
 
 
+class PeakMemory:
+    """Context manager sampling the summed RSS of this process's descendants in a thread.
+
+    Papermill runs every notebook in a kernel subprocess, so the descendants'
+    memory is the notebook's memory. ``peak_mb`` is the largest sum seen.
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | None = None,
                   data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
                   notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> Path:
@@ -84,15 +125,16 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
         print(f"[{i}/{len(notebooks)}] {nb.name} (profile={profile}) -> {executed}", flush=True)
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent),
-                                progress_bar=True, kernel_name="python3")
+            with PeakMemory() as memory:
+                pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent),
+                                    progress_bar=True, kernel_name="python3")
         except pm.PapermillExecutionError as exc:
             raise MerError(f"notebook {nb.name} failed ({exc.ename}: {exc.evalue}); "
                            f"the traceback is in the executed notebook {executed}") from None
         seconds = time.perf_counter() - start
-        times[nb.stem] = {"seconds": round(seconds, 2), "profile": profile}
+        times[nb.stem] = {"seconds": round(seconds, 2), "peak_rss_mb": round(memory.peak_mb, 1), "profile": profile}
         artifacts.write_json(times_path, times)
-        print(f"    done in {seconds:.1f} s", flush=True)
+        print(f"    done in {seconds:.1f} s, peak memory {memory.peak_mb:.0f} MB", flush=True)
     return run
 
 

@@ -274,3 +274,46 @@ def test_published_runs_table1_dmae_and_ttests(published):
     assert (tt["mean_diff"] > 0).all() and (tt["p"] < 1e-6).all() and (tt["ci_low"] > 0).all()
     ps = A.perturbation_stats(published)
     assert (ps["iterations_median"] == 1000).all() and (ps["converged_share"] == 0).all()
+
+
+def _per_model(dmae: dict, clean_r: dict, seeds=(1, 2, 3)) -> pd.DataFrame:
+    rows = [{"system": s, "seed": k, "dmae": dmae[s] + 0.01 * i, "clean_r": clean_r[s] - 0.01 * i}
+            for s in dmae for i, k in enumerate(seeds)]
+    return pd.DataFrame(rows)
+
+
+def test_paper_findings_values_and_rules():
+    dmae = {"A2E": 1.6, "aA2E": 1.0, "A2B2E": 1.5, "aA2B2E": 1.0, "A2M2E": 0.9}
+    clean = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E": 0.68}
+    found = A.paper_findings(_per_model(dmae, clean)).set_index("measure")
+    assert found.loc["median dMAE A2E - A2M2E", "value"] == pytest.approx(0.7)
+    assert found.loc["median dMAE A2B2E - aA2B2E", "value"] == pytest.approx(0.5)
+    closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
+    assert found.loc[closer, "value"] == pytest.approx(abs(0.9 - 1.0) - abs(0.9 - 1.55))
+    assert found.loc["mean clean r: A2E - best other system", "value"] == pytest.approx(0.03)
+    assert found["holds"].tolist() == [True] * len(found)
+    # the same rules fail when the interpretable model is the least robust and the best model
+    dmae["A2M2E"], clean["A2M2E"] = 2.0, 0.80
+    flipped = A.paper_findings(_per_model(dmae, clean)).set_index("measure")["holds"]
+    assert not flipped["median dMAE A2E - A2M2E"] and not flipped["mean clean r: A2E - A2M2E"]
+    assert not flipped["mean clean r: A2E - best other system"] and not flipped[closer]
+    assert flipped["median dMAE A2E - aA2E"]
+
+
+def test_paper_findings_with_tests_and_missing_systems():
+    logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2))
+    tests = A.paired_ttests(logs, n_boot=100)
+    found = A.paper_findings(A.per_model_metrics(logs), tests)
+    ttest_rows = found[found["finding"].str.startswith("per-excerpt MAE")]
+    assert len(ttest_rows) == 2
+    for rec, t in zip(ttest_rows.to_dict("records"), tests.to_dict("records")):
+        assert rec["value"] == pytest.approx(t["mean_diff"])
+        assert rec["holds"] == (t["mean_diff"] > 0 and t["p"] < 0.05)
+    # no adversarially trained systems: those findings are undecided, not False
+    adv = found[found["measure"].str.contains("aA2")]
+    assert adv["holds"].isna().all() and adv["value"].isna().all()
+
+
+def test_paper_findings_hold_on_the_published_runs(published):
+    found = A.paper_findings(A.per_model_metrics(published), A.paired_ttests(published, n_boot=200))
+    assert len(found) == 10 and found["holds"].all()

@@ -52,3 +52,17 @@ def test_runner_passes_parameters_and_names_the_failing_notebook(tmp_path):
     assert (run / "notebooks" / "01_ok.ipynb").exists()
     with pytest.raises(MerError, match="unknown profile"):
         run_notebooks("huge", run, notebooks_dir=nbs)
+
+
+def test_runner_records_time_and_peak_memory(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    # the notebook holds ~200 MB for a moment: the sampled peak of its kernel must see it
+    _write(nbs / "01_mem.ipynb", 'profile = "quick"\nrun_dir = None\ndata_dir = None',
+           "import time\nblock = bytearray(200 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\ntime.sleep(1.0)")
+    run = tmp_path / "run"
+    run_notebooks("smoke", run, notebooks_dir=nbs)
+    from mer_lib.artifacts import read_json
+    record = read_json(run / "pipeline_times.json")["01_mem"]
+    assert record["profile"] == "smoke" and record["seconds"] > 1.0
+    assert record["peak_rss_mb"] > 200
