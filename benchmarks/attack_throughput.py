@@ -42,6 +42,7 @@ import numpy as np
 import scipy.stats
 import torch
 
+from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
 from mer_lib import artifacts
 from mer_lib.attacks import paper_attack
 from mer_lib.models import build_model
@@ -175,8 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "what": f"paper-mode attack of {SYSTEM} on random ({', '.join(map(str, INPUT))}) inputs: reference-style "
                 "one-at-a-time loop vs the batched engine; rates in example-iterations per second",
-        "machine": {"cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine_record(load_before),
         "comparisons": comparisons, "engine_sizing": sizing,
     }
     artifacts.write_json(args.out, result)

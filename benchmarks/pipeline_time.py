@@ -27,29 +27,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
 from mer_lib import artifacts
 from mer_lib.profiles import DEFAULT_PROFILE, PROFILES
 from mer_lib.runner import list_notebooks, run_notebooks
 
 #: Wall-time budget of a full cold run of the default profile on a 2-core CPU (seconds).
 BUDGET_SECONDS = {"quick": 600.0}
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (or the platform string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed_run(profile: str, run_dir: Path) -> dict:
@@ -94,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warm_over_cold": round(warm["total_seconds"] / cold["total_seconds"], 3),
         "budget_seconds": budget,
         "cold_within_budget": None if budget is None else cold["total_seconds"] <= budget,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
+        "machine": machine_record(load_before),
     }
     artifacts.write_json(out, result)
     print(f"cold {cold['total_seconds']:.0f} s (budget {budget}), warm {warm['total_seconds']:.0f} s, "

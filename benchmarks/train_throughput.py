@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
 from mer_lib import artifacts
 from mer_lib.models import build_model, count_parameters, forward_macs
 from mer_lib.profiles import get_profile
@@ -44,17 +44,6 @@ from mer_lib.profiles import get_profile
 INPUT = (1, 313, 149)
 BATCH = 8
 SYSTEM = "A2M2E"
-
-
-def cpu_name() -> str:
-    """CPU model name from /proc/cpuinfo (or the platform string)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(sizes: tuple[int, ...] = (1024, 2048, 4096)) -> dict:
@@ -142,9 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "what": f"training steps of {SYSTEM} (forward, MSE, backward, Adam) on random batches "
                 f"({BATCH}, {', '.join(map(str, INPUT))}); FLOPs analytic: conv/linear MACs x2 x3 (fwd+bwd)",
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "load_average_before": load_before,
-                    "load_average_after": os.getloadavg()},
+        "machine": machine_record(load_before),
         "matmul": mm, "matmul_after": mm_after, "runs": runs,
         "speedup_quick_vs_full_width": {
             str(cl): next(r for r in runs if r["width"] == args.quick_width and r["channels_last"] == cl)[
