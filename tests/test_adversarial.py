@@ -3,39 +3,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
+from fakes import FBINS, T, fake_prepared, make_data
 from mer_lib import adversarial, artifacts
 from mer_lib.adversarial import PaperAdversary, adversarial_training, attack_model, read_attack_table
 from mer_lib.attack_logs import read_attack_log, tidy_columns
 from mer_lib.attacks import AttackConfig, paper_attack
-from mer_lib.constants import EMOTIONS, MIDLEVEL
+from mer_lib.constants import EMOTIONS
 from mer_lib.errors import MerError
 from mer_lib.models import build_model
 from mer_lib.profiles import TrainConfig, get_profile
 from mer_lib.training import Cost, train_model, train_system
 
-T, FBINS = 24, 20
 CFG = TrainConfig(width=0.0625, max_epochs=6, patience=10, lr=1e-3, batch_size=4, seeds=(1,),
                   val_drop_last=False, channels_last=False)
 FAST = AttackConfig(max_iters=4, adv_train_iters=3, batch_size=3)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_data(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    level = rng.random((n, 1))
-    x = (rng.standard_normal((n, 1, T, FBINS)) + 2 * level[:, :, None, None]).astype(np.float32)
-    y = np.clip(0.2 + 0.5 * level + 0.05 * rng.standard_normal((n, 8)), 0.1, 0.9).astype(np.float32)
-    m = np.clip(0.3 + 0.6 * level + 0.05 * rng.standard_normal((n, 7)), 0.1, 1.0).astype(np.float32)
-    return x, y, m
 
 
 # --------------------------------------------------------------------------
@@ -86,38 +75,9 @@ def test_adversarial_training_from_profile():
 # --------------------------------------------------------------------------
 # The attack stage
 # --------------------------------------------------------------------------
-@dataclasses.dataclass
-class FakePrepared:
-    """In-memory stand-in for PreparedData (the attributes and methods the stages use)."""
-
-    table: pd.DataFrame
-    cache_dir: Path
-    x: dict
-    mean: float = 0.3
-    std: float = 0.2
-    excerpt_frames: int = T
-
-    def numbers(self, split):
-        sub = self.table[self.table["split"] == split]
-        return sub.sort_values("split_position").index.to_numpy()
-
-    def excerpts(self, numbers=None, standardize=True):
-        return np.stack([self.x[int(n)] for n in numbers]).astype(np.float32)
-
-
 @pytest.fixture()
 def prepared(tmp_path):
-    x, y, m = make_data(24, seed=1)
-    numbers = np.arange(101, 125)
-    table = pd.DataFrame(np.round(np.concatenate([y, m], axis=1).astype(np.float64), 5),
-                         index=pd.Index(numbers, name="number"), columns=list(EMOTIONS) + list(MIDLEVEL))
-    table["split"] = ["train"] * 16 + ["valid"] * 4 + ["test"] * 4
-    table["split_position"] = [*range(16), *range(4), *range(4)]
-    table["offset"] = 0
-    cache = tmp_path / "run" / "data" / "cache"
-    artifacts.write_json(cache / "manifest.json", {"frontend_hash": "f", "files": {
-        f"{n:03d}": {"audio_sha256": f"{n}"} for n in numbers}})
-    return FakePrepared(table, cache, {int(n): x[i] for i, n in enumerate(numbers)})
+    return fake_prepared(tmp_path, first_number=101, decimals=5, mean=0.3, std=0.2)
 
 
 def test_attack_stage_writes_published_and_tidy_logs_and_reuses_them(prepared, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from fakes import FBINS, T, fake_prepared, make_data
 from mer_lib import artifacts, training
 from mer_lib.constants import EMOTIONS, MIDLEVEL
 from mer_lib.errors import MerError
@@ -20,22 +20,11 @@ from mer_lib.profiles import TrainConfig, get_profile
 from mer_lib.training import (Cost, load_model_dir, load_trained, predict, system_loss, train_model, train_step,
                               train_system, validation_count, validation_score)
 
-T, FBINS = 24, 20
 CFG = TrainConfig(width=0.0625, max_epochs=3, patience=5, lr=1e-3, batch_size=4, seeds=(1,),
                   val_drop_last=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def make_data(n: int, seed: int = 0):
-    """Inputs whose mean level drives the targets (learnable), plus noise."""
-    rng = np.random.default_rng(seed)
-    level = rng.random((n, 1))
-    x = (rng.standard_normal((n, 1, T, FBINS)) + 2 * level[:, :, None, None]).astype(np.float32)
-    y = np.clip(0.2 + 0.5 * level + 0.05 * rng.standard_normal((n, 8)), 0.1, 0.9).astype(np.float32)
-    m = np.clip(0.3 + 0.6 * level + 0.05 * rng.standard_normal((n, 7)), 0.1, 1.0).astype(np.float32)
-    return x, y, m
 
 
 @pytest.fixture(scope="module")
@@ -315,39 +304,9 @@ def test_input_errors(data):
 # --------------------------------------------------------------------------
 # The stage: artifacts in the run directory
 # --------------------------------------------------------------------------
-@dataclasses.dataclass
-class FakePrepared:
-    """In-memory stand-in for :class:`mer_lib.preprocess.PreparedData` (same attributes and methods)."""
-
-    table: pd.DataFrame
-    cache_dir: Path
-    x: dict
-    mean: float = 0.0
-    std: float = 1.0
-    excerpt_frames: int = T
-
-    def numbers(self, split):
-        sub = self.table[self.table["split"] == split]
-        return sub.sort_values("split_position").index.to_numpy()
-
-    def excerpts(self, numbers=None, standardize=True):
-        return np.stack([self.x[int(n)] for n in numbers]).astype(np.float32)
-
-
 @pytest.fixture()
 def prepared(tmp_path):
-    x, y, m = make_data(24, seed=1)
-    numbers = np.arange(1, 25)
-    split = ["train"] * 16 + ["valid"] * 4 + ["test"] * 4
-    table = pd.DataFrame(np.concatenate([y, m], axis=1), index=pd.Index(numbers, name="number"),
-                         columns=list(EMOTIONS) + list(MIDLEVEL))
-    table["split"] = split
-    table["split_position"] = [*range(16), *range(4), *range(4)]
-    table["offset"] = 0
-    cache = tmp_path / "run" / "data" / "cache"
-    artifacts.write_json(cache / "manifest.json", {"frontend_hash": "f", "files": {
-        f"{n:03d}": {"audio_sha256": f"{n}"} for n in numbers}})
-    return FakePrepared(table, cache, {int(n): x[i] for i, n in enumerate(numbers)})
+    return fake_prepared(tmp_path)
 
 
 def smoke_profile(**train):
