@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,36 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
         raise MerError("no models to attack")
     return pd.concat(parts, ignore_index=True)
 
+
+def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig,
+                  eps_values: Sequence[float] | None = None, progress: bool = False) -> pd.DataFrame:
+    """Bounded attacks of many models at several eps: per-model metrics with an ``eps`` column.
+
+    Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
+
+    Parameters
+    ----------
+    model_dirs
+        As for :func:`attack_models`.
+    prepared, run_dir
+        The run's prepared data and directory.
+    config : AttackConfig
+        Bounded-mode settings (steps, update, step size, stopping rule).
+    eps_values : sequence of float, optional
+        Default: ``config.eps_values``.
+    progress : bool
+        Show a progress bar per eps.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`mer_lib.analysis.per_model_metrics` of every eps, stacked, with ``eps``.
+    """
+    from mer_lib.analysis import per_model_metrics
+
+    eps_values = config.eps_values if eps_values is None else tuple(eps_values)
+    if not eps_values:
+        raise MerError("bounded_sweep: no eps values")
+    return pd.concat([per_model_metrics(attack_models(model_dirs, prepared, run_dir, "bounded", config, eps=eps,
+                                                      progress=progress)).assign(eps=eps)
+                      for eps in eps_values], ignore_index=True)

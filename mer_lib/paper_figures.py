@@ -7,6 +7,8 @@
   the attack (o), one panel per emotion (rows) and system (columns), one seed.
 - :func:`clean_performance_figure`: clean average Pearson r and MAE per
   system, one point per seed and the mean.
+- :func:`robustness_curves`: dMAE of bounded attacks against eps (beyond
+  the paper).
 
 Every system has one colour in every figure (:data:`SYSTEM_COLORS`, taken
 from seaborn's colour-blind palette: plain and adversarially trained versions
@@ -25,13 +27,14 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 from mer_lib import analysis, artifacts
 from mer_lib.constants import EMOTIONS
 from mer_lib.errors import MerError
 
 __all__ = ["SYSTEM_COLORS", "system_colors", "axis_break_limits", "figure3_dmae", "figure4_true_vs_pred",
-           "clean_performance_figure", "save_figure"]
+           "clean_performance_figure", "robustness_curves", "save_figure"]
 
 #: One colour per system, from seaborn's "colorblind" palette (Okabe-Ito-like):
 #: blue / light blue for A2E / aA2E, vermillion / orange for A2B2E / aA2B2E,
@@ -355,6 +358,44 @@ def clean_performance_figure(per_model: pd.DataFrame, systems: Sequence[str] | N
         ax.set_xlim(-0.6, len(systems) - 0.4)
         ax.set_ylabel(label)
         ax.set_xlabel("system")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- bounded attacks
+def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
+                      figsize: tuple[float, float] = (6.0, 4.0)) -> Figure:
+    """dMAE against the L-infinity budget eps of a bounded attack, one line per system.
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        Per-model metrics with an ``eps`` column
+        (:func:`mer_lib.adversarial.bounded_sweep`).
+    title : str, optional
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Median dMAE over the seeds of each system (line and markers) and the
+        range over the seeds (band), log-scaled eps axis.
+    """
+    import seaborn as sns
+
+    missing = [c for c in ("system", "eps", "dmae") if c not in sweep.columns]
+    if missing:
+        raise MerError(f"robustness curves: missing columns {missing}; found {list(sweep.columns)}")
+    systems = analysis.system_order(sweep["system"])
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.lineplot(sweep, x="eps", y="dmae", hue="system", hue_order=systems, estimator="median",
+                 errorbar=("pi", 100), marker="o", ax=ax, palette=system_colors(systems))
+    ax.set(xscale="log", xlabel="eps (L-infinity bound, normalised units)", ylabel="dMAE")
+    eps = np.sort(sweep["eps"].unique())
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])  # the swept values, not log-scale minor labels
+    ax.xaxis.set_minor_locator(NullLocator())
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

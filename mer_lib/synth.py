@@ -885,12 +885,14 @@ def _render_file(out: Path, number: int, controls: pd.DataFrame, plans: dict[int
 def _render_all(out: Path, numbers: list[int], controls: pd.DataFrame, plans: dict[int, tuple[float, int]],
                 sample_rate: int, workers: int) -> Iterator[tuple[int, Path]]:
     """Render ``numbers`` in order, ``workers`` at a time (threads: numpy and scipy release the GIL)."""
+    def render(number: int) -> Path:
+        return _render_file(out, number, controls, plans, sample_rate)
+
     if workers == 1:
-        for number in numbers:
-            yield number, _render_file(out, number, controls, plans, sample_rate)
+        yield from zip(numbers, map(render, numbers))
         return
     with ThreadPoolExecutor(workers) as pool:
-        yield from zip(numbers, pool.map(lambda k: _render_file(out, k, controls, plans, sample_rate), numbers))
+        yield from zip(numbers, pool.map(render, numbers))
 
 
 def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

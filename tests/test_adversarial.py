@@ -140,3 +140,10 @@ def test_bounded_stage_and_model_folder(prepared, tmp_path):
     with pytest.raises(MerError, match="no finished attack"):
         read_attack_table(tmp_path)
     assert math.isfinite(artifacts.read_json(out / "summary.json")["dmae"])
+
+    # the sweep reuses the eps=0.05 result and stacks per-model metrics over eps
+    sweep = adversarial.bounded_sweep({("aA2E", 3): folder}, prepared, run_dir, cfg, eps_values=(0.05, 0.2))
+    assert sweep["eps"].tolist() == [0.05, 0.2] and (sweep["system"] == "aA2E").all()
+    assert sweep.loc[0, "dmae"] == pytest.approx(artifacts.read_json(out / "summary.json")["dmae"])
+    with pytest.raises(MerError, match="no eps"):
+        adversarial.bounded_sweep([folder], prepared, run_dir, dataclasses.replace(cfg, eps_values=()))

@@ -149,3 +149,19 @@ def test_clean_performance_figure(per_model, tmp_path):
     assert F.save_figure(fig, "clean", tmp_path)["pdf"].exists()
     with pytest.raises(MerError, match="plain file name"):
         F.save_figure(fig, "sub/clean", tmp_path)
+
+
+def test_robustness_curves(tmp_path):
+    rows = [{"system": s, "seed": k, "eps": e, "dmae": (i + 1) * e + 0.01 * k}
+            for i, s in enumerate(("A2M2E", "A2E")) for k in (1, 2, 3) for e in (0.03, 0.1, 0.3)]
+    fig = F.robustness_curves(pd.DataFrame(rows), title="t")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["0.03", "0.1", "0.3"]
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert len(lines) >= 2
+    # systems in the paper's order with their colours; the line is the median over seeds
+    assert _rgb(lines[0].get_color()) == _rgb(F.SYSTEM_COLORS["A2E"])
+    np.testing.assert_allclose(lines[0].get_ydata(), 2 * np.array([0.03, 0.1, 0.3]) + 0.02)
+    assert F.save_figure(fig, "curves", tmp_path)["png"].exists()
+    with pytest.raises(MerError, match="eps"):
+        F.robustness_curves(pd.DataFrame(rows).drop(columns="eps"))
