@@ -2,7 +2,7 @@
 
 The same model and the same excerpts are attacked, in one process, by
 
-* a faithful reference-style loop (DESIGN 6.1 as the reference runs it): one
+* a faithful reference-style loop (protocol §6.1 as the reference runs it): one
   excerpt at a time, the model's parameters still requiring gradients (so
   every backward pass also computes weight gradients), one
   ``torch.optim.Adam`` per excerpt, and per-iteration metrics on the host:

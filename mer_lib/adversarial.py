@@ -1,4 +1,4 @@
-"""Adversarial training (DESIGN 5) and the attack stage (DESIGN 6) of the pipeline.
+"""Adversarial training (protocol §5) and the attack stage (protocol §6) of the pipeline.
 
 Adversarial training
     :class:`PaperAdversary` is the :class:`mer_lib.training.AdversarialStep`

@@ -1,4 +1,4 @@
-"""The paper's analysis (DESIGN section 7), computed from attack logs.
+"""The paper's analysis (protocol §7), computed from attack logs.
 
 Every function takes a *tidy table of attack logs*: one row per attacked test
 excerpt, with the columns ``system``, ``seed``, ``number`` and the columns of
@@ -52,7 +52,7 @@ __all__ = [
 
 #: Columns identifying one attacked model.
 MODEL_KEYS: tuple[str, str] = ("system", "seed")
-#: The comparisons of the paper's t-tests (DESIGN 7).
+#: The comparisons of the paper's t-tests (protocol §7).
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (("A2E", "A2M2E"), ("A2B2E", "A2M2E"))
 _PREDICTION_KINDS = ("orig", "new")
 
@@ -419,7 +419,7 @@ def _paired_values(per_excerpt: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 
 def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS, which: str = "new",
                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Paired t-tests of per-excerpt MAE between systems, pooled over seeds (DESIGN 7).
+    """Paired t-tests of per-excerpt MAE between systems, pooled over seeds (protocol §7).
 
     For each pair ``(a, b)`` the per-excerpt MAE (:func:`per_excerpt_mae`) of
     system ``a`` is paired with that of system ``b`` on the same seed and
@@ -550,7 +550,7 @@ def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> p
     logs : pandas.DataFrame
         Tidy attack logs with ``iterations``, ``norm``, ``db_reference`` and
         ``converged``; an optional ``snr_db`` column (the project's true
-        spectral SNR, DESIGN 6.2) is summarised when present.
+        spectral SNR, protocol §6.2) is summarised when present.
     by : sequence of str
         Grouping columns (default per system; ``("system", "seed")`` gives one
         row per model).

@@ -147,7 +147,7 @@ def read_published_runs(folder: str | os.PathLike, runs_csv: str | os.PathLike |
     ----------
     folder : path-like
         A folder of run directories, each holding a ``log.csv`` (e.g.
-        ``../shared/reference/published_runs`` or the reference repository's
+        ``reference/published_runs`` in the repository or the reference repository's
         ``runs/adversaries``).
     runs_csv : path-like, optional
         ``system,seed,run_dir`` table naming every run (default:

@@ -1,4 +1,4 @@
-"""The white-box attack of the study (DESIGN 6): a batched engine, paper mode and bounded mode.
+"""The white-box attack of the study (protocol §6): a batched engine, paper mode and bounded mode.
 
 One engine attacks a whole batch of excerpts at once. Every example carries
 its own state: perturbation ``delta``, Adam moments and step count, the
@@ -11,7 +11,7 @@ gradients (both restored afterwards); the only host synchronisation per
 iteration is the count of still-active examples (none at all in bounded mode
 with a fixed number of steps).
 
-Paper mode (:func:`paper_attack`, DESIGN 6.1) reproduces the reference
+Paper mode (:func:`paper_attack`, protocol §6.1) reproduces the reference
 attack, bugs included. Per excerpt ``x`` with labels ``y``::
 
     delta = 0; Adam(lr=0.002, betas=(0.9, 0.999), eps=1e-8); best = delta; t unset
@@ -36,7 +36,7 @@ Details that decide the logged numbers:
 * ``t`` counts as unset while it is ``None`` **or exactly 0.0**: the reference
   tests ``if not t``, so after ``0.1 - 0.1 == 0.0`` (or an initial
   ``ceil(10 r) / 10 == 0``) the threshold is re-initialised from the current
-  ``r`` at the next iteration. DESIGN 6.1 does not mention this; paper mode
+  ``r`` at the next iteration. protocol §6.1 does not mention this; paper mode
   reproduces it (``zero_threshold_unsets=True``), bounded mode does not;
 * the reference takes an Adam step after the last iteration too; its result
   is never evaluated or returned, so the engine skips it (identical output,
@@ -47,7 +47,7 @@ Details that decide the logged numbers:
 * a correlation that is undefined (constant predictions) leaves ``t`` unset
   and never counts as ``r <= t`` (the reference would crash on ``ceil(nan)``).
 
-Bounded mode (:func:`bounded_attack`, DESIGN 6.2): after every step delta is
+Bounded mode (:func:`bounded_attack`, protocol §6.2): after every step delta is
 projected onto the L-infinity ball of radius ``eps`` (normalised-spectrogram
 units). The step is either a signed-gradient step of size ``step_size``
 (PGD, default ``2.5 * eps / steps``) or the paper's signed Adam step. It runs
@@ -321,7 +321,7 @@ def spectral_snr_db(x, delta, mean: float, std: float) -> np.ndarray:
 def db_reference(x, delta, sr: int = REFERENCE_SR) -> np.ndarray:
     """The reference's pseudo-SNR ("db" of the published logs), per example.
 
-    Our reading of DESIGN 6.1 (checked against the published values' range):
+    Our reading of protocol §6.1 (checked against the published values' range):
     each normalised log spectrogram ``(T=313, F=149)`` and its perturbation are
     passed to ``librosa.feature.inverse.mel_to_stft(..., sr=22050)`` as if they
     were a 313-band mel power spectrogram with 149 frames (librosa defaults:
@@ -541,7 +541,7 @@ def _result(raw: dict, x: torch.Tensor, mode: str, eps: float, mean: float | Non
 def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 1000, *,
                  mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
                  channels_last: bool = False, zero_threshold_unsets: bool = True) -> AttackResult:
-    """Paper-mode attack (DESIGN 6.1) of a batch of excerpts; see the module docstring.
+    """Paper-mode attack (protocol §6.1) of a batch of excerpts; see the module docstring.
 
     Parameters
     ----------
@@ -587,7 +587,7 @@ def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tenso
                                max_iters: int = 50, channels_last: bool = False) -> tuple[torch.Tensor, int, int]:
     """Paper-mode adversarial examples ``x + best`` of a batch, kept on the model's device.
 
-    What adversarial training needs (DESIGN 5): no host copies, no metrics.
+    What adversarial training needs (protocol §5): no host copies, no metrics.
     The model is put in eval mode (and restored) by :func:`frozen_model`.
 
     Returns
@@ -609,7 +609,7 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
                    update: str = "sign", stop: str = "fixed", lr: float = 0.002, *,
                    mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
                    channels_last: bool = False) -> AttackResult:
-    """Bounded-mode attack (DESIGN 6.2): projection onto the L-infinity ball of radius ``eps``.
+    """Bounded-mode attack (protocol §6.2): projection onto the L-infinity ball of radius ``eps``.
 
     Parameters
     ----------

@@ -15,7 +15,7 @@ MIDLEVEL: tuple[str, ...] = (
 EMOTION_RANGE: tuple[float, float] = (1.0, 9.0)
 MIDLEVEL_RANGE: tuple[float, float] = (1.0, 10.0)
 
-#: Targets are divided by this factor before training (DESIGN 2.1).
+#: Targets are divided by this factor before training (protocol §2.1).
 TARGET_SCALE: float = 10.0
 
 #: Audio sample rate of the whole pipeline.

@@ -1,6 +1,6 @@
 """Loaders for the real datasets of the study: Soundtracks Set 1 and its mid-level features.
 
-Two public datasets are combined (DESIGN 2.1):
+Two public datasets are combined (protocol §2.1):
 
 * **Soundtracks** (T. Eerola & J. K. Vuoskoski, "A comparison of the discrete
   and dimensional models of emotion in music", *Psychology of Music* 39(1),

@@ -1,4 +1,4 @@
-"""The front end: madmom's log-filtered spectrogram, in PyTorch (DESIGN 3).
+"""The front end: madmom's log-filtered spectrogram, in PyTorch (protocol §3).
 
 The reference feeds its CNN with madmom 0.16.1's
 ``LogarithmicFilteredSpectrogram``. This module rebuilds that chain so that it
@@ -21,7 +21,7 @@ with an index matrix instead, which keeps the whole chain differentiable with
 respect to the waveform (used by waveform attacks).
 
 The implementation is tested against madmom's own output in
-``../shared/reference/madmom`` (filterbank to 1e-7, spectrograms to 1e-5).
+``reference/madmom`` (shipped with the repository) (filterbank to 1e-7, spectrograms to 1e-5).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Regression metrics of the study (DESIGN 7).
+"""Regression metrics of the study (protocol §7).
 
 All functions take arrays ``y`` (targets) and ``p`` (predictions) of shape
 ``(N, K)``: N excerpts, K targets (8 emotions or 7 mid-level features). They

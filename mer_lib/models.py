@@ -1,4 +1,4 @@
-"""The VGG-style emotion models of the study (DESIGN 5) with a width multiplier.
+"""The VGG-style emotion models of the study (protocol §5) with a width multiplier.
 
 Backbone (channel counts at ``width = 1.0``; input ``(B, 1, T, F)``, in the
 paper ``T x F = 313 x 149``)::

@@ -1,4 +1,4 @@
-"""The paper's figures (DESIGN section 7), drawn from attack logs or per-model metrics.
+"""The paper's figures (protocol §7), drawn from attack logs or per-model metrics.
 
 - :func:`figure3_dmae`: box plot of dMAE per model, one box per system
   (A2E, aA2E, A2B2E, aA2B2E, A2M2E), every model as a point, with an axis

@@ -40,7 +40,7 @@ def plot_target_distributions(table: pd.DataFrame):
 
 
 def plot_correlation_pair(corr: pd.DataFrame, reference: pd.DataFrame, left_title: str,
-                          right_title: str = "real data (values quoted in DESIGN 2.2)"):
+                          right_title: str = "real data (values quoted in protocol §2.2)"):
     """Two emotion x feature heatmaps side by side, on the same colour scale."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     for ax, mat, title in ((axes[0], corr, left_title), (axes[1], reference, right_title)):

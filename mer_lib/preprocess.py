@@ -1,4 +1,4 @@
-"""Preprocessing: spectrogram cache, global standardisation, fixed excerpts (DESIGN 3).
+"""Preprocessing: spectrogram cache, global standardisation, fixed excerpts (protocol §3).
 
 Reference behaviour reproduced here:
 

@@ -1,6 +1,6 @@
 """Run profiles: every value that differs between the paper and the scaled-down runs.
 
-One set of notebooks runs at three sizes (DESIGN 8), chosen by the papermill
+One set of notebooks runs at three sizes (protocol §8), chosen by the papermill
 parameter ``profile``:
 
 ``paper``
@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Front end and preprocessing (DESIGN 3).
+    """Front end and preprocessing (protocol §3).
 
     Attributes
     ----------
@@ -80,7 +80,7 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Train/validation/test split (DESIGN 4)."""
+    """Train/validation/test split (protocol §4)."""
 
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 42
@@ -88,7 +88,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model and training (DESIGN 5).
+    """Model and training (protocol §5).
 
     Attributes
     ----------

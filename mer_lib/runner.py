@@ -29,6 +29,8 @@ from mer_lib.profiles import DEFAULT_PROFILE, PROFILES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 FIGURES_DIR = REPO_ROOT / "figures"
+#: The authors' 50 published attack logs, shipped with the repository (MIT; see its README).
+PUBLISHED_RUNS_DIR = REPO_ROOT / "reference" / "published_runs"
 #: Environment variable that overrides the default run directory (used by the nbval regression).
 RUN_DIR_ENV = "MER_RUN_DIR"
 

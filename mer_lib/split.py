@@ -1,4 +1,4 @@
-"""The train/validation/test split (DESIGN 4).
+"""The train/validation/test split (protocol §4).
 
 The reference calls ``torch.utils.data.random_split(dataset, [288, 36, 36],
 generator=torch.Generator().manual_seed(42))`` over the 360 excerpts in

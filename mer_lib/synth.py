@@ -1,8 +1,8 @@
-"""A deterministic synthetic Soundtracks dataset (DESIGN 2.2).
+"""A deterministic synthetic Soundtracks dataset (protocol §2.2).
 
 Neither Soundtracks Set 1 nor the mid-level annotations can be downloaded
 here, so this module *writes* a stand-in in exactly their on-disk formats
-(DESIGN 2.1); the pipeline then reads it through the same loader
+(protocol §2.1); the pipeline then reads it through the same loader
 (:func:`mer_lib.data.load_soundtracks`)::
 
     out_dir/Set1/001.wav ...                      16-bit PCM, mono, 22050 Hz
@@ -115,7 +115,7 @@ EMOTION_RATING: dict[str, tuple[float, float, float]] = {
 }
 
 #: Correlations of the real annotations with the real ratings on Soundtracks
-#: quoted in DESIGN 2.2 (Chowdhury et al., ISMIR 2019), (emotion, feature) -> r.
+#: quoted in protocol §2.2 (Chowdhury et al., ISMIR 2019), (emotion, feature) -> r.
 REAL_CORRELATIONS: dict[tuple[str, str], float] = {
     ("valence", "melodiousness"): 0.88, ("valence", "dissonance"): -0.87,
     ("valence", "tonal_stability"): 0.85, ("valence", "rhythm_complexity"): -0.70,

@@ -1,4 +1,4 @@
-"""Training of the emotion models (DESIGN 5), resumable and reproducible.
+"""Training of the emotion models (protocol §5), resumable and reproducible.
 
 Two layers:
 
@@ -284,7 +284,7 @@ def validation_count(n: int, batch_size: int, drop_last: bool) -> int:
 
 def validation_score(y: np.ndarray, emotions: np.ndarray, m: np.ndarray | None = None,
                      bottleneck: np.ndarray | None = None, add_bottleneck: bool = True) -> dict:
-    """Validation score and its parts (DESIGN 5).
+    """Validation score and its parts (protocol §5).
 
     Parameters
     ----------

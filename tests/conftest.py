@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the reference material outside the project."""
+"""Shared fixtures: paths to the reference material shipped in ``reference/``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,16 +7,15 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-MADMOM_REF = SHARED / "reference" / "madmom"
-PUBLISHED_RUNS = SHARED / "reference" / "published_runs"
+MADMOM_REF = REPO / "reference" / "madmom"
+PUBLISHED_RUNS = REPO / "reference" / "published_runs"
 
 
 @pytest.fixture(scope="session")
 def madmom_ref() -> Path:
-    """Folder of madmom's reference outputs (../shared/reference/madmom)."""
+    """Folder of madmom's reference outputs (reference/madmom)."""
     if not MADMOM_REF.is_dir():
-        pytest.fail(f"reference material missing: {MADMOM_REF} (../shared must sit beside the repo)")
+        pytest.fail(f"reference material missing: {MADMOM_REF} (shipped with the repository; is the clone complete?)")
     return MADMOM_REF
 
 
@@ -24,7 +23,7 @@ def madmom_ref() -> Path:
 def published_runs() -> Path:
     """Folder of the authors' published attack logs."""
     if not PUBLISHED_RUNS.is_dir():
-        pytest.fail(f"reference material missing: {PUBLISHED_RUNS} (../shared must sit beside the repo)")
+        pytest.fail(f"reference material missing: {PUBLISHED_RUNS} (shipped with the repository; is the clone complete?)")
     return PUBLISHED_RUNS
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------
-# A plain implementation of DESIGN 6.1, one excerpt at a time
+# A plain implementation of protocol §6.1, one excerpt at a time
 # --------------------------------------------------------------------------
 def pearson_np(a: np.ndarray, b: np.ndarray) -> float:
     a = np.asarray(a, np.float64).ravel()
@@ -36,7 +36,7 @@ def pearson_np(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def plain_paper_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, max_iters: int) -> dict:
-    """DESIGN 6.1 for one excerpt ``(1, 1, T, F)``, with torch.optim.Adam and Python floats.
+    """protocol §6.1 for one excerpt ``(1, 1, T, F)``, with torch.optim.Adam and Python floats.
 
     ``if not t`` (None or 0.0 means unset) as in the reference implementation.
     """
@@ -77,7 +77,7 @@ class PatternModel(nn.Module):
 
     With labels ``[a, b, a, b, ...]`` the correlation is exactly +-1 (the sign
     of ``s`` times that of ``a - b``), so the attack can reach the paper
-    mode's convergence criterion (r <= about -1): DESIGN 6.1's stopping rule
+    mode's convergence criterion (r <= about -1): protocol §6.1's stopping rule
     needs a perfectly anti-correlated prediction.
     """
 

@@ -1,7 +1,7 @@
 """Tests of mer_lib.data: the loaders of Soundtracks Set 1 and its mid-level features.
 
 Every test builds a tiny dataset in ``tmp_path`` in the on-disk formats of
-DESIGN 2.1, then loads it intact, in an accepted variant, or broken in one
+protocol §2.1, then loads it intact, in an accepted variant, or broken in one
 specific way.
 """
 from __future__ import annotations

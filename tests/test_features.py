@@ -1,4 +1,4 @@
-"""The front end against madmom 0.16.1's own output (../shared/reference/madmom)."""
+"""The front end against madmom 0.16.1's own output (reference/madmom)."""
 from __future__ import annotations
 
 import json

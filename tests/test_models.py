@@ -12,8 +12,8 @@ from mer_lib.errors import MerError
 from mer_lib.models import (MERModel, build_model, conv_shapes, count_parameters, forward_macs,
                             scaled_channels, system_spec)
 
-# DESIGN 5, written out independently of mer_lib.models: (c_in, c_out, kernel) of every conv.
-DESIGN_CONVS = [(1, 64, 5), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
+# protocol §5, written out independently of mer_lib.models: (c_in, c_out, kernel) of every conv.
+PAPER_CONVS = [(1, 64, 5), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
                 (256, 384, 3), (384, 512, 3), (512, 256, 1)]
 BOTTLENECK_SYSTEMS = ("A2B2E", "aA2B2E", "A2M2E")
 
@@ -51,7 +51,7 @@ def test_too_small_input_is_a_clear_error():
 
 
 def test_parameter_count_at_width_one_matches_design():
-    expected_backbone = sum(ci * co * k * k + co + 2 * co for ci, co, k in DESIGN_CONVS)  # conv w+b, BN w+b
+    expected_backbone = sum(ci * co * k * k + co + 2 * co for ci, co, k in PAPER_CONVS)  # conv w+b, BN w+b
     expected = {"A2E": expected_backbone + 256 * 8 + 8,
                 "A2B2E": expected_backbone + 256 * 7 + 7 + 7 * 8 + 8}
     expected.update({"aA2E": expected["A2E"], "aA2B2E": expected["A2B2E"], "A2M2E": expected["A2B2E"]})
@@ -62,7 +62,7 @@ def test_parameter_count_at_width_one_matches_design():
 def test_width_scales_channels():
     model = build_model("A2E", 0.125)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [max(1, round(co * 0.125)) for _, co, _ in DESIGN_CONVS]
+    assert [c.out_channels for c in convs] == [max(1, round(co * 0.125)) for _, co, _ in PAPER_CONVS]
     assert [c.out_channels for c in build_model("A2E", 0.001).modules() if isinstance(c, nn.Conv2d)] == [1] * 9
     assert model.emotion.in_features == 32
     assert scaled_channels(384, 0.0625) == 24

@@ -1,8 +1,8 @@
 """Tests of mer_lib.synth: the deterministic synthetic Soundtracks dataset.
 
-Covers the on-disk formats (DESIGN 2.1), determinism and resumability of
+Covers the on-disk formats (protocol §2.1), determinism and resumability of
 :func:`generate_soundtracks`, the label statistics against the real data
-(DESIGN 2.2), and that every control has an *audible* effect, measured with a
+(protocol §2.2), and that every control has an *audible* effect, measured with a
 descriptor computed from the waveform alone.
 """
 from __future__ import annotations
