@@ -193,6 +193,40 @@ def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
     return model, metrics["system"], int(metrics["seed"])
 
 
+def _attack_inputs(model: MERModel, system: str, seed: int | None, prepared, mode: str, config: AttackConfig,
+                   eps: float | None, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Attacked inputs, their numbers and labels, and the hashed key of one attack."""
+    from mer_lib.training import split_arrays
+
+    x, y, _ = split_arrays(prepared, split)
+    numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
+    y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
+    key = {
+        "attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
+        "model_sha256": model_fingerprint(model), "system": system, "seed": seed, "split": split,
+        "data": {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
+                 "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
+                 "std": float(prepared.std)},
+    }
+    return x, numbers, y_true, key
+
+
+def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -> Path:
+    return Path(run_dir) / "attacks" / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
+
+
+def attack_result_dir(model_dir: str | os.PathLike, prepared, run_dir: str | os.PathLike, mode: str = "paper",
+                      config: AttackConfig | None = None, eps: float | None = None, split: str = "test") -> Path:
+    """The folder :func:`attack_model` writes for a trained model folder, without attacking.
+
+    A finished attack holds ``summary.json`` there; used to skip finished jobs.
+    """
+    config = config or AttackConfig()
+    model, system, seed = _load(model_dir, "cpu")
+    _, _, _, key = _attack_inputs(model, system, seed, prepared, mode, config, eps, split)
+    return _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
+
+
 def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                  config: AttackConfig | None = None, eps: float | None = None, *, split: str = "test",
                  seed: int | None = None, device: str | torch.device | None = "cpu",
@@ -232,25 +266,17 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     Path
         The result folder (see the module docstring).
     """
-    from mer_lib.training import deterministic_mode, resolve_device, split_arrays
+    from mer_lib.training import deterministic_mode, resolve_device
 
     config = config or AttackConfig()
     tag = attack_tag(mode, eps)
     device = resolve_device(device)
     model, system, model_seed = _load(model_or_dir, device)
     seed = model_seed if seed is None else int(seed)
-    x, y, _ = split_arrays(prepared, split)
-    numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
-    y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
-    key = {
-        "attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
-        "model_sha256": model_fingerprint(model), "system": system, "seed": seed, "split": split,
-        "data": {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
-                 "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
-                 "std": float(prepared.std)},
-    }
+    x, numbers, y_true, key = _attack_inputs(model, system, seed, prepared, mode, config, eps, split)
     digest = artifacts.config_hash(key)
-    out = Path(run_dir) / "attacks" / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
+    out = _result_dir(run_dir, tag, system, seed, digest)
+    y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
     done = (out / SUMMARY_FILE).exists() and (not save_adversarial or (out / "adversarial.npy").exists())
     if done and not overwrite:
         return out
@@ -314,32 +340,119 @@ def read_attack_table(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+@dataclasses.dataclass(frozen=True)
+class AttackJob:
+    """One (trained model folder, attack setting) to attack; see :func:`mer_lib.jobs.run_jobs`."""
+
+    model_dir: str
+    prepared: object
+    run_dir: str
+    mode: str
+    config: AttackConfig
+    eps: float | None
+    device: str | None
+    kw: tuple = ()
+
+
+def _attack_job(job: AttackJob) -> str:
+    out = attack_model(job.model_dir, job.prepared, job.run_dir, job.mode, job.config, job.eps,
+                       device=job.device, progress=False, **dict(job.kw))
+    return str(out)
+
+
+def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequence[tuple[str, float | None]],
+                config: AttackConfig | None = None, progress: bool = True, workers: int | None = None,
+                device: str | torch.device | None = "cpu", **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
+    """Attack every trained model folder with every ``(mode, eps)`` setting; return the tidy rows.
+
+    Finished attacks are reused; the missing ones run as independent jobs
+    (:func:`mer_lib.jobs.run_jobs`: in worker processes, one CPU thread each,
+    with results identical to an in-process run).
+
+    Parameters
+    ----------
+    model_dirs : dict or sequence
+        Trained model folders (e.g. ``{(system, seed): folder}`` from training).
+    prepared : PreparedData
+        The run's prepared data.
+    run_dir : path-like
+        The run directory.
+    settings : sequence of (str, float or None)
+        ``("paper", None)`` and/or ``("bounded", eps)`` pairs.
+    config : AttackConfig, optional
+        Attack settings (default: the paper values).
+    progress : bool
+        Progress bar counting attack jobs.
+    workers : int, optional
+        Worker processes (``0``: in-process; default: one per CPU core).
+    device : str or torch.device, optional
+        Where to attack.
+    **kw
+        Passed to :func:`attack_model` (e.g. ``save_adversarial=True``).
+
+    Returns
+    -------
+    dict
+        ``(mode, eps) -> `` the ``attack.csv`` rows of every model, with a ``result_dir`` column.
+    """
+    from mer_lib.jobs import run_jobs
+
+    config = config or AttackConfig()
+    items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
+    if not items:
+        raise MerError("no models to attack")
+    settings = [(mode, None if mode == "paper" else eps) for mode, eps in settings]
+    dirs: dict[tuple[int, int], Path] = {}
+    todo: list[tuple[int, int]] = []
+    for i, (mode, eps) in enumerate(settings):
+        for j, item in enumerate(items):
+            dirs[(i, j)] = attack_result_dir(item, prepared, run_dir, mode, config, eps)
+            done = (dirs[(i, j)] / SUMMARY_FILE).exists()
+            if not done or kw.get("overwrite") or (kw.get("save_adversarial")
+                                                   and not (dirs[(i, j)] / "adversarial.npy").exists()):
+                todo.append((i, j))
+    device = None if device is None else str(device)
+    jobs = [AttackJob(items[j], prepared, str(run_dir), settings[i][0], config, settings[i][1], device,
+                      tuple(sorted(kw.items()))) for i, j in todo]
+    names = [f"{attack_tag(*settings[i])} of {items[j]}" for i, j in todo]
+    label = ", ".join(attack_tag(*st) for st in settings)
+    done_dirs = run_jobs(_attack_job, jobs, workers, names=names, desc=f"attacks ({label})",
+                         progress=progress, device=device)
+    for (i, j), out in zip(todo, done_dirs):
+        dirs[(i, j)] = Path(out)
+    tables = {}
+    for i, setting in enumerate(settings):
+        parts = []
+        for j in range(len(items)):
+            table = read_attack_table(dirs[(i, j)])
+            table["result_dir"] = str(dirs[(i, j)])
+            parts.append(table)
+        tables[setting] = pd.concat(parts, ignore_index=True)
+    return tables
+
+
 def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                   config: AttackConfig | None = None, eps: float | None = None, progress: bool = True,
-                  **kw) -> pd.DataFrame:
+                  workers: int | None = None, **kw) -> pd.DataFrame:
     """Attack many models (e.g. ``{(system, seed): folder}`` from training) and return all tidy rows.
+
+    One setting of :func:`attack_many` (finished attacks reused, missing ones
+    run as parallel jobs).
 
     Returns
     -------
     pandas.DataFrame
         The ``attack.csv`` rows of every model with a ``result_dir`` column.
     """
-    from tqdm import tqdm
-
-    items = list(model_dirs.values()) if isinstance(model_dirs, dict) else list(model_dirs)
-    parts = []
-    for item in tqdm(items, desc=f"attacks ({attack_tag(mode, eps)})", disable=not progress):
-        out = attack_model(item, prepared, run_dir, mode, config, eps, progress=False, **kw)
-        table = read_attack_table(out)
-        table["result_dir"] = str(out)
-        parts.append(table)
-    if not parts:
-        raise MerError("no models to attack")
-    return pd.concat(parts, ignore_index=True)
+    setting = (mode, None if mode == "paper" else eps)
+    if mode not in MODES:
+        raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
+    return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, workers, **kw)[setting]
 
 
 def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig,
-                  eps_values: Sequence[float] | None = None, progress: bool = False) -> pd.DataFrame:
+                  eps_values: Sequence[float] | None = None, progress: bool = False,
+                  workers: int | None = None) -> pd.DataFrame:
     """Bounded attacks of many models at several eps: per-model metrics with an ``eps`` column.
 
     Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
@@ -355,7 +468,9 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     eps_values : sequence of float, optional
         Default: ``config.eps_values``.
     progress : bool
-        Show a progress bar per eps.
+        Show a progress bar counting attack jobs.
+    workers : int, optional
+        Worker processes (:func:`attack_many`).
 
     Returns
     -------
@@ -367,6 +482,6 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     eps_values = config.eps_values if eps_values is None else tuple(eps_values)
     if not eps_values:
         raise MerError("bounded_sweep: no eps values")
-    return pd.concat([per_model_metrics(attack_models(model_dirs, prepared, run_dir, "bounded", config, eps=eps,
-                                                      progress=progress)).assign(eps=eps)
-                      for eps in eps_values], ignore_index=True)
+    settings = [("bounded", float(eps)) for eps in eps_values]
+    tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, workers=workers)
+    return pd.concat([per_model_metrics(tables[st]).assign(eps=st[1]) for st in settings], ignore_index=True)

@@ -26,10 +26,46 @@ Conventions
 - Spread over seeds is the sample standard deviation (``ddof=1``); it is NaN
   for a system with a single seed.
 - Paired differences are always "first system minus second system".
+
+Uncertainty
+-----------
+Our own runs have few seeds per system, and a different CPU behaves like a
+different seed, so every estimate carries a confidence interval and no
+finding is called true on its point estimate alone.
+
+- *The model is the unit.* Per-system summaries (Table 1, the dMAE summary)
+  and the contrasts between systems (:func:`system_contrasts`,
+  :func:`paper_findings`) resample the models (seeds) of each system with
+  replacement, as many as the system has; excerpts are never resampled there.
+  A system with a single model has no interval (NaN). Models whose value is
+  NaN (e.g. an undefined clean r) are left out, like pandas' ``skipna``.
+- *Percentile bootstrap.* An interval at level ``level`` is made of the
+  ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the bootstrap
+  distribution (default 10,000 resamples, seed 0: the same inputs and seed
+  give the same interval). For a contrast between systems the models of every
+  system are resampled independently and the statistic is recomputed in each
+  resample (a joint bootstrap), so derived statistics such as "A2E minus the
+  best other system" get intervals too. The draws of one system depend only on
+  ``seed``, the system's name, the quantity, its number of models and
+  ``n_boot``, so the same contrast gets the same interval in
+  :func:`system_contrasts` and :func:`paper_findings`.
+- *The paired t-tests* (:func:`paired_ttests`) are the exception: as in the
+  paper they pool the excerpts of all seeds, and their interval resamples
+  excerpt pairs.
+- *Verdicts* (:func:`verdict`). A finding predicts the sign of a statistic
+  (``direction`` +1 or -1). It ``holds`` if the whole interval lies strictly
+  on the predicted side of zero, is ``contradicted`` if the whole interval lies
+  strictly on the other side, is ``inconclusive`` if the interval contains
+  zero, and is ``undecided`` if there is no estimate or no interval (a system
+  missing, or a single model). A t-test finding additionally needs
+  ``p < alpha`` to hold or to be contradicted.
 """
 from __future__ import annotations
 
 import os
+import re
+import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -46,7 +82,8 @@ from mer_lib.metrics import pearson_per_column
 __all__ = [
     "MODEL_KEYS", "DEFAULT_PAIRS", "system_order", "pearson_per_column", "average_pearson",
     "per_emotion_pearson", "per_model_metrics", "table1", "dmae_summary", "per_excerpt_mae",
-    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "paper_findings", "perturbation_stats",
+    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "VERDICTS", "verdict", "system_contrasts",
+    "paper_findings", "findings_summary_line", "findings_text", "compare_findings", "perturbation_stats",
     "table_to_markdown", "table_to_latex", "save_table",
 ]
 
@@ -109,6 +146,144 @@ def _sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:
     return (df.assign(_rank=df[by_system].map(rank))
               .sort_values(["_rank", *keys[1:]], kind="stable")
               .drop(columns="_rank").reset_index(drop=True))
+
+
+# --------------------------------------------------------------------------- uncertainty helpers
+#: The possible verdicts of a finding (see :func:`verdict`).
+VERDICTS: tuple[str, str, str, str] = ("holds", "contradicted", "inconclusive", "undecided")
+_UNIT_MODELS = "models (seeds)"
+_UNIT_PAIRS = "excerpt pairs (pooled over seeds)"
+_STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
+_NAN = float("nan")
+
+
+def _check_bootstrap_args(n_boot: int, seed: int, level: float, where: str) -> int:
+    """Validate the common bootstrap arguments; return ``n_boot`` as an int."""
+    try:
+        n = int(n_boot)
+    except (TypeError, ValueError):
+        raise MerError(f"{where}: n_boot must be a positive integer, got {n_boot!r}") from None
+    if n < 1 or n != n_boot:
+        raise MerError(f"{where}: n_boot must be a positive integer, got {n_boot!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise MerError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(level, (int, float, np.floating)) or not (0.0 < float(level) < 1.0):
+        raise MerError(f"{where}: level must be in (0, 1), got {level!r}")
+    return n
+
+
+def _ci_label(level: float) -> str:
+    """``0.95`` -> ``"95% CI"``."""
+    return f"{round(100.0 * float(level), 6):g}% CI"
+
+
+def _format_estimate_ci(estimate: float, low: float, high: float, decimals: int) -> str:
+    if not np.isfinite(estimate):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{estimate:.{decimals}f} [n/a]"
+    return f"{estimate:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def _ci_over_models(values: np.ndarray, stat: Callable[..., float], n_boot: int, seed: int,
+                    level: float) -> tuple[float, float]:
+    """Bootstrap CI of ``stat`` over the models of one system; NaN for < 2 models or a NaN value."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2 or np.isnan(x).any():
+        return _NAN, _NAN
+    return bootstrap_ci(x, stat, n_boot=n_boot, seed=seed, level=level)
+
+
+def _percentile_ci(boot: np.ndarray, level: float) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates; NaN if any replicate is not finite."""
+    boot = np.asarray(boot, dtype=np.float64)
+    if boot.size == 0 or not np.isfinite(boot).all():
+        return _NAN, _NAN
+    alpha = (1.0 - float(level)) / 2.0
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def verdict(ci_low: float, ci_high: float, direction: int = 1, estimate: float | None = None) -> str:
+    """Whether a confidence interval confirms the predicted sign of a statistic.
+
+    Parameters
+    ----------
+    ci_low, ci_high : float
+        The interval's bounds.
+    direction : {1, -1}
+        The sign the finding predicts (+1: the statistic is positive).
+    estimate : float, optional
+        The point estimate; if given and not finite the verdict is ``"undecided"``.
+
+    Returns
+    -------
+    str
+        ``"holds"`` if the whole interval lies strictly on the predicted side of
+        0, ``"contradicted"`` if it lies strictly on the other side,
+        ``"inconclusive"`` if it touches or contains 0, ``"undecided"`` if a
+        bound (or the estimate) is NaN.
+
+    Raises
+    ------
+    MerError
+        If ``direction`` is not +1 or -1.
+    """
+    if direction not in (1, -1):
+        raise MerError(f"verdict: direction must be +1 or -1 (the predicted sign), got {direction!r}")
+    values = [ci_low, ci_high] + ([] if estimate is None else [estimate])
+    if any(v is None or not np.isfinite(float(v)) for v in values):
+        return "undecided"
+    lo, hi = float(ci_low) * direction, float(ci_high) * direction
+    lo, hi = min(lo, hi), max(lo, hi)
+    if lo > 0:
+        return "holds"
+    if hi < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _holds_flag(word: str) -> bool | None:
+    """The boolean ``holds`` column: None when undecided."""
+    return None if word == "undecided" else word == "holds"
+
+
+class _SystemBootstrap:
+    """One statistic of one quantity per system, with its bootstrap replicates over models.
+
+    For every system the models with a defined ``quantity`` are sorted by seed;
+    ``point[s]`` is the statistic over them and ``boot[s]`` the statistic in
+    each of ``n_boot`` resamples of them (with replacement, as many as there
+    are). The resampling of one system uses its own generator seeded by
+    ``(seed, crc32(system), crc32(quantity))``, so it does not depend on which
+    other systems are in the table. Replicates are NaN for fewer than 2 models.
+    """
+
+    def __init__(self, pm: pd.DataFrame, quantity: str, stat: str, n_boot: int, seed: int) -> None:
+        func = _STATS[stat]
+        self.n_boot = n_boot
+        self.n: dict[str, int] = {}
+        self.point: dict[str, float] = {}
+        self.boot: dict[str, np.ndarray] = {}
+        ordered = _sort_models(pm[[*MODEL_KEYS, quantity]])
+        for system in system_order(ordered["system"]):
+            values = ordered.loc[ordered["system"] == system, quantity].to_numpy(np.float64)
+            values = values[~np.isnan(values)]
+            self.n[system] = int(values.size)
+            self.point[system] = float(func(values)) if values.size else _NAN
+            if values.size < 2:
+                self.boot[system] = np.full(n_boot, _NAN)
+                continue
+            rng = np.random.default_rng([int(seed), zlib.crc32(str(system).encode("utf-8")),
+                                         zlib.crc32(quantity.encode("utf-8"))])
+            idx = rng.integers(0, values.size, size=(n_boot, values.size))
+            self.boot[system] = np.asarray(func(values[idx], axis=1), dtype=np.float64)
+
+    def point_of(self, system: str) -> float:
+        return self.point.get(system, _NAN)
+
+    def boot_of(self, system: str) -> np.ndarray:
+        return self.boot.get(system, np.full(self.n_boot, _NAN))
 
 
 # --------------------------------------------------------------------------- correlation
@@ -230,8 +405,9 @@ def _format_mean_std(mean: float, std: float, decimals: int) -> str:
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
-def table1(logs: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
-    """Table 1 of the paper: clean performance per system, mean ± std over seeds.
+def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: int = 0,
+           level: float = 0.95) -> pd.DataFrame:
+    """Table 1 of the paper: clean performance per system over its models (seeds).
 
     Parameters
     ----------
@@ -240,57 +416,91 @@ def table1(logs: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
         by its ``clean_r``/``clean_mae`` columns and the absence of ``number``).
     decimals : int
         Decimals of the formatted string columns.
+    n_boot, seed, level
+        Bootstrap of the mean over the system's models (:func:`bootstrap_ci`
+        on the per-model values; the same ``seed`` for every system).
 
     Returns
     -------
     pandas.DataFrame
         One row per system present, in the paper's order: ``system``,
-        ``n_seeds``, ``r_mean``, ``r_std``, ``mae_mean``, ``mae_std`` (std over
-        seeds with ``ddof=1``; NaN for a single seed) and the formatted
-        ``r (mean ± std)`` and ``MAE (mean ± std)``.
+        ``n_seeds``, ``r_mean``, ``r_std``, ``r_ci_low``, ``r_ci_high``,
+        ``mae_mean``, ``mae_std``, ``mae_ci_low``, ``mae_ci_high`` (std over
+        seeds with ``ddof=1``; CI: percentile bootstrap of the mean resampling
+        models; both NaN for a single seed), the formatted
+        ``r (mean ± std)`` and ``MAE (mean ± std)``, and
+        ``r (mean, 95% CI)`` and ``MAE (mean, 95% CI)`` written like
+        ``0.706 [0.690, 0.722]`` (the percentage follows ``level``).
+
+    Raises
+    ------
+    MerError
+        On malformed input or invalid bootstrap arguments.
     """
+    n_boot = _check_bootstrap_args(n_boot, seed, level, "table1")
     pm = _as_per_model(logs, ["clean_r", "clean_mae"])
+    ci = _ci_label(level)
     rows = []
     for system in system_order(pm["system"]):
         g = pm[pm["system"] == system]
         r, m = g["clean_r"].to_numpy(np.float64), g["clean_mae"].to_numpy(np.float64)
-        r_std = float(np.std(r, ddof=1)) if len(r) > 1 else float("nan")
-        m_std = float(np.std(m, ddof=1)) if len(m) > 1 else float("nan")
+        r_mean, m_mean = float(np.mean(r)), float(np.mean(m))
+        r_std = float(np.std(r, ddof=1)) if len(r) > 1 else _NAN
+        m_std = float(np.std(m, ddof=1)) if len(m) > 1 else _NAN
+        r_lo, r_hi = _ci_over_models(r, np.mean, n_boot, seed, level)
+        m_lo, m_hi = _ci_over_models(m, np.mean, n_boot, seed, level)
         rows.append({"system": system, "n_seeds": int(g["seed"].nunique()),
-                     "r_mean": float(np.mean(r)), "r_std": r_std,
-                     "mae_mean": float(np.mean(m)), "mae_std": m_std,
-                     "r (mean ± std)": _format_mean_std(float(np.mean(r)), r_std, decimals),
-                     "MAE (mean ± std)": _format_mean_std(float(np.mean(m)), m_std, decimals)})
+                     "r_mean": r_mean, "r_std": r_std, "r_ci_low": r_lo, "r_ci_high": r_hi,
+                     "mae_mean": m_mean, "mae_std": m_std, "mae_ci_low": m_lo, "mae_ci_high": m_hi,
+                     "r (mean ± std)": _format_mean_std(r_mean, r_std, decimals),
+                     "MAE (mean ± std)": _format_mean_std(m_mean, m_std, decimals),
+                     f"r (mean, {ci})": _format_estimate_ci(r_mean, r_lo, r_hi, decimals),
+                     f"MAE (mean, {ci})": _format_estimate_ci(m_mean, m_lo, m_hi, decimals)})
     return pd.DataFrame(rows)
 
 
-def dmae_summary(logs: pd.DataFrame) -> pd.DataFrame:
+def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Distribution of dMAE over the models of each system (the numbers behind Figure 3).
 
     Parameters
     ----------
     logs : pandas.DataFrame
         Tidy attack logs or the output of :func:`per_model_metrics`.
+    n_boot, seed, level
+        Bootstrap of the mean and of the median over the system's models
+        (:func:`bootstrap_ci`; the same ``seed`` for every system and statistic).
 
     Returns
     -------
     pandas.DataFrame
         Per system (paper order): ``n_models``, ``median``, ``q25``, ``q75``,
-        ``mean``, ``std`` (ddof=1), ``min``, ``max`` of ``dmae``, and
-        ``clean_mae_median``, ``adv_mae_median``.
+        ``mean``, ``std`` (ddof=1), ``min``, ``max`` of ``dmae``,
+        ``clean_mae_median``, ``adv_mae_median``, and the percentile bootstrap
+        CIs ``mean_ci_low``, ``mean_ci_high``, ``median_ci_low``,
+        ``median_ci_high`` (resampling models; NaN for a single model).
+
+    Raises
+    ------
+    MerError
+        On malformed input or invalid bootstrap arguments.
     """
+    n_boot = _check_bootstrap_args(n_boot, seed, level, "dmae_summary")
     pm = _as_per_model(logs, ["dmae", "clean_mae", "adv_mae"])
     rows = []
     for system in system_order(pm["system"]):
         g = pm[pm["system"] == system]
         d = g["dmae"].to_numpy(np.float64)
         q25, med, q75 = np.quantile(d, [0.25, 0.5, 0.75])
+        mean_lo, mean_hi = _ci_over_models(d, np.mean, n_boot, seed, level)
+        med_lo, med_hi = _ci_over_models(d, np.median, n_boot, seed, level)
         rows.append({"system": system, "n_models": len(d), "median": float(med), "q25": float(q25),
                      "q75": float(q75), "mean": float(d.mean()),
-                     "std": float(np.std(d, ddof=1)) if len(d) > 1 else float("nan"),
+                     "std": float(np.std(d, ddof=1)) if len(d) > 1 else _NAN,
                      "min": float(d.min()), "max": float(d.max()),
                      "clean_mae_median": float(g["clean_mae"].median()),
-                     "adv_mae_median": float(g["adv_mae"].median())})
+                     "adv_mae_median": float(g["adv_mae"].median()),
+                     "mean_ci_low": mean_lo, "mean_ci_high": mean_hi,
+                     "median_ci_low": med_lo, "median_ci_high": med_hi})
     return pd.DataFrame(rows)
 
 
@@ -467,78 +677,382 @@ def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------- contrasts between systems
+def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
+                     quantity: str = "dmae", stat: str = "median", n_boot: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> pd.DataFrame:
+    """Differences between systems of a per-model statistic, with bootstrap CIs over models.
+
+    For each pair ``(a, b)`` the estimate is ``stat(quantity of a's models) -
+    stat(quantity of b's models)``. Its percentile CI comes from a bootstrap
+    that resamples the models of ``a`` and those of ``b`` independently (with
+    replacement, as many as each system has) and recomputes the difference.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        Output of :func:`per_model_metrics` (or tidy attack logs).
+    pairs : sequence of (str, str)
+        System pairs; the difference is always ``a - b``.
+    quantity : str
+        Per-model column, e.g. ``"dmae"``, ``"clean_r"``, ``"adv_mae"``.
+    stat : {"median", "mean"}
+        Statistic over the models of one system.
+    n_boot, seed, level
+        Bootstrap resamples, seed and confidence level. Deterministic for a
+        given seed; the draws of a system do not depend on the other pairs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair: ``a``, ``b``, ``quantity``, ``stat``, ``n_a``,
+        ``n_b`` (models with a defined value), ``estimate``, ``ci_low``,
+        ``ci_high`` and ``verdict`` (:func:`verdict` with the expected sign
+        ``a - b > 0``; ``"undecided"`` when a system is missing or has a
+        single model, ``estimate`` then being NaN or the CI NaN).
+
+    Raises
+    ------
+    MerError
+        On an unknown ``stat``, a missing ``quantity`` column, malformed pairs
+        or invalid bootstrap arguments.
+    """
+    n_boot = _check_bootstrap_args(n_boot, seed, level, "system_contrasts")
+    if stat not in _STATS:
+        raise MerError(f"system_contrasts: stat must be one of {sorted(_STATS)}, got {stat!r}")
+    if not isinstance(quantity, str):
+        raise MerError(f"system_contrasts: quantity must be a column name, got {quantity!r}")
+    pairs = list(pairs)
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise MerError(f"system_contrasts: each pair must be (system_a, system_b), got {pair!r}")
+    is_logs = isinstance(per_model, pd.DataFrame) and "number" in per_model.columns
+    pm = per_model_metrics(per_model) if is_logs else per_model
+    if not isinstance(pm, pd.DataFrame) or quantity not in pm.columns:
+        found = list(pm.columns) if isinstance(pm, pd.DataFrame) else type(pm).__name__
+        raise MerError(f"system_contrasts: no column {quantity!r} in the per-model table; found {found}")
+    pm = _as_per_model(pm, [quantity])
+    boot = _SystemBootstrap(pm, quantity, stat, n_boot, seed)
+    rows = []
+    for a, b in pairs:
+        estimate = boot.point_of(a) - boot.point_of(b)
+        lo, hi = _percentile_ci(boot.boot_of(a) - boot.boot_of(b), level) if np.isfinite(estimate) \
+            else (_NAN, _NAN)
+        rows.append({"a": a, "b": b, "quantity": quantity, "stat": stat, "n_a": boot.n.get(a, 0),
+                     "n_b": boot.n.get(b, 0), "estimate": float(estimate), "ci_low": lo, "ci_high": hi,
+                     "verdict": verdict(lo, hi, 1, estimate)})
+    return pd.DataFrame(rows, columns=["a", "b", "quantity", "stat", "n_a", "n_b", "estimate", "ci_low",
+                                       "ci_high", "verdict"])
+
+
 # --------------------------------------------------------------------------- the paper's findings
-def _finding(finding: str, measure: str, value: float, holds) -> dict:
-    return {"finding": finding, "measure": measure, "value": value,
-            "holds": None if value is None or not np.isfinite(value) else bool(holds)}
+_FINDING_COLUMNS = ["finding", "measure", "unit", "estimate", "ci_low", "ci_high", "verdict", "value", "holds",
+                    "p", "level"]
 
 
-def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    """The paper's qualitative findings, each measured on a set of runs and checked.
+def _finding_row(finding: str, measure: str, unit: str, estimate: float, low: float, high: float, word: str,
+                 p: float, level: float) -> dict:
+    estimate = float(estimate) if estimate is not None else _NAN
+    return {"finding": finding, "measure": measure, "unit": unit, "estimate": estimate, "ci_low": float(low),
+            "ci_high": float(high), "verdict": word, "value": estimate, "holds": _holds_flag(word),
+            "p": float(p), "level": float(level)}
 
-    Every finding is a number computed from the runs (``value``) and a rule
-    that says whether the finding holds on them (``holds``). Applying the same
-    function to the authors' published logs and to one's own runs gives a
-    like-for-like comparison without copying any number from the paper.
+
+def _ttest_verdict(mean_diff: float, low: float, high: float, p: float, alpha: float) -> str:
+    if not all(np.isfinite(v) for v in (mean_diff, low, high)):
+        return "undecided"
+    significant = bool(np.isfinite(p) and p < alpha)
+    if significant and low > 0:
+        return "holds"
+    if significant and high < 0:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _per_model_findings(systems: Sequence[str]) -> list[tuple[str, str, str, int, Callable]]:
+    """The per-model findings as (finding, measure, quantity, direction, statistic).
+
+    ``statistic(get)`` computes the finding from ``get(system)``, the median
+    dMAE or mean clean r of a system (a float for the point estimate, an array
+    of bootstrap replicates otherwise); missing systems give NaN.
+    """
+    out: list[tuple[str, str, str, int, Callable]] = []
+    for other in ("A2E", "A2B2E"):
+        out.append((f"A2M2E is more robust than {other}", f"median dMAE {other} - A2M2E", "dmae", 1,
+                    lambda get, o=other: get(o) - get("A2M2E")))
+    for plain in ("A2E", "A2B2E"):
+        out.append((f"adversarial training makes {plain} more robust", f"median dMAE {plain} - a{plain}", "dmae", 1,
+                    lambda get, q=plain: get(q) - get("a" + q)))
+
+    def closeness(get: Callable) -> np.ndarray:
+        adv = (get("aA2E") + get("aA2B2E")) / 2.0
+        plain_boxes = (get("A2E") + get("A2B2E")) / 2.0
+        return np.abs(get("A2M2E") - adv) - np.abs(get("A2M2E") - plain_boxes)
+
+    out.append(("A2M2E's robustness is closer to the adversarially trained models' than to the plain ones'",
+                "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)", "dmae", -1, closeness))
+    others = [s for s in systems if s != "A2E"]
+
+    def best_margin(get: Callable) -> np.ndarray:
+        if not others:
+            return get("A2E") - _NAN
+        best = get(others[0])
+        for s in others[1:]:
+            best = np.maximum(best, get(s))  # NaN propagates: an undefined system leaves it undecided
+        return get("A2E") - best
+
+    out.append(("A2E has the best clean performance", "mean clean r: A2E - best other system", "clean_r", 1,
+                best_margin))
+    out.append(("the interpretable bottleneck costs clean performance", "mean clean r: A2E - A2M2E", "clean_r", 1,
+                lambda get: get("A2E") - get("A2M2E")))
+    out.append(("adversarial training costs clean performance", "mean clean r: A2E - aA2E", "clean_r", 1,
+                lambda get: get("A2E") - get("aA2E")))
+    return out
+
+
+def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, alpha: float = 0.05,
+                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """The paper's qualitative findings, each measured on a set of runs with its uncertainty.
+
+    Every finding is a statistic computed from the runs (``estimate``), a
+    confidence interval, and a predicted sign; the :func:`verdict` says
+    whether the interval confirms the finding. Applying the same function to
+    the authors' published logs and to one's own runs gives a like-for-like
+    comparison without copying any number from the paper.
+
+    The eight per-model findings share one joint bootstrap: in each resample
+    the models (seeds) of every system are resampled independently with
+    replacement and every finding's statistic is recomputed, giving percentile
+    CIs also for derived statistics (the closeness finding, "A2E - best other
+    system"). The two t-test findings take their CI from ``tests``.
 
     Parameters
     ----------
     per_model : pandas.DataFrame
         Output of :func:`per_model_metrics` (or tidy attack logs).
     tests : pandas.DataFrame, optional
-        Output of :func:`paired_ttests`; its A2E/A2M2E and A2B2E/A2M2E rows add
-        two findings.
+        Output of :func:`paired_ttests` (run it with the same ``level``); its
+        A2E/A2M2E and A2B2E/A2M2E rows add two findings.
     alpha : float
         Significance level for the t-test findings.
+    n_boot, seed, level
+        Bootstrap resamples, seed and confidence level of the per-model
+        findings; deterministic for a given seed.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``finding``, ``measure`` (how ``value`` is computed),
-        ``value`` and ``holds`` (bool; None when a system needed for the
-        finding is missing). Medians and means are over the models (seeds) of
-        a system; "adv. trained" is the mean of the aA2E and aA2B2E medians,
-        "plain black boxes" the mean of the A2E and A2B2E medians.
+        One row per finding:
+
+        ``finding``, ``measure``
+            the claim and how its statistic is computed. Medians and means
+            are over the models of a system; "adv. trained" is the mean of the
+            aA2E and aA2B2E medians, "plain black boxes" the mean of the A2E
+            and A2B2E medians.
+        ``unit``
+            what the CI resamples: ``"models (seeds)"`` or
+            ``"excerpt pairs (pooled over seeds)"`` (t-tests).
+        ``estimate``, ``ci_low``, ``ci_high``
+            the statistic and its percentile CI (NaN when a system needed for
+            the finding is missing or has a single model).
+        ``verdict``
+            ``"holds"``, ``"contradicted"``, ``"inconclusive"`` or
+            ``"undecided"``. The predicted sign is positive for every finding
+            except the closeness one (negative). A t-test finding holds if
+            ``ci_low > 0`` and ``p < alpha``, is contradicted if
+            ``ci_high < 0`` and ``p < alpha``, and is inconclusive otherwise.
+        ``value``
+            the same as ``estimate`` (kept for compatibility).
+        ``holds``
+            True only when the verdict is ``"holds"``; None when undecided.
+        ``p``
+            the t-test's p-value (NaN for the per-model findings).
+        ``level``
+            the confidence level of the intervals.
+
+    Raises
+    ------
+    MerError
+        On malformed input, an invalid ``alpha`` or invalid bootstrap arguments.
     """
+    n_boot = _check_bootstrap_args(n_boot, seed, level, "paper_findings")
+    if not isinstance(alpha, (int, float, np.floating)) or not (0.0 < float(alpha) < 1.0):
+        raise MerError(f"paper_findings: alpha must be in (0, 1), got {alpha!r}")
     pm = _as_per_model(per_model, ["dmae", "clean_r"])
-    med = pm.groupby("system")["dmae"].median()
-    clean = pm.groupby("system")["clean_r"].mean()
-
-    def m(s: str) -> float:
-        return float(med.get(s, np.nan))
-
-    def r(s: str) -> float:
-        return float(clean.get(s, np.nan))
-
+    stats_of = {"dmae": _SystemBootstrap(pm, "dmae", "median", n_boot, seed),
+                "clean_r": _SystemBootstrap(pm, "clean_r", "mean", n_boot, seed)}
     rows = []
-    for other in ("A2E", "A2B2E"):
-        v = m(other) - m("A2M2E")
-        rows.append(_finding(f"A2M2E is more robust than {other}", f"median dMAE {other} - A2M2E", v, v > 0))
-    for plain in ("A2E", "A2B2E"):
-        v = m(plain) - m("a" + plain)
-        rows.append(_finding(f"adversarial training makes {plain} more robust",
-                             f"median dMAE {plain} - a{plain}", v, v > 0))
-    adv = np.mean([m("aA2E"), m("aA2B2E")])
-    plain = np.mean([m("A2E"), m("A2B2E")])
-    v = abs(m("A2M2E") - adv) - abs(m("A2M2E") - plain)
-    rows.append(_finding("A2M2E's robustness is closer to the adversarially trained models' than to the plain ones'",
-                         "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)", float(v), v < 0))
-    others = [s for s in clean.index if s != "A2E"]
-    v = r("A2E") - (max(r(s) for s in others) if others else np.nan)
-    rows.append(_finding("A2E has the best clean performance", "mean clean r: A2E - best other system", v, v > 0))
-    v = r("A2E") - r("A2M2E")
-    rows.append(_finding("the interpretable bottleneck costs clean performance", "mean clean r: A2E - A2M2E",
-                         v, v > 0))
-    v = r("A2E") - r("aA2E")
-    rows.append(_finding("adversarial training costs clean performance", "mean clean r: A2E - aA2E", v, v > 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN arithmetic for missing systems
+        for finding, measure, quantity, direction, statistic in _per_model_findings(system_order(pm["system"])):
+            sb = stats_of[quantity]
+            estimate = float(statistic(sb.point_of))
+            replicates = np.broadcast_to(np.asarray(statistic(sb.boot_of), dtype=np.float64), (n_boot,))
+            lo, hi = _percentile_ci(replicates, level) if np.isfinite(estimate) else (_NAN, _NAN)
+            rows.append(_finding_row(finding, measure, _UNIT_MODELS, estimate, lo, hi,
+                                     verdict(lo, hi, direction, estimate), _NAN, level))
     if tests is not None:
+        _require(tests, ["a", "b", "mean_diff", "p", "ci_low", "ci_high"], "t-test table")
         for rec in tests.to_dict("records"):
             if rec["b"] != "A2M2E" or rec["a"] not in ("A2E", "A2B2E"):
                 continue
-            rows.append(_finding(f"per-excerpt MAE after attack: {rec['a']} significantly above A2M2E",
-                                 f"paired t-test mean diff {rec['a']} - A2M2E (holds if > 0 and p < {alpha:g})",
-                                 float(rec["mean_diff"]), rec["mean_diff"] > 0 and rec["p"] < alpha))
-    return pd.DataFrame(rows)
+            diff, lo, hi, p = (float(rec[k]) for k in ("mean_diff", "ci_low", "ci_high", "p"))
+            rows.append(_finding_row(f"per-excerpt MAE after attack: {rec['a']} significantly above A2M2E",
+                                     f"paired t-test mean diff {rec['a']} - A2M2E (holds if > 0 and p < {alpha:g})",
+                                     _UNIT_PAIRS, diff, lo, hi, _ttest_verdict(diff, lo, hi, p, alpha), p, level))
+    return pd.DataFrame(rows, columns=_FINDING_COLUMNS)
+
+
+# --------------------------------------------------------------------------- findings as text
+def _verdict_counts(findings: pd.DataFrame, what: str) -> dict[str, int]:
+    _require(findings, ["verdict"], what)
+    unknown = sorted(set(findings["verdict"]) - set(VERDICTS))
+    if unknown:
+        raise MerError(f"{what}: unknown verdicts {unknown}; expected one of {list(VERDICTS)} "
+                       "(is this the output of paper_findings?)")
+    return {word: int((findings["verdict"] == word).sum()) for word in VERDICTS}
+
+
+def findings_summary_line(findings: pd.DataFrame) -> str:
+    """One line counting the verdicts, e.g. ``"7 of 10 findings hold, 0 contradicted, 3 inconclusive"``.
+
+    Parameters
+    ----------
+    findings : pandas.DataFrame
+        Output of :func:`paper_findings` (any table with a ``verdict`` column).
+
+    Returns
+    -------
+    str
+        The counts of ``holds``, ``contradicted`` and ``inconclusive``, with
+        ``", k undecided"`` appended when some finding is undecided.
+    """
+    counts = _verdict_counts(findings, "findings_summary_line")
+    total, held = len(findings), counts["holds"]
+    line = (f"{held} of {total} finding{'' if total == 1 else 's'} hold{'s' if held == 1 else ''}, "
+            f"{counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive")
+    if counts["undecided"]:
+        line += f", {counts['undecided']} undecided"
+    return line
+
+
+def _number(value: float, decimals: int) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def _p_value(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def findings_text(findings: pd.DataFrame, label: str = "this run", decimals: int = 2) -> str:
+    """A short Markdown summary of the findings, written from their numbers and verdicts.
+
+    Parameters
+    ----------
+    findings : pandas.DataFrame
+        Output of :func:`paper_findings`.
+    label : str
+        What the findings were measured on, e.g. ``"our runs"``.
+    decimals : int
+        Decimals of the estimates and bounds.
+
+    Returns
+    -------
+    str
+        A sentence with the verdict counts (:func:`findings_summary_line`) and
+        the rule behind them, then one bullet per finding:
+        ``- <finding>: **<verdict>** (<measure> = <estimate>, 95% CI [<low>,
+        <high>]<, p = ...>)``. Nothing in it is fixed in advance: every word
+        that states a result comes from the table.
+
+    Raises
+    ------
+    MerError
+        If a needed column is missing or a verdict is unknown.
+    """
+    _require(findings, ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "findings_text")
+    counts = _verdict_counts(findings, "findings_text")
+    levels = findings["level"].dropna().unique() if "level" in findings.columns else []
+    ci = _ci_label(levels[0]) if len(levels) == 1 else "CI"
+    total, held, against = len(findings), counts["holds"], counts["contradicted"]
+    if total == 0:
+        overall = "There is no finding to report."
+    elif held == total:
+        overall = "Every finding is confirmed by its interval."
+    elif against == 0:
+        one = total - held == 1
+        overall = (f"None is contradicted, but {total - held} of {total} {'is' if one else 'are'} not confirmed "
+                   f"by {'its' if one else 'their'} interval.")
+    else:
+        overall = (f"{against} of {total} {'points' if against == 1 else 'point'} the other way: "
+                   f"{'its' if against == 1 else 'their'} interval lies entirely on the opposite side of zero.")
+    units = [str(u) for u in findings["unit"].dropna().unique()] if "unit" in findings.columns else []
+    resampled = f"; the intervals resample {' or '.join(units)}" if units else ""
+    lines = [f"On {label}, {findings_summary_line(findings)}. {overall} A finding holds only where its {ci} "
+             "lies entirely on the predicted side of zero, and is contradicted where it lies entirely on the "
+             f"other side{resampled}.", ""]
+    for rec in findings.to_dict("records"):
+        measure = re.sub(r"\s*\(holds if [^)]*\)\s*$", "", str(rec["measure"]))
+        est, lo, hi = rec["estimate"], rec["ci_low"], rec["ci_high"]
+        if est is None or not np.isfinite(est):
+            detail = f"{measure}: not measurable, a system is missing"
+        elif not (np.isfinite(lo) and np.isfinite(hi)):
+            detail = f"{measure} = {_number(est, decimals)}, no {ci}: a system has a single model"
+        else:
+            detail = (f"{measure} = {_number(est, decimals)}, {ci} [{_number(lo, decimals)}, "
+                      f"{_number(hi, decimals)}]")
+        p = rec.get("p", _NAN)
+        if p is not None and np.isfinite(p):
+            detail += f", p = {_p_value(float(p))}"
+        lines.append(f"- {rec['finding']}: **{rec['verdict']}** ({detail})")
+    return "\n".join(lines) + "\n"
+
+
+def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
+                     labels: tuple[str, str] = ("default kernels", "avx2-capped")) -> pd.DataFrame:
+    """Two sets of findings (e.g. two independent draws of the runs) side by side.
+
+    Parameters
+    ----------
+    a, b : pandas.DataFrame
+        Outputs of :func:`paper_findings`.
+    labels : (str, str)
+        Names of the two sets, used in the column names.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``measure`` (``a``'s order, then measures only in ``b``):
+        ``finding``, ``measure``, then for each label ``estimate (<label>)``,
+        ``ci_low (<label>)``, ``ci_high (<label>)``, ``verdict (<label>)``, and
+        ``agree`` (True when both verdicts are equal; False when a measure is
+        missing from one set).
+
+    Raises
+    ------
+    MerError
+        If a needed column is missing, a measure repeats, or the labels are not
+        two distinct strings.
+    """
+    if isinstance(labels, str) or len(labels) != 2 or labels[0] == labels[1]:
+        raise MerError(f"compare_findings: labels must be two distinct names, got {labels!r}")
+    keep = ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"]
+    parts = []
+    for df, name in zip((a, b), labels):
+        _require(df, keep, f"compare_findings ({name})")
+        if df["measure"].duplicated().any():
+            raise MerError(f"compare_findings ({name}): a measure appears more than once")
+        parts.append(df[keep].rename(columns={c: f"{c} ({name})" for c in keep[2:]}))
+    merged = parts[0].merge(parts[1], on="measure", how="outer", suffixes=("", " (b)"))
+    merged["finding"] = merged["finding"].fillna(merged["finding (b)"])
+    first = list(a["measure"])
+    seen = set(first)
+    rank = {m: i for i, m in enumerate(first + [m for m in b["measure"] if m not in seen])}
+    merged = merged.assign(_rank=merged["measure"].map(rank)).sort_values("_rank", kind="stable")
+    va, vb = merged[f"verdict ({labels[0]})"], merged[f"verdict ({labels[1]})"]
+    merged["agree"] = (va == vb) & va.notna() & vb.notna()
+    order = ["finding", "measure"] + [f"{c} ({name})" for name in labels for c in keep[2:]] + ["agree"]
+    return merged[order].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- perturbations

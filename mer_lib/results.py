@@ -6,6 +6,7 @@ Everything here reads the artifact folders written by
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -21,47 +22,98 @@ from mer_lib.models import MERModel
 from mer_lib.profiles import Profile, get_profile
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """One (system, seed) to train; see :func:`mer_lib.jobs.run_jobs`."""
+
+    prepared: object
+    system: str
+    seed: int
+    profile: Profile
+    run_dir: str
+    device: str | None
+
+
+def _adversarial_kw(system: str, profile: Profile) -> dict:
+    from mer_lib.adversarial import adversarial_training
+    from mer_lib.models import system_spec
+
+    if not system_spec(system).adversarial:
+        return {}
+    step, config = adversarial_training(profile)
+    return {"adversarial_step": step, "adversarial_config": config}
+
+
+def _train_job(job: TrainJob) -> str:
+    from mer_lib.training import train_system
+
+    return str(train_system(job.prepared, job.system, job.seed, job.profile, job.run_dir, device=job.device,
+                            progress=False, **_adversarial_kw(job.system, job.profile)))
+
+
 def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_dir: str | os.PathLike,
-                  device=None, progress: bool = True, **train_kw) -> dict[tuple[str, int], Path]:
+                  device=None, progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every system for every seed of the profile.
+
+    Finished models are reused; the missing ones are trained as independent
+    jobs (:func:`mer_lib.jobs.run_jobs`), by default in one worker process
+    per CPU core with one thread each (identical results in-process).
+    aA2E and aA2B2E get the profile's paper-mode adversary
+    (:func:`mer_lib.adversarial.adversarial_training`).
+
+    Parameters
+    ----------
+    prepared : PreparedData
+        The run's prepared data.
+    systems : sequence of str
+        Systems to train.
+    profile : str or Profile
+        Supplies the seeds and the training configuration.
+    run_dir : path-like
+        The run directory.
+    device : str or torch.device, optional
+        Default: CUDA if available, else CPU.
+    progress : bool
+        Progress bar counting models.
+    workers : int, optional
+        Worker processes (``0``: in-process; default: one per CPU core, ``$MER_WORKERS``).
 
     Returns
     -------
     dict
-        ``(system, seed) -> artifact folder``.
+        ``(system, seed) -> artifact folder``, systems in the given order, then by seed.
     """
-    from mer_lib.training import train_system
+    from mer_lib.jobs import run_jobs
+    from mer_lib.training import trained_dir
 
     profile = get_profile(profile)
-    jobs = [(s, seed) for s in systems for seed in profile.train.seeds]
-    out = {}
-    for system, seed in tqdm(jobs, desc="models", disable=not progress):
-        out[(system, seed)] = train_system(prepared, system, seed, profile, run_dir, device=device,
-                                           progress=False, **train_kw)
-    return out
+    keys = [(s, seed) for s in systems for seed in profile.train.seeds]
+    out: dict[tuple[str, int], Path] = {}
+    todo = []
+    for system, seed in keys:
+        adv = _adversarial_kw(system, profile).get("adversarial_config")
+        out[(system, seed)] = trained_dir(prepared, system, seed, profile, run_dir, adv)
+        if not (out[(system, seed)] / "metrics.json").exists():
+            todo.append((system, seed))
+    # the expensive (adversarial) jobs first, so that the workers finish together
+    todo.sort(key=lambda k: not _adversarial_kw(k[0], profile))
+    device = None if device is None else str(device)
+    jobs = [TrainJob(prepared, system, seed, profile, str(run_dir), device) for system, seed in todo]
+    paths = run_jobs(_train_job, jobs, workers, names=[f"{s} seed {seed}" for s, seed in todo], desc="models",
+                     progress=progress, device=device)
+    for key, path in zip(todo, paths):
+        out[key] = Path(path)
+    return {key: out[key] for key in keys}
 
 
 def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
               systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"), device=None,
-              progress: bool = True) -> dict[tuple[str, int], Path]:
+              progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every listed system for every seed, adversarial ones included.
 
-    aA2E and aA2B2E get the profile's paper-mode adversary
-    (:func:`mer_lib.adversarial.adversarial_training`); the others train normally.
+    Same as :func:`train_systems`; kept as the name the notebooks use for "all five systems".
     """
-    from mer_lib.adversarial import adversarial_training
-    from mer_lib.models import system_spec
-
-    out: dict[tuple[str, int], Path] = {}
-    plain = [s for s in systems if not system_spec(s).adversarial]
-    adversarial = [s for s in systems if system_spec(s).adversarial]
-    if plain:
-        out.update(train_systems(prepared, plain, profile, run_dir, device, progress))
-    if adversarial:
-        step, config = adversarial_training(profile)
-        out.update(train_systems(prepared, adversarial, profile, run_dir, device, progress,
-                                 adversarial_step=step, adversarial_config=config))
-    return {key: out[key] for key in sorted(out, key=lambda k: (list(systems).index(k[0]), k[1]))}
+    return train_systems(prepared, systems, profile, run_dir, device, progress, workers)
 
 
 def _records(dirs: dict[tuple[str, int], Path], name: str) -> Iterable[tuple[str, int, dict]]:

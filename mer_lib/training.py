@@ -42,7 +42,7 @@ history and every RNG state, as tensors, loadable with
 ``torch.load(weights_only=True)``). A restarted run continues after the last
 saved epoch and ends with bit-identical weights and metrics.
 
-Extension point for adversarial training (issue 4): ``adversarial_step`` is
+Extension point for adversarial training (protocol §5): ``adversarial_step`` is
 called after every clean update with ``(model, x_batch, y_batch, epoch,
 cost)``; it returns adversarial inputs (or ``None`` to skip, e.g. in epochs
 that are not a multiple of 5) and adds the forward/backward passes it spent to
@@ -671,6 +671,18 @@ def _final_metrics(model: MERModel, arrays: dict, device, channels_last: bool, c
     return out
 
 
+def trained_dir(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
+                adversarial_config: dict | None = None) -> Path:
+    """The artifact folder :func:`train_system` uses for (system, seed), without training.
+
+    It holds ``metrics.json`` once the model is finished.
+    """
+    profile = get_profile(profile)
+    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
+                        adversarial_config if system_spec(system).adversarial else None)
+    return model_dir(run_dir, config)
+
+
 def train_system(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
                  device: str | torch.device | None = None, progress: bool = True,
                  adversarial_step: AdversarialStep | None = None, adversarial_config: dict | None = None,
@@ -694,7 +706,7 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     progress : bool
         Show a progress bar.
     adversarial_step : AdversarialStep, optional
-        Required for aA2E / aA2B2E (issue 4).
+        Required for aA2E / aA2B2E (protocol §5; see :class:`mer_lib.adversarial.PaperAdversary`).
     adversarial_config : dict, optional
         The attack settings of ``adversarial_step``; hashed into the artifact.
     overwrite : bool

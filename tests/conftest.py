@@ -1,10 +1,15 @@
 """Shared fixtures: paths to the reference material shipped in ``reference/``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Unit tests run their jobs in-process (fast for tiny models, and the in-memory test
+# doubles need no pickling); tests/test_jobs.py exercises the worker pool explicitly.
+os.environ.setdefault("MER_WORKERS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 MADMOM_REF = REPO / "reference" / "madmom"

@@ -1,6 +1,7 @@
 """The analysis functions against direct scipy/numpy computations, and on the published runs."""
 from __future__ import annotations
 
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -131,6 +132,123 @@ def test_dmae_summary():
     for system, g in pm.groupby("system"):
         assert s.loc[system, "median"] == pytest.approx(np.median(g["dmae"]))
         assert s.loc[system, "n_models"] == 5 and s.loc[system, "max"] == pytest.approx(g["dmae"].max())
+
+
+def test_table1_bootstrap_ci_over_models():
+    logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3, 4, 5, 6))
+    pm = A.per_model_metrics(logs)
+    t1 = A.table1(pm, n_boot=2000, seed=4)
+    for col in ("r_ci_low", "r_ci_high", "mae_ci_low", "mae_ci_high", "r (mean, 95% CI)", "MAE (mean, 95% CI)",
+                "r (mean ± std)", "MAE (mean ± std)"):
+        assert col in t1.columns
+    for row in t1.to_dict("records"):
+        g = pm[pm["system"] == row["system"]]
+        assert row["r_ci_low"] < row["r_mean"] < row["r_ci_high"]
+        assert row["mae_ci_low"] < row["mae_mean"] < row["mae_ci_high"]
+        # the CI resamples the system's models (one value per seed)
+        assert (row["r_ci_low"], row["r_ci_high"]) == A.bootstrap_ci(g["clean_r"], n_boot=2000, seed=4)
+        assert (row["mae_ci_low"], row["mae_ci_high"]) == A.bootstrap_ci(g["clean_mae"], n_boot=2000, seed=4)
+        assert row["r (mean, 95% CI)"] == f"{row['r_mean']:.3f} [{row['r_ci_low']:.3f}, {row['r_ci_high']:.3f}]"
+    pd.testing.assert_frame_equal(A.table1(logs, n_boot=2000, seed=4), t1)  # deterministic
+    t90 = A.table1(pm, decimals=2, n_boot=2000, seed=4, level=0.9)
+    assert "MAE (mean, 90% CI)" in t90.columns and "MAE (mean, 95% CI)" not in t90.columns
+    assert (t90["r_ci_low"] >= t1["r_ci_low"]).all() and (t90["r_ci_high"] <= t1["r_ci_high"]).all()
+    with pytest.raises(MerError, match="level"):
+        A.table1(pm, level=95)
+    with pytest.raises(MerError, match="n_boot"):
+        A.table1(pm, n_boot=0)
+
+
+def test_table1_and_dmae_summary_single_model_have_no_ci():
+    pm = A.per_model_metrics(make_logs(systems=("A2E", "A2M2E"), seeds=(5,)))
+    t1 = A.table1(pm, n_boot=100)
+    assert t1[["r_ci_low", "r_ci_high", "mae_ci_low", "mae_ci_high"]].isna().all().all()
+    assert t1.loc[0, "r (mean, 95% CI)"] == f"{t1.loc[0, 'r_mean']:.3f} [n/a]"
+    s = A.dmae_summary(pm, n_boot=100)
+    assert s[["mean_ci_low", "mean_ci_high", "median_ci_low", "median_ci_high"]].isna().all().all()
+    assert s["median"].notna().all()
+
+
+def test_dmae_summary_ci_columns():
+    pm = A.per_model_metrics(make_logs(seeds=(1, 2, 3, 4, 5, 6, 7)))
+    s = A.dmae_summary(pm, n_boot=2000, seed=2)
+    for row in s.to_dict("records"):
+        d = pm.loc[pm["system"] == row["system"], "dmae"]
+        assert row["mean_ci_low"] <= row["mean"] <= row["mean_ci_high"]
+        assert row["median_ci_low"] <= row["median"] <= row["median_ci_high"]
+        assert (row["median_ci_low"], row["median_ci_high"]) == A.bootstrap_ci(d, np.median, n_boot=2000, seed=2)
+        # a percentile bootstrap of the median lies within the observed values
+        assert d.min() <= row["median_ci_low"] and row["median_ci_high"] <= d.max()
+    pd.testing.assert_frame_equal(A.dmae_summary(pm, n_boot=2000, seed=2), s)
+
+
+# --------------------------------------------------------------------------- verdicts and system contrasts
+def test_verdict_rule():
+    assert A.verdict(0.1, 0.3) == "holds"
+    assert A.verdict(-0.3, -0.1) == "contradicted"
+    assert A.verdict(-0.1, 0.3) == "inconclusive"
+    assert A.verdict(0.0, 0.3) == "inconclusive"  # strictly on one side
+    assert A.verdict(-0.3, -0.1, direction=-1) == "holds"
+    assert A.verdict(0.1, 0.3, direction=-1) == "contradicted"
+    assert A.verdict(np.nan, 0.3) == "undecided" and A.verdict(0.1, 0.3, estimate=np.nan) == "undecided"
+    with pytest.raises(MerError, match="direction"):
+        A.verdict(0.1, 0.3, direction=0)
+    assert A.VERDICTS == ("holds", "contradicted", "inconclusive", "undecided")
+
+
+def _models(values: dict, quantity: str = "dmae") -> pd.DataFrame:
+    """A per-model table: one row per (system, seed) with the given values of ``quantity``."""
+    return pd.DataFrame([{"system": s, "seed": k, quantity: float(v)}
+                         for s, vs in values.items() for k, v in enumerate(vs, start=1)])
+
+
+def test_system_contrasts_verdicts():
+    rng = np.random.default_rng(7)
+    separated = _models({"A2E": 1.6 + 0.05 * rng.standard_normal(7), "A2M2E": 1.0 + 0.05 * rng.standard_normal(6)})
+    overlapping = _models({"A2E": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "A2M2E": [1.5, 2.5, 3.5, 4.5, 5.5, 6.5]})
+    pairs = [("A2E", "A2M2E"), ("A2M2E", "A2E")]
+    res = A.system_contrasts(separated, pairs, n_boot=2000)
+    assert list(res.columns) == ["a", "b", "quantity", "stat", "n_a", "n_b", "estimate", "ci_low", "ci_high",
+                                 "verdict"]
+    assert res["verdict"].tolist() == ["holds", "contradicted"]  # well separated; then swapped
+    assert res[["n_a", "n_b"]].values.tolist() == [[7, 6], [6, 7]]
+    d = separated.groupby("system")["dmae"].median()
+    assert res.loc[0, "estimate"] == pytest.approx(d["A2E"] - d["A2M2E"])
+    assert res.loc[0, "ci_low"] < res.loc[0, "estimate"] < res.loc[0, "ci_high"]
+    # swapping the pair mirrors the interval (the same draws of each system)
+    assert res.loc[1, "ci_low"] == pytest.approx(-res.loc[0, "ci_high"])
+    noisy = A.system_contrasts(overlapping, pairs, n_boot=2000)
+    assert noisy["verdict"].tolist() == ["inconclusive", "inconclusive"]
+    assert noisy.loc[0, "estimate"] == pytest.approx(-0.5) and noisy.loc[0, "ci_low"] < 0 < noisy.loc[0, "ci_high"]
+    means = A.system_contrasts(overlapping, [("A2M2E", "A2E")], stat="mean", n_boot=2000)
+    assert means.loc[0, "estimate"] == pytest.approx(0.5) and means.loc[0, "stat"] == "mean"
+
+
+def test_system_contrasts_undecided_and_determinism():
+    one_each = _models({"A2E": [1.6], "A2M2E": [1.0]})
+    res = A.system_contrasts(one_each, [("A2E", "A2M2E"), ("A2B2E", "A2M2E")], n_boot=500)
+    assert res.loc[0, "estimate"] == pytest.approx(0.6) and np.isnan(res.loc[0, "ci_low"])
+    assert np.isnan(res.loc[1, "estimate"]) and res.loc[1, "n_a"] == 0
+    assert res["verdict"].tolist() == ["undecided", "undecided"]
+    pm = A.per_model_metrics(make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3, 4)))
+    first = A.system_contrasts(pm, A.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=5)
+    pd.testing.assert_frame_equal(first, A.system_contrasts(pm.iloc[::-1], A.DEFAULT_PAIRS, quantity="adv_mae",
+                                                            n_boot=2000, seed=5))  # row order is irrelevant
+    # a pair's interval does not depend on the other pairs asked for
+    alone = A.system_contrasts(pm, [A.DEFAULT_PAIRS[1]], quantity="adv_mae", n_boot=2000, seed=5)
+    assert alone.loc[0, ["ci_low", "ci_high"]].tolist() == first.loc[1, ["ci_low", "ci_high"]].tolist()
+    other = A.system_contrasts(pm, A.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=6)
+    assert other["estimate"].tolist() == first["estimate"].tolist()
+    assert other["ci_low"].tolist() != first["ci_low"].tolist()
+    with pytest.raises(MerError, match="stat"):
+        A.system_contrasts(pm, stat="mode")
+    with pytest.raises(MerError, match="no column 'nope'"):
+        A.system_contrasts(pm, quantity="nope")
+    logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3))
+    pd.testing.assert_frame_equal(A.system_contrasts(logs, [("A2E", "A2M2E")], n_boot=300),
+                                  A.system_contrasts(A.per_model_metrics(logs), [("A2E", "A2M2E")], n_boot=300))
+    with pytest.raises(MerError, match="seed"):
+        A.system_contrasts(pm, seed=-1)
 
 
 # --------------------------------------------------------------------------- per-excerpt MAE and tests
@@ -307,13 +425,135 @@ def test_paper_findings_with_tests_and_missing_systems():
     ttest_rows = found[found["finding"].str.startswith("per-excerpt MAE")]
     assert len(ttest_rows) == 2
     for rec, t in zip(ttest_rows.to_dict("records"), tests.to_dict("records")):
-        assert rec["value"] == pytest.approx(t["mean_diff"])
-        assert rec["holds"] == (t["mean_diff"] > 0 and t["p"] < 0.05)
+        assert rec["value"] == pytest.approx(t["mean_diff"]) and rec["estimate"] == rec["value"]
+        assert (rec["ci_low"], rec["ci_high"], rec["p"]) == (t["ci_low"], t["ci_high"], t["p"])
+        assert rec["unit"] == "excerpt pairs (pooled over seeds)"
+        expected = ("holds" if t["ci_low"] > 0 and t["p"] < 0.05 else
+                    "contradicted" if t["ci_high"] < 0 and t["p"] < 0.05 else "inconclusive")
+        assert rec["verdict"] == expected and rec["holds"] == (expected == "holds")
     # no adversarially trained systems: those findings are undecided, not False
     adv = found[found["measure"].str.contains("aA2")]
-    assert adv["holds"].isna().all() and adv["value"].isna().all()
+    assert adv["holds"].isna().all() and adv["value"].isna().all() and (adv["verdict"] == "undecided").all()
+    assert adv[["ci_low", "ci_high"]].isna().all().all()
 
 
-def test_paper_findings_hold_on_the_published_runs(published):
-    found = A.paper_findings(A.per_model_metrics(published), A.paired_ttests(published, n_boot=200))
-    assert len(found) == 10 and found["holds"].all()
+def test_paper_findings_ttest_rule():
+    tests = pd.DataFrame({"a": ["A2E", "A2B2E", "A2E", "A2B2E", "A2E", "aA2E"],
+                          "b": ["A2M2E"] * 6,
+                          "mean_diff": [0.5, -0.5, 0.5, 0.1, np.nan, 0.5],
+                          "ci_low": [0.2, -0.8, 0.2, -0.1, np.nan, 0.2],
+                          "ci_high": [0.8, -0.2, 0.8, 0.3, np.nan, 0.8],
+                          "p": [1e-4, 1e-4, 0.2, 0.01, np.nan, 1e-4]})
+    pm = _per_model({"A2E": 1.6, "A2M2E": 0.9}, {"A2E": 0.73, "A2M2E": 0.68})
+    found = A.paper_findings(pm, tests, n_boot=200)
+    rows = found[found["unit"] == "excerpt pairs (pooled over seeds)"]
+    # holds needs ci_low > 0 and p < alpha; the aA2E row is not one of the paper's tests
+    assert rows["verdict"].tolist() == ["holds", "contradicted", "inconclusive", "inconclusive", "undecided"]
+    assert rows["holds"].tolist() == [True, False, False, False, None]
+    assert A.paper_findings(pm, tests, alpha=0.3, n_boot=200)["verdict"].tolist()[-3] == "holds"
+
+
+def test_paper_findings_joint_bootstrap():
+    rng = np.random.default_rng(11)
+    centre = {"A2E": (1.6, 0.73), "aA2E": (1.0, 0.69), "A2B2E": (1.5, 0.70), "aA2B2E": (1.0, 0.67),
+              "A2M2E": (1.05, 0.68)}
+    pm = pd.DataFrame([{"system": s, "seed": k, "dmae": d + 0.15 * rng.standard_normal(),
+                        "clean_r": r + 0.02 * rng.standard_normal()} for s, (d, r) in centre.items()
+                       for k in range(6)])
+    found = A.paper_findings(pm, n_boot=2000, seed=3)
+    assert list(found.columns[:9]) == ["finding", "measure", "unit", "estimate", "ci_low", "ci_high", "verdict",
+                                       "value", "holds"]
+    assert (found["unit"] == "models (seeds)").all() and found["ci_low"].notna().all()
+    assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
+    for rec in found.to_dict("records"):
+        direction = -1 if rec["measure"].startswith("|A2M2E") else 1
+        assert rec["verdict"] == A.verdict(rec["ci_low"], rec["ci_high"], direction)
+        assert rec["holds"] == (rec["verdict"] == "holds")
+    # the same draws as system_contrasts: the same interval for the same contrast
+    by_measure = found.set_index("measure")
+    contrasts = A.system_contrasts(pm, [("A2E", "A2M2E"), ("A2B2E", "aA2B2E")], n_boot=2000, seed=3)
+    for rec in contrasts.to_dict("records"):
+        row = by_measure.loc[f"median dMAE {rec['a']} - {rec['b']}"]
+        assert (row["ci_low"], row["ci_high"]) == (rec["ci_low"], rec["ci_high"])
+    clean = A.system_contrasts(pm, [("A2E", "A2M2E")], quantity="clean_r", stat="mean", n_boot=2000, seed=3)
+    assert by_measure.loc["mean clean r: A2E - A2M2E", "ci_low"] == clean.loc[0, "ci_low"]
+    # the closeness and best-other findings get intervals around their estimates too
+    closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
+    assert by_measure.loc[closer, "ci_low"] < by_measure.loc[closer, "ci_high"]
+    pd.testing.assert_frame_equal(A.paper_findings(pm, n_boot=2000, seed=3), found)  # deterministic
+    assert A.paper_findings(pm, n_boot=2000, seed=4)["ci_low"].tolist() != found["ci_low"].tolist()
+
+
+def test_paper_findings_on_the_published_runs(published):
+    found = A.paper_findings(A.per_model_metrics(published), A.paired_ttests(published, n_boot=2000),
+                             n_boot=2000)
+    assert len(found) == 10
+    verdicts = found.set_index("measure")["verdict"]
+    for measure in ("median dMAE A2E - A2M2E", "median dMAE A2B2E - A2M2E",
+                    "paired t-test mean diff A2E - A2M2E (holds if > 0 and p < 0.05)",
+                    "paired t-test mean diff A2B2E - A2M2E (holds if > 0 and p < 0.05)"):
+        assert verdicts[measure] == "holds", measure
+    # with CIs over the 10 models per system, all 10 findings still hold on the published runs
+    assert (found["verdict"] == "holds").all() and found["holds"].all()
+    assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
+    assert A.findings_summary_line(found) == "10 of 10 findings hold, 0 contradicted, 0 inconclusive"
+
+
+# --------------------------------------------------------------------------- findings as text, comparisons
+_GOOD_DMAE = {"A2E": 1.6, "aA2E": 1.0, "A2B2E": 1.5, "aA2B2E": 1.0, "A2M2E": 0.9}
+_GOOD_CLEAN = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E": 0.68}
+
+
+def _good_and_flipped() -> tuple[pd.DataFrame, pd.DataFrame]:
+    good = A.paper_findings(_per_model(_GOOD_DMAE, _GOOD_CLEAN), n_boot=2000)
+    flipped = A.paper_findings(_per_model({**_GOOD_DMAE, "A2M2E": 2.0}, {**_GOOD_CLEAN, "A2M2E": 0.80}),
+                               n_boot=2000)
+    return good, flipped
+
+
+def test_findings_text_follows_the_verdicts():
+    good, flipped = _good_and_flipped()
+    assert A.findings_summary_line(good) == "8 of 8 findings hold, 0 contradicted, 0 inconclusive"
+    # the least robust and best clean model: only the findings not about A2M2E still hold
+    assert A.findings_summary_line(flipped) == "3 of 8 findings hold, 5 contradicted, 0 inconclusive"
+    text_good, text_flipped = A.findings_text(good, "run A"), A.findings_text(flipped, "run A")
+    assert text_good.startswith("On run A, 8 of 8 findings hold") and "Every finding is confirmed" in text_good
+    assert "A2M2E is more robust than A2E: **holds** (median dMAE A2E - A2M2E = 0.70, 95% CI [" in text_good
+    assert "A2M2E is more robust than A2E: **contradicted** (median dMAE A2E - A2M2E = -0.40" in text_flipped
+    assert "5 of 8 point the other way" in text_flipped and "Every finding" not in text_flipped
+    assert text_good.count("\n- ") == len(good) and "**holds**" not in text_flipped.split("\n- ")[1]
+    # an undecided and an inconclusive finding are said so, with the reason
+    some = A.paper_findings(pd.concat([_models({"A2E": [1.0, 2.0, 3.0, 4.0], "A2M2E": [1.5, 2.5, 3.5, 4.5],
+                                                "A2B2E": [2.0]}).assign(clean_r=0.7)]), n_boot=500)
+    text = A.findings_text(some, "a small run", decimals=3)
+    assert "A2M2E is more robust than A2E: **inconclusive** (median dMAE A2E - A2M2E = -0.500, 95% CI" in text
+    assert "**undecided** (median dMAE A2B2E - A2M2E = -1.000, no 95% CI: a system has a single model)" in text
+    assert "**undecided** (median dMAE A2E - aA2E: not measurable, a system is missing)" in text
+    assert A.findings_summary_line(some).endswith("undecided")
+    with pytest.raises(MerError, match="verdict"):
+        A.findings_summary_line(good.drop(columns="verdict"))
+
+
+def test_findings_text_mentions_t_tests():
+    logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3))
+    found = A.paper_findings(A.per_model_metrics(logs), A.paired_ttests(logs, n_boot=500), n_boot=500)
+    text = A.findings_text(found)
+    line = next(s for s in text.splitlines() if s.startswith("- per-excerpt MAE after attack: A2E"))
+    assert "(paired t-test mean diff A2E - A2M2E = " in line and ", p = " in line and "holds if" not in line
+    assert "excerpt pairs (pooled over seeds)" in text.splitlines()[0]
+
+
+def test_compare_findings():
+    good, flipped = _good_and_flipped()
+    both = A.compare_findings(good, flipped)
+    assert len(both) == len(good) and both["measure"].tolist() == good["measure"].tolist()
+    assert {"estimate (default kernels)", "ci_low (avx2-capped)", "verdict (avx2-capped)", "agree"} <= set(both)
+    agree = both.set_index("measure")["agree"]
+    assert not agree["median dMAE A2E - A2M2E"] and agree["median dMAE A2E - aA2E"]
+    assert agree.sum() == 3
+    assert A.compare_findings(good, good, labels=("x", "y"))["agree"].all()
+    partial = A.compare_findings(good, flipped.iloc[2:], labels=("one", "two"))
+    assert len(partial) == len(good) and not partial["agree"].iloc[:2].any()
+    assert partial["verdict (two)"].iloc[:2].isna().all()
+    with pytest.raises(MerError, match="labels"):
+        A.compare_findings(good, flipped, labels=("same", "same"))

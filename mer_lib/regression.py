@@ -1,0 +1,303 @@
+"""Regression checks of model-dependent numbers, with tolerances derived from the seed spread.
+
+Why not compare the numbers as text: another CPU rounds differently (oneDNN,
+vectorised ATen kernels, BLAS), training is chaotic, so another machine acts
+like another draw of the seeds. Bit-identity holds only for reruns on one
+machine. Machine-independent outputs (data, split, front end, cache
+statistics, the published runs, profile tables, pass counts) are therefore
+compared exactly by nbval, and every number that depends on a trained model
+is checked here instead: as the mean over the models (seeds) of a system,
+against an expected value with a tolerance derived from how much that
+quantity varies between seeds.
+
+For a quantity with per-model standard deviation ``s`` (pooled over the
+reference draws, ``n_ref`` models) and a run with ``n`` models, the mean of
+the run and the reference mean differ by chance with standard deviation
+``s * sqrt(1/n + 1/n_ref)``; the tolerance is :data:`K_SIGMA` times that.
+With K = 4 a correct run fails one check in about 16,000 (normal tails), while
+a change that moves a quantity by several seed standard deviations (a wrong
+attack step size, a dropped loss term) is caught.
+
+Expected values live in ``mer_lib/expectations/<profile>.json``. They are
+derived, not typed in: every check writes the per-model values it saw to
+``<run>/regression/<section>.csv``, and ::
+
+    python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...]
+
+pools those files over independent draws (e.g. one run with the default CPU
+kernels, one with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) into
+the expectations file, recording where they came from.
+
+Notebooks call :func:`check_models`; it prints one line per quantity
+(value, expected, tolerance, ok). Outside the tests a failing check is a
+warning; with ``MER_STRICT_CHECKS=1`` (set by ``make test``) it raises
+:class:`RegressionFailure`, so nbval fails loudly.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_lib import artifacts
+from mer_lib.errors import MerError
+
+__all__ = ["K_SIGMA", "STRICT_ENV", "EXPECTATIONS_DIR", "RegressionFailure", "tolerance", "load_expectations",
+           "check_models", "derive_expectations", "strict"]
+
+#: Tolerance in standard deviations of the difference between two independent draws.
+K_SIGMA = 4.0
+#: Environment variable that turns failing checks into errors (``make test`` sets it).
+STRICT_ENV = "MER_STRICT_CHECKS"
+#: Folder of the expectation files (``<profile>.json``), shipped with the package.
+EXPECTATIONS_DIR = Path(__file__).resolve().parent / "expectations"
+_FLOOR = 1e-6
+
+
+class RegressionFailure(MerError):
+    """A model-dependent number is outside its tolerance (strict mode)."""
+
+
+def strict() -> bool:
+    """Whether failing checks raise (``$MER_STRICT_CHECKS`` set to 1/true/yes)."""
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def tolerance(sd: float, n: int, n_ref: int, k: float = K_SIGMA) -> float:
+    """``k * sd * sqrt(1/n + 1/n_ref)``, at least a tiny floor.
+
+    Parameters
+    ----------
+    sd : float
+        Per-model standard deviation of the quantity in the reference draws.
+    n : int
+        Models averaged in the checked run.
+    n_ref : int
+        Models the expected value was averaged over.
+    k : float
+        Width in standard deviations.
+
+    Returns
+    -------
+    float
+    """
+    if n < 1 or n_ref < 1:
+        raise MerError(f"tolerance: need n >= 1 and n_ref >= 1, got {n}, {n_ref}")
+    if not math.isfinite(sd) or sd < 0:
+        raise MerError(f"tolerance: invalid standard deviation {sd}")
+    return max(k * sd * math.sqrt(1.0 / n + 1.0 / n_ref), _FLOOR)
+
+
+def load_expectations(profile: str, folder: str | os.PathLike | None = None) -> dict | None:
+    """The expectations of a profile, or None if none were recorded for it."""
+    path = Path(folder or EXPECTATIONS_DIR) / f"{profile}.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MerError(f"{path}: not a valid expectations file ({exc})") from None
+    if not isinstance(data, dict) or "sections" not in data:
+        raise MerError(f"{path}: expected a JSON object with a 'sections' field")
+    return data
+
+
+def _key(quantity: str, group: str) -> str:
+    return f"{quantity} | {group}"
+
+
+def _long(per_model: pd.DataFrame, quantities: Sequence[str], by: str) -> pd.DataFrame:
+    missing = [c for c in (by, "seed", *quantities) if c not in per_model.columns]
+    if missing:
+        raise MerError(f"check_models: columns {missing} missing; have {list(per_model.columns)}")
+    if per_model.duplicated(subset=[by, "seed"]).any():
+        raise MerError(f"check_models: a ({by}, seed) pair appears more than once")
+    return per_model[[by, "seed", *quantities]].melt(id_vars=[by, "seed"], var_name="quantity",
+                                                      value_name="value").rename(columns={by: "group"})
+
+
+def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: str, section: str,
+                 run_dir: str | os.PathLike | None = None, by: str = "system",
+                 expectations: Mapping | None = None, k: float = K_SIGMA, show: bool = True) -> pd.DataFrame:
+    """Check the mean over seeds of model-dependent quantities against the profile's expectations.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        One row per model: ``by`` (the group, usually ``system``), ``seed``
+        and the quantity columns.
+    quantities : sequence of str
+        Columns to check.
+    profile : str
+        Profile name; selects ``mer_lib/expectations/<profile>.json``.
+    section : str
+        Name of this group of checks (e.g. ``"02_train"``); also the file
+        name of the per-model values written to ``run_dir/regression/``.
+    run_dir : path-like, optional
+        The run directory; the per-model values are written there (what
+        :func:`derive_expectations` reads).
+    by : str
+        Group column.
+    expectations : mapping, optional
+        Use these instead of the profile's file (tests).
+    k : float
+        Tolerance width in standard deviations.
+    show : bool
+        Print one line per quantity and a verdict.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (quantity, group): ``section``, ``quantity``, ``group``,
+        ``n``, ``value`` (mean over models), ``expected``, ``tolerance``,
+        ``ok`` (None where no expectation was recorded).
+
+    Raises
+    ------
+    RegressionFailure
+        In strict mode (``$MER_STRICT_CHECKS=1``) if any quantity is outside
+        its tolerance, or if the profile has expectations but not for some
+        checked quantity.
+    """
+    long = _long(per_model, quantities, by)
+    if run_dir is not None:
+        artifacts.write_text(Path(run_dir) / "regression" / f"{section}.csv",
+                             long.rename(columns={"group": by}).to_csv(index=False))
+    exp = expectations if expectations is not None else load_expectations(profile)
+    recorded = None if exp is None else exp.get("sections", {}).get(section)
+    rows = []
+    for (quantity, group), g in long.groupby(["quantity", "group"], sort=False):
+        values = g["value"].to_numpy(np.float64)
+        value = float(np.mean(values))
+        row = {"section": section, "quantity": quantity, "group": group, "n": len(values), "value": value,
+               "expected": np.nan, "tolerance": np.nan, "ok": None}
+        ref = None if recorded is None else recorded.get(_key(quantity, group))
+        if ref is not None:
+            tol = tolerance(float(ref["sd"]), len(values), int(ref["n"]), k)
+            row.update(expected=float(ref["mean"]), tolerance=tol,
+                       ok=bool(np.isfinite(value) and abs(value - float(ref["mean"])) <= tol))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    failed = table[table["ok"] == False]  # noqa: E712 (None must not count as a failure)
+    unknown = table[table["ok"].isna()]
+    if show:
+        _print(table, profile, section, exp is not None)
+    if exp is not None and strict() and (len(failed) or len(unknown)):
+        names = [f"{r.quantity} [{r.group}] = {r.value:.4g} (expected {r.expected:.4g} ± {r.tolerance:.3g})"
+                 for r in failed.itertuples()] + [f"{r.quantity} [{r.group}]: no expectation recorded"
+                                                   for r in unknown.itertuples()]
+        raise RegressionFailure(f"regression check {section!r} (profile {profile!r}): {len(names)} of "
+                                f"{len(table)} quantities failed:\n  " + "\n  ".join(names))
+    return table
+
+
+def _print(table: pd.DataFrame, profile: str, section: str, have_expectations: bool) -> None:
+    if not have_expectations:
+        print(f"[{section}] no expectations recorded for profile {profile!r}: values shown, nothing checked")
+    width = max(len(f"{q} [{g}]") for q, g in zip(table["quantity"], table["group"]))
+    for r in table.itertuples():
+        name = f"{r.quantity} [{r.group}]".ljust(width)
+        if r.ok is None:
+            print(f"{name}  value {r.value:9.4f}  (n={r.n})  expected    n/a")
+        else:
+            print(f"{name}  value {r.value:9.4f}  (n={r.n})  expected {r.expected:9.4f} ± {r.tolerance:.4f}  "
+                  f"{'ok' if r.ok else 'FAILED'}")
+    n_fail = int((table["ok"] == False).sum())  # noqa: E712
+    n_ok = int((table["ok"] == True).sum())  # noqa: E712
+    if have_expectations:
+        verdict = "all within tolerance" if n_fail == 0 else f"{n_fail} OUTSIDE TOLERANCE"
+        print(f"[{section}] {n_ok} of {len(table)} quantities checked ok; {verdict}"
+              + ("" if strict() or n_fail == 0 else f" (an error when ${STRICT_ENV}=1, as in make test)"))
+
+
+# --------------------------------------------------------------------------- deriving expectations
+def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
+                        labels: Sequence[str] | None = None) -> dict:
+    """Pool the per-model values of independent draws into an expectations document.
+
+    Parameters
+    ----------
+    run_dirs : sequence of path-like
+        Run directories of complete runs of ``profile`` (each holding
+        ``regression/<section>.csv`` written by :func:`check_models`).
+    profile : str
+        The profile the runs used.
+    labels : sequence of str, optional
+        A description of every draw (e.g. which CPU kernels), recorded.
+
+    Returns
+    -------
+    dict
+        ``{"profile", "k_sigma", "draws", "created", "sections": {section:
+        {"<quantity> | <group>": {"mean", "sd", "n", "draw_means"}}}}``. Each
+        draw's models count as independent models; ``sd`` has ``ddof=1``.
+    """
+    if not run_dirs:
+        raise MerError("derive_expectations: no run directories given")
+    labels = list(labels) if labels is not None else [str(d) for d in run_dirs]
+    if len(labels) != len(run_dirs):
+        raise MerError("derive_expectations: one label per run directory")
+    frames = []
+    for i, run in enumerate(run_dirs):
+        folder = Path(run) / "regression"
+        files = sorted(folder.glob("*.csv"))
+        if not files:
+            raise MerError(f"{folder}: no regression/*.csv; run the notebooks of the profile there first")
+        for f in files:
+            df = pd.read_csv(f)
+            group_col = [c for c in df.columns if c not in ("seed", "quantity", "value")]
+            if len(group_col) != 1:
+                raise MerError(f"{f}: expected columns <group>, seed, quantity, value; got {list(df.columns)}")
+            frames.append(df.rename(columns={group_col[0]: "group"}).assign(section=f.stem, draw=i))
+    data = pd.concat(frames, ignore_index=True)
+    sections: dict[str, dict] = {}
+    for (section, quantity, group), g in data.groupby(["section", "quantity", "group"], sort=True):
+        v = g["value"].to_numpy(np.float64)
+        if not np.isfinite(v).all():
+            raise MerError(f"derive_expectations: non-finite values of {quantity} [{group}] in section {section}")
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        sections.setdefault(section, {})[_key(quantity, group)] = {
+            "mean": float(np.mean(v)), "sd": sd, "n": int(len(v)),
+            "draw_means": [float(g[g["draw"] == d]["value"].mean()) for d in sorted(g["draw"].unique())]}
+    return {"profile": profile, "k_sigma": K_SIGMA, "draws": labels,
+            "created": _dt.date.today().isoformat(),
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+            "sections": sections}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...] [--label ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m mer_lib.regression")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("derive", help="pool the per-model values of independent draws into expectations")
+    d.add_argument("run_dirs", nargs="+")
+    d.add_argument("--profile", required=True)
+    d.add_argument("--label", action="append", help="description of each draw, in order")
+    d.add_argument("--out", default=None, help="default: mer_lib/expectations/<profile>.json")
+    d.add_argument("--force", action="store_true", help="overwrite an existing expectations file")
+    args = parser.parse_args(argv)
+    try:
+        doc = derive_expectations(args.run_dirs, args.profile, args.label)
+        out = Path(args.out) if args.out else EXPECTATIONS_DIR / f"{args.profile}.json"
+        if out.exists() and not args.force:
+            raise MerError(f"{out} exists; pass --force to replace it")
+        artifacts.write_text(out, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    except MerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    n = sum(len(v) for v in doc["sections"].values())
+    print(f"wrote {out}: {n} quantities in {len(doc['sections'])} sections from {len(args.run_dirs)} draws")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Regression checks with seed-spread tolerances: pass on another draw, fail when the science breaks."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer_lib import regression
+from mer_lib.errors import MerError
+
+
+def draw(seed: int, shift: float = 0.0, n: int = 6) -> pd.DataFrame:
+    """Per-model values of two systems: A around 0.5 (sd 0.1), B around 0.2 (sd 0.05)."""
+    rng = np.random.default_rng(seed)
+    rows = [{"system": s, "seed": i, "dmae": mu + shift + sd * rng.standard_normal(), "r": 0.7}
+            for s, mu, sd in (("A", 0.5, 0.1), ("B", 0.2, 0.05)) for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture()
+def expectations(tmp_path):
+    runs = []
+    for i in range(2):
+        run = tmp_path / f"draw{i}"
+        regression.check_models(draw(100 + i), ["dmae", "r"], "quick", "05_attacks", run, show=False,
+                                expectations={})
+        runs.append(run)
+    return regression.derive_expectations(runs, "quick", ["default kernels", "avx2"])
+
+
+def test_tolerance_formula():
+    assert regression.tolerance(0.1, 6, 12, k=4) == pytest.approx(4 * 0.1 * math.sqrt(1 / 6 + 1 / 12))
+    assert regression.tolerance(0.0, 3, 3) > 0  # floor: an exactly reproducible quantity still compares
+    with pytest.raises(MerError):
+        regression.tolerance(0.1, 0, 3)
+
+
+def test_derive_pools_the_draws(expectations):
+    sec = expectations["sections"]["05_attacks"]
+    assert set(sec) == {"dmae | A", "dmae | B", "r | A", "r | B"}
+    assert sec["dmae | A"]["n"] == 12 and len(sec["dmae | A"]["draw_means"]) == 2
+    assert 0.05 < sec["dmae | A"]["sd"] < 0.2
+    assert sec["r | A"]["sd"] == pytest.approx(0.0, abs=1e-12)
+    assert expectations["draws"] == ["default kernels", "avx2"]
+
+
+def test_another_draw_passes(expectations, monkeypatch, capsys):
+    monkeypatch.setenv(regression.STRICT_ENV, "1")
+    for seed in range(20):  # twenty further independent draws all pass
+        table = regression.check_models(draw(seed), ["dmae", "r"], "quick", "05_attacks",
+                                        expectations=expectations)
+        assert table["ok"].all()
+    out = capsys.readouterr().out
+    assert "dmae [A]" in out and "expected" in out and "all within tolerance" in out
+
+
+def test_a_broken_quantity_fails_loudly(expectations, monkeypatch):
+    broken = draw(7)
+    broken.loc[broken["system"] == "A", "dmae"] *= 0.3  # e.g. the attack's step size x 0.1
+    monkeypatch.delenv(regression.STRICT_ENV, raising=False)
+    table = regression.check_models(broken, ["dmae", "r"], "quick", "05_attacks", expectations=expectations,
+                                    show=False)
+    assert table.set_index(["quantity", "group"]).loc[("dmae", "A"), "ok"] == False  # noqa: E712
+    monkeypatch.setenv(regression.STRICT_ENV, "1")
+    with pytest.raises(regression.RegressionFailure, match=r"dmae \[A\]"):
+        regression.check_models(broken, ["dmae", "r"], "quick", "05_attacks", expectations=expectations)
+
+
+def test_missing_expectation_fails_in_strict_mode_only(expectations, monkeypatch):
+    df = draw(3).assign(new_quantity=1.0)
+    monkeypatch.setenv(regression.STRICT_ENV, "0")
+    table = regression.check_models(df, ["new_quantity"], "quick", "05_attacks", expectations=expectations,
+                                    show=False)
+    assert table["ok"].isna().all()
+    monkeypatch.setenv(regression.STRICT_ENV, "1")
+    with pytest.raises(regression.RegressionFailure, match="no expectation recorded"):
+        regression.check_models(df, ["new_quantity"], "quick", "05_attacks", expectations=expectations,
+                                show=False)
+
+
+def test_profile_without_expectations_only_shows(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(regression.STRICT_ENV, "1")
+    table = regression.check_models(draw(1), ["dmae"], "no-such-profile", "05_attacks", tmp_path)
+    assert table["ok"].isna().all()
+    assert "no expectations recorded" in capsys.readouterr().out
+    written = pd.read_csv(tmp_path / "regression" / "05_attacks.csv")
+    assert list(written.columns) == ["system", "seed", "quantity", "value"] and len(written) == 12
+
+
+def test_input_errors(tmp_path):
+    with pytest.raises(MerError, match="missing"):
+        regression.check_models(draw(1), ["nope"], "quick", "x", expectations={}, show=False)
+    doubled = pd.concat([draw(1), draw(1)])
+    with pytest.raises(MerError, match="more than once"):
+        regression.check_models(doubled, ["dmae"], "quick", "x", expectations={}, show=False)
+    with pytest.raises(MerError, match="no regression"):
+        regression.derive_expectations([tmp_path], "quick")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(MerError, match="bad.json"):
+        regression.load_expectations("bad", tmp_path)
+
+
+def test_cli_derive_refuses_to_overwrite(expectations, tmp_path):
+    out = tmp_path / "quick.json"
+    out.write_text(json.dumps(expectations))
+    assert regression.main(["derive", "--profile", "quick", str(tmp_path / "draw0"), "--out", str(out)]) == 2
+    assert regression.main(["derive", "--profile", "quick", str(tmp_path / "draw0"), "--out", str(out),
+                            "--force"]) == 0
+    assert json.loads(out.read_text())["sections"]["05_attacks"]["dmae | A"]["n"] == 6
+
+
+def test_shipped_expectations_are_valid():
+    for path in regression.EXPECTATIONS_DIR.glob("*.json"):
+        doc = regression.load_expectations(path.stem)
+        assert doc["profile"] == path.stem and len(doc["draws"]) >= 2
+        for section in doc["sections"].values():
+            for ref in section.values():
+                assert ref["n"] >= 2 and ref["sd"] >= 0 and math.isfinite(ref["mean"])
