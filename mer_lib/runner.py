@@ -33,6 +33,9 @@ FIGURES_DIR = REPO_ROOT / "figures"
 PUBLISHED_RUNS_DIR = REPO_ROOT / "reference" / "published_runs"
 #: Environment variable that overrides the default run directory (used by the nbval regression).
 RUN_DIR_ENV = "MER_RUN_DIR"
+#: Environment variable that overrides the default figures folder (the nbval regression keeps the
+#: committed figures untouched by pointing it into its temporary run directory).
+FIGURES_DIR_ENV = "MER_FIGURES_DIR"
 
 
 def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> Path:
@@ -48,6 +51,16 @@ def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> P
         path = REPO_ROOT / path
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def resolve_figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:
+    """Where notebooks save the paper's figures: ``figures_dir``, else ``$MER_FIGURES_DIR``, else ``figures/``.
+
+    Relative paths are taken from the repository root.
+    """
+    chosen = figures_dir or os.environ.get(FIGURES_DIR_ENV) or FIGURES_DIR
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,

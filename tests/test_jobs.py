@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +65,23 @@ def test_pool_training_is_bit_identical_to_in_process(tmp_path):
     again = results.train_systems(prepared, ["A2E"], profile, tmp_path / "b", device="cpu", progress=False,
                                   workers=2)
     assert again == pooled
+
+
+def test_pool_attacks_are_bit_identical_to_in_process(tmp_path):
+    from mer_lib.adversarial import attack_many
+    from mer_lib.attacks import AttackConfig
+
+    prepared = fake_prepared(tmp_path)
+    profile = dataclasses.replace(get_profile("smoke"), train=TrainConfig(
+        width=0.0625, max_epochs=1, patience=1, lr=1e-3, batch_size=4, seeds=(3,), val_drop_last=False))
+    models = results.train_systems(prepared, ["A2M2E"], profile, tmp_path / "m", device="cpu", progress=False,
+                                   workers=0)
+    config = AttackConfig(lr=0.05, max_iters=4, bounded_steps=3)
+    settings = [("paper", None), ("bounded", 0.1)]
+    serial = attack_many(models, prepared, tmp_path / "a", settings, config, progress=False, workers=0)
+    pooled = attack_many(models, prepared, tmp_path / "b", settings, config, progress=False, workers=2)
+    for setting in settings:
+        a, b = serial[setting], pooled[setting]
+        assert Path(a["result_dir"][0]).name == Path(b["result_dir"][0]).name
+        assert (Path(a["result_dir"][0]) / "attack.csv").read_bytes() == \
+            (Path(b["result_dir"][0]) / "attack.csv").read_bytes()
