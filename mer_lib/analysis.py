@@ -62,6 +62,7 @@ finding is called true on its point estimate alone.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -82,7 +83,7 @@ from mer_lib.metrics import pearson_per_column
 __all__ = [
     "MODEL_KEYS", "DEFAULT_PAIRS", "system_order", "pearson_per_column", "average_pearson",
     "per_emotion_pearson", "per_model_metrics", "table1", "dmae_summary", "per_excerpt_mae",
-    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "VERDICTS", "verdict", "system_contrasts",
+    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "VERDICTS", "verdict", "system_contrasts", "seeds_for_power",
     "paper_findings", "findings_summary_line", "findings_text", "compare_findings", "perturbation_stats",
     "table_to_markdown", "table_to_latex", "save_table",
 ]
@@ -808,6 +809,56 @@ def _per_model_findings(systems: Sequence[str]) -> list[tuple[str, str, str, int
     out.append(("adversarial training costs clean performance", "mean clean r: A2E - aA2E", "clean_r", 1,
                 lambda get: get("A2E") - get("aA2E")))
     return out
+
+
+def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
+                    quantity: str = "dmae", power: float = 0.8, level: float = 0.95) -> pd.DataFrame:
+    """Seeds per system needed for a contrast's CI to exclude zero, from the measured seed spread.
+
+    Normal approximation for the difference of two system means with equal
+    numbers of models: ``n = 2 (z_(1+level)/2 + z_power)^2 * s^2 / d^2`` with
+    ``d`` the observed difference of the means and ``s^2`` the average of the
+    two per-model variances (``ddof=1``). It treats the observed difference as
+    the true one, so it is a planning figure, not a guarantee.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        Output of :func:`per_model_metrics` (or tidy attack logs).
+    pairs : sequence of (str, str)
+        Contrasts ``a - b``.
+    quantity : str
+        Per-model column (default ``dmae``).
+    power : float
+        Probability that the CI excludes zero if the difference is real, in (0, 1).
+    level : float
+        Confidence level of the CI, in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per pair: ``a``, ``b``, ``quantity``, ``n_a``, ``n_b``, ``difference``
+        (mean a - mean b), ``sd_a``, ``sd_b``, ``seeds_needed`` (per system;
+        NaN if a system has fewer than 2 models or the difference is 0).
+    """
+    if not (0.0 < power < 1.0) or not (0.0 < level < 1.0):
+        raise MerError(f"seeds_for_power: power and level must be in (0, 1), got {power}, {level}")
+    pm = _as_per_model(per_model, [quantity])
+    z = float(sps.norm.ppf(0.5 + level / 2.0) + sps.norm.ppf(power))
+    rows = []
+    for a, b in pairs:
+        va = pm.loc[pm["system"] == a, quantity].dropna().to_numpy(np.float64)
+        vb = pm.loc[pm["system"] == b, quantity].dropna().to_numpy(np.float64)
+        row = {"a": a, "b": b, "quantity": quantity, "n_a": len(va), "n_b": len(vb),
+               "difference": np.nan, "sd_a": np.nan, "sd_b": np.nan, "seeds_needed": np.nan}
+        if len(va) >= 2 and len(vb) >= 2:
+            diff = float(va.mean() - vb.mean())
+            sd_a, sd_b = float(np.std(va, ddof=1)), float(np.std(vb, ddof=1))
+            row.update(difference=diff, sd_a=sd_a, sd_b=sd_b)
+            if diff != 0.0:
+                row["seeds_needed"] = float(math.ceil(2.0 * z ** 2 * (sd_a ** 2 + sd_b ** 2) / 2.0 / diff ** 2))
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, alpha: float = 0.05,

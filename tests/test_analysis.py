@@ -557,3 +557,23 @@ def test_compare_findings():
     assert partial["verdict (two)"].iloc[:2].isna().all()
     with pytest.raises(MerError, match="labels"):
         A.compare_findings(good, flipped, labels=("same", "same"))
+
+
+def test_seeds_for_power_formula_and_edge_cases():
+    rows = [{"system": s, "seed": i, "dmae": v} for s, vals in (("A2E", [0.5, 0.7, 0.6, 0.8]),
+                                                                ("A2M2E", [0.4, 0.5, 0.45, 0.55]))
+            for i, v in enumerate(vals)]
+    pm = pd.DataFrame(rows)
+    out = A.seeds_for_power(pm, [("A2E", "A2M2E")])
+    d = 0.65 - 0.475
+    var = (np.var([0.5, 0.7, 0.6, 0.8], ddof=1) + np.var([0.4, 0.5, 0.45, 0.55], ddof=1)) / 2
+    z = 1.959964 + 0.841621
+    assert out.loc[0, "difference"] == pytest.approx(d)
+    assert out.loc[0, "seeds_needed"] == np.ceil(2 * z ** 2 * var / d ** 2)
+    # a smaller difference needs more seeds; one model per system cannot say
+    closer = pm.assign(dmae=np.where(pm["system"] == "A2E", pm["dmae"] - 0.1, pm["dmae"]))
+    assert A.seeds_for_power(closer, [("A2E", "A2M2E")]).loc[0, "seeds_needed"] > out.loc[0, "seeds_needed"]
+    single = pm.groupby("system").head(1)
+    assert np.isnan(A.seeds_for_power(single, [("A2E", "A2M2E")]).loc[0, "seeds_needed"])
+    with pytest.raises(MerError):
+        A.seeds_for_power(pm, [("A2E", "A2M2E")], power=1.5)
