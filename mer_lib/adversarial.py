@@ -193,22 +193,24 @@ def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
     return model, metrics["system"], int(metrics["seed"])
 
 
-def _attack_inputs(model: MERModel, system: str, seed: int | None, prepared, mode: str, config: AttackConfig,
-                   eps: float | None, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Attacked inputs, their numbers and labels, and the hashed key of one attack."""
+def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Attacked inputs, their numbers and labels, and the data part of an attack's hashed key."""
     from mer_lib.training import split_arrays
 
     x, y, _ = split_arrays(prepared, split)
     numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
     y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
-    key = {
-        "attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
-        "model_sha256": model_fingerprint(model), "system": system, "seed": seed, "split": split,
-        "data": {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
-                 "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
-                 "std": float(prepared.std)},
-    }
-    return x, numbers, y_true, key
+    data = {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
+            "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
+            "std": float(prepared.std)}
+    return x, numbers, y_true, data
+
+
+def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, config: AttackConfig,
+                eps: float | None, split: str, data: dict) -> dict:
+    """Everything one attack's result depends on (hashed into its folder name)."""
+    return {"attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
+            "model_sha256": model_sha256, "system": system, "seed": seed, "split": split, "data": data}
 
 
 def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -> Path:
@@ -223,7 +225,8 @@ def attack_result_dir(model_dir: str | os.PathLike, prepared, run_dir: str | os.
     """
     config = config or AttackConfig()
     model, system, seed = _load(model_dir, "cpu")
-    _, _, _, key = _attack_inputs(model, system, seed, prepared, mode, config, eps, split)
+    data = _split_data(prepared, split)[3]
+    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data)
     return _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
 
 
@@ -273,7 +276,8 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     device = resolve_device(device)
     model, system, model_seed = _load(model_or_dir, device)
     seed = model_seed if seed is None else int(seed)
-    x, numbers, y_true, key = _attack_inputs(model, system, seed, prepared, mode, config, eps, split)
+    x, numbers, y_true, data = _split_data(prepared, split)
+    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data)
     digest = artifacts.config_hash(key)
     out = _result_dir(run_dir, tag, system, seed, digest)
     y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
@@ -404,9 +408,13 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     settings = [(mode, None if mode == "paper" else eps) for mode, eps in settings]
     dirs: dict[tuple[int, int], Path] = {}
     todo: list[tuple[int, int]] = []
+    data = _split_data(prepared, "test")[3]  # where each result goes: hashed once per model, not per job
+    models = [_load(item, "cpu") for item in items]
+    shas = [model_fingerprint(model) for model, _, _ in models]
     for i, (mode, eps) in enumerate(settings):
-        for j, item in enumerate(items):
-            dirs[(i, j)] = attack_result_dir(item, prepared, run_dir, mode, config, eps)
+        for j, (_, system, seed) in enumerate(models):
+            key = _attack_key(shas[j], system, seed, mode, config, eps, "test", data)
+            dirs[(i, j)] = _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
             done = (dirs[(i, j)] / SUMMARY_FILE).exists()
             if not done or kw.get("overwrite") or (kw.get("save_adversarial")
                                                    and not (dirs[(i, j)] / "adversarial.npy").exists()):
