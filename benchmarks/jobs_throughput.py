@@ -82,7 +82,7 @@ def main() -> None:
     pooled = sum(per_worker)
 
     record = {
-        "benchmark": "jobs_throughput", "machine": machine_record(),
+        "benchmark": "jobs_throughput", "machine": machine_record(load_before),
         "what": f"A2M2E training steps, width {width}, batch {BATCH}, channels-last, input 313x149",
         "steps": args.steps, "repeats": args.repeats, "cores": cores,
         "examples_per_second": {
@@ -92,7 +92,6 @@ def main() -> None:
             "workers_each": [round(r, 1) for r in per_worker]},
         "ratio_workers_vs_in_process_threads_all": round(pooled / all_threads, 2),
         "ratio_threads_all_vs_threads_1": round(all_threads / one_thread, 2),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
     }
     artifacts.write_json(args.out, record)
     print(artifacts.dumps_json(record))

@@ -7,9 +7,9 @@ run in any order and in any process. :func:`run_jobs` runs such a list either
 in the calling process or in a pool of worker processes.
 
 Why worker processes: the quick profile's models are small (width 0.125), and
-PyTorch's intra-op threading barely helps them: on a 2-core CPU one training
-process reaches 203 examples/s with 1 thread and 207 with 2, while two
-1-thread processes reach 385 together (``benchmarks/jobs_throughput.py``).
+PyTorch's intra-op threading helps them little: on the 2-core reference machine one
+training process reaches 189 examples/s with 1 thread and 219 with 2, while two
+1-thread worker processes reach 378 together, x1.73 (``benchmarks/jobs_throughput.py``).
 
 Determinism: every job runs with exactly :data:`JOB_THREADS` CPU threads,
 whichever executor runs it, because float reductions (and therefore trained
