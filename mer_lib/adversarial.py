@@ -217,19 +217,6 @@ def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -
     return Path(run_dir) / "attacks" / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
 
 
-def attack_result_dir(model_dir: str | os.PathLike, prepared, run_dir: str | os.PathLike, mode: str = "paper",
-                      config: AttackConfig | None = None, eps: float | None = None, split: str = "test") -> Path:
-    """The folder :func:`attack_model` writes for a trained model folder, without attacking.
-
-    A finished attack holds ``summary.json`` there; used to skip finished jobs.
-    """
-    config = config or AttackConfig()
-    model, system, seed = _load(model_dir, "cpu")
-    data = _split_data(prepared, split)[3]
-    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data)
-    return _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
-
-
 def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                  config: AttackConfig | None = None, eps: float | None = None, *, split: str = "test",
                  seed: int | None = None, device: str | torch.device | None = "cpu",
