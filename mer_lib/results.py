@@ -63,16 +63,10 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
 
     Parameters
     ----------
-    prepared : PreparedData
-        The run's prepared data.
+    prepared, profile, run_dir, device
+        As for :func:`mer_lib.training.train_system`; the profile also supplies the seeds.
     systems : sequence of str
         Systems to train.
-    profile : str or Profile
-        Supplies the seeds and the training configuration.
-    run_dir : path-like
-        The run directory.
-    device : str or torch.device, optional
-        Default: CUDA if available, else CPU.
     progress : bool
         Progress bar counting models.
     workers : int, optional
