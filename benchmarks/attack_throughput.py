@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import scipy.stats
 import torch
-
 from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
+
 from mer_lib import artifacts
-from mer_lib.attacks import paper_attack
-from mer_lib.models import build_model
+from mer_lib.attacks.engine import paper_attack
+from mer_lib.models.nets import build_model
 
 INPUT = (1, 313, 149)
 SYSTEM = "A2M2E"

@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 
 import torch
-
 from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
+
 from mer_lib import artifacts
+from mer_lib.config import get_profile
 from mer_lib.jobs import run_jobs
-from mer_lib.models import build_model
-from mer_lib.profiles import get_profile
+from mer_lib.models.nets import build_model
 
 BATCH = 8
 

@@ -33,8 +33,9 @@ import time
 from pathlib import Path
 
 from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
+
 from mer_lib import artifacts
-from mer_lib.profiles import DEFAULT_PROFILE, PROFILES
+from mer_lib.config import DEFAULT_PROFILE, PROFILES
 from mer_lib.runner import list_notebooks, run_notebooks
 
 #: Wall-time budget of a full cold run of the default profile on a 2-core CPU (seconds).

@@ -35,11 +35,11 @@ import time
 from pathlib import Path
 
 import torch
-
 from machine import machine_record  # benchmarks/machine.py (the script's folder is on sys.path)
+
 from mer_lib import artifacts
-from mer_lib.models import build_model, count_parameters, forward_macs
-from mer_lib.profiles import get_profile
+from mer_lib.config import get_profile
+from mer_lib.models.nets import build_model, count_parameters, forward_macs
 
 INPUT = (1, 313, 149)
 BATCH = 8

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from mer_lib import artifacts
+from mer_lib.config import DEFAULT_PROFILE, PROFILES
 from mer_lib.errors import MerError
-from mer_lib.profiles import DEFAULT_PROFILE, PROFILES
 
 #: Root of the repository (the package is installed in editable mode).
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib import artifacts
-from mer_lib.constants import EMOTIONS, MIDLEVEL
+from mer_lib.config import EMOTIONS, MIDLEVEL
 
 #: Frames and frequency bands of the tiny test spectrograms.
 T, FBINS = 24, 20

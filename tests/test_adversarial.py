@@ -7,17 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from fakes import FBINS, T, fake_prepared, make_data
-from mer_lib import adversarial, artifacts
-from mer_lib.adversarial import PaperAdversary, adversarial_training, attack_model, read_attack_table
-from mer_lib.attack_logs import read_attack_log, tidy_columns
-from mer_lib.attacks import AttackConfig, paper_attack
-from mer_lib.constants import EMOTIONS
+
+from mer_lib import artifacts
+from mer_lib.attacks import stage as attack_stage
+from mer_lib.attacks.adversarial_training import PaperAdversary, adversarial_training
+from mer_lib.attacks.engine import paper_attack
+from mer_lib.attacks.logs import read_attack_log, read_attack_table, tidy_columns
+from mer_lib.attacks.stage import attack_model
+from mer_lib.config import EMOTIONS, AttackConfig, TrainConfig, get_profile
 from mer_lib.errors import MerError
-from mer_lib.models import build_model
-from mer_lib.profiles import TrainConfig, get_profile
-from mer_lib.training import Cost, train_model, train_system
+from mer_lib.models.nets import build_model
+from mer_lib.models.stage import train_system
+from mer_lib.models.train import Cost, train_model
 
 CFG = TrainConfig(width=0.0625, max_epochs=6, patience=10, lr=1e-3, batch_size=4, seeds=(1,),
                   val_drop_last=False, channels_last=False)
@@ -107,7 +109,7 @@ def test_attack_stage_writes_published_and_tidy_logs_and_reuses_them(prepared, t
     assert summary["n"] == 4 and summary["example_iterations"] == int(tidy["iterations"].sum())
 
     # rerun: reused without attacking again
-    monkeypatch.setattr(adversarial, "run_attack", lambda *a, **k: pytest.fail("attacked again"))
+    monkeypatch.setattr(attack_stage, "run_attack", lambda *a, **k: pytest.fail("attacked again"))
     assert attack_model(model, prepared, run_dir, "paper", FAST, seed=7, progress=False) == out
     # performance-only settings reuse it too; a setting that changes results does not
     assert attack_model(model, prepared, run_dir, "paper", dataclasses.replace(FAST, batch_size=1), seed=7,
@@ -142,8 +144,8 @@ def test_bounded_stage_and_model_folder(prepared, tmp_path):
     assert math.isfinite(artifacts.read_json(out / "summary.json")["dmae"])
 
     # the sweep reuses the eps=0.05 result and stacks per-model metrics over eps
-    sweep = adversarial.bounded_sweep({("aA2E", 3): folder}, prepared, run_dir, cfg, eps_values=(0.05, 0.2))
+    sweep = attack_stage.bounded_sweep({("aA2E", 3): folder}, prepared, run_dir, cfg, eps_values=(0.05, 0.2))
     assert sweep["eps"].tolist() == [0.05, 0.2] and (sweep["system"] == "aA2E").all()
     assert sweep.loc[0, "dmae"] == pytest.approx(artifacts.read_json(out / "summary.json")["dmae"])
     with pytest.raises(MerError, match="no eps"):
-        adversarial.bounded_sweep([folder], prepared, run_dir, dataclasses.replace(cfg, eps_values=()))
+        attack_stage.bounded_sweep([folder], prepared, run_dir, dataclasses.replace(cfg, eps_values=()))

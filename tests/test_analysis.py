@@ -1,15 +1,15 @@
 """The analysis functions against direct scipy/numpy computations, and on the published runs."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import stats as sps
 
-from mer_lib import analysis as A
-from mer_lib.attack_logs import read_published_runs, tidy_columns
-from mer_lib.constants import EMOTIONS, SYSTEMS
+from mer_lib.analysis import stats, tables
+from mer_lib.attacks import logs as attack_logs
+from mer_lib.attacks.logs import read_published_runs, tidy_columns
+from mer_lib.config import EMOTIONS, SYSTEMS
 from mer_lib.errors import MerError
 
 TRUE, ORIG, NEW = tidy_columns("true"), tidy_columns("orig"), tidy_columns("new")
@@ -40,36 +40,15 @@ def published(published_runs) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- correlation / per model
-def test_pearson_per_column_matches_scipy():
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(20, 8)), rng.normal(size=(20, 8))
-    y[:, 3] += 2 * x[:, 3]
-    expected = [stats.pearsonr(x[:, j], y[:, j]).statistic for j in range(8)]
-    np.testing.assert_allclose(A.pearson_per_column(x, y), expected, rtol=1e-12, atol=1e-14)
-    assert A.average_pearson(x, y) == pytest.approx(np.mean(expected), rel=1e-12)
-
-
-def test_constant_column_is_left_out_of_the_average():
-    rng = np.random.default_rng(2)
-    x, y = rng.normal(size=(15, 8)), rng.normal(size=(15, 8))
-    x[:, 2] = 0.1  # a constant column whose floating-point mean is not exactly 0.1
-    y[:, 5] = 3.0
-    r = A.pearson_per_column(x, y)
-    assert np.isnan(r[2]) and np.isnan(r[5]) and np.isfinite(np.delete(r, [2, 5])).all()
-    expected = np.mean([stats.pearsonr(x[:, j], y[:, j]).statistic for j in range(8) if j not in (2, 5)])
-    assert A.average_pearson(x, y) == pytest.approx(expected, rel=1e-12)
-    assert np.isnan(A.average_pearson(np.ones((5, 2)), rng.normal(size=(5, 2))))
-
-
 def test_per_model_metrics_match_direct_computation():
     logs = make_logs(systems=("A2M2E", "A2E"), seeds=(7, 3))
-    pm = A.per_model_metrics(logs)
+    pm = attack_logs.per_model_metrics(logs)
     assert list(zip(pm["system"], pm["seed"])) == [("A2E", 3), ("A2E", 7), ("A2M2E", 3), ("A2M2E", 7)]
     for row in pm.itertuples():
         g = logs[(logs["system"] == row.system) & (logs["seed"] == row.seed)]
         t, o, n = g[TRUE].to_numpy(), g[ORIG].to_numpy(), g[NEW].to_numpy()
-        r_clean = np.mean([stats.pearsonr(t[:, j], o[:, j]).statistic for j in range(8)])
-        r_adv = np.mean([stats.pearsonr(t[:, j], n[:, j]).statistic for j in range(8)])
+        r_clean = np.mean([sps.pearsonr(t[:, j], o[:, j]).statistic for j in range(8)])
+        r_adv = np.mean([sps.pearsonr(t[:, j], n[:, j]).statistic for j in range(8)])
         assert row.clean_r == pytest.approx(r_clean, rel=1e-12)
         assert row.adv_r == pytest.approx(r_adv, rel=1e-12)
         assert row.clean_mae == pytest.approx(np.abs(o - t).mean(), rel=1e-12)
@@ -81,33 +60,33 @@ def test_per_model_metrics_match_direct_computation():
 def test_per_model_metrics_reports_undefined_emotions():
     logs = make_logs(systems=("A2E",), seeds=(1,))
     logs["orig_sad"] = 0.2  # a model predicting a constant for one emotion
-    row = A.per_model_metrics(logs).iloc[0]
+    row = attack_logs.per_model_metrics(logs).iloc[0]
     assert row["clean_r_emotions"] == 7 and row["adv_r_emotions"] == 8
     t, o = logs[TRUE].to_numpy(), logs[ORIG].to_numpy()
     keep = [j for j, e in enumerate(EMOTIONS) if e != "sad"]
-    assert row["clean_r"] == pytest.approx(np.mean([stats.pearsonr(t[:, j], o[:, j]).statistic for j in keep]))
-    per_emotion = A.per_emotion_pearson(logs)
+    assert row["clean_r"] == pytest.approx(np.mean([sps.pearsonr(t[:, j], o[:, j]).statistic for j in keep]))
+    per_emotion = attack_logs.per_emotion_pearson(logs)
     assert np.isnan(per_emotion.loc[0, "sad"]) and per_emotion.loc[0, "valence"] == pytest.approx(
-        stats.pearsonr(t[:, 0], o[:, 0]).statistic)
+        sps.pearsonr(t[:, 0], o[:, 0]).statistic)
 
 
 def test_input_errors():
     logs = make_logs()
     with pytest.raises(MerError, match="missing columns"):
-        A.per_model_metrics(logs.drop(columns=["new_tender"]))
+        attack_logs.per_model_metrics(logs.drop(columns=["new_tender"]))
     with pytest.raises(MerError, match="repeat"):
-        A.per_model_metrics(pd.concat([logs, logs.iloc[:1]]))
+        attack_logs.per_model_metrics(pd.concat([logs, logs.iloc[:1]]))
     with pytest.raises(MerError, match="which"):
-        A.per_excerpt_mae(logs, which="adv")
+        stats.per_excerpt_mae(logs, which="adv")
     with pytest.raises(MerError, match="empty"):
-        A.per_model_metrics(logs.iloc[:0])
+        attack_logs.per_model_metrics(logs.iloc[:0])
 
 
 # --------------------------------------------------------------------------- Table 1
 def test_table1_mean_and_sample_std_over_seeds():
     logs = make_logs(systems=("A2M2E", "aA2E", "A2E"), seeds=(1, 2, 3, 4))
-    pm = A.per_model_metrics(logs)
-    t1 = A.table1(logs)
+    pm = attack_logs.per_model_metrics(logs)
+    t1 = stats.table1(logs)
     assert t1["system"].tolist() == ["A2E", "aA2E", "A2M2E"]  # the paper's order
     for row in t1.itertuples():
         g = pm[pm["system"] == row.system]
@@ -117,18 +96,18 @@ def test_table1_mean_and_sample_std_over_seeds():
         assert row.mae_mean == pytest.approx(g["clean_mae"].mean())
         assert row.mae_std == pytest.approx(np.std(g["clean_mae"].to_numpy(), ddof=1))
     assert t1.iloc[0]["r (mean ± std)"] == f"{t1.iloc[0]['r_mean']:.3f} ± {t1.iloc[0]['r_std']:.3f}"
-    pd.testing.assert_frame_equal(A.table1(pm), t1)  # accepts the per-model table too
+    pd.testing.assert_frame_equal(stats.table1(pm), t1)  # accepts the per-model table too
 
 
 def test_table1_single_seed_has_no_std():
-    t1 = A.table1(make_logs(systems=("A2E",), seeds=(5,)))
+    t1 = stats.table1(make_logs(systems=("A2E",), seeds=(5,)))
     assert np.isnan(t1.loc[0, "r_std"]) and t1.loc[0, "MAE (mean ± std)"].endswith("± n/a")
 
 
 def test_dmae_summary():
     logs = make_logs(seeds=(1, 2, 3, 4, 5))
-    pm = A.per_model_metrics(logs)
-    s = A.dmae_summary(pm).set_index("system")
+    pm = attack_logs.per_model_metrics(logs)
+    s = stats.dmae_summary(pm).set_index("system")
     for system, g in pm.groupby("system"):
         assert s.loc[system, "median"] == pytest.approx(np.median(g["dmae"]))
         assert s.loc[system, "n_models"] == 5 and s.loc[system, "max"] == pytest.approx(g["dmae"].max())
@@ -136,8 +115,8 @@ def test_dmae_summary():
 
 def test_table1_bootstrap_ci_over_models():
     logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3, 4, 5, 6))
-    pm = A.per_model_metrics(logs)
-    t1 = A.table1(pm, n_boot=2000, seed=4)
+    pm = attack_logs.per_model_metrics(logs)
+    t1 = stats.table1(pm, n_boot=2000, seed=4)
     for col in ("r_ci_low", "r_ci_high", "mae_ci_low", "mae_ci_high", "r (mean, 95% CI)", "MAE (mean, 95% CI)",
                 "r (mean ± std)", "MAE (mean ± std)"):
         assert col in t1.columns
@@ -146,54 +125,54 @@ def test_table1_bootstrap_ci_over_models():
         assert row["r_ci_low"] < row["r_mean"] < row["r_ci_high"]
         assert row["mae_ci_low"] < row["mae_mean"] < row["mae_ci_high"]
         # the CI resamples the system's models (one value per seed)
-        assert (row["r_ci_low"], row["r_ci_high"]) == A.bootstrap_ci(g["clean_r"], n_boot=2000, seed=4)
-        assert (row["mae_ci_low"], row["mae_ci_high"]) == A.bootstrap_ci(g["clean_mae"], n_boot=2000, seed=4)
+        assert (row["r_ci_low"], row["r_ci_high"]) == stats.bootstrap_ci(g["clean_r"], n_boot=2000, seed=4)
+        assert (row["mae_ci_low"], row["mae_ci_high"]) == stats.bootstrap_ci(g["clean_mae"], n_boot=2000, seed=4)
         assert row["r (mean, 95% CI)"] == f"{row['r_mean']:.3f} [{row['r_ci_low']:.3f}, {row['r_ci_high']:.3f}]"
-    pd.testing.assert_frame_equal(A.table1(logs, n_boot=2000, seed=4), t1)  # deterministic
-    t90 = A.table1(pm, decimals=2, n_boot=2000, seed=4, level=0.9)
+    pd.testing.assert_frame_equal(stats.table1(logs, n_boot=2000, seed=4), t1)  # deterministic
+    t90 = stats.table1(pm, decimals=2, n_boot=2000, seed=4, level=0.9)
     assert "MAE (mean, 90% CI)" in t90.columns and "MAE (mean, 95% CI)" not in t90.columns
     assert (t90["r_ci_low"] >= t1["r_ci_low"]).all() and (t90["r_ci_high"] <= t1["r_ci_high"]).all()
     with pytest.raises(MerError, match="level"):
-        A.table1(pm, level=95)
+        stats.table1(pm, level=95)
     with pytest.raises(MerError, match="n_boot"):
-        A.table1(pm, n_boot=0)
+        stats.table1(pm, n_boot=0)
 
 
 def test_table1_and_dmae_summary_single_model_have_no_ci():
-    pm = A.per_model_metrics(make_logs(systems=("A2E", "A2M2E"), seeds=(5,)))
-    t1 = A.table1(pm, n_boot=100)
+    pm = attack_logs.per_model_metrics(make_logs(systems=("A2E", "A2M2E"), seeds=(5,)))
+    t1 = stats.table1(pm, n_boot=100)
     assert t1[["r_ci_low", "r_ci_high", "mae_ci_low", "mae_ci_high"]].isna().all().all()
     assert t1.loc[0, "r (mean, 95% CI)"] == f"{t1.loc[0, 'r_mean']:.3f} [n/a]"
-    s = A.dmae_summary(pm, n_boot=100)
+    s = stats.dmae_summary(pm, n_boot=100)
     assert s[["mean_ci_low", "mean_ci_high", "median_ci_low", "median_ci_high"]].isna().all().all()
     assert s["median"].notna().all()
 
 
 def test_dmae_summary_ci_columns():
-    pm = A.per_model_metrics(make_logs(seeds=(1, 2, 3, 4, 5, 6, 7)))
-    s = A.dmae_summary(pm, n_boot=2000, seed=2)
+    pm = attack_logs.per_model_metrics(make_logs(seeds=(1, 2, 3, 4, 5, 6, 7)))
+    s = stats.dmae_summary(pm, n_boot=2000, seed=2)
     for row in s.to_dict("records"):
         d = pm.loc[pm["system"] == row["system"], "dmae"]
         assert row["mean_ci_low"] <= row["mean"] <= row["mean_ci_high"]
         assert row["median_ci_low"] <= row["median"] <= row["median_ci_high"]
-        assert (row["median_ci_low"], row["median_ci_high"]) == A.bootstrap_ci(d, np.median, n_boot=2000, seed=2)
+        assert (row["median_ci_low"], row["median_ci_high"]) == stats.bootstrap_ci(d, np.median, n_boot=2000, seed=2)
         # a percentile bootstrap of the median lies within the observed values
         assert d.min() <= row["median_ci_low"] and row["median_ci_high"] <= d.max()
-    pd.testing.assert_frame_equal(A.dmae_summary(pm, n_boot=2000, seed=2), s)
+    pd.testing.assert_frame_equal(stats.dmae_summary(pm, n_boot=2000, seed=2), s)
 
 
 # --------------------------------------------------------------------------- verdicts and system contrasts
 def test_verdict_rule():
-    assert A.verdict(0.1, 0.3) == "holds"
-    assert A.verdict(-0.3, -0.1) == "contradicted"
-    assert A.verdict(-0.1, 0.3) == "inconclusive"
-    assert A.verdict(0.0, 0.3) == "inconclusive"  # strictly on one side
-    assert A.verdict(-0.3, -0.1, direction=-1) == "holds"
-    assert A.verdict(0.1, 0.3, direction=-1) == "contradicted"
-    assert A.verdict(np.nan, 0.3) == "undecided" and A.verdict(0.1, 0.3, estimate=np.nan) == "undecided"
+    assert stats.verdict(0.1, 0.3) == "holds"
+    assert stats.verdict(-0.3, -0.1) == "contradicted"
+    assert stats.verdict(-0.1, 0.3) == "inconclusive"
+    assert stats.verdict(0.0, 0.3) == "inconclusive"  # strictly on one side
+    assert stats.verdict(-0.3, -0.1, direction=-1) == "holds"
+    assert stats.verdict(0.1, 0.3, direction=-1) == "contradicted"
+    assert stats.verdict(np.nan, 0.3) == "undecided" and stats.verdict(0.1, 0.3, estimate=np.nan) == "undecided"
     with pytest.raises(MerError, match="direction"):
-        A.verdict(0.1, 0.3, direction=0)
-    assert A.VERDICTS == ("holds", "contradicted", "inconclusive", "undecided")
+        stats.verdict(0.1, 0.3, direction=0)
+    assert stats.VERDICTS == ("holds", "contradicted", "inconclusive", "undecided")
 
 
 def _models(values: dict, quantity: str = "dmae") -> pd.DataFrame:
@@ -207,7 +186,7 @@ def test_system_contrasts_verdicts():
     separated = _models({"A2E": 1.6 + 0.05 * rng.standard_normal(7), "A2M2E": 1.0 + 0.05 * rng.standard_normal(6)})
     overlapping = _models({"A2E": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "A2M2E": [1.5, 2.5, 3.5, 4.5, 5.5, 6.5]})
     pairs = [("A2E", "A2M2E"), ("A2M2E", "A2E")]
-    res = A.system_contrasts(separated, pairs, n_boot=2000)
+    res = stats.system_contrasts(separated, pairs, n_boot=2000)
     assert list(res.columns) == ["a", "b", "quantity", "stat", "n_a", "n_b", "estimate", "ci_low", "ci_high",
                                  "verdict"]
     assert res["verdict"].tolist() == ["holds", "contradicted"]  # well separated; then swapped
@@ -217,45 +196,45 @@ def test_system_contrasts_verdicts():
     assert res.loc[0, "ci_low"] < res.loc[0, "estimate"] < res.loc[0, "ci_high"]
     # swapping the pair mirrors the interval (the same draws of each system)
     assert res.loc[1, "ci_low"] == pytest.approx(-res.loc[0, "ci_high"])
-    noisy = A.system_contrasts(overlapping, pairs, n_boot=2000)
+    noisy = stats.system_contrasts(overlapping, pairs, n_boot=2000)
     assert noisy["verdict"].tolist() == ["inconclusive", "inconclusive"]
     assert noisy.loc[0, "estimate"] == pytest.approx(-0.5) and noisy.loc[0, "ci_low"] < 0 < noisy.loc[0, "ci_high"]
-    means = A.system_contrasts(overlapping, [("A2M2E", "A2E")], stat="mean", n_boot=2000)
+    means = stats.system_contrasts(overlapping, [("A2M2E", "A2E")], stat="mean", n_boot=2000)
     assert means.loc[0, "estimate"] == pytest.approx(0.5) and means.loc[0, "stat"] == "mean"
 
 
 def test_system_contrasts_undecided_and_determinism():
     one_each = _models({"A2E": [1.6], "A2M2E": [1.0]})
-    res = A.system_contrasts(one_each, [("A2E", "A2M2E"), ("A2B2E", "A2M2E")], n_boot=500)
+    res = stats.system_contrasts(one_each, [("A2E", "A2M2E"), ("A2B2E", "A2M2E")], n_boot=500)
     assert res.loc[0, "estimate"] == pytest.approx(0.6) and np.isnan(res.loc[0, "ci_low"])
     assert np.isnan(res.loc[1, "estimate"]) and res.loc[1, "n_a"] == 0
     assert res["verdict"].tolist() == ["undecided", "undecided"]
-    pm = A.per_model_metrics(make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3, 4)))
-    first = A.system_contrasts(pm, A.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=5)
-    pd.testing.assert_frame_equal(first, A.system_contrasts(pm.iloc[::-1], A.DEFAULT_PAIRS, quantity="adv_mae",
+    pm = attack_logs.per_model_metrics(make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3, 4)))
+    first = stats.system_contrasts(pm, stats.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=5)
+    pd.testing.assert_frame_equal(first, stats.system_contrasts(pm.iloc[::-1], stats.DEFAULT_PAIRS, quantity="adv_mae",
                                                             n_boot=2000, seed=5))  # row order is irrelevant
     # a pair's interval does not depend on the other pairs asked for
-    alone = A.system_contrasts(pm, [A.DEFAULT_PAIRS[1]], quantity="adv_mae", n_boot=2000, seed=5)
+    alone = stats.system_contrasts(pm, [stats.DEFAULT_PAIRS[1]], quantity="adv_mae", n_boot=2000, seed=5)
     assert alone.loc[0, ["ci_low", "ci_high"]].tolist() == first.loc[1, ["ci_low", "ci_high"]].tolist()
-    other = A.system_contrasts(pm, A.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=6)
+    other = stats.system_contrasts(pm, stats.DEFAULT_PAIRS, quantity="adv_mae", n_boot=2000, seed=6)
     assert other["estimate"].tolist() == first["estimate"].tolist()
     assert other["ci_low"].tolist() != first["ci_low"].tolist()
     with pytest.raises(MerError, match="stat"):
-        A.system_contrasts(pm, stat="mode")
+        stats.system_contrasts(pm, stat="mode")
     with pytest.raises(MerError, match="no column 'nope'"):
-        A.system_contrasts(pm, quantity="nope")
+        stats.system_contrasts(pm, quantity="nope")
     logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3))
-    pd.testing.assert_frame_equal(A.system_contrasts(logs, [("A2E", "A2M2E")], n_boot=300),
-                                  A.system_contrasts(A.per_model_metrics(logs), [("A2E", "A2M2E")], n_boot=300))
+    pd.testing.assert_frame_equal(stats.system_contrasts(logs, [("A2E", "A2M2E")], n_boot=300),
+                                  stats.system_contrasts(attack_logs.per_model_metrics(logs), [("A2E", "A2M2E")], n_boot=300))
     with pytest.raises(MerError, match="seed"):
-        A.system_contrasts(pm, seed=-1)
+        stats.system_contrasts(pm, seed=-1)
 
 
 # --------------------------------------------------------------------------- per-excerpt MAE and tests
 def test_per_excerpt_mae():
     logs = make_logs()
     for which, cols in (("new", NEW), ("orig", ORIG)):
-        pe = A.per_excerpt_mae(logs, which)
+        pe = stats.per_excerpt_mae(logs, which)
         assert len(pe) == len(logs) and list(pe.columns) == ["system", "seed", "number", "mae"]
         merged = pe.merge(logs, on=["system", "seed", "number"])
         expected = np.abs(merged[cols].to_numpy() - merged[TRUE].to_numpy()).mean(axis=1)
@@ -264,13 +243,13 @@ def test_per_excerpt_mae():
 
 def test_paired_ttests_match_scipy_and_formulas():
     logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3), n=10)
-    res = A.paired_ttests(logs, n_boot=2000, seed=3)
+    res = stats.paired_ttests(logs, n_boot=2000, seed=3)
     assert res[["a", "b"]].values.tolist() == [["A2E", "A2M2E"], ["A2B2E", "A2M2E"]]
-    pe = A.per_excerpt_mae(logs)
+    pe = stats.per_excerpt_mae(logs)
     for row in res.itertuples():
         a = pe[pe["system"] == row.a].sort_values(["seed", "number"])["mae"].to_numpy()
         b = pe[pe["system"] == row.b].sort_values(["seed", "number"])["mae"].to_numpy()
-        ref = stats.ttest_rel(a, b)
+        ref = sps.ttest_rel(a, b)
         assert row.n_pairs == 30 and row.df == 29
         assert row.t == pytest.approx(ref.statistic, rel=1e-12)
         assert row.p == pytest.approx(ref.pvalue, rel=1e-10)
@@ -280,31 +259,31 @@ def test_paired_ttests_match_scipy_and_formulas():
         # for paired samples t = d * sqrt(n)
         assert row.t == pytest.approx(row.cohens_d * np.sqrt(row.n_pairs), rel=1e-10)
         assert row.ci_low < row.mean_diff < row.ci_high
-    again = A.paired_ttests(logs, n_boot=2000, seed=3)
+    again = stats.paired_ttests(logs, n_boot=2000, seed=3)
     pd.testing.assert_frame_equal(res, again)  # seeded: identical
 
 
 def test_pairing_errors():
     logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2))
     with pytest.raises(MerError, match="do not align"):  # one excerpt missing
-        A.paired_ttests(logs.drop(index=logs.index[-1]), pairs=[("A2E", "A2M2E")], n_boot=10)
+        stats.paired_ttests(logs.drop(index=logs.index[-1]), pairs=[("A2E", "A2M2E")], n_boot=10)
     shifted = logs.copy()
     shifted.loc[shifted["system"] == "A2M2E", "seed"] += 10  # different seeds
     with pytest.raises(MerError, match="do not align"):
-        A.paired_ttests(shifted, pairs=[("A2E", "A2M2E")], n_boot=10)
+        stats.paired_ttests(shifted, pairs=[("A2E", "A2M2E")], n_boot=10)
     renumbered = logs.copy()
     renumbered.loc[renumbered["system"] == "A2E", "number"] += 1000  # different excerpts
     with pytest.raises(MerError, match="do not align"):
-        A.paired_ttests(renumbered, pairs=[("A2E", "A2M2E")], n_boot=10)
+        stats.paired_ttests(renumbered, pairs=[("A2E", "A2M2E")], n_boot=10)
     with pytest.raises(MerError, match="no attack logs of system 'A2B2E'"):
-        A.paired_ttests(logs, pairs=[("A2B2E", "A2M2E")], n_boot=10)
+        stats.paired_ttests(logs, pairs=[("A2B2E", "A2M2E")], n_boot=10)
 
 
 def test_cohens_d_paired():
     a, b = np.array([1.0, 2.0, 4.0, 7.0]), np.array([0.5, 1.0, 3.0, 5.0])
     d = a - b
-    assert A.cohens_d_paired(a, b) == pytest.approx(d.mean() / np.sqrt(((d - d.mean()) ** 2).sum() / 3))
-    assert np.isnan(A.cohens_d_paired(a, a - 1.0))  # constant differences
+    assert stats.cohens_d_paired(a, b) == pytest.approx(d.mean() / np.sqrt(((d - d.mean()) ** 2).sum() / 3))
+    assert np.isnan(stats.cohens_d_paired(a, a - 1.0))  # constant differences
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -313,7 +292,7 @@ def test_bootstrap_ci_coverage_on_simulated_data():
     true_mean, hits, n_sim = 0.3, 0, 200
     for i in range(n_sim):
         sample = rng.normal(true_mean, 1.0, size=40)
-        lo, hi = A.bootstrap_ci(sample, n_boot=400, seed=i, level=0.95)
+        lo, hi = stats.bootstrap_ci(sample, n_boot=400, seed=i, level=0.95)
         hits += lo <= true_mean <= hi
     coverage = hits / n_sim
     assert 0.90 <= coverage <= 0.99, coverage
@@ -321,25 +300,25 @@ def test_bootstrap_ci_coverage_on_simulated_data():
 
 def test_bootstrap_ci_properties():
     x = np.random.default_rng(0).exponential(size=50)
-    lo, hi = A.bootstrap_ci(x, n_boot=1000, seed=1)
+    lo, hi = stats.bootstrap_ci(x, n_boot=1000, seed=1)
     assert lo < x.mean() < hi
-    assert A.bootstrap_ci(x, n_boot=1000, seed=1) == (lo, hi)  # deterministic
+    assert stats.bootstrap_ci(x, n_boot=1000, seed=1) == (lo, hi)  # deterministic
     # a statistic without an axis argument gives the same interval (same resamples)
-    assert A.bootstrap_ci(x, stat=lambda v: float(np.mean(v)), n_boot=1000, seed=1) == pytest.approx((lo, hi))
-    lo90, hi90 = A.bootstrap_ci(x, n_boot=1000, seed=1, level=0.9)
+    assert stats.bootstrap_ci(x, stat=lambda v: float(np.mean(v)), n_boot=1000, seed=1) == pytest.approx((lo, hi))
+    lo90, hi90 = stats.bootstrap_ci(x, n_boot=1000, seed=1, level=0.9)
     assert lo <= lo90 <= hi90 <= hi
-    mlo, mhi = A.bootstrap_ci(x, stat=np.median, n_boot=1000, seed=1)
+    mlo, mhi = stats.bootstrap_ci(x, stat=np.median, n_boot=1000, seed=1)
     assert mlo <= np.median(x) <= mhi
     for bad in ({"values": [1.0]}, {"values": [1.0, np.nan]}, {"values": x, "level": 1.0},
                 {"values": x, "n_boot": 0}):
         with pytest.raises(MerError):
-            A.bootstrap_ci(**bad)
+            stats.bootstrap_ci(**bad)
 
 
 # --------------------------------------------------------------------------- perturbations
 def test_perturbation_stats():
     logs = make_logs(n=20)
-    ps = A.perturbation_stats(logs).set_index("system")
+    ps = stats.perturbation_stats(logs).set_index("system")
     assert "snr_db_median" not in ps.columns
     for system, g in logs.groupby("system"):
         q1, q3 = np.percentile(g["norm"], [25, 75])
@@ -350,7 +329,7 @@ def test_perturbation_stats():
         assert ps.loc[system, "db_reference_median"] == pytest.approx(np.median(g["db_reference"]))
         assert ps.loc[system, "converged_share"] == pytest.approx(g["converged"].mean())
     with_snr = logs.assign(snr_db=np.arange(len(logs), dtype=float))
-    ps2 = A.perturbation_stats(with_snr, by=("system", "seed"))
+    ps2 = stats.perturbation_stats(with_snr, by=("system", "seed"))
     assert len(ps2) == 6 and "snr_db_median" in ps2.columns
     g = with_snr[(with_snr["system"] == "A2E") & (with_snr["seed"] == 1)]
     assert ps2.iloc[0]["snr_db_median"] == pytest.approx(np.median(g["snr_db"]))
@@ -360,37 +339,37 @@ def test_perturbation_stats():
 def test_markdown_latex_and_save(tmp_path):
     df = pd.DataFrame({"system": ["A2E", "a|b_c"], "n": [10, 3], "r": [0.12345, np.nan],
                        "txt": ["0.1 ± 0.2", "50%"]})
-    md = A.table_to_markdown(df, decimals=2)
+    md = tables.table_to_markdown(df, decimals=2)
     assert md.splitlines() == ["| system | n | r | txt |", "| :--- | ---: | ---: | :--- |",
                                "| A2E | 10 | 0.12 | 0.1 ± 0.2 |", "| a\\|b_c | 3 | n/a | 50% |"]
-    tex = A.table_to_latex(df, decimals=2, caption="Clean results", label="tab:clean")
+    tex = tables.table_to_latex(df, decimals=2, caption="Clean results", label="tab:clean")
     assert r"\begin{tabular}{lrrl}" in tex and r"a|b\_c & 3 & n/a & 50\% \\" in tex
     assert r"0.1 $\pm$ 0.2" in tex and r"\label{tab:clean}" in tex and tex.count(r"\end{table}") == 1
-    paths = A.save_table(df, tmp_path / "sub" / "table1")
+    paths = tables.save_table(df, tmp_path / "sub" / "table1")
     assert sorted(p.name for p in paths.values()) == ["table1.csv", "table1.md", "table1.tex"]
     back = pd.read_csv(paths["csv"])
-    assert back["r"].iloc[0] == 0.12345 and paths["md"].read_text(encoding="utf-8") == A.table_to_markdown(df)
+    assert back["r"].iloc[0] == 0.12345 and paths["md"].read_text(encoding="utf-8") == tables.table_to_markdown(df)
     assert not list((tmp_path / "sub").glob(".*tmp"))  # no temporary files left
 
 
 # --------------------------------------------------------------------------- the published runs
 def test_published_runs_table1_dmae_and_ttests(published):
-    pm = A.per_model_metrics(published)
+    pm = attack_logs.per_model_metrics(published)
     assert len(pm) == 50 and (pm["n_excerpts"] == 36).all() and (pm["clean_r_emotions"] == 8).all()
-    t1 = A.table1(pm)
+    t1 = stats.table1(pm)
     assert t1["system"].tolist() == list(SYSTEMS) and (t1["n_seeds"] == 10).all()
     assert t1["r_mean"].between(0.6, 0.8).all() and t1["mae_mean"].between(0.08, 0.13).all()
     # the black box is the best model on clean data
     assert t1.set_index("system")["r_mean"].idxmax() == "A2E"
-    med = A.dmae_summary(pm).set_index("system")["median"]
+    med = stats.dmae_summary(pm).set_index("system")["median"]
     # the paper: A2M2E about as robust as adversarial training (~1.0) vs ~1.6 for A2E / A2B2E
     assert med["A2M2E"] == pytest.approx(1.0, abs=0.1)
     assert med[["aA2E", "aA2B2E"]].between(0.9, 1.1).all()
     assert med[["A2E", "A2B2E"]].between(1.4, 1.7).all()
-    tt = A.paired_ttests(published, n_boot=2000)
+    tt = stats.paired_ttests(published, n_boot=2000)
     assert (tt["n_pairs"] == 360).all() and (tt["df"] == 359).all()
     assert (tt["mean_diff"] > 0).all() and (tt["p"] < 1e-6).all() and (tt["ci_low"] > 0).all()
-    ps = A.perturbation_stats(published)
+    ps = stats.perturbation_stats(published)
     assert (ps["iterations_median"] == 1000).all() and (ps["converged_share"] == 0).all()
 
 
@@ -403,7 +382,7 @@ def _per_model(dmae: dict, clean_r: dict, seeds=(1, 2, 3)) -> pd.DataFrame:
 def test_paper_findings_values_and_rules():
     dmae = {"A2E": 1.6, "aA2E": 1.0, "A2B2E": 1.5, "aA2B2E": 1.0, "A2M2E": 0.9}
     clean = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E": 0.68}
-    found = A.paper_findings(_per_model(dmae, clean)).set_index("measure")
+    found = stats.paper_findings(_per_model(dmae, clean)).set_index("measure")
     assert found.loc["median dMAE A2E - A2M2E", "value"] == pytest.approx(0.7)
     assert found.loc["median dMAE A2B2E - aA2B2E", "value"] == pytest.approx(0.5)
     closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
@@ -412,7 +391,7 @@ def test_paper_findings_values_and_rules():
     assert found["holds"].tolist() == [True] * len(found)
     # the same rules fail when the interpretable model is the least robust and the best model
     dmae["A2M2E"], clean["A2M2E"] = 2.0, 0.80
-    flipped = A.paper_findings(_per_model(dmae, clean)).set_index("measure")["holds"]
+    flipped = stats.paper_findings(_per_model(dmae, clean)).set_index("measure")["holds"]
     assert not flipped["median dMAE A2E - A2M2E"] and not flipped["mean clean r: A2E - A2M2E"]
     assert not flipped["mean clean r: A2E - best other system"] and not flipped[closer]
     assert flipped["median dMAE A2E - aA2E"]
@@ -420,8 +399,8 @@ def test_paper_findings_values_and_rules():
 
 def test_paper_findings_with_tests_and_missing_systems():
     logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2))
-    tests = A.paired_ttests(logs, n_boot=100)
-    found = A.paper_findings(A.per_model_metrics(logs), tests)
+    tests = stats.paired_ttests(logs, n_boot=100)
+    found = stats.paper_findings(attack_logs.per_model_metrics(logs), tests)
     ttest_rows = found[found["finding"].str.startswith("per-excerpt MAE")]
     assert len(ttest_rows) == 2
     for rec, t in zip(ttest_rows.to_dict("records"), tests.to_dict("records")):
@@ -445,12 +424,12 @@ def test_paper_findings_ttest_rule():
                           "ci_high": [0.8, -0.2, 0.8, 0.3, np.nan, 0.8],
                           "p": [1e-4, 1e-4, 0.2, 0.01, np.nan, 1e-4]})
     pm = _per_model({"A2E": 1.6, "A2M2E": 0.9}, {"A2E": 0.73, "A2M2E": 0.68})
-    found = A.paper_findings(pm, tests, n_boot=200)
+    found = stats.paper_findings(pm, tests, n_boot=200)
     rows = found[found["unit"] == "excerpt pairs (pooled over seeds)"]
     # holds needs ci_low > 0 and p < alpha; the aA2E row is not one of the paper's tests
     assert rows["verdict"].tolist() == ["holds", "contradicted", "inconclusive", "inconclusive", "undecided"]
     assert rows["holds"].tolist() == [True, False, False, False, None]
-    assert A.paper_findings(pm, tests, alpha=0.3, n_boot=200)["verdict"].tolist()[-3] == "holds"
+    assert stats.paper_findings(pm, tests, alpha=0.3, n_boot=200)["verdict"].tolist()[-3] == "holds"
 
 
 def test_paper_findings_joint_bootstrap():
@@ -460,32 +439,32 @@ def test_paper_findings_joint_bootstrap():
     pm = pd.DataFrame([{"system": s, "seed": k, "dmae": d + 0.15 * rng.standard_normal(),
                         "clean_r": r + 0.02 * rng.standard_normal()} for s, (d, r) in centre.items()
                        for k in range(6)])
-    found = A.paper_findings(pm, n_boot=2000, seed=3)
+    found = stats.paper_findings(pm, n_boot=2000, seed=3)
     assert list(found.columns[:9]) == ["finding", "measure", "unit", "estimate", "ci_low", "ci_high", "verdict",
                                        "value", "holds"]
     assert (found["unit"] == "models (seeds)").all() and found["ci_low"].notna().all()
     assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
     for rec in found.to_dict("records"):
         direction = -1 if rec["measure"].startswith("|A2M2E") else 1
-        assert rec["verdict"] == A.verdict(rec["ci_low"], rec["ci_high"], direction)
+        assert rec["verdict"] == stats.verdict(rec["ci_low"], rec["ci_high"], direction)
         assert rec["holds"] == (rec["verdict"] == "holds")
     # the same draws as system_contrasts: the same interval for the same contrast
     by_measure = found.set_index("measure")
-    contrasts = A.system_contrasts(pm, [("A2E", "A2M2E"), ("A2B2E", "aA2B2E")], n_boot=2000, seed=3)
+    contrasts = stats.system_contrasts(pm, [("A2E", "A2M2E"), ("A2B2E", "aA2B2E")], n_boot=2000, seed=3)
     for rec in contrasts.to_dict("records"):
         row = by_measure.loc[f"median dMAE {rec['a']} - {rec['b']}"]
         assert (row["ci_low"], row["ci_high"]) == (rec["ci_low"], rec["ci_high"])
-    clean = A.system_contrasts(pm, [("A2E", "A2M2E")], quantity="clean_r", stat="mean", n_boot=2000, seed=3)
+    clean = stats.system_contrasts(pm, [("A2E", "A2M2E")], quantity="clean_r", stat="mean", n_boot=2000, seed=3)
     assert by_measure.loc["mean clean r: A2E - A2M2E", "ci_low"] == clean.loc[0, "ci_low"]
     # the closeness and best-other findings get intervals around their estimates too
     closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
     assert by_measure.loc[closer, "ci_low"] < by_measure.loc[closer, "ci_high"]
-    pd.testing.assert_frame_equal(A.paper_findings(pm, n_boot=2000, seed=3), found)  # deterministic
-    assert A.paper_findings(pm, n_boot=2000, seed=4)["ci_low"].tolist() != found["ci_low"].tolist()
+    pd.testing.assert_frame_equal(stats.paper_findings(pm, n_boot=2000, seed=3), found)  # deterministic
+    assert stats.paper_findings(pm, n_boot=2000, seed=4)["ci_low"].tolist() != found["ci_low"].tolist()
 
 
 def test_paper_findings_on_the_published_runs(published):
-    found = A.paper_findings(A.per_model_metrics(published), A.paired_ttests(published, n_boot=2000),
+    found = stats.paper_findings(attack_logs.per_model_metrics(published), stats.paired_ttests(published, n_boot=2000),
                              n_boot=2000)
     assert len(found) == 10
     verdicts = found.set_index("measure")["verdict"]
@@ -496,7 +475,7 @@ def test_paper_findings_on_the_published_runs(published):
     # with CIs over the 10 models per system, all 10 findings still hold on the published runs
     assert (found["verdict"] == "holds").all() and found["holds"].all()
     assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
-    assert A.findings_summary_line(found) == "10 of 10 findings hold, 0 contradicted, 0 inconclusive"
+    assert stats.findings_summary_line(found) == "10 of 10 findings hold, 0 contradicted, 0 inconclusive"
 
 
 # --------------------------------------------------------------------------- findings as text, comparisons
@@ -505,39 +484,39 @@ _GOOD_CLEAN = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E"
 
 
 def _good_and_flipped() -> tuple[pd.DataFrame, pd.DataFrame]:
-    good = A.paper_findings(_per_model(_GOOD_DMAE, _GOOD_CLEAN), n_boot=2000)
-    flipped = A.paper_findings(_per_model({**_GOOD_DMAE, "A2M2E": 2.0}, {**_GOOD_CLEAN, "A2M2E": 0.80}),
+    good = stats.paper_findings(_per_model(_GOOD_DMAE, _GOOD_CLEAN), n_boot=2000)
+    flipped = stats.paper_findings(_per_model({**_GOOD_DMAE, "A2M2E": 2.0}, {**_GOOD_CLEAN, "A2M2E": 0.80}),
                                n_boot=2000)
     return good, flipped
 
 
 def test_findings_text_follows_the_verdicts():
     good, flipped = _good_and_flipped()
-    assert A.findings_summary_line(good) == "8 of 8 findings hold, 0 contradicted, 0 inconclusive"
+    assert stats.findings_summary_line(good) == "8 of 8 findings hold, 0 contradicted, 0 inconclusive"
     # the least robust and best clean model: only the findings not about A2M2E still hold
-    assert A.findings_summary_line(flipped) == "3 of 8 findings hold, 5 contradicted, 0 inconclusive"
-    text_good, text_flipped = A.findings_text(good, "run A"), A.findings_text(flipped, "run A")
+    assert stats.findings_summary_line(flipped) == "3 of 8 findings hold, 5 contradicted, 0 inconclusive"
+    text_good, text_flipped = stats.findings_text(good, "run A"), stats.findings_text(flipped, "run A")
     assert text_good.startswith("On run A, 8 of 8 findings hold") and "Every finding is confirmed" in text_good
     assert "A2M2E is more robust than A2E: **holds** (median dMAE A2E - A2M2E = 0.70, 95% CI [" in text_good
     assert "A2M2E is more robust than A2E: **contradicted** (median dMAE A2E - A2M2E = -0.40" in text_flipped
     assert "5 of 8 point the other way" in text_flipped and "Every finding" not in text_flipped
     assert text_good.count("\n- ") == len(good) and "**holds**" not in text_flipped.split("\n- ")[1]
     # an undecided and an inconclusive finding are said so, with the reason
-    some = A.paper_findings(pd.concat([_models({"A2E": [1.0, 2.0, 3.0, 4.0], "A2M2E": [1.5, 2.5, 3.5, 4.5],
+    some = stats.paper_findings(pd.concat([_models({"A2E": [1.0, 2.0, 3.0, 4.0], "A2M2E": [1.5, 2.5, 3.5, 4.5],
                                                 "A2B2E": [2.0]}).assign(clean_r=0.7)]), n_boot=500)
-    text = A.findings_text(some, "a small run", decimals=3)
+    text = stats.findings_text(some, "a small run", decimals=3)
     assert "A2M2E is more robust than A2E: **inconclusive** (median dMAE A2E - A2M2E = -0.500, 95% CI" in text
     assert "**undecided** (median dMAE A2B2E - A2M2E = -1.000, no 95% CI: a system has a single model)" in text
     assert "**undecided** (median dMAE A2E - aA2E: not measurable, a system is missing)" in text
-    assert A.findings_summary_line(some).endswith("undecided")
+    assert stats.findings_summary_line(some).endswith("undecided")
     with pytest.raises(MerError, match="verdict"):
-        A.findings_summary_line(good.drop(columns="verdict"))
+        stats.findings_summary_line(good.drop(columns="verdict"))
 
 
 def test_findings_text_mentions_t_tests():
     logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3))
-    found = A.paper_findings(A.per_model_metrics(logs), A.paired_ttests(logs, n_boot=500), n_boot=500)
-    text = A.findings_text(found)
+    found = stats.paper_findings(attack_logs.per_model_metrics(logs), stats.paired_ttests(logs, n_boot=500), n_boot=500)
+    text = stats.findings_text(found)
     line = next(s for s in text.splitlines() if s.startswith("- per-excerpt MAE after attack: A2E"))
     assert "(paired t-test mean diff A2E - A2M2E = " in line and ", p = " in line and "holds if" not in line
     assert "excerpt pairs (pooled over seeds)" in text.splitlines()[0]
@@ -545,18 +524,18 @@ def test_findings_text_mentions_t_tests():
 
 def test_compare_findings():
     good, flipped = _good_and_flipped()
-    both = A.compare_findings(good, flipped)
+    both = stats.compare_findings(good, flipped)
     assert len(both) == len(good) and both["measure"].tolist() == good["measure"].tolist()
     assert {"estimate (default kernels)", "ci_low (avx2-capped)", "verdict (avx2-capped)", "agree"} <= set(both)
     agree = both.set_index("measure")["agree"]
     assert not agree["median dMAE A2E - A2M2E"] and agree["median dMAE A2E - aA2E"]
     assert agree.sum() == 3
-    assert A.compare_findings(good, good, labels=("x", "y"))["agree"].all()
-    partial = A.compare_findings(good, flipped.iloc[2:], labels=("one", "two"))
+    assert stats.compare_findings(good, good, labels=("x", "y"))["agree"].all()
+    partial = stats.compare_findings(good, flipped.iloc[2:], labels=("one", "two"))
     assert len(partial) == len(good) and not partial["agree"].iloc[:2].any()
     assert partial["verdict (two)"].iloc[:2].isna().all()
     with pytest.raises(MerError, match="labels"):
-        A.compare_findings(good, flipped, labels=("same", "same"))
+        stats.compare_findings(good, flipped, labels=("same", "same"))
 
 
 def test_seeds_for_power_formula_and_edge_cases():
@@ -564,7 +543,7 @@ def test_seeds_for_power_formula_and_edge_cases():
                                                                 ("A2M2E", [0.4, 0.5, 0.45, 0.55]))
             for i, v in enumerate(vals)]
     pm = pd.DataFrame(rows)
-    out = A.seeds_for_power(pm, [("A2E", "A2M2E")])
+    out = stats.seeds_for_power(pm, [("A2E", "A2M2E")])
     d = 0.65 - 0.475
     var = (np.var([0.5, 0.7, 0.6, 0.8], ddof=1) + np.var([0.4, 0.5, 0.45, 0.55], ddof=1)) / 2
     z = 1.959964 + 0.841621
@@ -572,8 +551,8 @@ def test_seeds_for_power_formula_and_edge_cases():
     assert out.loc[0, "seeds_needed"] == np.ceil(2 * z ** 2 * var / d ** 2)
     # a smaller difference needs more seeds; one model per system cannot say
     closer = pm.assign(dmae=np.where(pm["system"] == "A2E", pm["dmae"] - 0.1, pm["dmae"]))
-    assert A.seeds_for_power(closer, [("A2E", "A2M2E")]).loc[0, "seeds_needed"] > out.loc[0, "seeds_needed"]
+    assert stats.seeds_for_power(closer, [("A2E", "A2M2E")]).loc[0, "seeds_needed"] > out.loc[0, "seeds_needed"]
     single = pm.groupby("system").head(1)
-    assert np.isnan(A.seeds_for_power(single, [("A2E", "A2M2E")]).loc[0, "seeds_needed"])
+    assert np.isnan(stats.seeds_for_power(single, [("A2E", "A2M2E")]).loc[0, "seeds_needed"])
     with pytest.raises(MerError):
-        A.seeds_for_power(pm, [("A2E", "A2M2E")], power=1.5)
+        stats.seeds_for_power(pm, [("A2E", "A2M2E")], power=1.5)

@@ -5,8 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mer_lib.attack_logs import (parse_array, read_attack_log, read_published_runs, to_published_format,
-                                 tidy_columns, write_attack_log)
+from mer_lib.attacks.logs import (
+    parse_array,
+    read_attack_log,
+    read_published_runs,
+    tidy_columns,
+    to_published_format,
+    write_attack_log,
+)
 from mer_lib.errors import MerError
 
 

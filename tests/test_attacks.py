@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from mer_lib import attacks
-from mer_lib.attack_logs import read_attack_log, tidy_columns, write_attack_log
-from mer_lib.attacks import (AttackConfig, attack_table, bounded_attack, bottleneck_columns, paper_attack,
-                             pearson_rows, run_attack, spectral_snr_db)
-from mer_lib.constants import EMOTIONS, SYSTEMS
+from mer_lib.attacks import engine
+from mer_lib.attacks.engine import attack_table, bounded_attack, paper_attack, pearson_rows, run_attack, spectral_snr_db
+from mer_lib.attacks.logs import bottleneck_columns, read_attack_log, tidy_columns, write_attack_log
+from mer_lib.config import EMOTIONS, SYSTEMS, AttackConfig
 from mer_lib.errors import MerError
-from mer_lib.models import Backbone, ModelOutput, build_model
+from mer_lib.models.nets import Backbone, ModelOutput, build_model
 
 T, F = 40, 32
 
@@ -290,7 +289,7 @@ def test_db_reference_of_a_zero_perturbation_is_mean_db_plus_100():
     import librosa
 
     x = torch.randn(1, 1, 20, 12)
-    value = attacks.db_reference(x, torch.zeros_like(x))[0]
+    value = engine.db_reference(x, torch.zeros_like(x))[0]
     ax = librosa.feature.inverse.mel_to_stft(x[0, 0].numpy(), sr=22050)
     assert value == pytest.approx(float(np.mean(librosa.amplitude_to_db(ax))) + 100.0, abs=1e-4)
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mer_lib.constants import EMOTIONS, MIDLEVEL
-from mer_lib.data import find_audio, load_soundtracks, read_midlevel, read_ratings
+from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.data.loader import load_soundtracks, read_midlevel, read_ratings
 from mer_lib.errors import MerError
 
 IDS = [1, 2, 3, 5, 12]
@@ -119,15 +119,6 @@ def test_readers_return_raw_values(data_dir: Path) -> None:
     mid = read_midlevel(data_dir / "metadata_annotations")
     assert list(mid.index) == IDS and list(mid.columns) == list(MIDLEVEL)
     assert mid.loc[3, "minorness"] == pytest.approx(feature(3, 6))
-
-
-def test_find_audio(data_dir: Path) -> None:
-    assert find_audio(data_dir / "Set1", 12) == data_dir / "Set1" / "012.flac"
-    with pytest.raises(MerError, match="004"):
-        find_audio(data_dir / "Set1", 4)
-    (data_dir / "Set1" / "001.mp3").write_bytes(b"")
-    with pytest.raises(MerError, match="001.mp3, 001.wav"):
-        find_audio(data_dir / "Set1", 1)
 
 
 def test_explicit_paths_and_unrated_audio(data_dir: Path, tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fakes import fake_prepared
-from mer_lib import jobs, results
+
+from mer_lib import jobs
+from mer_lib.config import TrainConfig, get_profile
 from mer_lib.errors import MerError
-from mer_lib.profiles import TrainConfig, get_profile
+from mer_lib.models import stage as model_stage
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -52,9 +53,9 @@ def test_pool_training_is_bit_identical_to_in_process(tmp_path):
     prepared = fake_prepared(tmp_path)
     profile = dataclasses.replace(get_profile("smoke"), train=TrainConfig(
         width=0.0625, max_epochs=2, patience=2, lr=1e-3, batch_size=4, seeds=(3, 4), val_drop_last=False))
-    serial = results.train_systems(prepared, ["A2E"], profile, tmp_path / "a", device="cpu", progress=False,
+    serial = model_stage.train_systems(prepared, ["A2E"], profile, tmp_path / "a", device="cpu", progress=False,
                                    workers=0)
-    pooled = results.train_systems(prepared, ["A2E"], profile, tmp_path / "b", device="cpu", progress=False,
+    pooled = model_stage.train_systems(prepared, ["A2E"], profile, tmp_path / "b", device="cpu", progress=False,
                                    workers=2)
     assert list(serial) == list(pooled) == [("A2E", 3), ("A2E", 4)]
     for key in serial:
@@ -62,19 +63,19 @@ def test_pool_training_is_bit_identical_to_in_process(tmp_path):
         assert (serial[key] / "model.pt").read_bytes() == (pooled[key] / "model.pt").read_bytes()
         assert (serial[key] / "metrics.json").read_text() == (pooled[key] / "metrics.json").read_text()
     # finished models are reused: nothing is submitted again
-    again = results.train_systems(prepared, ["A2E"], profile, tmp_path / "b", device="cpu", progress=False,
+    again = model_stage.train_systems(prepared, ["A2E"], profile, tmp_path / "b", device="cpu", progress=False,
                                   workers=2)
     assert again == pooled
 
 
 def test_pool_attacks_are_bit_identical_to_in_process(tmp_path):
-    from mer_lib.adversarial import attack_many
-    from mer_lib.attacks import AttackConfig
+    from mer_lib.attacks.stage import attack_many
+    from mer_lib.config import AttackConfig
 
     prepared = fake_prepared(tmp_path)
     profile = dataclasses.replace(get_profile("smoke"), train=TrainConfig(
         width=0.0625, max_epochs=1, patience=1, lr=1e-3, batch_size=4, seeds=(3,), val_drop_last=False))
-    models = results.train_systems(prepared, ["A2M2E"], profile, tmp_path / "m", device="cpu", progress=False,
+    models = model_stage.train_systems(prepared, ["A2M2E"], profile, tmp_path / "m", device="cpu", progress=False,
                                    workers=0)
     config = AttackConfig(lr=0.05, max_iters=4, bounded_steps=3)
     settings = [("paper", None), ("bounded", 0.1)]

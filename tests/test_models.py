@@ -7,10 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from mer_lib.constants import SYSTEMS
+from mer_lib.config import SYSTEMS
 from mer_lib.errors import MerError
-from mer_lib.models import (MERModel, build_model, conv_shapes, count_parameters, forward_macs,
-                            scaled_channels, system_spec)
+from mer_lib.models.nets import (
+    MERModel,
+    build_model,
+    conv_shapes,
+    count_parameters,
+    forward_macs,
+    scaled_channels,
+    system_spec,
+)
 
 # protocol §5, written out independently of mer_lib.models: (c_in, c_out, kernel) of every conv.
 PAPER_CONVS = [(1, 64, 5), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),

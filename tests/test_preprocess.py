@@ -10,12 +10,11 @@ import pytest
 import soundfile as sf
 
 from mer_lib import artifacts
+from mer_lib.config import FeatureConfig
+from mer_lib.data.cache import cache_spectrograms, cut_excerpt, excerpt_offsets, prepare_cache, standardisation_stats
+from mer_lib.data.frontend import spectrogram_from_file
+from mer_lib.data.split import split_numbers
 from mer_lib.errors import MerError
-from mer_lib.features import spectrogram_from_file
-from mer_lib.preprocess import (cache_spectrograms, cut_excerpt, excerpt_offsets, prepare_cache,
-                                standardisation_stats)
-from mer_lib.profiles import FeatureConfig
-from mer_lib.split import split_numbers
 
 FEAT = FeatureConfig(excerpt_frames=40)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mer_lib.data.split import split_indices, split_lengths, split_numbers
 from mer_lib.errors import MerError
-from mer_lib.split import split_indices, split_lengths, split_numbers
 
 
 def _published_test_ids(log_csv) -> set[int]:

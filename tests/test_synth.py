@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mer_lib import synth
-from mer_lib.constants import EMOTIONS, MIDLEVEL
+from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.data.synth import model as synth_model
+from mer_lib.data.synth import render, score, writer
 from mer_lib.errors import MerError
 
 SR = 22050
 TINY = dict(n_excerpts=5, duration_s=2.0, seed=7, sample_rate=SR, progress=False)
-BASE = {c: 0.5 for c in synth.CONTROLS}
+BASE = {c: 0.5 for c in synth_model.CONTROLS}
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -39,7 +40,7 @@ def mtimes(root: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A moderately sized dataset (80 short excerpts)."""
-    return synth.generate_soundtracks(tmp_path_factory.mktemp("synth") / "data", n_excerpts=80,
+    return writer.generate_soundtracks(tmp_path_factory.mktemp("synth") / "data", n_excerpts=80,
                                       duration_s=1.5, seed=11, progress=False)
 
 
@@ -89,7 +90,7 @@ def test_audio_and_ground_truth_files(dataset: Path) -> None:
     wavs = sorted((dataset / "Set1").iterdir())
     assert [p.name for p in wavs] == [f"{k:03d}.wav" for k in range(1, 81)]
     controls = pd.read_csv(dataset / "synthetic" / "controls.csv", index_col="number")
-    assert list(controls.columns) == [*synth.CONTROLS, "duration_s", "render_seed"]
+    assert list(controls.columns) == [*synth_model.CONTROLS, "duration_s", "render_seed"]
     for k in (1, 40, 80):
         info = sf.info(wavs[k - 1])
         assert (info.samplerate, info.channels, info.subtype, info.format) == (SR, 1, "PCM_16", "WAV")
@@ -97,7 +98,7 @@ def test_audio_and_ground_truth_files(dataset: Path) -> None:
     assert controls["duration_s"].between(1.35, 1.65).all() and controls["duration_s"].nunique() > 40
     # the ground truth reproduces the audio
     row = controls.loc[7]
-    audio = synth.render_excerpt(row[list(synth.CONTROLS)].to_dict(), float(row["duration_s"]), SR,
+    audio = render.render_excerpt(row[list(synth_model.CONTROLS)].to_dict(), float(row["duration_s"]), SR,
                                  int(row["render_seed"]))
     written, _ = sf.read(wavs[6], dtype="float32")
     assert np.max(np.abs(written - audio)) < 1.0 / 32767 + 1e-6
@@ -109,77 +110,77 @@ def test_audio_and_ground_truth_files(dataset: Path) -> None:
 
 
 def test_loads_through_project_loader(dataset: Path) -> None:
-    from mer_lib.data import load_soundtracks
+    from mer_lib.data.loader import load_soundtracks
 
     df = load_soundtracks(dataset)
     assert list(df.index) == list(range(1, 81))
     ratings = pd.read_csv(dataset / "mean_ratings_set1.csv", index_col="number")
     np.testing.assert_allclose(df[list(EMOTIONS)].to_numpy(), ratings[list(EMOTIONS)].to_numpy() / 10)
-    mid, _ = synth.make_annotations(synth.sample_controls(80, 11), 11)
+    mid, _ = synth_model.make_annotations(synth_model.sample_controls(80, 11), 11)
     np.testing.assert_allclose(df[list(MIDLEVEL)].to_numpy(), mid.to_numpy() / 10, atol=1e-9)
     assert all(Path(p).exists() for p in df["audio_path"])
 
 
 # --------------------------------------------------------------------------- determinism, rerun
 def test_same_seed_byte_identical_other_seed_differs(tmp_path: Path) -> None:
-    a = all_files(synth.generate_soundtracks(tmp_path / "a", **TINY))
-    b = all_files(synth.generate_soundtracks(tmp_path / "b", **TINY, workers=1))  # a: 2 threads
+    a = all_files(writer.generate_soundtracks(tmp_path / "a", **TINY))
+    b = all_files(writer.generate_soundtracks(tmp_path / "b", **TINY, workers=1))  # a: 2 threads
     assert a.keys() == b.keys() and len(a) == 5 + 5
     assert all(a[k] == b[k] for k in a)
-    c = all_files(synth.generate_soundtracks(tmp_path / "c", **{**TINY, "seed": 8}))
+    c = all_files(writer.generate_soundtracks(tmp_path / "c", **{**TINY, "seed": 8}))
     assert all(a[f"Set1/{k:03d}.wav"] != c[f"Set1/{k:03d}.wav"] for k in range(1, 6))
     # excerpts are independent: the first 3 of a set of 5 equal a set of 3
-    d = all_files(synth.generate_soundtracks(tmp_path / "d", **{**TINY, "n_excerpts": 3}))
+    d = all_files(writer.generate_soundtracks(tmp_path / "d", **{**TINY, "n_excerpts": 3}))
     assert all(d[f"Set1/{k:03d}.wav"] == a[f"Set1/{k:03d}.wav"] for k in range(1, 4))
 
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(MerError, match="workers must be a positive integer"):
-        synth.generate_soundtracks(tmp_path / "w", **TINY, workers=0)
+        writer.generate_soundtracks(tmp_path / "w", **TINY, workers=0)
 
 
 def test_rerun_skips_and_config_change_is_refused(tmp_path: Path) -> None:
-    out = synth.generate_soundtracks(tmp_path / "d", **TINY)
+    out = writer.generate_soundtracks(tmp_path / "d", **TINY)
     before = mtimes(out)
     time.sleep(0.01)
-    assert synth.generate_soundtracks(out, **TINY) == out
+    assert writer.generate_soundtracks(out, **TINY) == out
     assert mtimes(out) == before  # nothing rewritten
 
     with pytest.raises(MerError, match=r"(?s)another configuration.*n_excerpts: 5 -> 4.*overwrite=True") as err:
-        synth.generate_soundtracks(out, **{**TINY, "n_excerpts": 4})
+        writer.generate_soundtracks(out, **{**TINY, "n_excerpts": 4})
     assert str(out) in str(err.value)
     with pytest.raises(MerError, match="duration_s: 2.0 -> 2.5"):
-        synth.generate_soundtracks(out, **{**TINY, "duration_s": 2.5})
+        writer.generate_soundtracks(out, **{**TINY, "duration_s": 2.5})
     assert mtimes(out) == before
 
     changed = {**TINY, "n_excerpts": 4, "seed": 9}
-    synth.generate_soundtracks(out, **changed, overwrite=True)
+    writer.generate_soundtracks(out, **changed, overwrite=True)
     record = json.loads((out / "synthetic" / "generator.json").read_text())
     assert (record["config"]["n_excerpts"], record["config"]["seed"]) == (4, 9)
-    assert all_files(out) == all_files(synth.generate_soundtracks(tmp_path / "clean", **changed))
+    assert all_files(out) == all_files(writer.generate_soundtracks(tmp_path / "clean", **changed))
 
 
 def test_deleted_files_are_regenerated_identically(tmp_path: Path) -> None:
-    out = synth.generate_soundtracks(tmp_path / "d", **TINY)
+    out = writer.generate_soundtracks(tmp_path / "d", **TINY)
     original = all_files(out)
     (out / "Set1" / "003.wav").unlink()
     (out / "metadata_annotations" / "annotations.csv").unlink()
-    synth.generate_soundtracks(out, **TINY)
+    writer.generate_soundtracks(out, **TINY)
     assert all_files(out) == original
 
 
 def test_regenerated_file_is_checked_against_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    out = synth.generate_soundtracks(tmp_path / "d", **TINY)
+    out = writer.generate_soundtracks(tmp_path / "d", **TINY)
     (out / "Set1" / "002.wav").unlink()
-    real = synth.render_excerpt
-    monkeypatch.setattr(synth, "render_excerpt", lambda *a, **k: real(*a, **k) * np.float32(0.5))
+    real = render.render_excerpt
+    monkeypatch.setattr(writer, "render_excerpt", lambda *a, **k: real(*a, **k) * np.float32(0.5))
     with pytest.raises(MerError, match=r"002\.wav: the regenerated audio differs from its checksum"):
-        synth.generate_soundtracks(out, **TINY)
+        writer.generate_soundtracks(out, **TINY)
 
 
 def test_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = synth._render_file
+    real = writer._render_file
 
     def failing(*args, **kwargs):
         if len(calls) == 3:
@@ -187,16 +188,16 @@ def test_interrupted_run_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "_render_file", failing)
+    monkeypatch.setattr(writer, "_render_file", failing)
     with pytest.raises(KeyboardInterrupt):
-        synth.generate_soundtracks(tmp_path / "d", **TINY)
+        writer.generate_soundtracks(tmp_path / "d", **TINY)
     monkeypatch.undo()
     assert (tmp_path / "d" / "synthetic" / "generator.partial.json").exists()
     assert not (tmp_path / "d" / "synthetic" / "generator.json").exists()
     with pytest.raises(MerError, match="another configuration"):
-        synth.generate_soundtracks(tmp_path / "d", **{**TINY, "seed": 1})
-    done = synth.generate_soundtracks(tmp_path / "d", **TINY)
-    clean = synth.generate_soundtracks(tmp_path / "clean", **TINY)
+        writer.generate_soundtracks(tmp_path / "d", **{**TINY, "seed": 1})
+    done = writer.generate_soundtracks(tmp_path / "d", **TINY)
+    clean = writer.generate_soundtracks(tmp_path / "clean", **TINY)
     assert all_files(done) == all_files(clean)
 
 
@@ -205,7 +206,7 @@ def test_foreign_dataset_is_never_touched(tmp_path: Path) -> None:
     (tmp_path / "real" / "mean_ratings_set1.csv").write_text("number,valence\n")
     for overwrite in (False, True):
         with pytest.raises(MerError, match="not written by mer_lib.synth"):
-            synth.generate_soundtracks(tmp_path / "real", **TINY, overwrite=overwrite)
+            writer.generate_soundtracks(tmp_path / "real", **TINY, overwrite=overwrite)
     assert (tmp_path / "real" / "mean_ratings_set1.csv").read_text() == "number,valence\n"
 
 
@@ -215,59 +216,59 @@ def test_foreign_dataset_is_never_touched(tmp_path: Path) -> None:
 ])
 def test_bad_parameters(tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(MerError, match=match):
-        synth.generate_soundtracks(tmp_path / "x", **{**TINY, **kwargs})
+        writer.generate_soundtracks(tmp_path / "x", **{**TINY, **kwargs})
 
 
 def test_render_validates_controls() -> None:
     with pytest.raises(MerError, match="missing.*tempo"):
-        synth.render_excerpt({c: 0.5 for c in synth.CONTROLS if c != "tempo"}, 2.0)
+        render.render_excerpt({c: 0.5 for c in synth_model.CONTROLS if c != "tempo"}, 2.0)
     with pytest.raises(MerError, match="'dissonance'.*\\[0, 1\\]"):
-        synth.render_excerpt({**BASE, "dissonance": 1.5}, 2.0)
+        render.render_excerpt({**BASE, "dissonance": 1.5}, 2.0)
     with pytest.raises(MerError, match="duration_s"):
-        synth.render_excerpt(BASE, -1.0)
+        render.render_excerpt(BASE, -1.0)
 
 
 # --------------------------------------------------------------------------- controls and labels
 def test_sample_controls() -> None:
-    c = synth.sample_controls(400, 3)
-    assert list(c.columns) == list(synth.CONTROLS) and c.index.name == "number"
+    c = synth_model.sample_controls(400, 3)
+    assert list(c.columns) == list(synth_model.CONTROLS) and c.index.name == "number"
     assert list(c.index) == list(range(1, 401))
     assert c.to_numpy().min() > 0 and c.to_numpy().max() < 1
-    pd.testing.assert_frame_equal(synth.sample_controls(10, 3), c.iloc[:10])
+    pd.testing.assert_frame_equal(synth_model.sample_controls(10, 3), c.iloc[:10])
     r = c.corr()
     assert r.loc["melodiousness", "dissonance"] < -0.5 and r.loc["melodiousness", "tonal_stability"] > 0.5
-    expected = synth.control_correlation()
+    expected = synth_model.control_correlation()
     assert np.abs(r.to_numpy() - expected.to_numpy()).max() < 0.2
 
 
 def test_label_statistics_match_real_data() -> None:
-    controls = synth.sample_controls(4000, 5)
-    mid, emo = synth.make_annotations(controls, 5)
+    controls = synth_model.sample_controls(4000, 5)
+    mid, emo = synth_model.make_annotations(controls, 5)
     assert mid.to_numpy().min() >= 1 and mid.to_numpy().max() <= 10
     for e in ("valence", "energy", "tension"):
         assert 3.9 <= emo[e].mean() <= 4.4 and 1.4 <= emo[e].std() <= 1.8, e
-    floor = (emo[list(synth.DISCRETE_EMOTIONS)] == 1.0).mean()
+    floor = (emo[list(synth_model.DISCRETE_EMOTIONS)] == 1.0).mean()
     assert floor.between(0.42, 0.58).all(), floor
-    table = synth.correlation_table(mid, emo)
+    table = synth_model.correlation_table(mid, emo)
     assert (table["difference"].abs() < 0.1).all(), table
 
 
 def test_default_dataset_correlations_near_real() -> None:
-    mid, emo = synth.make_annotations(synth.sample_controls(360, 2025), 2025)
-    table = synth.correlation_table(mid, emo)
+    mid, emo = synth_model.make_annotations(synth_model.sample_controls(360, 2025), 2025)
+    table = synth_model.correlation_table(mid, emo)
     assert (table["difference"].abs() < 0.15).all(), table
 
 
 def test_nuisance_explains_a_minority_share() -> None:
-    controls = synth.sample_controls(6000, 1)
-    _, emo = synth.make_annotations(controls, 1)
+    controls = synth_model.sample_controls(6000, 1)
+    _, emo = synth_model.make_annotations(controls, 1)
 
     def r2(x: np.ndarray, y: np.ndarray) -> float:
         x = np.column_stack([np.ones(len(x)), x])
         residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
         return 1 - residual.var() / y.var()
 
-    mid, nuis = controls[list(MIDLEVEL)].to_numpy(), controls[list(synth.NUISANCE)].to_numpy()
+    mid, nuis = controls[list(MIDLEVEL)].to_numpy(), controls[list(synth_model.NUISANCE)].to_numpy()
     gains = {e: r2(np.hstack([mid, nuis]), emo[e].to_numpy()) - r2(mid, emo[e].to_numpy()) for e in EMOTIONS}
     for e in ("valence", "energy", "anger", "happy", "tender"):
         assert 0.03 < gains[e] < 0.3, gains
@@ -275,20 +276,20 @@ def test_nuisance_explains_a_minority_share() -> None:
 
 
 def test_make_annotations_rejects_bad_controls() -> None:
-    c = synth.sample_controls(3, 0)
+    c = synth_model.sample_controls(3, 0)
     with pytest.raises(MerError, match="missing column.*tempo"):
-        synth.make_annotations(c.drop(columns="tempo"), 0)
+        synth_model.make_annotations(c.drop(columns="tempo"), 0)
     with pytest.raises(MerError, match=r"\[0, 1\]"):
-        synth.make_annotations(c.assign(tempo=2.0), 0)
+        synth_model.make_annotations(c.assign(tempo=2.0), 0)
 
 
 # --------------------------------------------------------------------------- the audio
 def test_render_excerpt_properties() -> None:
-    y = synth.render_excerpt(BASE, 3.0, SR, 1)
+    y = render.render_excerpt(BASE, 3.0, SR, 1)
     assert y.dtype == np.float32 and y.shape == (3 * SR,)
     assert 0.5 < np.abs(y).max() <= 0.7 + 1e-6
-    assert np.array_equal(y, synth.render_excerpt(BASE, 3.0, SR, 1))
-    assert not np.array_equal(y, synth.render_excerpt(BASE, 3.0, SR, 2))
+    assert np.array_equal(y, render.render_excerpt(BASE, 3.0, SR, 1))
+    assert not np.array_equal(y, render.render_excerpt(BASE, 3.0, SR, 2))
     frames = librosa.feature.rms(y=y, frame_length=2048, hop_length=2048)[0]
     assert frames.min() > 1e-3  # no silent stretch
     quantised = np.round(y * 32767)
@@ -299,8 +300,8 @@ def test_melody_is_stepwise_when_melodious() -> None:
     def intervals(m: float) -> tuple[float, int]:
         steps, count = [], 0
         for seed in range(5):
-            score = synth._compose({**BASE, "melodiousness": m}, 12.0, np.random.default_rng(seed))
-            pitches = score["melody"][2]
+            composed = score.compose({**BASE, "melodiousness": m}, 12.0, np.random.default_rng(seed))
+            pitches = composed["melody"][2]
             steps += list(np.abs(np.diff(pitches)))
             count += len(pitches)
         return float(np.median(steps)), count
@@ -406,8 +407,8 @@ AUDIBLE = {
 def test_control_changes_the_audio(control: str) -> None:
     descriptor, sign, margin = AUDIBLE[control]
     seeds = range(4)
-    low = np.array([descriptor(synth.render_excerpt({**BASE, control: 0.1}, 8.0, SR, s)) for s in seeds])
-    high = np.array([descriptor(synth.render_excerpt({**BASE, control: 0.9}, 8.0, SR, s)) for s in seeds])
+    low = np.array([descriptor(render.render_excerpt({**BASE, control: 0.1}, 8.0, SR, s)) for s in seeds])
+    high = np.array([descriptor(render.render_excerpt({**BASE, control: 0.9}, 8.0, SR, s)) for s in seeds])
     change = sign * (high.mean() - low.mean()) / np.abs(low.mean())
     assert change > margin, (control, low, high)
     assert np.mean(sign * (high - low) > 0) >= 0.75, (control, low, high)  # per seed, too

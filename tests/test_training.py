@@ -9,16 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fakes import fake_prepared, make_data
 from torch.nn import functional as F
 
-from fakes import FBINS, T, fake_prepared, make_data
-from mer_lib import artifacts, training
-from mer_lib.constants import EMOTIONS, MIDLEVEL
+from mer_lib import artifacts
+from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig, get_profile
 from mer_lib.errors import MerError
-from mer_lib.models import build_model, system_spec
-from mer_lib.profiles import TrainConfig, get_profile
-from mer_lib.training import (Cost, load_model_dir, load_trained, predict, system_loss, train_model, train_step,
-                              train_system, validation_count, validation_score)
+from mer_lib.models import stage as model_stage
+from mer_lib.models import train
+from mer_lib.models.nets import build_model, system_spec
+from mer_lib.models.stage import load_model_dir, load_trained, train_system
+from mer_lib.models.train import Cost, predict, system_loss, train_model, train_step, validation_count, validation_score
 
 CFG = TrainConfig(width=0.0625, max_epochs=3, patience=5, lr=1e-3, batch_size=4, seeds=(1,),
                   val_drop_last=False)
@@ -208,7 +209,7 @@ def test_budget_without_early_stop_and_cost_counters(data):
 def test_validation_quirk_drops_the_last_partial_batch(data):
     (x, y, m), (xv, yv, mv) = data
     scored = []
-    real = training.predict
+    real = train.predict
 
     def spy(model, xs, *args, **kwargs):
         scored.append(len(xs))
@@ -216,7 +217,7 @@ def test_validation_quirk_drops_the_last_partial_batch(data):
 
     cfg = dataclasses.replace(CFG, max_epochs=1, val_drop_last=True)
     mp = pytest.MonkeyPatch()
-    mp.setattr(training, "predict", spy)
+    mp.setattr(train, "predict", spy)
     try:
         train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False)
         train_model("A2E", x, y, None, xv, yv, None, dataclasses.replace(cfg, val_drop_last=False), seed=1,
@@ -348,7 +349,7 @@ def test_train_system_writes_artifacts_and_reuses_them(prepared, tmp_path, monke
 
     # second call: reused, not retrained
     stamp = (out / "model.pt").stat().st_mtime_ns
-    monkeypatch.setattr(training, "train_model", lambda *a, **k: pytest.fail("retrained"))
+    monkeypatch.setattr(model_stage, "train_model", lambda *a, **k: pytest.fail("retrained"))
     assert train_system(prepared, "A2M2E", 3, profile, run_dir, progress=False) == out
     assert (out / "model.pt").stat().st_mtime_ns == stamp
     # a different configuration gets its own folder; the seed list does not matter
@@ -359,8 +360,8 @@ def test_train_system_writes_artifacts_and_reuses_them(prepared, tmp_path, monke
 
 
 def model_dir_of(prepared, profile, system, seed, run_dir):
-    config = training.run_config(system, seed, profile.train, training.data_fingerprint(prepared))
-    return training.model_dir(run_dir, config)
+    config = model_stage.run_config(system, seed, profile.train, model_stage.data_fingerprint(prepared))
+    return model_stage.model_dir(run_dir, config)
 
 
 def test_train_system_interrupted_run_leaves_no_finished_artifact_and_resumes(prepared, tmp_path, monkeypatch):
@@ -368,14 +369,14 @@ def test_train_system_interrupted_run_leaves_no_finished_artifact_and_resumes(pr
     reference = train_system(prepared, "A2B2E", 3, profile, tmp_path / "ref", progress=False)
 
     run_dir = tmp_path / "run"
-    real = training._final_metrics
-    monkeypatch.setattr(training, "_final_metrics", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    real = model_stage._final_metrics
+    monkeypatch.setattr(model_stage, "_final_metrics", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         train_system(prepared, "A2B2E", 3, profile, run_dir, progress=False)
     out = model_dir_of(prepared, profile, "A2B2E", 3, run_dir)
     assert (out / "state.pt").exists() and not (out / "metrics.json").exists()
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
-    monkeypatch.setattr(training, "_final_metrics", real)
+    monkeypatch.setattr(model_stage, "_final_metrics", real)
     assert train_system(prepared, "A2B2E", 3, profile, run_dir, progress=False) == out
     assert not (out / "state.pt").exists()
     assert json.loads((out / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())

@@ -48,96 +48,11 @@ import pandas as pd
 import torch
 
 from mer_lib import artifacts
-from mer_lib.attack_logs import tidy_columns, write_attack_log
-from mer_lib.attacks import (ATTACK_VERSION, MODES, AttackConfig, _check_eps, attack_table,
-                             paper_adversarial_examples, run_attack)
-from mer_lib.constants import EMOTIONS
+from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, run_attack
+from mer_lib.attacks.logs import SUMMARY_FILE, read_attack_table, tidy_columns, write_attack_log
+from mer_lib.config import EMOTIONS, AttackConfig, check_eps
 from mer_lib.errors import MerError
-from mer_lib.models import MERModel
-
-SUMMARY_FILE = "summary.json"
-
-
-# --------------------------------------------------------------------------
-# Adversarial training
-# --------------------------------------------------------------------------
-class PaperAdversary:
-    """Adversarial-training step of aA2E / aA2B2E (see the module docstring).
-
-    Parameters
-    ----------
-    config : AttackConfig, optional
-        Supplies ``adv_train_lr``, ``adv_train_iters`` and ``adv_every`` (paper values by default).
-    channels_last : bool
-        Feed the model channels-last inputs during the attack (use the
-        training's ``TrainConfig.channels_last``).
-
-    Attributes
-    ----------
-    calls : int
-        Times the training loop called the step.
-    attacked_batches : int
-        Batches for which adversarial examples were produced.
-    epochs : list of int
-        The epoch of every attacked batch.
-    forward_passes, backward_passes : int
-        Example passes spent by the attacks (also added to the training cost).
-    """
-
-    def __init__(self, config: AttackConfig | None = None, channels_last: bool = False) -> None:
-        self.attack_config = config or AttackConfig()
-        self.lr = float(self.attack_config.adv_train_lr)
-        self.iters = int(self.attack_config.adv_train_iters)
-        self.every = int(self.attack_config.adv_every)
-        self.channels_last = bool(channels_last)
-        self.calls = 0
-        self.attacked_batches = 0
-        self.epochs: list[int] = []
-        self.forward_passes = 0
-        self.backward_passes = 0
-
-    @property
-    def config(self) -> dict:
-        """The settings that change the trained model; pass as ``adversarial_config`` (hashed)."""
-        return {"method": "paper", "attack_version": ATTACK_VERSION, "lr": self.lr, "max_iters": self.iters,
-                "every_n_epochs": self.every, "adversary_mode": "eval", "example": "x + best",
-                "loss": "emotion_mse"}
-
-    def active(self, epoch: int) -> bool:
-        """Whether ``epoch`` (numbered from 1) gets adversarial updates."""
-        return epoch % self.every == 0
-
-    def __call__(self, model: MERModel, x: torch.Tensor, y: torch.Tensor, epoch: int, cost) -> torch.Tensor | None:
-        self.calls += 1
-        if not self.active(epoch):
-            return None
-        x_adv, forward, backward = paper_adversarial_examples(model, x, y, self.lr, self.iters,
-                                                              channels_last=self.channels_last)
-        cost.add(forward=forward, backward=backward)
-        self.forward_passes += forward
-        self.backward_passes += backward
-        self.attacked_batches += 1
-        self.epochs.append(int(epoch))
-        return x_adv
-
-
-def adversarial_training(profile=None, channels_last: bool | None = None) -> tuple[PaperAdversary, dict]:
-    """``(step, adversarial_config)`` for :func:`mer_lib.training.train_system` from a profile.
-
-    Uses ``profile.attack`` (an :class:`AttackConfig`) if the profile has one,
-    else the paper values; ``channels_last`` defaults to the profile's
-    ``train.channels_last``.
-    """
-    config = AttackConfig()
-    if profile is not None:
-        from mer_lib.profiles import get_profile
-
-        profile = get_profile(profile)
-        config = getattr(profile, "attack", None) or config
-        if channels_last is None:
-            channels_last = profile.train.channels_last
-    step = PaperAdversary(config, channels_last=bool(channels_last))
-    return step, step.config
+from mer_lib.models.nets import MERModel
 
 
 # --------------------------------------------------------------------------
@@ -162,7 +77,7 @@ def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
     if mode == "paper":
         return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
                 "db_reference": config.db_reference, "zero_threshold_unsets": True}
-    eps = _check_eps(eps)
+    eps = check_eps(eps)
     out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
            "stop": config.bounded_stop, "db_reference": config.db_reference}
     if config.bounded_update == "sign":
@@ -177,11 +92,11 @@ def attack_tag(mode: str, eps: float | None = None) -> str:
     """``"paper"`` or ``"bounded-eps<eps>"`` (folder name of an attack setting)."""
     if mode not in MODES:
         raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
-    return "paper" if mode == "paper" else f"bounded-eps{_check_eps(eps):g}"
+    return "paper" if mode == "paper" else f"bounded-eps{check_eps(eps):g}"
 
 
 def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
-    from mer_lib.training import load_model_dir
+    from mer_lib.models.stage import load_model_dir
 
     if isinstance(model_or_dir, torch.nn.Module):
         system = getattr(model_or_dir, "system", None)
@@ -195,7 +110,7 @@ def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
 
 def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Attacked inputs, their numbers and labels, and the data part of an attack's hashed key."""
-    from mer_lib.training import split_arrays
+    from mer_lib.models.stage import split_arrays
 
     x, y, _ = split_arrays(prepared, split)
     numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
@@ -256,7 +171,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     Path
         The result folder (see the module docstring).
     """
-    from mer_lib.training import deterministic_mode, resolve_device
+    from mer_lib.models.train import deterministic_mode, resolve_device
 
     config = config or AttackConfig()
     tag = attack_tag(mode, eps)
@@ -312,23 +227,6 @@ def summarise(tidy: pd.DataFrame) -> dict:
             "iterations_mean": float(tidy["iterations"].mean()), "converged_share": float(tidy["converged"].mean()),
             "l2_median": med("l2"), "linf_median": med("linf"), "snr_db_median": med("snr_db"),
             "db_reference_median": med("db_reference")}
-
-
-def read_attack_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``attack.csv`` of a result folder (or the file itself) as a tidy table.
-
-    Raises
-    ------
-    MerError
-        If the folder holds no finished attack.
-    """
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if not (folder / SUMMARY_FILE).exists():
-        raise MerError(f"{folder} holds no finished attack ({SUMMARY_FILE} missing); run attack_model first")
-    table = pd.read_csv(folder / "attack.csv")
-    table["converged"] = table["converged"].astype(bool)
-    return table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,7 +370,7 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     pandas.DataFrame
         :func:`mer_lib.analysis.per_model_metrics` of every eps, stacked, with ``eps``.
     """
-    from mer_lib.analysis import per_model_metrics
+    from mer_lib.attacks.logs import per_model_metrics
 
     eps_values = config.eps_values if eps_values is None else tuple(eps_values)
     if not eps_values:

@@ -34,22 +34,8 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from mer_lib.constants import SAMPLE_RATE
+from mer_lib.config import FPS, FRAME_SIZE, SAMPLE_RATE
 from mer_lib.errors import MerError
-
-#: madmom's frame rate used by the reference (frames per second).
-FPS: float = 31.3
-#: Frame (and FFT) size in samples.
-FRAME_SIZE: int = 2048
-#: Number of bands of the reference filterbank (24 bands per octave, 20 Hz-16 kHz).
-NUM_BANDS: int = 149
-
-__all__ = [
-    "FPS", "FRAME_SIZE", "NUM_BANDS", "fft_bin_frequencies", "log_frequencies",
-    "frequencies_to_bins", "triangular_filterbank", "log_filterbank",
-    "num_frames", "frame_starts", "read_audio_int16", "madmom_normalize",
-    "log_filtered_spectrogram", "LogFilteredSpectrogram", "spectrogram_from_file",
-]
 
 
 # --------------------------------------------------------------------------

@@ -63,98 +63,47 @@ finding is called true on its point estimate alone.
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mer_lib import artifacts
-from mer_lib.attack_logs import tidy_columns
-from mer_lib.constants import EMOTIONS, SYSTEMS
+from mer_lib.analysis.tables import format_mean_std
+from mer_lib.attacks.logs import (
+    MODEL_KEYS,
+    abs_errors,
+    check_prediction_kind,
+    check_unique_excerpts,
+    per_model_metrics,
+    prediction_columns,
+    require_columns,
+    sort_models,
+    system_order,
+)
 from mer_lib.errors import MerError
-from mer_lib.metrics import pearson_per_column
 
-__all__ = [
-    "MODEL_KEYS", "DEFAULT_PAIRS", "system_order", "pearson_per_column", "average_pearson",
-    "per_emotion_pearson", "per_model_metrics", "table1", "dmae_summary", "per_excerpt_mae",
-    "bootstrap_ci", "cohens_d_paired", "paired_ttests", "VERDICTS", "verdict", "system_contrasts", "seeds_for_power",
-    "paper_findings", "findings_summary_line", "findings_text", "compare_findings", "perturbation_stats",
-    "table_to_markdown", "table_to_latex", "save_table",
-]
-
-#: Columns identifying one attacked model.
-MODEL_KEYS: tuple[str, str] = ("system", "seed")
 #: The comparisons of the paper's t-tests (protocol §7).
 DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (("A2E", "A2M2E"), ("A2B2E", "A2M2E"))
-_PREDICTION_KINDS = ("orig", "new")
-
-
-# --------------------------------------------------------------------------- helpers
-def _require(logs: pd.DataFrame, columns: Iterable[str], what: str = "attack logs") -> None:
-    if not isinstance(logs, pd.DataFrame):
-        raise MerError(f"{what}: expected a pandas DataFrame, got {type(logs).__name__}")
-    missing = [c for c in columns if c not in logs.columns]
-    if missing:
-        raise MerError(f"{what}: missing columns {missing}; found {list(logs.columns)}")
-    if logs.empty:
-        raise MerError(f"{what}: the table is empty")
-
-
-def _check_kind(which: str) -> None:
-    if which not in _PREDICTION_KINDS:
-        raise MerError(f"which={which!r}: expected 'orig' (clean predictions) or 'new' (after the attack)")
-
-
-def _check_unique_excerpts(logs: pd.DataFrame) -> None:
-    dup = logs.duplicated(subset=[*MODEL_KEYS, "number"], keep=False)
-    if dup.any():
-        first = logs.loc[dup, [*MODEL_KEYS, "number"]].iloc[0].to_dict()
-        raise MerError(f"attack logs: {int(dup.sum())} rows repeat a (system, seed, number) key, e.g. {first}; "
-                       "each model must list every excerpt once (were two logs of the same run concatenated?)")
-
-
-def _log_columns(which: str) -> list[str]:
-    return [*MODEL_KEYS, "number", *tidy_columns("true"), *tidy_columns(which)]
-
-
-def system_order(systems: Iterable[str]) -> list[str]:
-    """Sort system names: the paper's order (:data:`SYSTEMS`) first, then any others alphabetically.
-
-    Parameters
-    ----------
-    systems : iterable of str
-        System names, possibly repeated.
-
-    Returns
-    -------
-    list of str
-        The distinct names, ordered.
-    """
-    present = set(systems)
-    known = [s for s in SYSTEMS if s in present]
-    return known + sorted(present - set(SYSTEMS))
-
-
-def _sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:
-    rank = {s: i for i, s in enumerate(system_order(df[by_system]))}
-    keys = [by_system] + [c for c in ("seed", "number") if c in df.columns]
-    return (df.assign(_rank=df[by_system].map(rank))
-              .sort_values(["_rank", *keys[1:]], kind="stable")
-              .drop(columns="_rank").reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- uncertainty helpers
 #: The possible verdicts of a finding (see :func:`verdict`).
 VERDICTS: tuple[str, str, str, str] = ("holds", "contradicted", "inconclusive", "undecided")
+
+
 _UNIT_MODELS = "models (seeds)"
+
+
 _UNIT_PAIRS = "excerpt pairs (pooled over seeds)"
+
+
 _STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
+
+
 _NAN = float("nan")
 
 
@@ -266,7 +215,7 @@ class _SystemBootstrap:
         self.n: dict[str, int] = {}
         self.point: dict[str, float] = {}
         self.boot: dict[str, np.ndarray] = {}
-        ordered = _sort_models(pm[[*MODEL_KEYS, quantity]])
+        ordered = sort_models(pm[[*MODEL_KEYS, quantity]])
         for system in system_order(ordered["system"]):
             values = ordered.loc[ordered["system"] == system, quantity].to_numpy(np.float64)
             values = values[~np.isnan(values)]
@@ -287,123 +236,14 @@ class _SystemBootstrap:
         return self.boot.get(system, np.full(self.n_boot, _NAN))
 
 
-# --------------------------------------------------------------------------- correlation
-def average_pearson(true: np.ndarray, pred: np.ndarray) -> float:
-    """Average over columns of the per-column Pearson r, ignoring undefined columns.
-
-    Parameters
-    ----------
-    true, pred : array_like, shape (n, k)
-
-    Returns
-    -------
-    float
-        Mean of the defined per-column r values (see :func:`pearson_per_column`);
-        NaN if none is defined.
-    """
-    r = pearson_per_column(true, pred)
-    return float(np.mean(r[~np.isnan(r)])) if (~np.isnan(r)).any() else float("nan")
-
-
-def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame:
-    """Pearson r per model and emotion.
-
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs (see the module docstring).
-    which : {"orig", "new"}
-        Clean predictions or predictions after the attack.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``system``, ``seed`` and one column per emotion (NaN where the
-        emotion's r is undefined), one row per model.
-    """
-    _check_kind(which)
-    _require(logs, _log_columns(which))
-    _check_unique_excerpts(logs)
-    rows = []
-    for (system, seed), g in logs.groupby(list(MODEL_KEYS), sort=False):
-        r = pearson_per_column(g[tidy_columns("true")].to_numpy(), g[tidy_columns(which)].to_numpy())
-        rows.append({"system": system, "seed": seed, **dict(zip(EMOTIONS, r))})
-    return _sort_models(pd.DataFrame(rows))
-
-
-# --------------------------------------------------------------------------- per model
-def _abs_errors(logs: pd.DataFrame, which: str) -> np.ndarray:
-    return np.abs(logs[tidy_columns(which)].to_numpy(np.float64) - logs[tidy_columns("true")].to_numpy(np.float64))
-
-
-def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
-    """Clean and adversarial performance of every model (system, seed).
-
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs with ``system``, ``seed``, ``number``, ``true_*``,
-        ``orig_*`` and ``new_*`` columns.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per model, systems in the paper's order, then by seed:
-
-        ``n_excerpts``
-            test excerpts of the model.
-        ``clean_r``, ``adv_r``
-            average Pearson r over the emotions (r per emotion across the
-            excerpts, then averaged; undefined emotions left out) of the clean
-            predictions and of the predictions after the attack.
-        ``clean_r_emotions``, ``adv_r_emotions``
-            how many emotions entered each average (8 unless some r is undefined).
-        ``clean_mae``, ``adv_mae``
-            mean over excerpts and emotions of ``|orig - true|`` and ``|new - true|``.
-        ``dmae``
-            ``adv_mae - clean_mae`` (the paper's robustness measure; larger is
-            less robust).
-
-    Raises
-    ------
-    MerError
-        On missing columns or a repeated (system, seed, number).
-    """
-    _require(logs, [*MODEL_KEYS, "number", *tidy_columns("true"), *tidy_columns("orig"), *tidy_columns("new")])
-    _check_unique_excerpts(logs)
-    rows = []
-    for (system, seed), g in logs.groupby(list(MODEL_KEYS), sort=False):
-        true = g[tidy_columns("true")].to_numpy(np.float64)
-        row = {"system": system, "seed": seed, "n_excerpts": len(g)}
-        for kind, name in (("orig", "clean"), ("new", "adv")):
-            pred = g[tidy_columns(kind)].to_numpy(np.float64)
-            r = pearson_per_column(true, pred)
-            row[f"{name}_r"] = float(np.mean(r[~np.isnan(r)])) if (~np.isnan(r)).any() else float("nan")
-            row[f"{name}_r_emotions"] = int((~np.isnan(r)).sum())
-            row[f"{name}_mae"] = float(np.mean(np.abs(pred - true)))
-        row["dmae"] = row["adv_mae"] - row["clean_mae"]
-        rows.append(row)
-    cols = ["system", "seed", "n_excerpts", "clean_r", "clean_mae", "adv_r", "adv_mae", "dmae",
-            "clean_r_emotions", "adv_r_emotions"]
-    return _sort_models(pd.DataFrame(rows)[cols])
-
-
 def _as_per_model(data: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:
     """Accept either attack logs or the output of :func:`per_model_metrics`."""
     if isinstance(data, pd.DataFrame) and set(needed) <= set(data.columns) and "number" not in data.columns:
-        _require(data, [*MODEL_KEYS, *needed], "per-model table")
+        require_columns(data, [*MODEL_KEYS, *needed], "per-model table")
         if data.duplicated(subset=list(MODEL_KEYS)).any():
             raise MerError("per-model table: a (system, seed) pair appears more than once")
         return data
     return per_model_metrics(data)
-
-
-def _format_mean_std(mean: float, std: float, decimals: int) -> str:
-    if np.isnan(mean):
-        return "n/a"
-    if np.isnan(std):
-        return f"{mean:.{decimals}f} ± n/a"
-    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: int = 0,
@@ -453,8 +293,8 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
         rows.append({"system": system, "n_seeds": int(g["seed"].nunique()),
                      "r_mean": r_mean, "r_std": r_std, "r_ci_low": r_lo, "r_ci_high": r_hi,
                      "mae_mean": m_mean, "mae_std": m_std, "mae_ci_low": m_lo, "mae_ci_high": m_hi,
-                     "r (mean ± std)": _format_mean_std(r_mean, r_std, decimals),
-                     "MAE (mean ± std)": _format_mean_std(m_mean, m_std, decimals),
+                     "r (mean ± std)": format_mean_std(r_mean, r_std, decimals),
+                     "MAE (mean ± std)": format_mean_std(m_mean, m_std, decimals),
                      f"r (mean, {ci})": _format_estimate_ci(r_mean, r_lo, r_hi, decimals),
                      f"MAE (mean, {ci})": _format_estimate_ci(m_mean, m_lo, m_hi, decimals)})
     return pd.DataFrame(rows)
@@ -522,12 +362,12 @@ def per_excerpt_mae(logs: pd.DataFrame, which: str = "new") -> pd.DataFrame:
         Columns ``system``, ``seed``, ``number``, ``mae``; one row per excerpt,
         sorted by system (paper order), seed and number.
     """
-    _check_kind(which)
-    _require(logs, _log_columns(which))
-    _check_unique_excerpts(logs)
+    check_prediction_kind(which)
+    require_columns(logs, prediction_columns(which))
+    check_unique_excerpts(logs)
     out = logs[[*MODEL_KEYS, "number"]].copy()
-    out["mae"] = _abs_errors(logs, which).mean(axis=1)
-    return _sort_models(out)
+    out["mae"] = abs_errors(logs, which).mean(axis=1)
+    return sort_models(out)
 
 
 def bootstrap_ci(values: np.ndarray, stat: Callable[..., float] = np.mean, n_boot: int = 10_000,
@@ -943,7 +783,7 @@ def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, a
             rows.append(_finding_row(finding, measure, _UNIT_MODELS, estimate, lo, hi,
                                      verdict(lo, hi, direction, estimate), _NAN, level))
     if tests is not None:
-        _require(tests, ["a", "b", "mean_diff", "p", "ci_low", "ci_high"], "t-test table")
+        require_columns(tests, ["a", "b", "mean_diff", "p", "ci_low", "ci_high"], "t-test table")
         for rec in tests.to_dict("records"):
             if rec["b"] != "A2M2E" or rec["a"] not in ("A2E", "A2B2E"):
                 continue
@@ -956,7 +796,7 @@ def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, a
 
 # --------------------------------------------------------------------------- findings as text
 def _verdict_counts(findings: pd.DataFrame, what: str) -> dict[str, int]:
-    _require(findings, ["verdict"], what)
+    require_columns(findings, ["verdict"], what)
     unknown = sorted(set(findings["verdict"]) - set(VERDICTS))
     if unknown:
         raise MerError(f"{what}: unknown verdicts {unknown}; expected one of {list(VERDICTS)} "
@@ -1021,7 +861,7 @@ def findings_text(findings: pd.DataFrame, label: str = "this run", decimals: int
     MerError
         If a needed column is missing or a verdict is unknown.
     """
-    _require(findings, ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "findings_text")
+    require_columns(findings, ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "findings_text")
     counts = _verdict_counts(findings, "findings_text")
     levels = findings["level"].dropna().unique() if "level" in findings.columns else []
     ci = _ci_label(levels[0]) if len(levels) == 1 else "CI"
@@ -1090,7 +930,7 @@ def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
     keep = ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"]
     parts = []
     for df, name in zip((a, b), labels):
-        _require(df, keep, f"compare_findings ({name})")
+        require_columns(df, keep, f"compare_findings ({name})")
         if df["measure"].duplicated().any():
             raise MerError(f"compare_findings ({name}): a measure appears more than once")
         parts.append(df[keep].rename(columns={c: f"{c} ({name})" for c in keep[2:]}))
@@ -1129,7 +969,7 @@ def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> p
         not a true SNR), ``converged_share`` and, if available, ``snr_db_median``.
     """
     by = list(by)
-    _require(logs, [*by, "iterations", "norm", "db_reference", "converged"])
+    require_columns(logs, [*by, "iterations", "norm", "db_reference", "converged"])
     has_snr = "snr_db" in logs.columns
     rows = []
     for key, g in logs.groupby(by, sort=False):
@@ -1146,125 +986,4 @@ def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> p
             row["snr_db_median"] = float(g["snr_db"].median())
         rows.append(row)
     out = pd.DataFrame(rows)
-    return _sort_models(out) if "system" in by else out.sort_values(by, kind="stable").reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- table output
-def _cell(value, decimals: int) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(bool(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        if np.isnan(v):
-            return "n/a"
-        return f"{v:.{decimals}f}"
-    return str(value)
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
-def _with_index(df: pd.DataFrame, index: bool) -> pd.DataFrame:
-    return df.reset_index() if index else df
-
-
-def table_to_markdown(df: pd.DataFrame, decimals: int = 3, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table (no dependency on ``tabulate``).
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-    decimals : int
-        Decimals of float cells; NaN is written as ``n/a``.
-    index : bool
-        Include the index as the first column(s).
-
-    Returns
-    -------
-    str
-        Header, alignment row (numbers right-aligned) and one line per row,
-        ending with a newline. ``|`` inside cells is escaped.
-    """
-    df = _with_index(df, index)
-    header = [str(c).replace("|", "\\|") for c in df.columns]
-    body = [[_cell(v, decimals).replace("|", "\\|") for v in row] for row in df.itertuples(index=False)]
-    align = ["---:" if _is_numeric(df[c]) else ":---" for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def _latex_escape(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-    return out.replace("±", r"$\pm$")
-
-
-def table_to_latex(df: pd.DataFrame, decimals: int = 3, index: bool = False, caption: str | None = None,
-                   label: str | None = None) -> str:
-    """A booktabs LaTeX ``tabular`` (wrapped in a ``table`` when a caption or label is given).
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-    decimals : int
-        Decimals of float cells; NaN is written as ``n/a``.
-    index : bool
-        Include the index as the first column(s).
-    caption, label : str, optional
-        Caption text (escaped) and ``\\label`` key.
-
-    Returns
-    -------
-    str
-        LaTeX source needing ``\\usepackage{booktabs}``; special characters are
-        escaped and ``±`` becomes ``$\\pm$``.
-    """
-    df = _with_index(df, index)
-    spec = "".join("r" if _is_numeric(df[c]) else "l" for c in df.columns)
-    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(_latex_escape(_cell(v, decimals)) for v in row) + r" \\"
-              for row in df.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if caption is not None or label is not None:
-        inner = [r"\begin{table}[t]", r"\centering"]
-        if caption is not None:
-            inner.append(rf"\caption{{{_latex_escape(caption)}}}")
-        if label is not None:
-            inner.append(rf"\label{{{label}}}")
-        lines = inner + lines + [r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def save_table(df: pd.DataFrame, stem: str | os.PathLike, decimals: int = 3, index: bool = False,
-               caption: str | None = None, label: str | None = None) -> dict[str, Path]:
-    """Write a table as ``<stem>.csv`` (full precision), ``<stem>.md`` and ``<stem>.tex``, atomically.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-    stem : path-like
-        Destination without suffix, e.g. ``runs/quick/tables/table1``; parent
-        folders are created.
-    decimals, index, caption, label
-        Passed to :func:`table_to_markdown` / :func:`table_to_latex`.
-
-    Returns
-    -------
-    dict
-        ``{"csv": path, "md": path, "tex": path}``.
-    """
-    stem = Path(stem)
-    paths = {ext: stem.with_name(stem.name + f".{ext}") for ext in ("csv", "md", "tex")}
-    artifacts.write_text(paths["csv"], df.to_csv(index=index))
-    artifacts.write_text(paths["md"], table_to_markdown(df, decimals=decimals, index=index))
-    artifacts.write_text(paths["tex"], table_to_latex(df, decimals=decimals, index=index,
-                                                      caption=caption, label=label))
-    return paths
+    return sort_models(out) if "system" in by else out.sort_values(by, kind="stable").reset_index(drop=True)

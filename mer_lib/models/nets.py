@@ -48,7 +48,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mer_lib.constants import EMOTIONS, MIDLEVEL, SYSTEMS
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEMS
 from mer_lib.errors import MerError
 
 #: Backbone layers at width 1.0: ``(kind, out_channels, kernel, stride)``;

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from mer_lib.constants import EMOTIONS, MIDLEVEL, TARGET_SCALE
+from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
 
 
 def target_summary(table: pd.DataFrame) -> pd.DataFrame:

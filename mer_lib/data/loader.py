@@ -76,32 +76,25 @@ from typing import Iterable, Sequence
 import pandas as pd
 import soundfile as sf
 
-from mer_lib.constants import EMOTION_RANGE, EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE, TARGET_SCALE
+from mer_lib.config import EMOTION_RANGE, EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE, TARGET_SCALE
+from mer_lib.data.layout import (
+    ANNOTATIONS_FILE,
+    ANNOTATIONS_SUBDIR,
+    AUDIO_EXTENSIONS,
+    AUDIO_SUBDIR,
+    METADATA_FILE,
+    RATINGS_FILE,
+    SOUNDTRACKS_SOURCE,
+    audio_stem,
+)
 from mer_lib.errors import MerError
 
-__all__ = [
-    "AUDIO_EXTENSIONS",
-    "find_audio",
-    "load_soundtracks",
-    "read_midlevel",
-    "read_ratings",
-]
-
-#: Audio file extensions recognised in ``Set1`` (matched case-insensitively).
-AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".wav", ".flac")
-
-#: Default names inside ``data_dir``.
-AUDIO_SUBDIR = "Set1"
-RATINGS_FILE = "mean_ratings_set1.csv"
-ANNOTATIONS_SUBDIR = "metadata_annotations"
-METADATA_FILE = "metadata.csv"
-ANNOTATIONS_FILE = "annotations.csv"
-
-#: Value of the metadata ``Source`` column that marks the Soundtracks excerpts.
-SOUNDTRACKS_SOURCE = "soundtracks"
-
 _MAX_LISTED = 10
+
+
 _INT_RE = re.compile(r"^\+?(\d+)(?:\.0*)?$")
+
+
 _UNNAMED_RE = re.compile(r"^unnamed:_?\d+$")
 
 
@@ -440,10 +433,6 @@ def _audio_files(audio_dir: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _stem(number: int) -> str:
-    return f"{number:03d}"
-
-
 def _as_number(number: object) -> int:
     if isinstance(number, bool):
         raise MerError(f"audio number must be an integer, got {number!r}")
@@ -451,42 +440,6 @@ def _as_number(number: object) -> int:
         return operator.index(number)  # type: ignore[arg-type]
     except TypeError:
         raise MerError(f"audio number must be an integer, got {number!r}") from None
-
-
-def find_audio(audio_dir: str | os.PathLike, number: int) -> Path:
-    """Return the audio file of one Soundtracks excerpt.
-
-    Parameters
-    ----------
-    audio_dir : path-like
-        The ``Set1`` folder.
-    number : int
-        Set-1 number; the file must be named ``f"{number:03d}"`` with one of
-        the extensions ``.mp3``, ``.wav`` or ``.flac`` (any case).
-
-    Returns
-    -------
-    pathlib.Path
-        Absolute path of the file.
-
-    Raises
-    ------
-    MerError
-        If the folder is missing, no such file exists, or several files with
-        different extensions exist for the same number.
-    """
-    audio_dir = Path(audio_dir)
-    number = _as_number(number)
-    candidates = _audio_files(audio_dir).get(_stem(number), [])
-    if not candidates:
-        raise MerError(
-            f"{audio_dir}: no audio file for Soundtracks number {number} (expected "
-            f"{_stem(number)}.mp3, {_stem(number)}.wav or {_stem(number)}.flac)")
-    if len(candidates) > 1:
-        raise MerError(
-            f"{audio_dir}: several audio files for Soundtracks number {number}: "
-            f"{', '.join(p.name for p in candidates)} (keep exactly one)")
-    return _abspath(candidates[0])
 
 
 def _audio_problem(path: Path) -> str | None:
@@ -575,23 +528,23 @@ def load_soundtracks(
 
     numbers = [int(n) for n in ratings.index]
     files = _audio_files(audio_path)
-    missing = [n for n in numbers if _stem(n) not in files]
+    missing = [n for n in numbers if audio_stem(n) not in files]
     if missing:
         msg = (f"{audio_path}: no audio file for {len(missing)} rated Soundtracks "
-               f"number(s): {_listing(_stem(n) for n in missing)} (expected NNN.mp3, "
+               f"number(s): {_listing(audio_stem(n) for n in missing)} (expected NNN.mp3, "
                f"NNN.wav or NNN.flac)")
         unpadded = [files[str(n)][0].name for n in missing if str(n) in files]
         if unpadded:
             msg += (f"; found files without zero padding ({_listing(unpadded, 3)}): "
                     f"rename them to three digits, e.g. 001.mp3")
         raise MerError(msg)
-    several = [n for n in numbers if len(files[_stem(n)]) > 1]
+    several = [n for n in numbers if len(files[audio_stem(n)]) > 1]
     if several:
-        described = [" and ".join(p.name for p in files[_stem(n)]) for n in several]
+        described = [" and ".join(p.name for p in files[audio_stem(n)]) for n in several]
         raise MerError(
             f"{audio_path}: several audio files for the same Soundtracks number: "
             f"{_listing(described)} (keep exactly one per number)")
-    paths = [_abspath(files[_stem(n)][0]) for n in numbers]
+    paths = [_abspath(files[audio_stem(n)][0]) for n in numbers]
 
     if check_audio:
         bad = [(p, why) for p in paths if (why := _audio_problem(p)) is not None]
@@ -600,7 +553,7 @@ def load_soundtracks(
                 f"{len(bad)} unreadable audio file(s) (soundfile cannot open them): "
                 + _listing(f"{p} ({why})" for p, why in bad))
 
-    rated = {_stem(n) for n in numbers}
+    rated = {audio_stem(n) for n in numbers}
     unrated = sorted(str(_abspath(p)) for stem, group in files.items() if stem not in rated
                      for p in group)
 

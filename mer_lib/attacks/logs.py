@@ -27,27 +27,43 @@ from __future__ import annotations
 import ast
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mer_lib import artifacts
-from mer_lib.constants import EMOTIONS
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEMS
 from mer_lib.errors import MerError
+from mer_lib.metrics import pearson_per_column
 
 LOG_COLUMNS: tuple[str, ...] = ("file", "epoch", "db", "norm", "converged", "true-label",
                                 "orig-pred", "new-pred", "adv-target")
+
+
 #: Array columns of the published format -> prefix of their tidy columns.
 ARRAY_PREFIXES: dict[str, str] = {"true-label": "true", "orig-pred": "orig", "new-pred": "new"}
+
+
 SCALAR_COLUMNS: dict[str, str] = {"epoch": "iterations", "db": "db_reference", "norm": "norm",
                                   "converged": "converged", "adv-target": "adv_target"}
+
+
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
 
 
 def tidy_columns(prefix: str) -> list[str]:
     """``[prefix_valence, ..., prefix_tender]``."""
     return [f"{prefix}_{e}" for e in EMOTIONS]
+
+
+# --------------------------------------------------------------------------
+# Tidy tables
+# --------------------------------------------------------------------------
+def bottleneck_columns(prefix: str) -> list[str]:
+    """``[<prefix>_bottleneck_melodiousness, ...]`` (7 columns)."""
+    return [f"{prefix}_bottleneck_{f}" for f in MIDLEVEL]
 
 
 def parse_array(text: str, where: str = "") -> np.ndarray:
@@ -178,3 +194,167 @@ def read_published_runs(folder: str | os.PathLike, runs_csv: str | os.PathLike |
         log.insert(0, "system", rec["system"])
         parts.append(log)
     return pd.concat(parts, ignore_index=True)
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def read_attack_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``attack.csv`` of a result folder (or the file itself) as a tidy table.
+
+    Raises
+    ------
+    MerError
+        If the folder holds no finished attack.
+    """
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / SUMMARY_FILE).exists():
+        raise MerError(f"{folder} holds no finished attack ({SUMMARY_FILE} missing); run attack_model first")
+    table = pd.read_csv(folder / "attack.csv")
+    table["converged"] = table["converged"].astype(bool)
+    return table
+
+
+#: Columns identifying one attacked model.
+MODEL_KEYS: tuple[str, str] = ("system", "seed")
+
+
+_PREDICTION_KINDS = ("orig", "new")
+
+
+# --------------------------------------------------------------------------- helpers
+def require_columns(logs: pd.DataFrame, columns: Iterable[str], what: str = "attack logs") -> None:
+    if not isinstance(logs, pd.DataFrame):
+        raise MerError(f"{what}: expected a pandas DataFrame, got {type(logs).__name__}")
+    missing = [c for c in columns if c not in logs.columns]
+    if missing:
+        raise MerError(f"{what}: missing columns {missing}; found {list(logs.columns)}")
+    if logs.empty:
+        raise MerError(f"{what}: the table is empty")
+
+
+def check_prediction_kind(which: str) -> None:
+    if which not in _PREDICTION_KINDS:
+        raise MerError(f"which={which!r}: expected 'orig' (clean predictions) or 'new' (after the attack)")
+
+
+def check_unique_excerpts(logs: pd.DataFrame) -> None:
+    dup = logs.duplicated(subset=[*MODEL_KEYS, "number"], keep=False)
+    if dup.any():
+        first = logs.loc[dup, [*MODEL_KEYS, "number"]].iloc[0].to_dict()
+        raise MerError(f"attack logs: {int(dup.sum())} rows repeat a (system, seed, number) key, e.g. {first}; "
+                       "each model must list every excerpt once (were two logs of the same run concatenated?)")
+
+
+def prediction_columns(which: str) -> list[str]:
+    return [*MODEL_KEYS, "number", *tidy_columns("true"), *tidy_columns(which)]
+
+
+def system_order(systems: Iterable[str]) -> list[str]:
+    """Sort system names: the paper's order (:data:`SYSTEMS`) first, then any others alphabetically.
+
+    Parameters
+    ----------
+    systems : iterable of str
+        System names, possibly repeated.
+
+    Returns
+    -------
+    list of str
+        The distinct names, ordered.
+    """
+    present = set(systems)
+    known = [s for s in SYSTEMS if s in present]
+    return known + sorted(present - set(SYSTEMS))
+
+
+def sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:
+    rank = {s: i for i, s in enumerate(system_order(df[by_system]))}
+    keys = [by_system] + [c for c in ("seed", "number") if c in df.columns]
+    return (df.assign(_rank=df[by_system].map(rank))
+              .sort_values(["_rank", *keys[1:]], kind="stable")
+              .drop(columns="_rank").reset_index(drop=True))
+
+
+def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame:
+    """Pearson r per model and emotion.
+
+    Parameters
+    ----------
+    logs : pandas.DataFrame
+        Tidy attack logs (see the module docstring).
+    which : {"orig", "new"}
+        Clean predictions or predictions after the attack.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``system``, ``seed`` and one column per emotion (NaN where the
+        emotion's r is undefined), one row per model.
+    """
+    check_prediction_kind(which)
+    require_columns(logs, prediction_columns(which))
+    check_unique_excerpts(logs)
+    rows = []
+    for (system, seed), g in logs.groupby(list(MODEL_KEYS), sort=False):
+        r = pearson_per_column(g[tidy_columns("true")].to_numpy(), g[tidy_columns(which)].to_numpy())
+        rows.append({"system": system, "seed": seed, **dict(zip(EMOTIONS, r))})
+    return sort_models(pd.DataFrame(rows))
+
+
+# --------------------------------------------------------------------------- per model
+def abs_errors(logs: pd.DataFrame, which: str) -> np.ndarray:
+    return np.abs(logs[tidy_columns(which)].to_numpy(np.float64) - logs[tidy_columns("true")].to_numpy(np.float64))
+
+
+def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
+    """Clean and adversarial performance of every model (system, seed).
+
+    Parameters
+    ----------
+    logs : pandas.DataFrame
+        Tidy attack logs with ``system``, ``seed``, ``number``, ``true_*``,
+        ``orig_*`` and ``new_*`` columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, systems in the paper's order, then by seed:
+
+        ``n_excerpts``
+            test excerpts of the model.
+        ``clean_r``, ``adv_r``
+            average Pearson r over the emotions (r per emotion across the
+            excerpts, then averaged; undefined emotions left out) of the clean
+            predictions and of the predictions after the attack.
+        ``clean_r_emotions``, ``adv_r_emotions``
+            how many emotions entered each average (8 unless some r is undefined).
+        ``clean_mae``, ``adv_mae``
+            mean over excerpts and emotions of ``|orig - true|`` and ``|new - true|``.
+        ``dmae``
+            ``adv_mae - clean_mae`` (the paper's robustness measure; larger is
+            less robust).
+
+    Raises
+    ------
+    MerError
+        On missing columns or a repeated (system, seed, number).
+    """
+    require_columns(logs, [*MODEL_KEYS, "number", *tidy_columns("true"), *tidy_columns("orig"), *tidy_columns("new")])
+    check_unique_excerpts(logs)
+    rows = []
+    for (system, seed), g in logs.groupby(list(MODEL_KEYS), sort=False):
+        true = g[tidy_columns("true")].to_numpy(np.float64)
+        row = {"system": system, "seed": seed, "n_excerpts": len(g)}
+        for kind, name in (("orig", "clean"), ("new", "adv")):
+            pred = g[tidy_columns(kind)].to_numpy(np.float64)
+            r = pearson_per_column(true, pred)
+            row[f"{name}_r"] = float(np.mean(r[~np.isnan(r)])) if (~np.isnan(r)).any() else float("nan")
+            row[f"{name}_r_emotions"] = int((~np.isnan(r)).sum())
+            row[f"{name}_mae"] = float(np.mean(np.abs(pred - true)))
+        row["dmae"] = row["adv_mae"] - row["clean_mae"]
+        rows.append(row)
+    cols = ["system", "seed", "n_excerpts", "clean_r", "clean_mae", "adv_r", "adv_mae", "dmae",
+            "clean_r_emotions", "adv_r_emotions"]
+    return sort_models(pd.DataFrame(rows)[cols])

@@ -1,4 +1,7 @@
-"""Run profiles: every value that differs between the paper and the scaled-down runs.
+"""Configuration of the whole study: names, fixed facts, run profiles and every ``*Config``.
+
+This is the root of the library: every other module may import it, it imports
+nothing of the library but :mod:`mer_lib.errors`.
 
 One set of notebooks runs at three sizes (protocol §8), chosen by the papermill
 parameter ``profile``:
@@ -18,12 +21,137 @@ the notebooks (``profile.as_table()``) and in every artifact's configuration.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from mer_lib.attacks import AttackConfig
 from mer_lib.errors import MerError
+
+#: The 8 emotion ratings of the Soundtracks dataset, in the published logs' order.
+EMOTIONS: tuple[str, ...] = (
+    "valence", "energy", "tension", "anger", "fear", "happy", "sad", "tender",
+)
+
+
+#: The 7 mid-level perceptual features (Aljanaki & Soleymani 2018), in file order.
+MIDLEVEL: tuple[str, ...] = (
+    "melodiousness", "articulation", "rhythm_complexity", "rhythm_stability",
+    "dissonance", "tonal_stability", "minorness",
+)
+
+
+#: Valid range of the raw (undivided) ratings.
+EMOTION_RANGE: tuple[float, float] = (1.0, 9.0)
+
+
+MIDLEVEL_RANGE: tuple[float, float] = (1.0, 10.0)
+
+
+#: Targets are divided by this factor before training (protocol §2.1).
+TARGET_SCALE: float = 10.0
+
+
+#: Audio sample rate of the whole pipeline.
+SAMPLE_RATE: int = 22050
+
+
+#: Systems of the study, in the order of the paper's Figure 3.
+SYSTEMS: tuple[str, ...] = ("A2E", "aA2E", "A2B2E", "aA2B2E", "A2M2E")
+
+
+#: madmom's frame rate used by the reference (frames per second).
+FPS: float = 31.3
+
+
+#: Frame (and FFT) size in samples.
+FRAME_SIZE: int = 2048
+
+
+#: Number of bands of the reference filterbank (24 bands per octave, 20 Hz-16 kHz).
+NUM_BANDS: int = 149
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Attack and adversarial-training settings (paper values by default).
+
+    Attributes
+    ----------
+    lr : float
+        Adam learning rate of the paper-mode test-set attack (reference: 0.002).
+    max_iters : int
+        Paper-mode iteration budget of the test-set attack (reference: 1000).
+    adv_train_iters : int
+        Paper-mode iterations of the adversary inside adversarial training (reference: 50).
+    adv_train_lr : float
+        Adam learning rate of that adversary (reference: 0.002). With few
+        iterations the paper's rate leaves ``best`` at zero (the threshold is
+        not crossed again), so scaled-down profiles scale it up.
+    adv_every : int
+        Adversarial updates happen in epochs that are multiples of this (reference: 5).
+    eps_values : tuple of float
+        L-infinity radii of the bounded-mode sweep (normalised-spectrogram units).
+    bounded_steps : int
+        Iteration budget of bounded mode.
+    bounded_update : str
+        ``"sign"`` (PGD: ``delta += step_size * sign(grad)``) or ``"adam"``
+        (the paper's signed Adam step with learning rate ``lr``).
+    bounded_step_size : float or None
+        Step of the ``"sign"`` update; ``None`` = ``2.5 * eps / bounded_steps``.
+    bounded_stop : str
+        ``"fixed"`` (run every step, return the final iterate) or
+        ``"correlation"`` (the paper's stopping rule, return the best iterate).
+    batch_size : int
+        Excerpts attacked together by the engine (memory vs speed only; results
+        do not depend on it beyond float rounding).
+    db_reference : bool
+        Also compute the reference's pseudo-SNR (slow: ~10 s per excerpt).
+    channels_last : bool
+        Feed the model channels-last inputs (as in training).
+    """
+
+    lr: float = 0.002
+    max_iters: int = 1000
+    adv_train_iters: int = 50
+    adv_train_lr: float = 0.002
+    adv_every: int = 5
+    eps_values: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    bounded_steps: int = 100
+    bounded_update: str = "sign"
+    bounded_step_size: float | None = None
+    bounded_stop: str = "fixed"
+    batch_size: int = 36
+    db_reference: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "adv_train_iters", "adv_every", "bounded_steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise MerError(f"AttackConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "adv_train_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise MerError(f"AttackConfig.{name} must be a positive number, got {value!r}")
+        check_choice("bounded_update", self.bounded_update, ("sign", "adam"))
+        check_choice("bounded_stop", self.bounded_stop, ("fixed", "correlation"))
+        for eps in self.eps_values:
+            check_eps(eps)
+        if self.bounded_step_size is not None and not (self.bounded_step_size > 0):
+            raise MerError(f"AttackConfig.bounded_step_size must be positive or None, got {self.bounded_step_size!r}")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise MerError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_eps(eps) -> float:
+    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+        raise MerError(f"eps must be a positive number, got {eps!r}")
+    return float(eps)
 
 
 @dataclass(frozen=True)
@@ -196,6 +324,7 @@ PROFILES: dict[str, Profile] = {
                             eps_values=(0.1,), bounded_steps=3),
     ),
 }
+
 
 DEFAULT_PROFILE = "quick"
 

@@ -24,17 +24,60 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
-from mer_lib import analysis, artifacts
-from mer_lib.constants import EMOTIONS
+from mer_lib import artifacts
+from mer_lib.attacks import logs as attack_logs
+from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
 from mer_lib.errors import MerError
 
-__all__ = ["SYSTEM_COLORS", "system_colors", "axis_break_limits", "figure3_dmae", "figure4_true_vs_pred",
-           "clean_performance_figure", "robustness_curves", "save_figure"]
+
+def use_style() -> None:
+    """The project's plotting style (call once per notebook)."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 150, "figure.autolayout": False})
+
+
+def plot_spectrogram(spec: np.ndarray, ax=None, fps: float = 31.3, title: str | None = None,
+                     cmap: str = "magma", **imshow_kw):
+    """Show a ``(frames, bands)`` spectrogram with time (s) on x and band index on y."""
+    ax = ax or plt.gca()
+    extent = (0.0, spec.shape[0] / fps, 0, spec.shape[1])
+    im = ax.imshow(spec.T, origin="lower", aspect="auto", extent=extent, cmap=cmap, **imshow_kw)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("band (24 per octave)")
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def plot_target_distributions(table: pd.DataFrame):
+    """Histograms of the 7 mid-level and the 8 emotion targets on their rating scales."""
+    long = (table[list(MIDLEVEL) + list(EMOTIONS)] * TARGET_SCALE).melt(var_name="target", value_name="rating")
+    long["kind"] = np.where(long["target"].isin(MIDLEVEL), "mid-level (1-10)", "emotion (1-9)")
+    g = sns.displot(long, x="rating", col="target", col_wrap=5, hue="kind", bins=20, height=1.9,
+                    aspect=1.3, facet_kws={"sharey": False}, legend=True)
+    g.set_titles("{col_name}")
+    return g
+
+
+def plot_correlation_pair(corr: pd.DataFrame, reference: pd.DataFrame, left_title: str,
+                          right_title: str = "real data (values quoted in protocol §2.2)"):
+    """Two emotion x feature heatmaps side by side, on the same colour scale."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
+    for ax, mat, title in ((axes[0], corr, left_title), (axes[1], reference, right_title)):
+        sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=True, fmt=".2f",
+                    cbar=ax is axes[1], annot_kws={"size": 8})
+        ax.set_title(title)
+        ax.tick_params(axis="x", rotation=35)
+    fig.tight_layout()
+    return fig
+
 
 #: One colour per system, from seaborn's "colorblind" palette (Okabe-Ito-like):
 #: blue / light blue for A2E / aA2E, vermillion / orange for A2B2E / aA2B2E,
@@ -46,6 +89,8 @@ SYSTEM_COLORS: dict[str, str] = {
     "aA2B2E": "#de8f05",
     "A2M2E": "#029e73",
 }
+
+
 #: Colours handed out, in order, to systems not in :data:`SYSTEM_COLORS`.
 _SPARE_COLORS: tuple[str, ...] = ("#cc78bc", "#ca9161", "#949494", "#fbafe4", "#ece133")
 
@@ -65,7 +110,7 @@ def system_colors(systems: Iterable[str]) -> dict[str, str]:
     """
     out: dict[str, str] = {}
     spare = 0
-    for s in analysis.system_order(systems):
+    for s in attack_logs.system_order(systems):
         if s in SYSTEM_COLORS:
             out[s] = SYSTEM_COLORS[s]
         else:
@@ -87,11 +132,11 @@ def _per_model(data: pd.DataFrame, column: str) -> pd.DataFrame:
         if missing:
             raise MerError(f"per-model table: missing columns {missing}; found {list(data.columns)}")
         return data
-    return analysis.per_model_metrics(data)
+    return attack_logs.per_model_metrics(data)
 
 
 def _select_systems(available: Iterable[str], systems: Sequence[str] | None) -> list[str]:
-    present = analysis.system_order(available)
+    present = attack_logs.system_order(available)
     if systems is None:
         return present
     missing = [s for s in systems if s not in present]
@@ -293,7 +338,7 @@ def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = 21,
     absent = [s for s in systems if s not in set(sub["system"])]
     if absent:
         raise MerError(f"no attack logs for systems {absent} with seed {seed}; "
-                       f"systems with that seed: {analysis.system_order(sub['system'])}")
+                       f"systems with that seed: {attack_logs.system_order(sub['system'])}")
     colors = system_colors(systems)
     fig, axes = plt.subplots(len(emotions), len(systems), sharex=True, sharey="row", squeeze=False,
                              figsize=(panel_size * len(systems) + 0.6, panel_size * len(emotions) + 0.5))
@@ -386,7 +431,7 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
     missing = [c for c in ("system", "eps", "dmae") if c not in sweep.columns]
     if missing:
         raise MerError(f"robustness curves: missing columns {missing}; found {list(sweep.columns)}")
-    systems = analysis.system_order(sweep["system"])
+    systems = attack_logs.system_order(sweep["system"])
     fig, ax = plt.subplots(figsize=figsize)
     sns.lineplot(sweep, x="eps", y="dmae", hue="system", hue_order=systems, estimator="median",
                  errorbar=("pi", 100), marker="o", ax=ax, palette=system_colors(systems))

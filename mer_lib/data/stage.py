@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 
 from mer_lib import artifacts
-from mer_lib.data import load_soundtracks
+from mer_lib.config import Profile, get_profile
+from mer_lib.data.cache import PreparedData, prepare_cache
+from mer_lib.data.loader import load_soundtracks
+from mer_lib.data.split import split_numbers
 from mer_lib.errors import MerError
-from mer_lib.preprocess import PreparedData, prepare_cache
-from mer_lib.profiles import Profile, get_profile
-from mer_lib.split import split_numbers
 
 
 def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os.PathLike | None) -> Path:
@@ -58,7 +58,7 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
     run_dir = Path(run_dir).resolve()
     source_dir = dataset_dir(profile, run_dir, data_dir)
     if not data_dir:
-        from mer_lib.synth import generate_soundtracks
+        from mer_lib.data.synth.writer import generate_soundtracks
 
         generate_soundtracks(source_dir, n_excerpts=profile.data.n_excerpts,
                              duration_s=profile.data.duration_s, seed=profile.data.synth_seed,

@@ -31,9 +31,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from mer_lib import artifacts
+from mer_lib.config import FeatureConfig
+from mer_lib.data.frontend import LogFilteredSpectrogram, spectrogram_from_file
 from mer_lib.errors import MerError
-from mer_lib.features import LogFilteredSpectrogram, spectrogram_from_file
-from mer_lib.profiles import FeatureConfig
 
 FRONTEND_KEYS = ("sample_rate", "fps", "frame_size", "bands_per_octave", "fmin", "fmax", "fref")
 

@@ -76,99 +76,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mer_lib.attack_logs import tidy_columns
-from mer_lib.constants import EMOTIONS, MIDLEVEL
+from mer_lib.attacks.logs import bottleneck_columns, tidy_columns
+from mer_lib.config import EMOTIONS, SAMPLE_RATE, AttackConfig, check_choice, check_eps
 from mer_lib.errors import MerError
 
 #: Bumped whenever a code change alters attack results; part of every attack artifact's hash.
 ATTACK_VERSION: int = 1
+
+
 #: Adam defaults of ``torch.optim.Adam`` (the reference uses them).
 ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
+
+
 ADAM_EPS: float = 1e-8
-#: Sample rate the reference passes to librosa in its pseudo-SNR.
-REFERENCE_SR: int = 22050
+
+
 MODES: tuple[str, ...] = ("paper", "bounded")
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Attack and adversarial-training settings (paper values by default).
-
-    Attributes
-    ----------
-    lr : float
-        Adam learning rate of the paper-mode test-set attack (reference: 0.002).
-    max_iters : int
-        Paper-mode iteration budget of the test-set attack (reference: 1000).
-    adv_train_iters : int
-        Paper-mode iterations of the adversary inside adversarial training (reference: 50).
-    adv_train_lr : float
-        Adam learning rate of that adversary (reference: 0.002). With few
-        iterations the paper's rate leaves ``best`` at zero (the threshold is
-        not crossed again), so scaled-down profiles scale it up.
-    adv_every : int
-        Adversarial updates happen in epochs that are multiples of this (reference: 5).
-    eps_values : tuple of float
-        L-infinity radii of the bounded-mode sweep (normalised-spectrogram units).
-    bounded_steps : int
-        Iteration budget of bounded mode.
-    bounded_update : str
-        ``"sign"`` (PGD: ``delta += step_size * sign(grad)``) or ``"adam"``
-        (the paper's signed Adam step with learning rate ``lr``).
-    bounded_step_size : float or None
-        Step of the ``"sign"`` update; ``None`` = ``2.5 * eps / bounded_steps``.
-    bounded_stop : str
-        ``"fixed"`` (run every step, return the final iterate) or
-        ``"correlation"`` (the paper's stopping rule, return the best iterate).
-    batch_size : int
-        Excerpts attacked together by the engine (memory vs speed only; results
-        do not depend on it beyond float rounding).
-    db_reference : bool
-        Also compute the reference's pseudo-SNR (slow: ~10 s per excerpt).
-    channels_last : bool
-        Feed the model channels-last inputs (as in training).
-    """
-
-    lr: float = 0.002
-    max_iters: int = 1000
-    adv_train_iters: int = 50
-    adv_train_lr: float = 0.002
-    adv_every: int = 5
-    eps_values: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    bounded_steps: int = 100
-    bounded_update: str = "sign"
-    bounded_step_size: float | None = None
-    bounded_stop: str = "fixed"
-    batch_size: int = 36
-    db_reference: bool = False
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("max_iters", "adv_train_iters", "adv_every", "bounded_steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise MerError(f"AttackConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "adv_train_lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise MerError(f"AttackConfig.{name} must be a positive number, got {value!r}")
-        _check_choice("bounded_update", self.bounded_update, ("sign", "adam"))
-        _check_choice("bounded_stop", self.bounded_stop, ("fixed", "correlation"))
-        for eps in self.eps_values:
-            _check_eps(eps)
-        if self.bounded_step_size is not None and not (self.bounded_step_size > 0):
-            raise MerError(f"AttackConfig.bounded_step_size must be positive or None, got {self.bounded_step_size!r}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise MerError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _check_eps(eps) -> float:
-    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
-        raise MerError(f"eps must be a positive number, got {eps!r}")
-    return float(eps)
 
 
 @dataclass
@@ -318,7 +241,7 @@ def spectral_snr_db(x, delta, mean: float, std: float) -> np.ndarray:
         return 10.0 * np.log10(signal.numpy() / noise.numpy())
 
 
-def db_reference(x, delta, sr: int = REFERENCE_SR) -> np.ndarray:
+def db_reference(x, delta, sr: int = SAMPLE_RATE) -> np.ndarray:
     """The reference's pseudo-SNR ("db" of the published logs), per example.
 
     Our reading of protocol §6.1 (checked against the published values' range):
@@ -638,9 +561,9 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
         ``adv_emotions`` is the prediction of the returned example ``x + delta``;
         ``|delta| <= eps`` everywhere.
     """
-    eps = _check_eps(eps)
-    _check_choice("update", update, ("sign", "adam"))
-    _check_choice("stop", stop, ("fixed", "correlation"))
+    eps = check_eps(eps)
+    check_choice("update", update, ("sign", "adam"))
+    check_choice("stop", stop, ("fixed", "correlation"))
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise MerError(f"steps must be a positive integer, got {steps!r}")
     if update == "sign":
@@ -684,7 +607,7 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     from tqdm import tqdm
 
     config = config or AttackConfig()
-    _check_choice("mode", mode, MODES)
+    check_choice("mode", mode, MODES)
     if mode == "bounded" and eps is None:
         raise MerError("bounded mode needs eps")
     x = _as_tensor(x)
@@ -701,14 +624,6 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
             parts.append(bounded_attack(model, xb, yb, eps, config.bounded_steps, config.bounded_step_size,
                                         config.bounded_update, config.bounded_stop, config.lr, **common))
     return AttackResult.concat(parts)
-
-
-# --------------------------------------------------------------------------
-# Tidy tables
-# --------------------------------------------------------------------------
-def bottleneck_columns(prefix: str) -> list[str]:
-    """``[<prefix>_bottleneck_melodiousness, ...]`` (7 columns)."""
-    return [f"{prefix}_bottleneck_{f}" for f in MIDLEVEL]
 
 
 def attack_table(result: AttackResult, numbers, y_true) -> pd.DataFrame:

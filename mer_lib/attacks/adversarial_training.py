@@ -1,0 +1,114 @@
+"""Adversarial training (aA2E, aA2B2E): the paper's adversary inside the training loop, and the five-system stage.
+
+:class:`PaperAdversary` is the hook :func:`mer_lib.models.train.train_model`
+calls every batch (protocol §5); :func:`train_all` trains the study's five
+systems, the adversarial ones with the profile's adversary.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mer_lib.attacks.engine import ATTACK_VERSION, paper_adversarial_examples
+from mer_lib.config import AttackConfig, Profile, get_profile
+from mer_lib.models.nets import MERModel
+from mer_lib.models.stage import train_systems
+
+
+# --------------------------------------------------------------------------
+# Adversarial training
+# --------------------------------------------------------------------------
+class PaperAdversary:
+    """Adversarial-training step of aA2E / aA2B2E (see the module docstring).
+
+    Parameters
+    ----------
+    config : AttackConfig, optional
+        Supplies ``adv_train_lr``, ``adv_train_iters`` and ``adv_every`` (paper values by default).
+    channels_last : bool
+        Feed the model channels-last inputs during the attack (use the
+        training's ``TrainConfig.channels_last``).
+
+    Attributes
+    ----------
+    calls : int
+        Times the training loop called the step.
+    attacked_batches : int
+        Batches for which adversarial examples were produced.
+    epochs : list of int
+        The epoch of every attacked batch.
+    forward_passes, backward_passes : int
+        Example passes spent by the attacks (also added to the training cost).
+    """
+
+    def __init__(self, config: AttackConfig | None = None, channels_last: bool = False) -> None:
+        self.attack_config = config or AttackConfig()
+        self.lr = float(self.attack_config.adv_train_lr)
+        self.iters = int(self.attack_config.adv_train_iters)
+        self.every = int(self.attack_config.adv_every)
+        self.channels_last = bool(channels_last)
+        self.calls = 0
+        self.attacked_batches = 0
+        self.epochs: list[int] = []
+        self.forward_passes = 0
+        self.backward_passes = 0
+
+    @property
+    def config(self) -> dict:
+        """The settings that change the trained model; pass as ``adversarial_config`` (hashed)."""
+        return {"method": "paper", "attack_version": ATTACK_VERSION, "lr": self.lr, "max_iters": self.iters,
+                "every_n_epochs": self.every, "adversary_mode": "eval", "example": "x + best",
+                "loss": "emotion_mse"}
+
+    def active(self, epoch: int) -> bool:
+        """Whether ``epoch`` (numbered from 1) gets adversarial updates."""
+        return epoch % self.every == 0
+
+    def __call__(self, model: MERModel, x: torch.Tensor, y: torch.Tensor, epoch: int, cost) -> torch.Tensor | None:
+        self.calls += 1
+        if not self.active(epoch):
+            return None
+        x_adv, forward, backward = paper_adversarial_examples(model, x, y, self.lr, self.iters,
+                                                              channels_last=self.channels_last)
+        cost.add(forward=forward, backward=backward)
+        self.forward_passes += forward
+        self.backward_passes += backward
+        self.attacked_batches += 1
+        self.epochs.append(int(epoch))
+        return x_adv
+
+
+def adversarial_training(profile=None, channels_last: bool | None = None) -> tuple[PaperAdversary, dict]:
+    """``(step, adversarial_config)`` for :func:`mer_lib.models.stage.train_system` from a profile.
+
+    Uses ``profile.attack`` (an :class:`AttackConfig`) if the profile has one,
+    else the paper values; ``channels_last`` defaults to the profile's
+    ``train.channels_last``.
+    """
+    config = AttackConfig()
+    if profile is not None:
+
+        profile = get_profile(profile)
+        config = getattr(profile, "attack", None) or config
+        if channels_last is None:
+            channels_last = profile.train.channels_last
+    step = PaperAdversary(config, channels_last=bool(channels_last))
+    return step, step.config
+
+
+def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
+              systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"), device=None,
+              progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Path]:
+    """Train (or reuse) every listed system for every seed, adversarial ones included.
+
+    The default order is the notebooks' (02: black-box, 03: interpretable, 04:
+    adversarial); the returned dict and everything derived from it follow it.
+
+    :func:`mer_lib.models.stage.train_systems` with the profile's paper-mode adversary
+    (:func:`adversarial_training`) for aA2E and aA2B2E.
+    """
+    return train_systems(prepared, systems, profile, run_dir, device, progress, workers,
+                         adversary=adversarial_training)

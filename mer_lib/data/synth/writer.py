@@ -1,0 +1,312 @@
+"""Writes the synthetic dataset in the real datasets' file formats, resumably and atomically.
+
+:func:`generate_soundtracks` renders every excerpt
+(:func:`mer_lib.data.synth.render.render_excerpt`), writes the 16-bit WAV files,
+the ratings, metadata and annotation CSVs in the real layout
+(:mod:`mer_lib.data.layout`) plus the ground-truth controls, and a
+``generator.json`` marker last. A rerun with the same configuration skips the
+finished files; a different configuration is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from scipy.special import ndtr
+from tqdm import tqdm
+
+from mer_lib.artifacts import config_hash, file_sha256, read_json, write_bytes, write_json, write_text
+from mer_lib.config import EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE, SAMPLE_RATE
+from mer_lib.data.layout import (
+    ANNOTATIONS_FILE,
+    ANNOTATIONS_SUBDIR,
+    AUDIO_SUBDIR,
+    CONTROLS_FILE,
+    GENERATOR_FILE,
+    METADATA_FILE,
+    PARTIAL_FILE,
+    RATINGS_FILE,
+    TEXT_FILES,
+    TRUTH_SUBDIR,
+    synthetic_audio_path,
+)
+from mer_lib.data.synth.model import (
+    CONTROL_LOADINGS,
+    CONTROL_SPREAD,
+    CONTROLS,
+    DISCRETE_EMOTIONS,
+    DURATION_JITTER,
+    EMOTION_LINKS,
+    EMOTION_RATING,
+    GENERATOR_VERSION,
+    LABEL_STREAM,
+    LATENT_FACTORS,
+    OTHER_SHARE,
+    OTHER_SOURCES,
+    RATER_NOISE_SD,
+    check_seed,
+    control_correlation,
+    control_sd,
+    correlation_table,
+    emotion_weights,
+    excerpt_plan,
+    excerpt_rng,
+    make_annotations,
+    sample_controls,
+)
+from mer_lib.data.synth.render import render_excerpt
+from mer_lib.errors import MerError
+
+
+# --------------------------------------------------------------------------- file formats (pure)
+def _wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def _ratings_text(emotions: pd.DataFrame) -> str:
+    """``mean_ratings_set1.csv``: zero-padded numbers, 2 decimals, TARGET."""
+    lines = [",".join(["number", *EMOTIONS, "TARGET"])]
+    for number, row in emotions.iterrows():
+        target = max(DISCRETE_EMOTIONS, key=lambda e: row[e]).upper()  # first wins ties
+        lines.append(",".join([f"{number:03d}", *(f"{row[e]:.2f}" for e in EMOTIONS), target]))
+    return "\n".join(lines) + "\n"
+
+
+def _metadata_texts(midlevel: pd.DataFrame, seed: int) -> tuple[str, str]:
+    """``metadata.csv`` (';') and ``annotations.csv`` (','), joined by song id.
+
+    Song ids start above 1000, are assigned to the excerpts in a shuffled
+    order and the annotation rows are in yet another order, so only a join by
+    ID gives the right answer. About :data:`OTHER_SHARE` extra rows come from
+    other sources.
+    """
+    rng = excerpt_rng(seed, 0, LABEL_STREAM)  # number 0: the dataset-level stream
+    n = len(midlevel)
+    n_other = max(2, round(OTHER_SHARE * n))
+    other = ndtr(CONTROL_SPREAD * rng.standard_normal((n_other, len(MIDLEVEL))))  # plausible, unused
+    other_mid = np.round(np.clip(1 + 9 * other + RATER_NOISE_SD * rng.standard_normal(other.shape),
+                                 *MIDLEVEL_RANGE), 3)
+    rows = [("soundtracks", int(k), "Synthetic ensemble", f"Cue {int(k):03d}", midlevel.loc[k].to_numpy())
+            for k in midlevel.index]
+    for j in range(n_other):
+        source = OTHER_SOURCES[j % len(OTHER_SOURCES)]
+        ext_id = int(rng.integers(10_000, 999_999))
+        rows.append((source, ext_id, f"Synthetic artist {j + 1}", f"Track {ext_id}", other_mid[j]))
+    base = 1000 if len(rows) < 1000 else 10 ** len(str(len(rows)))
+    order = rng.permutation(len(rows))
+    song_of = {int(r): base + 1 + i for i, r in enumerate(order)}
+    meta = ["song id;Source;ID at file source;Artist;Title"]
+    for i in order:
+        source, ext_id, artist, title, _ = rows[i]
+        meta.append(f"{song_of[int(i)]};{source};{ext_id};{artist};{title}")
+    ann = ["song_id, " + ", ".join(MIDLEVEL)]
+    for i in rng.permutation(len(rows)):
+        ann.append(",".join([str(song_of[int(i)]), *(f"{v:.3f}" for v in rows[i][4])]))
+    return "\n".join(meta) + "\n", "\n".join(ann) + "\n"
+
+
+def _controls_text(controls: pd.DataFrame, plans: dict[int, tuple[float, int]]) -> str:
+    lines = [",".join(["number", *CONTROLS, "duration_s", "render_seed"])]
+    for number, row in controls.iterrows():
+        duration, render_seed = plans[int(number)]
+        lines.append(",".join([f"{number:03d}", *(f"{row[c]:.6f}" for c in CONTROLS),
+                               f"{duration:.3f}", str(render_seed)]))
+    return "\n".join(lines) + "\n"
+
+
+def _generator_config(n_excerpts: int, duration_s: float, seed: int, sample_rate: int) -> dict[str, Any]:
+    """Everything the dataset's bytes depend on (hashed into ``config_hash``)."""
+    return {
+        "generator": "mer_lib.synth", "version": GENERATOR_VERSION,
+        "n_excerpts": n_excerpts, "duration_s": duration_s, "seed": seed, "sample_rate": sample_rate,
+        "model": {
+            "control_loadings": {c: list(v) for c, v in CONTROL_LOADINGS.items()},
+            "latent_factors": list(LATENT_FACTORS), "control_spread": CONTROL_SPREAD,
+            "rater_noise_sd": RATER_NOISE_SD, "duration_jitter": DURATION_JITTER,
+            "emotion_links": EMOTION_LINKS,
+            "emotion_rating": {e: dict(zip(("r2", "loc", "scale"), v)) for e, v in EMOTION_RATING.items()},
+            "other_sources": list(OTHER_SOURCES), "other_share": OTHER_SHARE,
+        },
+    }
+
+
+def _texts(controls: pd.DataFrame, plans: dict[int, tuple[float, int]], seed: int) -> dict[str, str]:
+    midlevel, emotions = make_annotations(controls, seed)
+    metadata, annotations = _metadata_texts(midlevel, seed)
+    return {
+        RATINGS_FILE: _ratings_text(emotions),
+        f"{ANNOTATIONS_SUBDIR}/{METADATA_FILE}": metadata,
+        f"{ANNOTATIONS_SUBDIR}/{ANNOTATIONS_FILE}": annotations,
+        f"{TRUTH_SUBDIR}/{CONTROLS_FILE}": _controls_text(controls, plans),
+    }
+
+
+def _render_file(out: Path, number: int, controls: pd.DataFrame, plans: dict[int, tuple[float, int]],
+                 sample_rate: int) -> Path:
+    duration, render_seed = plans[number]
+    audio = render_excerpt(controls.loc[number], duration, sample_rate, render_seed)
+    return write_bytes(out / synthetic_audio_path(number), _wav_bytes(audio, sample_rate))
+
+
+def _render_all(out: Path, numbers: list[int], controls: pd.DataFrame, plans: dict[int, tuple[float, int]],
+                sample_rate: int, workers: int) -> Iterator[tuple[int, Path]]:
+    """Render ``numbers`` in order, ``workers`` at a time (threads: numpy and scipy release the GIL)."""
+    def render(number: int) -> Path:
+        return _render_file(out, number, controls, plans, sample_rate)
+
+    if workers == 1:
+        yield from zip(numbers, map(render, numbers))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        yield from zip(numbers, pool.map(render, numbers))
+
+
+def _config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    diffs = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in new if k != "model" and old.get(k) != new[k]]
+    if old.get("model") != new["model"]:
+        diffs.append("model: the generator's fixed parameters changed")
+    return diffs
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+        return {"config": data["config"], "config_hash": data["config_hash"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MerError(f"{path}: unreadable generator record ({exc}); delete the folder "
+                       f"{path.parent.parent} or pass overwrite=True") from None
+
+
+def generate_soundtracks(out_dir: str | Path, n_excerpts: int = 360, duration_s: float = 12.0, seed: int = 2025,
+                         sample_rate: int = SAMPLE_RATE, overwrite: bool = False, progress: bool = True,
+                         workers: int | None = None) -> Path:
+    """Write the synthetic Soundtracks dataset to ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Target folder (created).
+    n_excerpts : int
+        Number of Set-1 excerpts.
+    duration_s : float
+        Mean excerpt length; each excerpt lasts ``duration_s * U(0.9, 1.1)`` s.
+    seed : int
+        Dataset seed.
+    sample_rate : int
+        Audio sample rate in Hz.
+    overwrite : bool
+        Replace a synthetic dataset of a different configuration in
+        ``out_dir``. A folder holding a dataset *not* written by this module
+        is never touched.
+    progress : bool
+        Show a progress bar over the excerpts.
+    workers : int, optional
+        Threads rendering audio in parallel (default: 2, or 1 on a single
+        core; the rendering is numpy/scipy code that releases the GIL only in
+        part, so 2 threads save about a quarter of the time). Every excerpt
+        has its own seed, so the files are identical for any number of workers.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Raises
+    ------
+    MerError
+        On bad parameters, on a folder that holds another configuration
+        (naming the differing fields) unless ``overwrite``, or on a folder
+        holding a dataset not written by this generator.
+
+    Notes
+    -----
+    Resumable: ``synthetic/generator.partial.json`` is written first and
+    ``synthetic/generator.json`` last. A rerun with the same configuration
+    only (re)writes missing files; every file is written atomically.
+    """
+    seed = check_seed(seed)
+    if isinstance(n_excerpts, bool) or not isinstance(n_excerpts, (int, np.integer)) or n_excerpts < 1:
+        raise MerError(f"n_excerpts must be a positive integer, got {n_excerpts!r}")
+    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < 1.0:
+        raise MerError(f"duration_s must be a number >= 1.0 seconds, got {duration_s!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
+        raise MerError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise MerError(f"workers must be a positive integer, got {workers!r}")
+    n_excerpts, duration_s, sample_rate, workers = int(n_excerpts), float(duration_s), int(sample_rate), int(workers)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise MerError(f"out_dir {out} exists and is not a folder")
+    config = _generator_config(n_excerpts, duration_s, seed, sample_rate)
+    chash = config_hash(config)
+    final, partial = out / TRUTH_SUBDIR / GENERATOR_FILE, out / TRUTH_SUBDIR / PARTIAL_FILE
+
+    marker = final if final.exists() else partial if partial.exists() else None
+    if marker is None:
+        foreign = [p.name for p in (out / AUDIO_SUBDIR, out / RATINGS_FILE, out / ANNOTATIONS_SUBDIR) if p.exists()]
+        if foreign:
+            raise MerError(f"{out} already holds {', '.join(foreign)} not written by mer_lib.synth "
+                           f"(no {TRUTH_SUBDIR}/{GENERATOR_FILE}); refusing to touch it, even with "
+                           f"overwrite=True: choose an empty folder")
+    else:
+        record = _read_marker(marker)
+        if record["config_hash"] != chash:
+            if not overwrite:
+                diffs = "; ".join(_config_differences(record["config"], config)) or "config hash"
+                raise MerError(f"{out} holds a synthetic dataset of another configuration ({diffs}); "
+                               f"use another folder or pass overwrite=True")
+            final.unlink(missing_ok=True)
+            for wav in (out / AUDIO_SUBDIR).glob("*.wav"):
+                if re.fullmatch(r"\d{3,}\.wav", wav.name):
+                    wav.unlink()
+    complete = final.exists()  # only if the hash matched
+    if not complete:
+        write_json(partial, {"config": config, "config_hash": chash})
+
+    controls = sample_controls(n_excerpts, seed)
+    plans = {k: excerpt_plan(k, seed, duration_s) for k in range(1, n_excerpts + 1)}
+    todo = [k for k in range(1, n_excerpts + 1) if not (out / synthetic_audio_path(k)).exists()]
+    manifest = read_json(final)["files"] if complete else {}
+    for number, path in tqdm(_render_all(out, todo, controls, plans, sample_rate, workers), total=len(todo),
+                             desc="synthetic Soundtracks", unit="excerpt", disable=not progress or not todo):
+        expected = manifest.get(synthetic_audio_path(number))
+        if expected is not None and file_sha256(path) != expected:
+            raise MerError(f"{path}: the regenerated audio differs from its checksum in {final} "
+                           f"(this platform's numerics differ from the original run's); delete the "
+                           f"folder {out} and generate the whole dataset again")
+    missing_texts = [name for name in TEXT_FILES if not (complete and (out / name).exists())]
+    if missing_texts:  # cheap: all of them are rewritten unless the dataset is complete
+        texts = _texts(controls, plans, seed)
+        for name in missing_texts:
+            write_text(out / name, texts[name])
+    if complete:
+        partial.unlink(missing_ok=True)  # left behind if a run stopped right after generator.json
+        return out
+
+    midlevel, emotions = make_annotations(controls, seed)
+    files = sorted([synthetic_audio_path(k) for k in range(1, n_excerpts + 1)] + list(TEXT_FILES))
+    table = correlation_table(midlevel, emotions)
+    write_json(final, {
+        "config": config, "config_hash": chash,
+        "emotion_weights": emotion_weights().round(6).to_dict(orient="index"),
+        "control_sd": control_sd(),
+        "control_correlation": control_correlation().round(6).to_dict(orient="index"),
+        "correlations": [{"emotion": e, "feature": f, "real": row.real,
+                          "synthetic": None if math.isnan(row.synthetic) else row.synthetic}
+                         for (e, f), row in table.iterrows()],
+        "files": {name: file_sha256(out / name) for name in files},
+    })
+    partial.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,344 @@
+"""The training stage: train (or reuse) each system x seed of a profile in the run directory.
+
+Models are keyed by a hash of their configuration (system, seed, training
+settings, data fingerprint, adversary): ``<run>/models/<system>/seed<k>-<hash>/``
+holds ``model.pt``, ``config.json``, ``history.csv``, ``metrics.json`` and,
+while training, the resume file ``state.pt``. Independent jobs run through
+:func:`mer_lib.jobs.run_jobs`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from mer_lib import artifacts
+from mer_lib.config import EMOTIONS, MIDLEVEL, Profile, TrainConfig, get_profile
+from mer_lib.errors import MerError
+from mer_lib.jobs import run_jobs
+from mer_lib.metrics import regression_report
+from mer_lib.models.nets import MERModel, build_model, system_spec
+from mer_lib.models.train import (
+    STATE_FILE,
+    AdversarialStep,
+    Cost,
+    deterministic_mode,
+    predict,
+    resolve_device,
+    save_torch,
+    train_model,
+)
+
+#: Bumped whenever a code change alters training results; part of every artifact hash.
+TRAINING_VERSION: int = 1
+
+
+# --------------------------------------------------------------------------
+# The pipeline stage: artifacts in the run directory
+# --------------------------------------------------------------------------
+def split_arrays(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs ``(N, 1, T, F)``, emotion ``(N, 8)`` and mid-level ``(N, 7)`` targets of a split."""
+    numbers = prepared.numbers(split)
+    table = prepared.table.loc[numbers]
+    return (prepared.excerpts(numbers), table[list(EMOTIONS)].to_numpy(np.float32),
+            table[list(MIDLEVEL)].to_numpy(np.float32))
+
+
+def data_fingerprint(prepared) -> dict:
+    """What the trained model depends on in the prepared data, independent of where the run lives.
+
+    Audio content and front end (from the cache manifest), standardisation
+    statistics, excerpt offsets and length, the split and every target value.
+    """
+    manifest = artifacts.read_json(Path(prepared.cache_dir) / "manifest.json")
+    audio = {name: entry["audio_sha256"] for name, entry in sorted(manifest["files"].items())}
+    table = prepared.table.sort_index()
+    targets = np.ascontiguousarray(table[list(EMOTIONS) + list(MIDLEVEL)].to_numpy(np.float64))
+    return {
+        "frontend_hash": manifest["frontend_hash"],
+        "audio_hash": artifacts.config_hash(audio),
+        "mean": float(prepared.mean), "std": float(prepared.std),
+        "excerpt_frames": int(prepared.excerpt_frames),
+        "offsets_hash": artifacts.config_hash({int(n): int(o) for n, o in table["offset"].items()}),
+        "split_hash": artifacts.config_hash({s: [int(n) for n in prepared.numbers(s)]
+                                             for s in ("train", "valid", "test")}),
+        "targets_sha256": hashlib.sha256(targets.tobytes()).hexdigest(),
+        "n_excerpts": int(len(table)),
+    }
+
+
+def run_config(system: str, seed: int, train: TrainConfig, data: dict,
+               adversarial: dict | None = None) -> dict:
+    """The hashed configuration of one trained model.
+
+    ``train.seeds`` is left out (the list of seeds to run does not change any
+    single model); the seed itself is in.
+    """
+    train_values = {k: v for k, v in dataclasses.asdict(train).items() if k != "seeds"}
+    return {"training_version": TRAINING_VERSION, "system": system, "seed": int(seed),
+            "train": train_values, "data_hash": artifacts.config_hash(data), "data": data,
+            "adversarial": adversarial}
+
+
+def model_dir(run_dir: str | os.PathLike, config: dict) -> Path:
+    """``run_dir/models/<system>/seed<seed>-<confighash>``."""
+    return (Path(run_dir) / "models" / config["system"]
+            / f"seed{config['seed']}-{artifacts.config_hash(config)}")
+
+
+def _final_metrics(model: MERModel, arrays: dict, device, channels_last: bool, cost: Cost) -> dict:
+    out = {}
+    for split, (x, y, m) in arrays.items():
+        emo, bott = predict(model, x, device, channels_last=channels_last)
+        cost.eval_forward += len(x)
+        out[split] = {"emotions": regression_report(y, emo, EMOTIONS)}
+        if bott is not None:
+            out[split]["midlevel"] = regression_report(m, bott, MIDLEVEL)
+    return out
+
+
+def trained_dir(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
+                adversarial_config: dict | None = None) -> Path:
+    """The artifact folder :func:`train_system` uses for (system, seed), without training.
+
+    It holds ``metrics.json`` once the model is finished.
+    """
+    profile = get_profile(profile)
+    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
+                        adversarial_config if system_spec(system).adversarial else None)
+    return model_dir(run_dir, config)
+
+
+def train_system(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
+                 device: str | torch.device | None = None, progress: bool = True,
+                 adversarial_step: AdversarialStep | None = None, adversarial_config: dict | None = None,
+                 overwrite: bool = False) -> Path:
+    """Train (or reuse) one (system, seed) of a profile and write its artifacts.
+
+    Parameters
+    ----------
+    prepared : PreparedData
+        The run's prepared data (:func:`mer_lib.prepare.prepare_data`).
+    system : str
+        One of the five systems.
+    seed : int
+        Training seed.
+    profile : str or Profile
+        Supplies the :class:`TrainConfig`.
+    run_dir : path-like
+        The run directory.
+    device : str or torch.device, optional
+        Default: CUDA if available, else CPU.
+    progress : bool
+        Show a progress bar.
+    adversarial_step : AdversarialStep, optional
+        Required for aA2E / aA2B2E (protocol §5; see :class:`mer_lib.adversarial.PaperAdversary`).
+    adversarial_config : dict, optional
+        The attack settings of ``adversarial_step``; hashed into the artifact.
+    overwrite : bool
+        Retrain even if a finished artifact exists.
+
+    Returns
+    -------
+    Path
+        The artifact folder holding ``config.json``, ``model.pt``,
+        ``history.csv``, ``cost.json`` and ``metrics.json`` (written last: its
+        presence marks a finished run). While training, ``state.pt`` holds the
+        resume state; it is deleted at the end.
+    """
+    profile = get_profile(profile)
+    spec = system_spec(system)
+    if spec.adversarial != (adversarial_step is not None):
+        raise MerError(f"{system}: an adversarial_step is required for, and only for, aA2E and aA2B2E")
+    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
+                        adversarial_config if spec.adversarial else None)
+    out = model_dir(run_dir, config)
+    if (out / "metrics.json").exists() and not overwrite:
+        return out
+    if overwrite:
+        for name in ("metrics.json", STATE_FILE):
+            (out / name).unlink(missing_ok=True)
+    device = resolve_device(device)
+    artifacts.write_json(out / "config.json", {
+        "hash": artifacts.config_hash(config), "config": config, "profile": profile.name,
+        "environment": {"torch": torch.__version__, "numpy": np.__version__}})
+
+    arrays = {s: split_arrays(prepared, s) for s in ("train", "valid", "test")}
+    result = train_model(system, *arrays["train"], *arrays["valid"], profile.train, seed, device=device,
+                         state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step)
+    t0 = time.perf_counter()
+    with deterministic_mode(device):
+        metrics = _final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
+    final_seconds = time.perf_counter() - t0
+
+    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
+    artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
+    artifacts.write_json(out / "cost.json", {
+        **result.cost.as_dict(), "wall_seconds": result.seconds + final_seconds,
+        "train_loop_seconds": result.seconds, "final_eval_seconds": final_seconds,
+        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early, "sessions": result.sessions, "device": str(device),
+        "threads": torch.get_num_threads(),
+        "mean_epoch_seconds": float(result.history["seconds"].mean())})
+    metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
+                    "best_epoch": result.best_epoch,
+                    "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
+                    "epochs_run": result.epochs_run})
+    artifacts.write_json(out / "metrics.json", metrics)
+    (out / STATE_FILE).unlink(missing_ok=True)
+    return out
+
+
+def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
+    """Load a finished artifact folder: ``(model in eval mode, metrics dict)``."""
+    path = Path(path)
+    if not (path / "metrics.json").exists():
+        raise MerError(f"{path} holds no finished training run (metrics.json missing)")
+    config = artifacts.read_json(path / "config.json")["config"]
+    model = build_model(config["system"], config["train"]["width"])
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.to(resolve_device(device)).eval()
+    return model, artifacts.read_json(path / "metrics.json")
+
+
+def load_trained(run_dir: str | os.PathLike, system: str, seed: int, profile: str | Profile,
+                 prepared=None, data_dir: str | os.PathLike | None = None,
+                 adversarial_config: dict | None = None,
+                 device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
+    """Load the model of (system, seed) trained with the profile's settings on the run's data.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The run directory.
+    system, seed : str, int
+        Which model.
+    profile : str or Profile
+        Its :class:`TrainConfig` selects the artifact.
+    prepared : PreparedData, optional
+        The run's prepared data; if omitted, :func:`mer_lib.prepare.prepare_data`
+        is called (it reuses the cache, so it is fast).
+    data_dir : path-like, optional
+        Passed to ``prepare_data`` (real data).
+    adversarial_config : dict, optional
+        Attack settings used to train aA2E / aA2B2E.
+    device : str or torch.device
+        Where to put the model.
+
+    Returns
+    -------
+    model : MERModel
+        In eval mode.
+    metrics : dict
+        The contents of ``metrics.json``.
+
+    Raises
+    ------
+    MerError
+        If that model has not been trained yet.
+    """
+    profile = get_profile(profile)
+    if prepared is None:
+        from mer_lib.data.stage import prepare_data
+
+        prepared = prepare_data(profile, run_dir, data_dir, progress=False)
+    spec = system_spec(system)
+    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
+                        adversarial_config if spec.adversarial else None)
+    path = model_dir(run_dir, config)
+    if not (path / "metrics.json").exists():
+        raise MerError(f"no trained {system} model for seed {seed} with the {profile.name!r} settings: "
+                       f"expected {path}; train it first (notebooks 02/03 or mer_lib.training.train_system)")
+    return load_model_dir(path, device)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    """One (system, seed) to train; see :func:`mer_lib.jobs.run_jobs`."""
+
+    prepared: object
+    system: str
+    seed: int
+    profile: Profile
+    run_dir: str
+    device: str | None
+    adversary: AdversaryFactory | None = None
+
+
+#: Makes the adversary of an adversarially trained system from a profile: ``profile -> (step, config)``,
+#: e.g. :func:`mer_lib.attacks.adversarial_training.adversarial_training`. A module-level function, so
+#: that training jobs can be sent to worker processes.
+AdversaryFactory = Callable[[Profile], tuple[AdversarialStep, dict]]
+
+
+def _adversarial_kw(system: str, profile: Profile, adversary: AdversaryFactory | None) -> dict:
+    if not system_spec(system).adversarial:
+        return {}
+    if adversary is None:
+        raise MerError(f"{system} is adversarially trained: pass an adversary factory (adversary=...), or train it "
+                       "with mer_lib.attacks.adversarial_training.train_all")
+    step, config = adversary(profile)
+    return {"adversarial_step": step, "adversarial_config": config}
+
+
+def _train_job(job: TrainJob) -> str:
+    return str(train_system(job.prepared, job.system, job.seed, job.profile, job.run_dir, device=job.device,
+                            progress=False, **_adversarial_kw(job.system, job.profile, job.adversary)))
+
+
+def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_dir: str | os.PathLike,
+                  device=None, progress: bool = True, workers: int | None = None,
+                  adversary: AdversaryFactory | None = None) -> dict[tuple[str, int], Path]:
+    """Train (or reuse) every system for every seed of the profile.
+
+    Finished models are reused; the missing ones are trained as independent
+    jobs (:func:`mer_lib.jobs.run_jobs`), by default in one worker process
+    per CPU core with one thread each (identical results in-process).
+    aA2E and aA2B2E need ``adversary``
+    (:func:`mer_lib.attacks.adversarial_training.train_all` passes the paper's).
+
+    Parameters
+    ----------
+    prepared, profile, run_dir, device
+        As for :func:`mer_lib.training.train_system`; the profile also supplies the seeds.
+    systems : sequence of str
+        Systems to train.
+    progress : bool
+        Progress bar counting models.
+    workers : int, optional
+        Worker processes (``0``: in-process; default: one per CPU core, ``$MER_WORKERS``).
+    adversary : AdversaryFactory, optional
+        Makes the adversary of aA2E / aA2B2E; required if they are listed.
+
+    Returns
+    -------
+    dict
+        ``(system, seed) -> artifact folder``, systems in the given order, then by seed.
+    """
+
+    profile = get_profile(profile)
+    keys = [(s, seed) for s in systems for seed in profile.train.seeds]
+    out: dict[tuple[str, int], Path] = {}
+    todo = []
+    for system, seed in keys:
+        adv = _adversarial_kw(system, profile, adversary).get("adversarial_config")
+        out[(system, seed)] = trained_dir(prepared, system, seed, profile, run_dir, adv)
+        if not (out[(system, seed)] / "metrics.json").exists():
+            todo.append((system, seed))
+    # the expensive (adversarial) jobs first, so that the workers finish together
+    todo.sort(key=lambda k: not system_spec(k[0]).adversarial)
+    device = None if device is None else str(device)
+    jobs = [TrainJob(prepared, system, seed, profile, str(run_dir), device, adversary) for system, seed in todo]
+    paths = run_jobs(_train_job, jobs, workers, names=[f"{s} seed {seed}" for s, seed in todo], desc="models",
+                     progress=progress, device=device)
+    for key, path in zip(todo, paths):
+        out[key] = Path(path)
+    return {key: out[key] for key in keys}

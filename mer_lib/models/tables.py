@@ -1,0 +1,85 @@
+"""Tables of trained models read from their folders: metrics, history, cost, per-target r, bottleneck weights."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_lib import artifacts
+from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.errors import MerError
+from mer_lib.models.nets import MERModel
+
+
+def _records(dirs: dict[tuple[str, int], Path], name: str) -> Iterable[tuple[str, int, dict]]:
+    for (system, seed), path in dirs.items():
+        file = Path(path) / name
+        if not file.exists():
+            raise MerError(f"{file}: missing; was the training of {system} seed {seed} finished?")
+        yield system, seed, artifacts.read_json(file)
+
+
+def metrics_table(dirs: dict[tuple[str, int], Path], target: str = "emotions") -> pd.DataFrame:
+    """One row per (system, seed, split): ``n``, ``mean_r``, ``mae``, ``rmse``, ``r2``.
+
+    ``target`` is ``"emotions"`` or ``"midlevel"`` (bottleneck units vs the
+    mid-level annotations; only bottleneck models have it).
+    """
+    rows = []
+    for system, seed, metrics in _records(dirs, "metrics.json"):
+        for split in ("train", "valid", "test"):
+            rep = metrics.get(split, {}).get(target)
+            if rep is None:
+                continue
+            rows.append({"system": system, "seed": seed, "split": split,
+                         **{k: rep[k] for k in ("n", "mean_r", "mae", "rmse", "r2")}})
+    return pd.DataFrame(rows)
+
+
+def per_target_r(dirs: dict[tuple[str, int], Path], split: str = "test", target: str = "emotions") -> pd.DataFrame:
+    """Pearson r per emotion (or mid-level feature): one row per (system, seed, name)."""
+    rows = []
+    for system, seed, metrics in _records(dirs, "metrics.json"):
+        rep = metrics.get(split, {}).get(target)
+        if rep is None:
+            continue
+        rows += [{"system": system, "seed": seed, "target": k, "r": v} for k, v in rep["r"].items()]
+    return pd.DataFrame(rows)
+
+
+def history_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """Every epoch of every run, with ``system`` and ``seed`` columns."""
+    parts = []
+    for (system, seed), path in dirs.items():
+        h = pd.read_csv(Path(path) / "history.csv")
+        h.insert(0, "seed", seed)
+        h.insert(0, "system", system)
+        parts.append(h)
+    return pd.concat(parts, ignore_index=True)
+
+
+def cost_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """The cost counters of every run (wall time, epochs, forward/backward passes, ...)."""
+    return pd.DataFrame([{"system": system, "seed": seed, **cost}
+                         for system, seed, cost in _records(dirs, "cost.json")])
+
+
+def bottleneck_weights(model: MERModel) -> pd.DataFrame:
+    """The learned mid-level -> emotion weights (7 x 8) of a bottleneck model.
+
+    Because there is no nonlinearity after the bottleneck, these weights (plus
+    a bias) *are* the model's explanation: each emotion prediction is this
+    linear combination of the 7 bottleneck units.
+    """
+    if model.bottleneck is None:
+        raise MerError(f"{model.system} has no bottleneck")
+    w = model.emotion.weight.detach().cpu().numpy().T  # (7, 8)
+    return pd.DataFrame(w, index=list(MIDLEVEL), columns=list(EMOTIONS))
+
+
+def column_correlations(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
+    """Pearson r between same-named columns of two aligned tables."""
+    common = [c for c in a.columns if c in b.columns]
+    return pd.Series({c: float(np.corrcoef(a[c].to_numpy(float), b[c].to_numpy(float))[0, 1]) for c in common})
