@@ -32,9 +32,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mer_lib.errors import MerError
+from mer_lib.progress import progress_bar
 
 __all__ = ["JOB_THREADS", "WORKERS_ENV", "default_workers", "job_threads", "run_jobs"]
 
@@ -146,7 +146,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int | None 
         raise MerError(f"run_jobs: workers must be >= 0, got {workers}")
     results: list[Any] = [None] * len(jobs)
     failures: list[tuple[str, str]] = []
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs)
+    bar = progress_bar(total=len(jobs), desc=desc, enabled=progress and bool(jobs), unit="jobs")
     if int(workers) <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
             try:

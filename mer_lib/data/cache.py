@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from mer_lib import artifacts
 from mer_lib.config import FeatureConfig
 from mer_lib.data.frontend import LogFilteredSpectrogram, spectrogram_from_file
 from mer_lib.errors import MerError
+from mer_lib.progress import progress_bar
 
 FRONTEND_KEYS = ("sample_rate", "fps", "frame_size", "bands_per_octave", "fmin", "fmax", "fref")
 
@@ -165,7 +165,7 @@ def cache_spectrograms(table: pd.DataFrame, cache_dir: str | os.PathLike, featur
     features : FeatureConfig
         Front-end parameters; a change invalidates every cached file.
     progress : bool
-        Show a tqdm bar.
+        Show a progress bar (:func:`mer_lib.progress.progress_bar`).
 
     Returns
     -------
@@ -188,7 +188,8 @@ def cache_spectrograms(table: pd.DataFrame, cache_dir: str | os.PathLike, featur
         spec_path = cache_dir / "spectrograms" / f"{name}.npy"
         if entry is None or not spec_path.exists() or entry["audio_sha256"] != artifacts.file_sha256(path):
             todo.append((name, path, spec_path))
-    for name, path, spec_path in tqdm(todo, desc="spectrograms", disable=not progress or not todo):
+    for name, path, spec_path in progress_bar(todo, desc="spectrograms", enabled=progress and bool(todo),
+                                              unit="files"):
         spec = spectrogram_from_file(path, frontend)
         artifacts.write_npy(spec_path, spec)
         files[name] = {"audio": str(path), "audio_sha256": artifacts.file_sha256(path),
