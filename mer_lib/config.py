@@ -53,24 +53,27 @@ MIDLEVEL_RANGE: tuple[float, float] = (1.0, 10.0)
 TARGET_SCALE: float = 10.0
 
 
-#: Audio sample rate of the whole pipeline.
-SAMPLE_RATE: int = 22050
-
-
 #: Systems of the study, in the order of the paper's Figure 3.
 SYSTEMS: tuple[str, ...] = ("A2E", "aA2E", "A2B2E", "aA2B2E", "A2M2E")
 
 
+# The reference front end (protocol §3): madmom's LogarithmicFilteredSpectrogram with these
+# parameters. FeatureConfig's defaults and mer_lib.data.frontend's signatures use these names.
+#: Audio sample rate of the whole pipeline.
+SAMPLE_RATE: int = 22050
 #: madmom's frame rate used by the reference (frames per second).
 FPS: float = 31.3
-
-
 #: Frame (and FFT) size in samples.
 FRAME_SIZE: int = 2048
-
-
+#: Logarithmic filterbank: bands per octave, lowest and highest frequency (Hz), reference pitch (Hz).
+BANDS_PER_OCTAVE: int = 24
+FMIN: float = 20.0
+FMAX: float = 16000.0
+FREF: float = 440.0
 #: Number of bands of the reference filterbank (24 bands per octave, 20 Hz-16 kHz).
 NUM_BANDS: int = 149
+#: Excerpt length in frames (10 s at 31.3 fps).
+EXCERPT_FRAMES: int = 313
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,14 @@ class FeatureConfig:
         test excerpts included) or ``"train"``.
     """
 
-    sample_rate: int = 22050
-    fps: float = 31.3
-    frame_size: int = 2048
-    bands_per_octave: int = 24
-    fmin: float = 20.0
-    fmax: float = 16000.0
-    fref: float = 440.0
-    excerpt_frames: int = 313
+    sample_rate: int = SAMPLE_RATE
+    fps: float = FPS
+    frame_size: int = FRAME_SIZE
+    bands_per_octave: int = BANDS_PER_OCTAVE
+    fmin: float = FMIN
+    fmax: float = FMAX
+    fref: float = FREF
+    excerpt_frames: int = EXCERPT_FRAMES
     offset_seed: int = 42
     stats_split: str = "all"
 

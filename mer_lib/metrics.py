@@ -4,9 +4,11 @@ All functions take arrays ``y`` (targets) and ``p`` (predictions) of shape
 ``(N, K)``: N excerpts, K targets (8 emotions or 7 mid-level features). They
 compute in float64 and return numpy arrays or Python floats.
 
-* :func:`pearson_per_column`: Pearson r of every target *across the excerpts*;
-  :func:`mean_pearson` averages them (the paper's "average r"). A column with
-  zero variance in ``y`` or ``p`` has an undefined r and gives ``nan``.
+* :func:`pearson_per_column`: Pearson r of every target *across the excerpts*
+  (the paper's "average r" is their mean). A column with zero variance in
+  ``y`` or ``p`` has an undefined r and gives ``nan``.
+* :func:`cross_correlation`: Pearson r of every column of one table with
+  every column of another (emotions x mid-level features).
 * :func:`mae`, :func:`rmse`: over all values (equal to averaging per-target
   MAE / MSE, since every target has N values).
 * :func:`r2`: coefficient of determination per target, averaged uniformly
@@ -59,14 +61,36 @@ def pearson_per_column(y, p) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+def cross_correlation(a, b) -> np.ndarray:
+    """Pearson r of every column of ``a`` with every column of ``b``.
+
+    Parameters
+    ----------
+    a : array-like, shape (N, Ka)
+    b : array-like, shape (N, Kb)
+
+    Returns
+    -------
+    numpy.ndarray, shape (Ka, Kb)
+        ``r[i, j]`` = r(a[:, i], b[:, j]); ``nan`` where either column is constant.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
+        raise MerError(f"cross_correlation needs two (N, K) arrays with the same N, got {a.shape} and {b.shape}")
+    if a.shape[0] < 2:
+        raise MerError("cross_correlation needs at least two examples")
+    da, db = a - a.mean(axis=0), b - b.mean(axis=0)
+    den = np.sqrt(np.outer((da * da).sum(axis=0), (db * db).sum(axis=0)))
+    defined = np.outer(~_constant(a), ~_constant(b)) & (den > 0)
+    r = np.full(den.shape, np.nan)
+    r[defined] = (da.T @ db)[defined] / den[defined]
+    return np.clip(r, -1.0, 1.0)
+
+
 def _constant(a: np.ndarray) -> np.ndarray:
     """Columns whose values are all equal (exactly, as scipy's ``pearsonr`` checks)."""
     return np.all(a == a[:1], axis=0)
-
-
-def mean_pearson(y, p) -> float:
-    """Average over the columns of :func:`pearson_per_column` (``nan`` if any r is undefined)."""
-    return float(np.mean(pearson_per_column(y, p)))
 
 
 def mae(y, p, axis: int | None = None) -> float | np.ndarray:

@@ -9,7 +9,7 @@ from scipy.stats import pearsonr
 
 from mer_lib.config import EMOTIONS
 from mer_lib.errors import MerError
-from mer_lib.metrics import mae, pearson_per_column, r2, r2_per_column, regression_report, rmse
+from mer_lib.metrics import cross_correlation, mae, pearson_per_column, r2, r2_per_column, regression_report, rmse
 
 
 @pytest.fixture()
@@ -69,3 +69,15 @@ def test_shape_errors():
         mae(np.zeros((3, 8)), np.zeros((3, 7)))
     with pytest.raises(MerError, match="names"):
         regression_report(np.zeros((3, 2)), np.zeros((3, 2)), ["a"])
+
+
+def test_cross_correlation_matches_numpy_corrcoef(pair):
+    y, p = pair
+    r = cross_correlation(y[:, :3], p)
+    expected = np.corrcoef(y[:, :3].T, p.T)[:3, 3:]
+    np.testing.assert_allclose(r, expected, rtol=1e-12, atol=1e-12)
+    flat = p.copy()
+    flat[:, 1] = 0.25
+    assert np.isnan(cross_correlation(y, flat)[:, 1]).all()
+    with pytest.raises(MerError, match="same N"):
+        cross_correlation(y, p[:-1])

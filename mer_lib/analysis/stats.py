@@ -76,6 +76,7 @@ from mer_lib.analysis.tables import format_mean_std
 from mer_lib.attacks.logs import (
     MODEL_KEYS,
     abs_errors,
+    as_per_model,
     check_prediction_kind,
     check_unique_excerpts,
     per_model_metrics,
@@ -236,16 +237,6 @@ class _SystemBootstrap:
         return self.boot.get(system, np.full(self.n_boot, _NAN))
 
 
-def _as_per_model(data: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:
-    """Accept either attack logs or the output of :func:`per_model_metrics`."""
-    if isinstance(data, pd.DataFrame) and set(needed) <= set(data.columns) and "number" not in data.columns:
-        require_columns(data, [*MODEL_KEYS, *needed], "per-model table")
-        if data.duplicated(subset=list(MODEL_KEYS)).any():
-            raise MerError("per-model table: a (system, seed) pair appears more than once")
-        return data
-    return per_model_metrics(data)
-
-
 def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: int = 0,
            level: float = 0.95) -> pd.DataFrame:
     """Table 1 of the paper: clean performance per system over its models (seeds).
@@ -279,7 +270,7 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
         On malformed input or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "table1")
-    pm = _as_per_model(logs, ["clean_r", "clean_mae"])
+    pm = as_per_model(logs, ["clean_r", "clean_mae"])
     ci = _ci_label(level)
     rows = []
     for system in system_order(pm["system"]):
@@ -326,7 +317,7 @@ def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level:
         On malformed input or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "dmae_summary")
-    pm = _as_per_model(logs, ["dmae", "clean_mae", "adv_mae"])
+    pm = as_per_model(logs, ["dmae", "clean_mae", "adv_mae"])
     rows = []
     for system in system_order(pm["system"]):
         g = pm[pm["system"] == system]
@@ -572,7 +563,7 @@ def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] =
     if not isinstance(pm, pd.DataFrame) or quantity not in pm.columns:
         found = list(pm.columns) if isinstance(pm, pd.DataFrame) else type(pm).__name__
         raise MerError(f"system_contrasts: no column {quantity!r} in the per-model table; found {found}")
-    pm = _as_per_model(pm, [quantity])
+    pm = as_per_model(pm, [quantity])
     boot = _SystemBootstrap(pm, quantity, stat, n_boot, seed)
     rows = []
     for a, b in pairs:
@@ -683,7 +674,7 @@ def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = 
     """
     if not (0.0 < power < 1.0) or not (0.0 < level < 1.0):
         raise MerError(f"seeds_for_power: power and level must be in (0, 1), got {power}, {level}")
-    pm = _as_per_model(per_model, [quantity])
+    pm = as_per_model(per_model, [quantity])
     z = float(sps.norm.ppf(0.5 + level / 2.0) + sps.norm.ppf(power))
     rows = []
     for a, b in pairs:
@@ -769,7 +760,7 @@ def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, a
     n_boot = _check_bootstrap_args(n_boot, seed, level, "paper_findings")
     if not isinstance(alpha, (int, float, np.floating)) or not (0.0 < float(alpha) < 1.0):
         raise MerError(f"paper_findings: alpha must be in (0, 1), got {alpha!r}")
-    pm = _as_per_model(per_model, ["dmae", "clean_r"])
+    pm = as_per_model(per_model, ["dmae", "clean_r"])
     stats_of = {"dmae": _SystemBootstrap(pm, "dmae", "median", n_boot, seed),
                 "clean_r": _SystemBootstrap(pm, "clean_r", "mean", n_boot, seed)}
     rows = []

@@ -12,6 +12,7 @@ from mer_lib import artifacts
 
 
 def format_mean_std(mean: float, std: float, decimals: int) -> str:
+    """``"0.712 ± 0.015"``; ``"n/a"`` for an undefined mean, ``"0.712 ± n/a"`` for an undefined std (one seed)."""
     if np.isnan(mean):
         return "n/a"
     if np.isnan(std):
@@ -24,7 +25,7 @@ def mean_std(df: pd.DataFrame, columns: Sequence[str], by: str = "system", decim
     agg = df.groupby(by, sort=False)[list(columns)].agg(["mean", "std"])
     out = pd.DataFrame(index=agg.index)
     for c in columns:
-        out[c] = [f"{m:.{decimals}f} ± {s:.{decimals}f}" for m, s in zip(agg[(c, "mean")], agg[(c, "std")])]
+        out[c] = [format_mean_std(m, s, decimals) for m, s in zip(agg[(c, "mean")], agg[(c, "std")])]
     return out
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -305,6 +305,7 @@ def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame
 
 # --------------------------------------------------------------------------- per model
 def abs_errors(logs: pd.DataFrame, which: str) -> np.ndarray:
+    """``|prediction - true|`` per excerpt and emotion, float64; ``which`` is ``"orig"`` (clean) or ``"new"`` (attacked)."""
     return np.abs(logs[tidy_columns(which)].to_numpy(np.float64) - logs[tidy_columns("true")].to_numpy(np.float64))
 
 
@@ -352,9 +353,32 @@ def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
             r = pearson_per_column(true, pred)
             row[f"{name}_r"] = float(np.mean(r[~np.isnan(r)])) if (~np.isnan(r)).any() else float("nan")
             row[f"{name}_r_emotions"] = int((~np.isnan(r)).sum())
-            row[f"{name}_mae"] = float(np.mean(np.abs(pred - true)))
+            row[f"{name}_mae"] = float(np.mean(abs_errors(g, kind)))
         row["dmae"] = row["adv_mae"] - row["clean_mae"]
         rows.append(row)
     cols = ["system", "seed", "n_excerpts", "clean_r", "clean_mae", "adv_r", "adv_mae", "dmae",
             "clean_r_emotions", "adv_r_emotions"]
     return sort_models(pd.DataFrame(rows)[cols])
+
+
+def as_per_model(data: pd.DataFrame, needed: Sequence[str] = ()) -> pd.DataFrame:
+    """Accept either tidy attack logs or a per-model table (the output of :func:`per_model_metrics`).
+
+    A table without a ``number`` column that has every ``needed`` column is
+    taken as per-model (checked: one row per system and seed); anything else
+    is treated as attack logs and summarised by :func:`per_model_metrics`.
+
+    Raises
+    ------
+    MerError
+        If ``data`` is not a DataFrame, a per-model table lacks ``system``/``seed``
+        or repeats a model, or attack logs lack a column.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise MerError(f"expected a pandas DataFrame, got {type(data).__name__}")
+    if set(needed) <= set(data.columns) and "number" not in data.columns:
+        require_columns(data, [*MODEL_KEYS, *needed], "per-model table")
+        if data.duplicated(subset=list(MODEL_KEYS)).any():
+            raise MerError("per-model table: a (system, seed) pair appears more than once")
+        return data
+    return per_model_metrics(data)

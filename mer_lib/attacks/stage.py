@@ -49,7 +49,7 @@ import torch
 
 from mer_lib import artifacts
 from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, run_attack
-from mer_lib.attacks.logs import SUMMARY_FILE, read_attack_table, tidy_columns, write_attack_log
+from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, read_attack_table, write_attack_log
 from mer_lib.config import EMOTIONS, AttackConfig, check_eps
 from mer_lib.errors import MerError
 from mer_lib.models.nets import MERModel
@@ -215,9 +215,8 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
 
 def summarise(tidy: pd.DataFrame) -> dict:
     """Aggregates of one attacked model: MAE before/after, dMAE, iterations, norms, SNR, convergence."""
-    true = tidy[tidy_columns("true")].to_numpy()
-    mae_clean = float(np.mean(np.abs(tidy[tidy_columns("orig")].to_numpy() - true)))
-    mae_adv = float(np.mean(np.abs(tidy[tidy_columns("new")].to_numpy() - true)))
+    mae_clean = float(np.mean(abs_errors(tidy, "orig")))
+    mae_adv = float(np.mean(abs_errors(tidy, "new")))
 
     def med(col):
         v = tidy[col].to_numpy(np.float64) if col in tidy else np.array([])

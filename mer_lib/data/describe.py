@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
+from mer_lib.metrics import cross_correlation
 
 
 def target_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -34,8 +35,8 @@ def target_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 def target_correlations(table: pd.DataFrame) -> pd.DataFrame:
     """Pearson correlation of every emotion (rows) with every mid-level feature (columns)."""
-    both = table[list(EMOTIONS) + list(MIDLEVEL)].astype(np.float64).corr()
-    return both.loc[list(EMOTIONS), list(MIDLEVEL)]
+    r = cross_correlation(table[list(EMOTIONS)].to_numpy(np.float64), table[list(MIDLEVEL)].to_numpy(np.float64))
+    return pd.DataFrame(r, index=list(EMOTIONS), columns=list(MIDLEVEL))
 
 
 def reference_matrix(reference: Mapping[tuple[str, str], float]) -> pd.DataFrame:

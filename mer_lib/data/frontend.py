@@ -34,7 +34,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from mer_lib.config import FPS, FRAME_SIZE, SAMPLE_RATE
+from mer_lib.config import BANDS_PER_OCTAVE, FMAX, FMIN, FPS, FRAME_SIZE, FREF, SAMPLE_RATE
 from mer_lib.errors import MerError
 
 
@@ -50,8 +50,8 @@ def fft_bin_frequencies(frame_size: int = FRAME_SIZE, sample_rate: int = SAMPLE_
     return np.arange(frame_size // 2, dtype=np.float64) * sample_rate / frame_size
 
 
-def log_frequencies(bands_per_octave: int = 24, fmin: float = 20.0, fmax: float = 16000.0,
-                    fref: float = 440.0) -> np.ndarray:
+def log_frequencies(bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN, fmax: float = FMAX,
+                    fref: float = FREF) -> np.ndarray:
     """Nominal band frequencies ``fref * 2**(k / bands_per_octave)`` within ``[fmin, fmax]``.
 
     ``k`` runs from ``floor(bpo * log2(fmin / fref))`` up to, but excluding,
@@ -101,8 +101,8 @@ def triangular_filterbank(bins: np.ndarray, num_fft_bins: int) -> np.ndarray:
 
 
 def log_filterbank(sample_rate: int = SAMPLE_RATE, frame_size: int = FRAME_SIZE,
-                   bands_per_octave: int = 24, fmin: float = 20.0, fmax: float = 16000.0,
-                   fref: float = 440.0) -> np.ndarray:
+                   bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN, fmax: float = FMAX,
+                   fref: float = FREF) -> np.ndarray:
     """madmom's ``LogarithmicFilterbank`` (unique, area-normalised filters).
 
     Returns
@@ -277,8 +277,8 @@ class LogFilteredSpectrogram(nn.Module):
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, fps: float = FPS, frame_size: int = FRAME_SIZE,
-                 bands_per_octave: int = 24, fmin: float = 20.0, fmax: float = 16000.0,
-                 fref: float = 440.0, peak_normalize: bool = False,
+                 bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN, fmax: float = FMAX,
+                 fref: float = FREF, peak_normalize: bool = False,
                  fft_dtype: torch.dtype | None = torch.float64) -> None:
         super().__init__()
         self.fft_dtype = fft_dtype
