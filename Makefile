@@ -53,7 +53,10 @@ test-notebooks: $(STAMP)
 	    $(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks; \
 	    rc=$$?; rm -rf $$run; exit $$rc
 
+# The committed notebooks are marked trusted first, so that their audio players and figures
+# render (JupyterLab strips active output of untrusted notebooks).
 lab: $(STAMP)
+	$(VENV)/bin/jupyter trust notebooks/*.ipynb
 	$(VENV)/bin/jupyter lab notebooks
 
 clean-run:

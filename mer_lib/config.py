@@ -289,12 +289,6 @@ class Profile:
                 rows.append({"section": section, "parameter": key, "value": str(value)})
         return pd.DataFrame(rows)
 
-    def with_data_source(self, source: str) -> "Profile":
-        """A copy reading from another data source (``"synthetic"`` or ``"real"``)."""
-        if source not in ("synthetic", "real"):
-            raise MerError(f"data source must be 'synthetic' or 'real', got {source!r}")
-        return dataclasses.replace(self, data=dataclasses.replace(self.data, source=source))
-
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(

@@ -24,6 +24,7 @@ from pathlib import Path
 from mer_lib import artifacts
 from mer_lib.config import DEFAULT_PROFILE, PROFILES
 from mer_lib.errors import MerError
+from mer_lib.progress import PROGRESS_ENV
 
 #: Root of the repository (the package is installed in editable mode).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +120,10 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
                   notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> Path:
     """Execute the notebooks in order; return the run directory.
 
+    The kernels inherit ``$MER_PROGRESS=line`` (unless set otherwise), so every
+    progress bar leaves one line in the executed notebooks
+    (:mod:`mer_lib.progress`).
+
     Raises
     ------
     MerError
@@ -133,6 +138,7 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "run_dir": str(run), "data_dir": str(data_dir) if data_dir else None}
     notebooks = list_notebooks(notebooks_dir, select)
+    os.environ.setdefault(PROGRESS_ENV, "line")
     times_path = run / "pipeline_times.json"
     times = artifacts.read_json(times_path) if times_path.exists() else {}
     for i, nb in enumerate(notebooks, 1):
