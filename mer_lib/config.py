@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -340,3 +341,68 @@ def get_profile(name: str | Profile) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise MerError(f"unknown profile {name!r}; expected one of {sorted(PROFILES)}") from None
+
+
+# --------------------------------------------------------------------------- run-directory layout
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each stage writes inside a run directory (one place for every path).
+
+    ::
+
+        <run>/data/soundtracks_synthetic/   the generated dataset (synthetic source)
+        <run>/data/cache/                   spectrograms, offsets, standardisation statistics
+        <run>/data/dataset.csv              the prepared table (labels, split, frames)
+        <run>/models/<system>/seed<k>-<hash>/
+        <run>/attacks/<tag>/<system>/seed<k>-<hash>/
+        <run>/tables/own/, <run>/tables/published/
+        <run>/regression/<section>.csv      values checked by mer_lib.regression
+        <run>/notebooks/                    executed notebooks (mer_lib.runner)
+        <run>/pipeline_times.json           seconds and peak memory per notebook
+
+    Parameters
+    ----------
+    root : path-like
+        The run directory.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def synthetic_dataset(self) -> Path:
+        return self.root / "data" / "soundtracks_synthetic"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "data" / "cache"
+
+    @property
+    def dataset_table(self) -> Path:
+        return self.root / "data" / "dataset.csv"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def attacks(self) -> Path:
+        return self.root / "attacks"
+
+    def tables(self, which: str = "own") -> Path:
+        """``<run>/tables/<which>``: ``"own"`` (this run) or ``"published"`` (the authors' logs)."""
+        return self.root / "tables" / which
+
+    @property
+    def regression(self) -> Path:
+        return self.root / "regression"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def times(self) -> Path:
+        return self.root / "pipeline_times.json"

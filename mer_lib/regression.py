@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib import artifacts
+from mer_lib.config import RunLayout
 from mer_lib.errors import MerError
 
 __all__ = ["K_SIGMA", "STRICT_ENV", "EXPECTATIONS_DIR", "RegressionFailure", "tolerance", "load_expectations",
@@ -170,7 +171,7 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
     """
     long = _long(per_model, quantities, by)
     if run_dir is not None:
-        artifacts.write_text(Path(run_dir) / "regression" / f"{section}.csv",
+        artifacts.write_text(RunLayout(run_dir).regression / f"{section}.csv",
                              long.rename(columns={"group": by}).to_csv(index=False))
     exp = expectations if expectations is not None else load_expectations(profile)
     recorded = None if exp is None else exp.get("sections", {}).get(section)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from mer_lib import artifacts
-from mer_lib.config import DEFAULT_PROFILE, PROFILES
+from mer_lib.config import DEFAULT_PROFILE, PROFILES, RunLayout
 from mer_lib.errors import MerError
 from mer_lib.progress import PROGRESS_ENV
 
@@ -134,12 +134,12 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
     if profile not in PROFILES:
         raise MerError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
     run = resolve_run_dir(profile, run_dir)
-    out_dir = run / "notebooks"
+    out_dir = RunLayout(run).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "run_dir": str(run), "data_dir": str(data_dir) if data_dir else None}
     notebooks = list_notebooks(notebooks_dir, select)
     os.environ.setdefault(PROGRESS_ENV, "line")
-    times_path = run / "pipeline_times.json"
+    times_path = RunLayout(run).times
     times = artifacts.read_json(times_path) if times_path.exists() else {}
     for i, nb in enumerate(notebooks, 1):
         executed = out_dir / nb.name

@@ -50,7 +50,7 @@ import torch
 from mer_lib import artifacts
 from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, run_attack
 from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, read_attack_table, write_attack_log
-from mer_lib.config import EMOTIONS, AttackConfig, check_eps
+from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
 from mer_lib.models.nets import MERModel
 
@@ -129,7 +129,7 @@ def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, con
 
 
 def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -> Path:
-    return Path(run_dir) / "attacks" / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
+    return RunLayout(run_dir).attacks / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
 
 
 def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str = "paper",

@@ -16,10 +16,11 @@ import os
 from pathlib import Path
 
 from mer_lib import artifacts
-from mer_lib.config import Profile, get_profile
+from mer_lib.config import Profile, RunLayout, get_profile
 from mer_lib.data.cache import PreparedData, prepare_cache
 from mer_lib.data.loader import load_soundtracks
 from mer_lib.data.split import split_numbers
+from mer_lib.data.synth.writer import generate_soundtracks
 from mer_lib.errors import MerError
 
 
@@ -30,7 +31,7 @@ def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os
     if profile.data.source == "real":
         raise MerError(f"profile {profile.name!r} reads the real datasets: pass data_dir=/path/to/data "
                        "(see the README for the expected layout)")
-    return Path(run_dir).resolve() / "data" / "soundtracks_synthetic"
+    return RunLayout(Path(run_dir).resolve()).synthetic_dataset
 
 
 def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
@@ -58,16 +59,14 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
     run_dir = Path(run_dir).resolve()
     source_dir = dataset_dir(profile, run_dir, data_dir)
     if not data_dir:
-        from mer_lib.data.synth.writer import generate_soundtracks
-
         generate_soundtracks(source_dir, n_excerpts=profile.data.n_excerpts,
                              duration_s=profile.data.duration_s, seed=profile.data.synth_seed,
                              sample_rate=profile.features.sample_rate, progress=progress)
     table = load_soundtracks(source_dir)
     split = split_numbers(table.index.to_numpy(), profile.split.fractions, profile.split.seed)
-    prepared = prepare_cache(table, split, run_dir / "data" / "cache", profile.features, progress)
+    prepared = prepare_cache(table, split, RunLayout(run_dir).cache, profile.features, progress)
     csv = prepared.table.to_csv(float_format="%.6g")
-    path = run_dir / "data" / "dataset.csv"
+    path = RunLayout(run_dir).dataset_table
     if not path.exists() or path.read_text() != csv:
         artifacts.write_text(path, csv)
     return prepared
