@@ -10,7 +10,7 @@ The same model and the same excerpts are attacked, in one process, by
   (on float64 copies), the best perturbation copied to the CPU whenever it
   improves, the discarded clamp; only the per-iteration progress print is
   left out;
-* the batched engine (:func:`mer_lib.attacks.paper_attack`): the whole batch
+* the batched engine (:func:`mer_lib.attacks.engine.paper_attack`): the whole batch
   at once, parameters frozen, metrics on the device, one host sync per
   iteration;
 

@@ -9,7 +9,7 @@ Measures, in one process:
   quick profile's width, in the memory layout the training uses
   (``TrainConfig.channels_last``) and in the other one.
 
-FLOPs are counted analytically (:func:`mer_lib.models.forward_macs`): conv
+FLOPs are counted analytically (:func:`mer_lib.models.nets.forward_macs`): conv
 MACs = ``C_out * C_in * k * k * H_out * W_out``, linear MACs = ``in * out``;
 x2 for FLOPs (multiply + add), x3 for a training step (forward + the two
 backward products: input and weight gradients). BatchNorm, ReLU, pooling and

@@ -137,7 +137,7 @@ def regression_report(y, p, names: Sequence[str]) -> dict:
     y, p : array-like, shape (N, K)
         Targets and predictions.
     names : sequence of str
-        The K target names (e.g. :data:`mer_lib.constants.EMOTIONS`).
+        The K target names (e.g. :data:`mer_lib.config.EMOTIONS`).
 
     Returns
     -------

@@ -26,7 +26,7 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 @dataclasses.dataclass
 class FakePrepared:
-    """In-memory stand-in for :class:`mer_lib.preprocess.PreparedData` (the attributes and methods stages use)."""
+    """In-memory stand-in for :class:`mer_lib.data.cache.PreparedData` (the attributes and methods stages use)."""
 
     table: pd.DataFrame
     cache_dir: Path

@@ -88,3 +88,37 @@ def test_no_citation_of_documents_outside_the_repository(name):
                                   "reference/madmom/README.md", "reference/README.md", "docs/protocol.md"])
 def test_reference_material_and_docs_exist(path):
     assert (REPO / path).is_file(), f"missing {path}"
+
+
+#: A dotted library name in prose or a docstring: ``mer_lib.attacks.engine.paper_attack``.
+LIBRARY_NAME = re.compile(r"\bmer_lib(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+#: Not references: the synthetic generator's identity recorded in every generator.json (kept stable).
+NOT_REFERENCES = {"mer_lib.synth"}
+
+
+def _resolves(dotted: str) -> bool:
+    """Import the longest importable module prefix of ``dotted``, then look the rest up as attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("path", [REPO / "README.md", PROTOCOL, REPO / "reference" / "README.md",
+                                  *sorted(REPO.glob("mer_lib/**/*.py")), *sorted(REPO.glob("notebooks/*.ipynb"))],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_library_names_in_docs_exist(path: Path) -> None:
+    """Every ``mer_lib.x.y`` named in the documentation, docstrings and notebooks exists (no stale module paths)."""
+    names = {name.rstrip(".") for name in LIBRARY_NAME.findall(_text(path))} - NOT_REFERENCES
+    stale = sorted(name for name in names if not _resolves(name))
+    assert not stale, f"{path.relative_to(REPO)} names library objects that do not exist: {stale}"

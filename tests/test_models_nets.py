@@ -19,7 +19,7 @@ from mer_lib.models.nets import (
     system_spec,
 )
 
-# protocol §5, written out independently of mer_lib.models: (c_in, c_out, kernel) of every conv.
+# protocol §5, written out independently of mer_lib.models.nets: (c_in, c_out, kernel) of every conv.
 PAPER_CONVS = [(1, 64, 5), (64, 64, 3), (64, 128, 3), (128, 128, 3), (128, 256, 3), (256, 256, 3),
                 (256, 384, 3), (384, 512, 3), (512, 256, 1)]
 BOTTLENECK_SYSTEMS = ("A2B2E", "aA2B2E", "A2M2E")

@@ -2,9 +2,9 @@
 
 Every function takes a *tidy table of attack logs*: one row per attacked test
 excerpt, with the columns ``system``, ``seed``, ``number`` and the columns of
-:func:`mer_lib.attack_logs.read_attack_log` (``true_*``, ``orig_*``,
+:func:`mer_lib.attacks.logs.read_attack_log` (``true_*``, ``orig_*``,
 ``new_*`` for the 8 emotions, ``iterations``, ``norm``, ...). Any mix of
-systems and seeds works: :func:`mer_lib.attack_logs.read_published_runs`
+systems and seeds works: :func:`mer_lib.attacks.logs.read_published_runs`
 returns such a table for the authors' 50 published logs, and the project's own
 runs produce the same columns (plus ``snr_db`` for bounded attacks).
 

@@ -100,7 +100,7 @@ def read_attack_log(path: str | os.PathLike) -> pd.DataFrame:
         One row per excerpt, in file order: ``number``, ``iterations``,
         ``db_reference``, ``norm``, ``converged`` (bool), ``adv_target`` and the
         24 columns ``true_*``, ``orig_*``, ``new_*`` (emotion order of
-        :data:`mer_lib.constants.EMOTIONS`).
+        :data:`mer_lib.config.EMOTIONS`).
 
     Raises
     ------

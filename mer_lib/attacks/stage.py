@@ -1,14 +1,14 @@
 """Adversarial training (protocol §5) and the attack stage (protocol §6) of the pipeline.
 
 Adversarial training
-    :class:`PaperAdversary` is the :class:`mer_lib.training.AdversarialStep`
+    :class:`PaperAdversary` is the :class:`mer_lib.models.train.AdversarialStep`
     of aA2E and aA2B2E. In every epoch whose number (from 1) is a multiple of
     ``adv_every`` (5), after each batch's clean update, every example of the
-    batch gets a paper-mode adversary (:func:`mer_lib.attacks.paper_attack`
+    batch gets a paper-mode adversary (:func:`mer_lib.attacks.engine.paper_attack`
     semantics, ``adv_train_iters`` = 50 iterations, model in eval mode,
     adversarial example ``x + best``); the training loop then takes one more
     optimiser step on the emotion MSE of the adversarial batch in train mode
-    (``mer_lib.training._train_epoch``). The batch is attacked at once by the
+    (``mer_lib.models.train._train_epoch``). The batch is attacked at once by the
     batched engine (identical per-example results). The attack's example
     forward/backward passes are added to the training :class:`Cost`, so the
     training cost of the adversarial systems includes them.
@@ -24,8 +24,8 @@ The attack stage
     ``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/``:
 
     ``config.json``     everything the result depends on (hashed into the folder name)
-    ``log.csv``         the published format (:func:`mer_lib.attack_logs.write_attack_log`)
-    ``attack.csv``      the tidy table (:func:`mer_lib.attacks.attack_table`) with ``system``, ``seed``
+    ``log.csv``         the published format (:func:`mer_lib.attacks.logs.write_attack_log`)
+    ``attack.csv``      the tidy table (:func:`mer_lib.attacks.engine.attack_table`) with ``system``, ``seed``
     ``adversarial.npy`` optional: the adversarial inputs ``(N, 1, T, F)`` in ``attack.csv`` order
     ``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
 
@@ -141,7 +141,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     Parameters
     ----------
     model_or_dir : MERModel or path-like
-        A model, or an artifact folder of :func:`mer_lib.training.train_system`
+        A model, or an artifact folder of :func:`mer_lib.models.stage.train_system`
         (system and seed are read from it).
     prepared : PreparedData
         The run's prepared data (inputs, labels, standardisation statistics).
@@ -367,7 +367,7 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     Returns
     -------
     pandas.DataFrame
-        :func:`mer_lib.analysis.per_model_metrics` of every eps, stacked, with ``eps``.
+        :func:`mer_lib.attacks.logs.per_model_metrics` of every eps, stacked, with ``eps``.
     """
     from mer_lib.attacks.logs import per_model_metrics
 

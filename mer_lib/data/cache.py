@@ -3,7 +3,7 @@
 Reference behaviour reproduced here:
 
 * every file's full log-filtered spectrogram is computed once
-  (:func:`mer_lib.features.spectrogram_from_file`) and cached as ``.npy``;
+  (:func:`mer_lib.data.frontend.spectrogram_from_file`) and cached as ``.npy``;
 * one global mean and one global standard deviation (population, over every
   value of every frame of every file) standardise all spectrograms. The
   reference uses all 360 files, test excerpts included; ``stats_split="train"``
@@ -208,9 +208,9 @@ def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: 
     Parameters
     ----------
     table : pandas.DataFrame
-        The loaded dataset (:func:`mer_lib.data.load_soundtracks`).
+        The loaded dataset (:func:`mer_lib.data.loader.load_soundtracks`).
     split : dict
-        ``{"train"|"valid"|"test": excerpt numbers}`` (:func:`mer_lib.split.split_numbers`).
+        ``{"train"|"valid"|"test": excerpt numbers}`` (:func:`mer_lib.data.split.split_numbers`).
     cache_dir : path-like
         Where the cache lives (inside the run directory).
     features : FeatureConfig

@@ -169,7 +169,7 @@ class MERModel(nn.Module):
     Parameters
     ----------
     system : str
-        One of :data:`mer_lib.constants.SYSTEMS`.
+        One of :data:`mer_lib.config.SYSTEMS`.
     width : float
         Backbone channel multiplier (1.0 = the paper's model).
     """
