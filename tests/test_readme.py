@@ -30,3 +30,15 @@ def test_every_listed_figure_exists_for_the_default_profile_and_the_published_ru
 def test_every_notebook_is_described():
     for nb in list_notebooks():
         assert f"`{nb.stem}`" in README, f"README does not describe notebook {nb.stem}"
+
+
+def test_layout_lists_every_module_and_nothing_else():
+    """The README's layout block names each module of mer_lib (as ``name.py`` under its package) and no more."""
+    block = README.split("## Layout", 1)[1].split("```")[1]
+    listed = {name for name in re.findall(r"\b([a-z_]+)\.py\b", block) if not name.startswith("test_")}
+    modules = {p.stem for p in (REPO_ROOT / "mer_lib").rglob("*.py") if p.name != "__init__.py"}
+    packages = {p.name for p in (REPO_ROOT / "mer_lib").iterdir() if (p / "__init__.py").is_file()}
+    assert modules - listed == set(), f"modules missing from the README layout: {sorted(modules - listed)}"
+    assert listed - modules == set(), f"README layout lists modules that do not exist: {sorted(listed - modules)}"
+    for package in packages:
+        assert f"{package}/" in block, f"package {package}/ missing from the README layout"
