@@ -92,11 +92,8 @@ def table_to_latex(df: pd.DataFrame, decimals: int = 3, index: bool = False, cap
 
     Parameters
     ----------
-    df : pandas.DataFrame
-    decimals : int
-        Decimals of float cells; NaN is written as ``n/a``.
-    index : bool
-        Include the index as the first column(s).
+    df, decimals, index
+        As for :func:`table_to_markdown`.
     caption, label : str, optional
         Caption text (escaped) and ``\\label`` key.
 
