@@ -103,7 +103,7 @@ class AttackConfig:
         ``"sign"`` (PGD: ``delta += step_size * sign(grad)``) or ``"adam"``
         (the paper's signed Adam step with learning rate ``lr``).
     bounded_step_size : float or None
-        Step of the ``"sign"`` update; ``None`` = ``2.5 * eps / bounded_steps``.
+        Step of the ``"sign"`` update; ``None``: :func:`mer_lib.attacks.engine.default_step_size`.
     bounded_stop : str
         ``"fixed"`` (run every step, return the final iterate) or
         ``"correlation"`` (the paper's stopping rule, return the best iterate).

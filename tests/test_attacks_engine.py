@@ -10,7 +10,27 @@ import torch
 from torch import nn
 
 from mer_lib.attacks import engine
-from mer_lib.attacks.engine import attack_table, bounded_attack, paper_attack, pearson_rows, run_attack, spectral_snr_db
+from mer_lib.attacks.engine import (
+    AdamUpdate,
+    AttackState,
+    CorrelationStop,
+    FixedSteps,
+    Iterate,
+    SignUpdate,
+    adam_step,
+    adam_tables,
+    attack_table,
+    bounded_attack,
+    correlation_threshold,
+    default_step_size,
+    linf_radius,
+    paper_attack,
+    pearson_rows,
+    project_linf,
+    run_attack,
+    sign_step,
+    spectral_snr_db,
+)
 from mer_lib.attacks.logs import bottleneck_columns, read_attack_log, tidy_columns, write_attack_log
 from mer_lib.config import EMOTIONS, SYSTEMS, AttackConfig
 from mer_lib.errors import MerError
@@ -194,6 +214,128 @@ def test_pearson_rows_matches_numpy():
     r = pearson_rows(a, b).numpy()
     np.testing.assert_allclose(r, [pearson_np(a[i], b[i]) for i in range(6)], rtol=0, atol=1e-15)
     assert math.isnan(pearson_rows(a[:1], torch.ones(1, 8)).item())
+
+
+# --------------------------------------------------------------------------
+# The small parts: update rules, projection, stopping rules
+# --------------------------------------------------------------------------
+def test_adam_step_is_bit_identical_to_torch_adam():
+    torch.manual_seed(8)
+    x = torch.zeros(3, 1, 5, 4)
+    leaf = x.clone().requires_grad_(True)
+    opt = torch.optim.Adam([leaf], lr=0.002)
+    tables = adam_tables(0.002, 12, x.device)
+    delta, m, v = x.clone(), torch.zeros_like(x), torch.zeros_like(x)
+    for k in range(1, 13):
+        neg_sign = -torch.sign(torch.randn_like(x))
+        leaf.grad = neg_sign.clone()
+        opt.step()
+        delta, m, v = adam_step(delta, neg_sign, m, v, torch.full((3,), k), tables)
+        assert torch.equal(delta, leaf.detach()), k
+
+
+def test_adam_step_uses_each_examples_own_step_count():
+    torch.manual_seed(9)
+    delta, g, m, v = (torch.randn(2, 1, 3, 2) for _ in range(4))
+    v = v.abs()
+    tables = adam_tables(0.01, 5, delta.device)
+    both = adam_step(delta, g, m, v, torch.tensor([1, 4]), tables)
+    for row, k in ((0, 1), (1, 4)):
+        one = adam_step(delta[row:row + 1], g[row:row + 1], m[row:row + 1], v[row:row + 1], torch.tensor([k]), tables)
+        for a, b in zip(both, one):
+            assert torch.equal(a[row:row + 1], b)
+    assert torch.equal(AdamUpdate(tables).moments(delta)["v"], torch.zeros_like(delta))
+
+
+def test_sign_step_moves_every_element_by_the_step_size_up_the_gradient():
+    delta = torch.tensor([0.0, 0.5, -0.25])
+    grad = torch.tensor([3.0, -0.1, 0.0])
+    new = sign_step(delta, -torch.sign(grad), 0.125)
+    assert new.tolist() == [0.125, 0.375, -0.25]
+    update = SignUpdate(0.125)
+    assert update.moments(delta) == {}
+    assert torch.equal(update(delta, -torch.sign(grad), {}, torch.tensor([1]))[0], new)
+
+
+def test_default_step_size_is_used_by_bounded_attack(bounded_setup):
+    assert default_step_size(0.1, 10) == 2.5 * 0.1 / 10
+    model, x, y = bounded_setup
+    res = bounded_attack(model, x[:2], y[:2], 0.05, steps=4)
+    assert res.info["step_size"] == default_step_size(0.05, 4)
+    assert bounded_attack(model, x[:2], y[:2], 0.05, steps=4, step_size=0.01).info["step_size"] == 0.01
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.05, 0.25, 1e-3])
+def test_projection_keeps_every_element_within_eps(eps):
+    radius = linf_radius(eps)
+    assert radius <= eps and float(np.float32(radius)) == radius
+    assert float(np.nextafter(np.float32(radius), np.float32(1))) > eps  # the largest such float32
+    delta = torch.linspace(-3 * eps, 3 * eps, 1001)
+    projected = project_linf(delta, eps)
+    assert (projected.abs() <= eps).all() and projected.abs().max().item() == radius
+    inside = delta.abs() <= radius
+    assert torch.equal(projected[inside], delta[inside])
+
+
+def test_correlation_threshold_follows_the_paper_rule():
+    nan = math.nan
+    r = torch.tensor([0.35, 0.5, -1.0, 0.05, nan, 0.05], dtype=torch.float64)
+    t = torch.tensor([nan, 0.3, -1.0, 0.0, nan, 0.0], dtype=torch.float64)
+    new_t, hit, done = correlation_threshold(r, t, zero_threshold_unsets=True)
+    assert hit.tolist() == [True, False, True, True, False, True]
+    assert done.tolist() == [False, False, True, False, False, False]
+    assert new_t[0].item() == 0.4 - 0.1 and new_t[1].item() == 0.3 and new_t[2].item() == -1.0
+    assert new_t[3].item() == 0.1 - 0.1  # 0.0 counts as unset: re-initialised from r = 0.05
+    assert math.isnan(new_t[4].item())
+    kept, hit, _ = correlation_threshold(r[3:4], t[3:4], zero_threshold_unsets=False)
+    assert kept.item() == 0.0 and not hit.item()  # 0.05 > 0.0
+
+
+def make_iterate(delta, pred):
+    return Iterate(delta.clone().requires_grad_(True), pred.clone(), pred.clone(), None)
+
+
+def test_correlation_stop_keeps_the_best_iterate_and_freezes_converged_examples():
+    y = torch.arange(8.0).view(1, 8) / 10
+    state = AttackState.start(torch.zeros(1, 1, 2, 2), y, {})
+    rule = CorrelationStop(zero_threshold_unsets=True)
+    deltas = [torch.full((1, 1, 2, 2), v) for v in (0.1, 0.2, 0.3)]
+    noisy = y + torch.tensor([[0.3, -0.2, 0.1, 0.0, -0.3, 0.2, 0.0, 0.1]])
+    r1 = pearson_rows(y, noisy).item()  # about 0.7: t = ceil(10 r) / 10, hit, then lowered
+    for it, (d, p) in enumerate(zip(deltas, (noisy, y, -y)), start=1):
+        cur = make_iterate(d, p)
+        state.record_iterate(it, cur)
+        proceed = rule.judge(state, cur)
+        if it == 1:
+            assert proceed.tolist() == [True] and state.t.item() == math.ceil(r1 * 10) / 10 - 0.1
+        if it == 2:  # r = 1 is above the threshold: best stays the first iterate
+            assert torch.equal(state.best, deltas[0]) and torch.equal(state.best_p, noisy)
+    assert torch.equal(state.best, deltas[2]) and torch.equal(state.best_p, -y)  # r = -1: a new best
+    assert torch.equal(state.last_p, -y) and state.iterations.tolist() == [3]
+    state.t = torch.tensor([-1.0], dtype=torch.float64)  # below -0.9 and hit again: converged
+    cur = make_iterate(deltas[0], -y)
+    assert rule.judge(state, cur).tolist() == [False]
+    assert state.converged.tolist() == [True] and state.active.tolist() == [False]
+    assert FixedSteps().judge(state, cur) is None
+
+
+def test_state_put_writes_only_the_active_rows():
+    state = AttackState.start(torch.zeros(4, 1, 1, 1), torch.zeros(4, 8), {})
+    state.idx = torch.tensor([1, 3])
+    values = torch.tensor([10, 30])
+    assert state.put(torch.zeros(4, dtype=torch.long), values).tolist() == [0, 10, 0, 30]
+    masked = state.put(torch.arange(4), values, torch.tensor([False, True]))
+    assert masked.tolist() == [0, 1, 2, 30]
+    assert state.take(torch.arange(4) * 2).tolist() == [2, 6]
+
+
+def test_run_attack_progress_bar_of_batches_prints_nothing_in_line_mode(monkeypatch, capsys):
+    monkeypatch.setenv("MER_PROGRESS", "line")
+    torch.manual_seed(10)
+    model = build_model("A2E", 0.0625).eval()
+    res = run_attack(model, torch.randn(3, 1, T, F), torch.rand(3, 8), "paper",
+                     AttackConfig(max_iters=2, batch_size=2, channels_last=False), progress=True)
+    assert len(res) == 3 and capsys.readouterr().out == ""  # a nested bar: no summary line of its own
 
 
 # --------------------------------------------------------------------------

@@ -5,11 +5,20 @@ its own state: perturbation ``delta``, Adam moments and step count, the
 correlation threshold ``t``, the best perturbation so far, its iteration
 count and a converged flag. Examples that are done are frozen (they are no
 longer fed through the model and their state does not advance), so a batch
-gives exactly the per-example results of attacking one excerpt at a time.
+gives the per-example results of attacking one excerpt at a time (up to the
+last bits of the model's batched arithmetic, which depends on the batch).
 During an attack the model is in eval mode and its parameters do not require
 gradients (both restored afterwards); the only host synchronisation per
 iteration is the count of still-active examples (none at all in bounded mode
 with a fixed number of steps).
+
+The engine is built from small parts: :class:`AttackState` holds the running
+batch; an update rule, :class:`AdamUpdate` (:func:`adam_step`) or
+:class:`SignUpdate` (:func:`sign_step`), moves the perturbations of the
+active examples and :func:`project_linf` keeps them in the eps-ball; a
+stopping rule, :class:`CorrelationStop` (:func:`correlation_threshold`) or
+:class:`FixedSteps`, decides which examples go on and what is returned; a
+short driver loop alternates forward pass, stopping rule and step.
 
 Paper mode (:func:`paper_attack`, protocol §6.1) reproduces the reference
 attack, bugs included. Per excerpt ``x`` with labels ``y``::
@@ -43,14 +52,15 @@ Details that decide the logged numbers:
   one backward pass less per example);
 * Adam is elementwise, with per-example bias correction (each example's own
   step count); the update replicates ``torch.optim.Adam``'s arithmetic op by
-  op, so it is bit-identical to one optimiser per excerpt;
+  op, so given the same gradients it is bit-identical to one optimiser per
+  excerpt;
 * a correlation that is undefined (constant predictions) leaves ``t`` unset
   and never counts as ``r <= t`` (the reference would crash on ``ceil(nan)``).
 
 Bounded mode (:func:`bounded_attack`, protocol §6.2): after every step delta is
 projected onto the L-infinity ball of radius ``eps`` (normalised-spectrogram
 units). The step is either a signed-gradient step of size ``step_size``
-(PGD, default ``2.5 * eps / steps``) or the paper's signed Adam step. It runs
+(PGD, default :func:`default_step_size`) or the paper's signed Adam step. It runs
 a fixed number of steps (returns the final iterate, evaluated by one more
 forward pass) or uses the correlation stopping rule (returns the best
 iterate). The reported adversarial prediction is always that of the returned
@@ -61,7 +71,7 @@ final threshold, the returned perturbation, its L2 and L-infinity norm, the
 true spectral SNR (:func:`spectral_snr_db`), clean and adversarial
 predictions and bottleneck activations, and optionally the reference's
 pseudo-SNR :func:`db_reference`. :func:`attack_table` turns it into the tidy
-table of :mod:`mer_lib.attack_logs` (plus extra columns).
+table of :mod:`mer_lib.attacks.logs` (plus extra columns).
 """
 from __future__ import annotations
 
@@ -69,8 +79,9 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
+import librosa
 import numpy as np
 import pandas as pd
 import torch
@@ -79,6 +90,7 @@ from torch import nn
 from mer_lib.attacks.logs import bottleneck_columns, tidy_columns
 from mer_lib.config import EMOTIONS, SAMPLE_RATE, AttackConfig, check_choice, check_eps
 from mer_lib.errors import MerError
+from mer_lib.progress import progress_bar
 
 #: Bumped whenever a code change alters attack results; part of every attack artifact's hash.
 ATTACK_VERSION: int = 1
@@ -200,16 +212,6 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return r.clamp(-1.0, 1.0)
 
 
-def _adam_tables(lr: float, steps: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``-lr / (1 - b1**k)`` and ``sqrt(1 - b2**k)`` for k = 0..steps, computed in Python floats
-    exactly as ``torch.optim.Adam`` does, then as float32 (how its kernels use them)."""
-    b1, b2 = ADAM_BETAS
-    neg = [0.0] + [-(lr / (1 - b1 ** k)) for k in range(1, steps + 1)]
-    bc2 = [1.0] + [(1 - b2 ** k) ** 0.5 for k in range(1, steps + 1)]
-    as32 = lambda v: torch.tensor(v, dtype=torch.float64).to(device=device, dtype=torch.float32)  # noqa: E731
-    return as32(neg), as32(bc2)
-
-
 def spectral_snr_db(x, delta, mean: float, std: float) -> np.ndarray:
     """True spectral SNR in dB of perturbations of standardised log spectrograms.
 
@@ -267,8 +269,6 @@ def db_reference(x, delta, sr: int = SAMPLE_RATE) -> np.ndarray:
     -------
     ndarray (N,) float64
     """
-    import librosa  # heavy import, only when asked for
-
     x = torch.as_tensor(x).detach().cpu().float().numpy()
     d = torch.as_tensor(delta).detach().cpu().float().numpy()
     out = np.empty(len(x), dtype=np.float64)
@@ -300,165 +300,456 @@ def _check_inputs(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------
-# The engine
+# Update rules: a step on the perturbation of the active examples
 # --------------------------------------------------------------------------
-def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_iters: int, update: str, rate: float,
-            eps: float | None, stop: str, zero_threshold_unsets: bool, report: str,
-            channels_last: bool) -> dict:
-    """The batched attack loop; returns tensors on the model's device (see the module docstring).
+class AdamTables(NamedTuple):
+    """Adam's per-step factors, indexed by the step count ``k = 0 .. steps`` (float32, on the attack's device).
 
-    update : "adam" (signed-gradient Adam, lr ``rate``) or "sign" (``delta += rate * sign(grad)``)
-    stop : "correlation" (paper stopping rule) or "fixed" (``max_iters`` steps, no early stop)
-    report : "last" (paper: prediction of the last evaluated iterate, return ``best``),
-             "returned" (prediction of the returned example)
+    Attributes
+    ----------
+    neg_step : Tensor (steps + 1,)
+        ``-lr / (1 - beta1**k)`` (0 at ``k = 0``).
+    bc2_sqrt : Tensor (steps + 1,)
+        ``sqrt(1 - beta2**k)`` (1 at ``k = 0``).
     """
-    n = x.shape[0]
-    dev = x.device
-    use_rule = stop == "correlation"
-    delta = torch.zeros_like(x)
-    if update == "adam":
-        m = torch.zeros_like(x)
-        v = torch.zeros_like(x)
-        neg_step, bc2_sqrt = _adam_tables(rate, max_iters, dev)
-    steps = torch.zeros(n, dtype=torch.long, device=dev)
-    best = torch.zeros_like(x) if use_rule else None
-    t = torch.full((n,), math.nan, dtype=torch.float64, device=dev)
-    iterations = torch.zeros(n, dtype=torch.long, device=dev)
-    converged = torch.zeros(n, dtype=torch.bool, device=dev)
-    active = torch.ones(n, dtype=torch.bool, device=dev)
-    last_p = torch.zeros(n, len(EMOTIONS), device=dev)
-    best_p = torch.zeros(n, len(EMOTIONS), device=dev)
-    clean_p = last_b = best_b = clean_b = None
-    forward = backward = 0
+
+    neg_step: torch.Tensor
+    bc2_sqrt: torch.Tensor
+
+
+def adam_tables(lr: float, steps: int, device: torch.device) -> AdamTables:
+    """The factors of :class:`AdamTables`, computed in Python floats exactly as ``torch.optim.Adam``
+    does, then converted to float32 (how its kernels use them).
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate.
+    steps : int
+        Largest step count needed.
+    device : torch.device
+        Where the tables live.
+
+    Returns
+    -------
+    AdamTables
+    """
     b1, b2 = ADAM_BETAS
-    idx = None  # None: every example is active
-    if eps is not None:  # the largest float32 not above eps, so that |delta| <= eps holds exactly
-        bound = np.float32(eps)
-        eps = float(np.nextafter(bound, np.float32(0)) if float(bound) > eps else bound)
+    neg = [0.0] + [-(lr / (1 - b1 ** k)) for k in range(1, steps + 1)]
+    bc2 = [1.0] + [(1 - b2 ** k) ** 0.5 for k in range(1, steps + 1)]
+    return AdamTables(_float32(neg, device), _float32(bc2, device))
 
-    def model_out(inp):
-        if channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        return model(inp)
 
-    def take(a):
-        return a if idx is None else a.index_select(0, idx)
+def _float32(values: list[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).to(device=device, dtype=torch.float32)
 
-    def put(dst, values, mask=None):
-        """dst[active] = values (where mask, if given)."""
+
+def adam_step(delta: torch.Tensor, neg_sign: torch.Tensor, m: torch.Tensor, v: torch.Tensor, k: torch.Tensor,
+              tables: AdamTables) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Adam step per example, op by op as ``torch.optim.Adam`` (one optimiser per example).
+
+    Parameters
+    ----------
+    delta : Tensor (B, 1, T, F)
+        Current perturbations.
+    neg_sign : Tensor (B, 1, T, F)
+        ``-sign(dMSE / d delta)``, the "gradient" the reference hands to its
+        optimiser (descending on it is an ascent on the loss).
+    m, v : Tensor (B, 1, T, F)
+        First and second moments before the step.
+    k : int64 Tensor (B,)
+        Step count of each example after this step (1 for the first step).
+    tables : AdamTables
+        From :func:`adam_tables`.
+
+    Returns
+    -------
+    delta, m, v : Tensor
+        New perturbations and moments (new tensors; the inputs are not modified).
+    """
+    b1, b2 = ADAM_BETAS
+    m = torch.lerp(m, neg_sign, 1 - b1)
+    v = v.mul(b2).addcmul_(neg_sign, neg_sign, value=1 - b2)
+    denom = (v.sqrt() / tables.bc2_sqrt[k].view(-1, 1, 1, 1)).add_(ADAM_EPS)
+    return delta + (tables.neg_step[k].view(-1, 1, 1, 1) * m) / denom, m, v
+
+
+def sign_step(delta: torch.Tensor, neg_sign: torch.Tensor, rate: float) -> torch.Tensor:
+    """One PGD step ``delta + rate * sign(dMSE / d delta)``, computed as ``delta - rate * neg_sign``.
+
+    Parameters
+    ----------
+    delta, neg_sign : Tensor
+        Current perturbations and ``-sign(dMSE / d delta)`` (as in :func:`adam_step`).
+    rate : float
+        Step size.
+
+    Returns
+    -------
+    Tensor
+    """
+    return delta - rate * neg_sign
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """Default PGD step of the bounded attack: ``2.5 * eps / steps`` (protocol §6.2).
+
+    Parameters
+    ----------
+    eps : float
+        L-infinity radius.
+    steps : int
+        Number of steps.
+
+    Returns
+    -------
+    float
+    """
+    return 2.5 * eps / steps
+
+
+def linf_radius(eps: float) -> float:
+    """The largest float32 value not above ``eps``: clamping float32 tensors to it keeps ``|delta| <= eps``."""
+    bound = np.float32(eps)
+    return float(np.nextafter(bound, np.float32(0)) if float(bound) > eps else bound)
+
+
+def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the L-infinity ball of radius ``eps``: every element of the result is in [-eps, eps].
+
+    Parameters
+    ----------
+    delta : Tensor
+        Perturbations (float32).
+    eps : float
+        Radius (rounded down to float32 by :func:`linf_radius`).
+
+    Returns
+    -------
+    Tensor
+    """
+    radius = linf_radius(eps)
+    return delta.clamp(-radius, radius)
+
+
+@dataclass(frozen=True)
+class SignUpdate:
+    """The PGD update (:func:`sign_step` with step size ``rate``); it keeps no per-example moments."""
+
+    rate: float
+
+    def moments(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Initial per-example state: none."""
+        return {}
+
+    def __call__(self, delta: torch.Tensor, neg_sign: torch.Tensor, moments: dict[str, torch.Tensor],
+                 k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """New perturbations and moments of the active examples."""
+        return sign_step(delta, neg_sign, self.rate), {}
+
+
+@dataclass(frozen=True)
+class AdamUpdate:
+    """The paper's signed-gradient Adam update (:func:`adam_step`) with per-example moments ``m`` and ``v``."""
+
+    tables: AdamTables
+
+    def moments(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Initial per-example state: zero moments shaped like ``x``."""
+        return {"m": torch.zeros_like(x), "v": torch.zeros_like(x)}
+
+    def __call__(self, delta: torch.Tensor, neg_sign: torch.Tensor, moments: dict[str, torch.Tensor],
+                 k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """New perturbations and moments of the active examples."""
+        new, m, v = adam_step(delta, neg_sign, moments["m"], moments["v"], k, self.tables)
+        return new, {"m": m, "v": v}
+
+
+# --------------------------------------------------------------------------
+# The running batch
+# --------------------------------------------------------------------------
+class Iterate(NamedTuple):
+    """One evaluation of the active examples.
+
+    Attributes
+    ----------
+    delta : Tensor (B, 1, T, F)
+        Their perturbations (a leaf that requires gradients).
+    emotions : Tensor (B, 8)
+        Their predictions, attached to the graph.
+    pred : Tensor (B, 8)
+        The same, detached.
+    bottleneck : Tensor (B, 7) or None
+        Detached bottleneck activations of bottleneck models.
+    """
+
+    delta: torch.Tensor
+    emotions: torch.Tensor
+    pred: torch.Tensor
+    bottleneck: torch.Tensor | None
+
+
+@dataclass
+class AttackState:
+    """The running batch of an attack (tensors on the model's device, first axis = example).
+
+    Examples that are done leave the active set: ``idx`` lists the rows still
+    attacked (``None``: all of them), :meth:`take` selects them from a
+    per-example tensor and :meth:`put` writes values of the active rows back.
+
+    Attributes
+    ----------
+    x, y : Tensor (N, 1, T, F), (N, 8)
+        Clean inputs and labels.
+    delta, best : Tensor (N, 1, T, F)
+        Current perturbation; the returned one (correlation rule: the best
+        iterate; fixed steps: the final iterate).
+    moments : dict of str to Tensor
+        Per-example state of the update rule (Adam's ``m`` and ``v``; none for PGD).
+    steps : int64 (N,)
+        Steps taken.
+    t : float64 (N,)
+        Correlation threshold (``nan`` = unset).
+    iterations : int64 (N,)
+        Evaluated iterates (fixed steps: steps taken, at the end).
+    converged, active : bool (N,)
+        Stopped by the correlation rule; still attacked.
+    last_p, best_p, clean_p : Tensor (N, 8)
+        Predictions of the last evaluated iterate, of ``best`` and of the clean input.
+    last_b, best_b, clean_b : Tensor (N, 7) or None
+        The same for the bottleneck activations (bottleneck models only).
+    idx : int64 Tensor or None
+        Rows still attacked; ``None`` while all are.
+    forward, backward : int
+        Example passes spent.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    delta: torch.Tensor
+    best: torch.Tensor
+    moments: dict[str, torch.Tensor]
+    steps: torch.Tensor
+    t: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    active: torch.Tensor
+    last_p: torch.Tensor
+    best_p: torch.Tensor
+    clean_p: torch.Tensor | None = None
+    last_b: torch.Tensor | None = None
+    best_b: torch.Tensor | None = None
+    clean_b: torch.Tensor | None = None
+    idx: torch.Tensor | None = None
+    forward: int = 0
+    backward: int = 0
+
+    @classmethod
+    def start(cls, x: torch.Tensor, y: torch.Tensor, moments: dict[str, torch.Tensor]) -> "AttackState":
+        """The state before the first iteration: zero perturbations, thresholds unset, all examples active."""
+        n, dev = x.shape[0], x.device
+        return cls(x=x, y=y, delta=torch.zeros_like(x), best=torch.zeros_like(x), moments=moments,
+                   steps=torch.zeros(n, dtype=torch.long, device=dev),
+                   t=torch.full((n,), math.nan, dtype=torch.float64, device=dev),
+                   iterations=torch.zeros(n, dtype=torch.long, device=dev),
+                   converged=torch.zeros(n, dtype=torch.bool, device=dev),
+                   active=torch.ones(n, dtype=torch.bool, device=dev),
+                   last_p=torch.zeros(n, len(EMOTIONS), device=dev), best_p=torch.zeros(n, len(EMOTIONS), device=dev))
+
+    def take(self, a: torch.Tensor) -> torch.Tensor:
+        """The active rows of the per-example tensor ``a``."""
+        return a if self.idx is None else a.index_select(0, self.idx)
+
+    def put(self, dst: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``dst`` with its active rows replaced by ``values`` (only where ``mask``, if given); a new tensor."""
         if mask is not None:
             shape = (-1,) + (1,) * (values.ndim - 1)
-            values = torch.where(mask.view(shape), values, take(dst))
-        if idx is None:
+            values = torch.where(mask.view(shape), values, self.take(dst))
+        if self.idx is None:
             return values.clone() if values is dst else values
-        return dst.index_copy(0, idx, values)
+        return dst.index_copy(0, self.idx, values)
 
-    for it in range(1, max_iters + 1):
-        d = take(delta).detach().requires_grad_(True)
-        out = model_out(take(x) + d)
-        p = out.emotions
-        forward += d.shape[0]
-        pd_ = p.detach()
-        bott = out.bottleneck.detach() if out.bottleneck is not None else None
+    def record_iterate(self, it: int, cur: Iterate) -> None:
+        """Store the evaluation ``cur`` of iteration ``it`` (the first one gives the clean predictions)."""
         if it == 1:
-            clean_p = pd_.clone()
-            if bott is not None:
-                clean_b = bott.clone()
-                last_b = torch.zeros_like(bott)
-                best_b = torch.zeros_like(bott)
-        last_p = put(last_p, pd_)
-        if bott is not None:
-            last_b = put(last_b, bott)
-        iterations = put(iterations, torch.full((d.shape[0],), it, dtype=torch.long, device=dev))
+            self.clean_p = cur.pred.clone()
+            if cur.bottleneck is not None:
+                self.clean_b = cur.bottleneck.clone()
+                self.last_b = torch.zeros_like(cur.bottleneck)
+                self.best_b = torch.zeros_like(cur.bottleneck)
+        self.last_p = self.put(self.last_p, cur.pred)
+        if cur.bottleneck is not None:
+            self.last_b = self.put(self.last_b, cur.bottleneck)
+        count = torch.full((cur.pred.shape[0],), it, dtype=torch.long, device=self.x.device)
+        self.iterations = self.put(self.iterations, count)
 
-        proceed = None  # examples that take a step after this iteration (None: all)
-        if use_rule:
-            r = pearson_rows(take(y), pd_)
-            tt = take(t)
-            unset = torch.isnan(tt)
-            if zero_threshold_unsets:
-                unset = unset | (tt == 0.0)
-            tt = torch.where(unset, torch.ceil(r * 10.0) / 10.0, tt)
-            hit = r <= tt  # False for nan
-            lower = hit & (tt >= -0.9)
-            done = hit & ~lower
-            t = put(t, torch.where(lower, tt - 0.1, tt))
-            best = put(best, d.detach(), hit)
-            best_p = put(best_p, pd_, hit)
-            if bott is not None:
-                best_b = put(best_b, bott, hit)
-            converged = put(converged, done | take(converged))
-            proceed = ~done
-            active = put(active, proceed)
-            still = active.nonzero().squeeze(1)  # the one host sync per iteration
-            n_active = still.numel()
-        else:
-            n_active = n
-        last_iteration = it == max_iters
-        if n_active == 0 or (last_iteration and stop == "correlation"):
-            break  # a step after the last evaluation would never be used
+    def keep_best(self, hit: torch.Tensor, cur: Iterate) -> None:
+        """Make ``cur`` the best iterate of the active examples where ``hit``."""
+        self.best = self.put(self.best, cur.delta.detach(), hit)
+        self.best_p = self.put(self.best_p, cur.pred, hit)
+        if cur.bottleneck is not None:
+            self.best_b = self.put(self.best_b, cur.bottleneck, hit)
 
-        loss = (p - take(y)).pow(2).mean(dim=1).sum()
-        (grad,) = torch.autograd.grad(loss, d)
-        backward += d.shape[0]
-        ascent = torch.sign(grad).neg_()  # gradient ascent on the MSE, sign of the gradient
-        cur = d.detach()
-        if update == "adam":
-            st = take(steps) + 1
-            mm = torch.lerp(take(m), ascent, 1 - b1)
-            vv = take(v).mul(b2).addcmul_(ascent, ascent, value=1 - b2)
-            denom = (vv.sqrt() / bc2_sqrt[st].view(-1, 1, 1, 1)).add_(ADAM_EPS)
-            new = cur + (neg_step[st].view(-1, 1, 1, 1) * mm) / denom
-            m = put(m, mm, proceed)
-            v = put(v, vv, proceed)
-        else:
-            st = take(steps) + 1
-            new = cur - rate * ascent  # descent step on the negated gradient = ascent on the loss
-        if eps is not None:
-            new = new.clamp(-eps, eps)
-        delta = put(delta, new, proceed)
-        steps = put(steps, st, proceed)
-        if use_rule and n_active < n:
-            idx = still
 
-    if stop == "fixed":
+def _forward(model: nn.Module, inp: torch.Tensor, channels_last: bool):
+    if channels_last:
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    return model(inp)
+
+
+def _evaluate(model: nn.Module, state: AttackState, it: int, channels_last: bool) -> Iterate:
+    """Forward pass of the active examples at iteration ``it``, recorded in ``state``."""
+    d = state.take(state.delta).detach().requires_grad_(True)
+    out = _forward(model, state.take(state.x) + d, channels_last)
+    state.forward += d.shape[0]
+    bottleneck = out.bottleneck.detach() if out.bottleneck is not None else None
+    cur = Iterate(d, out.emotions, out.emotions.detach(), bottleneck)
+    state.record_iterate(it, cur)
+    return cur
+
+
+def _step(state: AttackState, update: SignUpdate | AdamUpdate, cur: Iterate, proceed: torch.Tensor | None,
+          eps: float | None) -> None:
+    """Backward pass and one update of the active examples where ``proceed`` (all if ``None``)."""
+    loss = (cur.emotions - state.take(state.y)).pow(2).mean(dim=1).sum()
+    (grad,) = torch.autograd.grad(loss, cur.delta)
+    state.backward += cur.delta.shape[0]
+    neg_sign = torch.sign(grad).neg_()  # the reference hands -sign(grad) to a minimiser: ascent on the MSE
+    k = state.take(state.steps) + 1
+    moments = {name: state.take(value) for name, value in state.moments.items()}
+    new, moments = update(cur.delta.detach(), neg_sign, moments, k)
+    for name, value in moments.items():
+        state.moments[name] = state.put(state.moments[name], value, proceed)
+    if eps is not None:
+        new = project_linf(new, eps)
+    state.delta = state.put(state.delta, new, proceed)
+    state.steps = state.put(state.steps, k, proceed)
+
+
+# --------------------------------------------------------------------------
+# Stopping rules
+# --------------------------------------------------------------------------
+def correlation_threshold(r: torch.Tensor, t: torch.Tensor,
+                          zero_threshold_unsets: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The paper's stopping rule for one evaluation (protocol §6.1), elementwise over examples.
+
+    An unset threshold (``nan``; also ``0.0`` with ``zero_threshold_unsets``)
+    becomes ``ceil(10 r) / 10``. If ``r <= t`` the iterate becomes the best
+    one (``hit``) and ``t`` is lowered by 0.1, unless ``t < -0.9``: then the
+    example has converged (``done``). A ``nan`` correlation never hits.
+
+    Parameters
+    ----------
+    r : float64 Tensor (B,)
+        Pearson correlation of labels and predictions.
+    t : float64 Tensor (B,)
+        Thresholds before this evaluation.
+    zero_threshold_unsets : bool
+        Treat a threshold of exactly 0.0 as unset (the reference's ``if not t``).
+
+    Returns
+    -------
+    t, hit, done : Tensor (B,)
+        New thresholds; whether the iterate is the new best; whether the example stops here.
+    """
+    unset = torch.isnan(t)
+    if zero_threshold_unsets:
+        unset = unset | (t == 0.0)
+    t = torch.where(unset, torch.ceil(r * 10.0) / 10.0, t)
+    hit = r <= t  # False for nan
+    lower = hit & (t >= -0.9)
+    done = hit & ~lower
+    return torch.where(lower, t - 0.1, t), hit, done
+
+
+@dataclass(frozen=True)
+class CorrelationStop:
+    """Stopping by :func:`correlation_threshold`: an example stops when it converges; ``best`` is returned."""
+
+    zero_threshold_unsets: bool = False
+
+    def judge(self, state: AttackState, cur: Iterate) -> torch.Tensor:
+        """Apply the rule to the evaluated active examples; returns which of them take a step."""
+        r = pearson_rows(state.take(state.y), cur.pred)
+        t, hit, done = correlation_threshold(r, state.take(state.t), self.zero_threshold_unsets)
+        state.t = state.put(state.t, t)
+        state.keep_best(hit, cur)
+        state.converged = state.put(state.converged, done | state.take(state.converged))
+        proceed = ~done
+        state.active = state.put(state.active, proceed)
+        return proceed
+
+    def finish(self, model: nn.Module, state: AttackState, channels_last: bool) -> None:
+        """Nothing to do: ``best`` and its predictions are already recorded."""
+
+
+@dataclass(frozen=True)
+class FixedSteps:
+    """No early stop: every step is taken, and the final iterate is evaluated once more and returned."""
+
+    def judge(self, state: AttackState, cur: Iterate) -> None:
+        """Every example takes a step (``None``)."""
+        return None
+
+    def finish(self, model: nn.Module, state: AttackState, channels_last: bool) -> None:
+        """Evaluate the final iterate; it becomes ``best``, and ``iterations`` the steps taken."""
         with torch.no_grad():
-            out = model_out(x + delta)
-        forward += n
-        best = delta
-        best_p = out.emotions.detach()
-        best_b = out.bottleneck.detach() if out.bottleneck is not None else None
-        iterations = steps.clone()
-    returned = best
-    if report == "last":
-        adv_p, adv_b = last_p, last_b
-    else:
-        adv_p, adv_b = best_p, best_b
-    return {"delta": returned, "iterations": iterations, "converged": converged, "adv_target": t,
-            "clean_emotions": clean_p, "adv_emotions": adv_p, "clean_bottleneck": clean_b,
-            "adv_bottleneck": adv_b, "forward": forward, "backward": backward}
+            out = _forward(model, state.x + state.delta, channels_last)
+        state.forward += len(state.x)
+        state.best = state.delta
+        state.best_p = out.emotions.detach()
+        state.best_b = out.bottleneck.detach() if out.bottleneck is not None else None
+        state.iterations = state.steps.clone()
 
 
-def _result(raw: dict, x: torch.Tensor, mode: str, eps: float, mean: float | None, std: float | None,
-            with_db_reference: bool, info: dict) -> AttackResult:
-    delta = raw["delta"].detach()
+# --------------------------------------------------------------------------
+# The engine
+# --------------------------------------------------------------------------
+def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: SignUpdate | AdamUpdate,
+            stop: CorrelationStop | FixedSteps, *, max_iters: int, eps: float | None,
+            channels_last: bool) -> AttackState:
+    """The batched attack loop (see the module docstring); ``eps`` ``None``: no projection."""
+    with frozen_model(model):
+        state = AttackState.start(x, y, update.moments(x))
+        for it in range(1, max_iters + 1):
+            cur = _evaluate(model, state, it, channels_last)
+            proceed = stop.judge(state, cur)  # None: every example takes a step
+            still = None if proceed is None else state.active.nonzero().squeeze(1)  # the one host sync
+            if still is not None and (still.numel() == 0 or it == max_iters):
+                break  # a step after the last evaluation would never be used
+            _step(state, update, cur, proceed, eps)
+            if still is not None and still.numel() < len(x):
+                state.idx = still
+        stop.finish(model, state, channels_last)
+    return state
+
+
+def _numpy32(a: torch.Tensor | None) -> np.ndarray | None:
+    return None if a is None else a.detach().float().cpu().numpy()
+
+
+def _result(state: AttackState, mode: str, eps: float, report_last: bool, mean: float | None,
+            std: float | None, with_db_reference: bool, info: dict) -> AttackResult:
+    """The :class:`AttackResult` of a finished state; ``report_last``: log the last evaluated iterate's
+    predictions (paper mode), else those of the returned example."""
+    delta = state.best.detach()
     flat = delta.flatten(1)
     l2 = torch.sqrt((flat ** 2).sum(dim=1))  # float32, as the reference's torch.sqrt((d ** 2).sum())
     linf = flat.abs().amax(dim=1)
     n = len(delta)
-    snr = (spectral_snr_db(x, delta, mean, std) if mean is not None and std is not None
+    snr = (spectral_snr_db(state.x, delta, mean, std) if mean is not None and std is not None
            else np.full(n, np.nan))
-    dbr = db_reference(x, delta) if with_db_reference else np.full(n, np.nan)
-    np32 = lambda a: None if a is None else a.detach().float().cpu().numpy()  # noqa: E731
+    dbr = db_reference(state.x, delta) if with_db_reference else np.full(n, np.nan)
+    adv_p, adv_b = (state.last_p, state.last_b) if report_last else (state.best_p, state.best_b)
     return AttackResult(
-        mode=mode, eps=eps, iterations=raw["iterations"].cpu().numpy().astype(np.int64),
-        converged=raw["converged"].cpu().numpy().astype(bool),
-        adv_target=raw["adv_target"].cpu().numpy().astype(np.float64) + 0.0,  # -0.0 -> 0.0
-        delta=np32(delta), clean_emotions=np32(raw["clean_emotions"]), adv_emotions=np32(raw["adv_emotions"]),
-        clean_bottleneck=np32(raw["clean_bottleneck"]), adv_bottleneck=np32(raw["adv_bottleneck"]),
+        mode=mode, eps=eps, iterations=state.iterations.cpu().numpy().astype(np.int64),
+        converged=state.converged.cpu().numpy().astype(bool),
+        adv_target=state.t.cpu().numpy().astype(np.float64) + 0.0,  # -0.0 -> 0.0
+        delta=_numpy32(delta), clean_emotions=_numpy32(state.clean_p), adv_emotions=_numpy32(adv_p),
+        clean_bottleneck=_numpy32(state.clean_b), adv_bottleneck=_numpy32(adv_b),
         l2=l2.double().cpu().numpy(), linf=linf.double().cpu().numpy(), snr_db=np.asarray(snr, np.float64),
-        db_reference=np.asarray(dbr, np.float64), forward_passes=int(raw["forward"]),
-        backward_passes=int(raw["backward"]), info=info)
+        db_reference=np.asarray(dbr, np.float64), forward_passes=int(state.forward),
+        backward_passes=int(state.backward), info=info)
 
 
 def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 1000, *,
@@ -498,12 +789,11 @@ def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 100
     if not (lr > 0):
         raise MerError(f"lr must be positive, got {lr!r}")
     xt, yt = _check_inputs(model, x, y)
-    with frozen_model(model):
-        raw = _engine(model, xt, yt, max_iters=int(max_iters), update="adam", rate=float(lr), eps=None,
-                      stop="correlation", zero_threshold_unsets=zero_threshold_unsets, report="last",
-                      channels_last=channels_last)
+    update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
+    state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets), max_iters=int(max_iters),
+                    eps=None, channels_last=channels_last)
     info = {"mode": "paper", "lr": float(lr), "max_iters": int(max_iters)}
-    return _result(raw, xt, "paper", math.nan, mean, std, with_db_reference, info)
+    return _result(state, "paper", math.nan, True, mean, std, with_db_reference, info)
 
 
 def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.002,
@@ -513,6 +803,11 @@ def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     What adversarial training needs (protocol §5): no host copies, no metrics.
     The model is put in eval mode (and restored) by :func:`frozen_model`.
 
+    Parameters
+    ----------
+    model, x, y, lr, max_iters, channels_last
+        As in :func:`paper_attack` (default budget: 50 iterations, the adversarial-training value).
+
     Returns
     -------
     x_adv : Tensor (B, 1, T, F)
@@ -521,11 +816,10 @@ def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tenso
         Example passes spent.
     """
     xt, yt = _check_inputs(model, x, y)
-    with frozen_model(model):
-        raw = _engine(model, xt, yt, max_iters=int(max_iters), update="adam", rate=float(lr), eps=None,
-                      stop="correlation", zero_threshold_unsets=True, report="last",
-                      channels_last=channels_last)
-    return (xt + raw["delta"]).detach(), int(raw["forward"]), int(raw["backward"])
+    update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
+    state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets=True), max_iters=int(max_iters),
+                    eps=None, channels_last=channels_last)
+    return (xt + state.best).detach(), int(state.forward), int(state.backward)
 
 
 def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_size: float | None = None,
@@ -543,7 +837,7 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
     steps : int
         Iteration budget.
     step_size : float, optional
-        Step of the ``"sign"`` update (default ``2.5 * eps / steps``).
+        Step of the ``"sign"`` update (default :func:`default_step_size`).
     update : str
         ``"sign"`` (PGD) or ``"adam"`` (signed-gradient Adam with ``lr``).
     stop : str
@@ -567,18 +861,18 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise MerError(f"steps must be a positive integer, got {steps!r}")
     if update == "sign":
-        rate = 2.5 * eps / steps if step_size is None else float(step_size)
+        rate = default_step_size(eps, steps) if step_size is None else float(step_size)
     else:
         rate = float(lr)
     if not (rate > 0):
         raise MerError(f"step size / lr must be positive, got {rate!r}")
     xt, yt = _check_inputs(model, x, y)
-    with frozen_model(model):
-        raw = _engine(model, xt, yt, max_iters=int(steps), update=update, rate=rate, eps=eps, stop=stop,
-                      zero_threshold_unsets=False, report="returned", channels_last=channels_last)
+    rule = SignUpdate(rate) if update == "sign" else AdamUpdate(adam_tables(rate, int(steps), xt.device))
+    stopping = FixedSteps() if stop == "fixed" else CorrelationStop(zero_threshold_unsets=False)
+    state = _engine(model, xt, yt, rule, stopping, max_iters=int(steps), eps=eps, channels_last=channels_last)
     info = {"mode": "bounded", "eps": eps, "steps": int(steps), "update": update, "stop": stop,
             "step_size" if update == "sign" else "lr": rate}
-    return _result(raw, xt, "bounded", eps, mean, std, with_db_reference, info)
+    return _result(state, "bounded", eps, False, mean, std, with_db_reference, info)
 
 
 def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig | None = None,
@@ -603,9 +897,12 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
         Overrides ``config.batch_size``.
     progress : bool
         Show a progress bar over batches.
-    """
-    from tqdm import tqdm
 
+    Returns
+    -------
+    AttackResult
+        The batches' results, concatenated in input order.
+    """
     config = config or AttackConfig()
     check_choice("mode", mode, MODES)
     if mode == "bounded" and eps is None:
@@ -614,7 +911,9 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     y = _as_tensor(y)
     bs = int(batch_size or config.batch_size)
     parts = []
-    for start in tqdm(range(0, len(x), bs), disable=not progress, desc=f"{mode} attack", leave=False):
+    batches = range(0, len(x), bs)
+    for start in progress_bar(batches, total=len(batches), desc=f"{mode} attack", enabled=progress, leave=False,
+                              unit="batch"):
         xb, yb = x[start:start + bs], y[start:start + bs]
         common = dict(mean=mean, std=std, with_db_reference=config.db_reference,
                       channels_last=config.channels_last)
@@ -627,10 +926,10 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
 
 
 def attack_table(result: AttackResult, numbers, y_true) -> pd.DataFrame:
-    """One row per excerpt: the tidy columns of :mod:`mer_lib.attack_logs` plus extras.
+    """One row per excerpt: the tidy columns of :mod:`mer_lib.attacks.logs` plus extras.
 
     Columns: ``number, iterations, db_reference, norm, converged, adv_target,
-    true_*, orig_*, new_*`` (what :func:`mer_lib.attack_logs.write_attack_log`
+    true_*, orig_*, new_*`` (what :func:`mer_lib.attacks.logs.write_attack_log`
     writes in the published format), then ``mode, eps, l2, linf, snr_db`` and,
     for bottleneck models, ``orig_bottleneck_*`` and ``new_bottleneck_*``.
 

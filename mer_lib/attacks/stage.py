@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 from mer_lib import artifacts
-from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, run_attack
+from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, default_step_size, run_attack
 from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, read_attack_table, write_attack_log
 from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
@@ -81,7 +81,7 @@ def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
     out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
            "stop": config.bounded_stop, "db_reference": config.db_reference}
     if config.bounded_update == "sign":
-        out["step_size"] = (2.5 * eps / config.bounded_steps if config.bounded_step_size is None
+        out["step_size"] = (default_step_size(eps, config.bounded_steps) if config.bounded_step_size is None
                             else float(config.bounded_step_size))
     else:
         out["lr"] = config.lr
