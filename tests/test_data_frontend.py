@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from mer_lib import config
-from mer_lib.data.loader import frontend
+from mer_lib.data import frontend
 from mer_lib.errors import MerError
 
 

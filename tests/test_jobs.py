@@ -12,7 +12,7 @@ from fakes import fake_prepared
 from mer_lib import jobs
 from mer_lib.config import TrainConfig, get_profile
 from mer_lib.errors import MerError
-from mer_lib.models.nets import stage as model_stage
+from mer_lib.models import stage as model_stage
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -1,25 +1,23 @@
-"""Training loop, losses, early stopping, determinism, resuming and the artifact stage."""
+"""The training loop (mer_lib.models.train): losses, early stopping, determinism, resuming."""
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
 import math
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import fake_prepared, make_data
+from fakes import make_data
 from torch.nn import functional as F
 
-from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig, get_profile
+from mer_lib.config import TrainConfig
 from mer_lib.errors import MerError
-from mer_lib.models import stage as model_stage
 from mer_lib.models import train
 from mer_lib.models.nets import build_model, system_spec
-from mer_lib.models.stage import load_model_dir, load_trained, train_system
-from mer_lib.models.train import Cost, predict, system_loss, train_model, train_step, validation_count, validation_score
+from mer_lib.models.train import Cost, system_loss, train_model, train_step, validation_count, validation_score
 
 CFG = TrainConfig(width=0.0625, max_epochs=3, patience=5, lr=1e-3, batch_size=4, seeds=(1,),
                   val_drop_last=False)
@@ -160,20 +158,30 @@ def test_a2b2e_validation_quirk(data, quirk):
 # --------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------
-def scripted(scores):
-    """A stub validation returning the given scores, one per epoch."""
+def scripted(monkeypatch, scores):
+    """Replace the validation by a stub returning the given scores, one per epoch."""
     it = iter(scores)
-    return lambda model: {"score": next(it)}
+    monkeypatch.setattr(train, "validate", lambda model, setup, cost: {"score": next(it)})
 
 
-def test_early_stopping_stops_after_patience_and_restores_best(data):
+def test_early_stopping_rule():
+    loop = train.LoopState()
+    nan = float("nan")
+    improved = [train.early_stopping(loop, epoch, score, patience=2)
+                for epoch, score in enumerate([nan, 0.1, 0.1, 0.05, nan], start=1)]
+    # the first epoch always improves (an undefined score counts as -inf), ties improve
+    assert improved == [True, True, True, False, False]
+    assert loop.best_epoch == 3 and loop.best_score == 0.1 and loop.patience_counter == 2 and loop.stop
+
+
+def test_early_stopping_stops_after_patience_and_restores_best(data, monkeypatch):
     (x, y, m), (xv, yv, mv) = data
     seen = {}
     hook = lambda e: seen.__setitem__(e.epoch, weights(e.model))
     cfg = dataclasses.replace(CFG, max_epochs=20, patience=3)
     # epoch 5 ties the best (ties count as improvement, as in the reference); 6-8 do not improve
-    result = train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False, hooks=[hook],
-                         validate=scripted([0.1, 0.3, 0.2, 0.25, 0.3, 0.1, 0.29, 0.0, 0.9]))
+    scripted(monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.3, 0.1, 0.29, 0.0, 0.9])
+    result = train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False, hooks=[hook])
     assert result.epochs_run == 8 and result.stopped_early and result.best_epoch == 5
     assert result.best_score == 0.3
     assert list(result.history["improved"]) == [True, True, False, False, True, False, False, False]
@@ -183,11 +191,11 @@ def test_early_stopping_stops_after_patience_and_restores_best(data):
     assert not result.model.training
 
 
-def test_undefined_scores_do_not_improve(data):
+def test_undefined_scores_do_not_improve(data, monkeypatch):
     (x, y, m), (xv, yv, mv) = data
     cfg = dataclasses.replace(CFG, max_epochs=6, patience=2)
-    result = train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False,
-                         validate=scripted([float("nan"), 0.2, float("nan"), float("nan"), 1.0]))
+    scripted(monkeypatch, [float("nan"), 0.2, float("nan"), float("nan"), 1.0])
+    result = train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False)
     assert result.best_epoch == 2 and result.epochs_run == 4
 
 
@@ -206,7 +214,7 @@ def test_budget_without_early_stop_and_cost_counters(data):
     assert np.allclose(h["train_loss"], 0.5 * h["train_emotion_mse"] + 0.5 * h["train_midlevel_mse"], rtol=1e-6)
 
 
-def test_validation_quirk_drops_the_last_partial_batch(data):
+def test_validation_quirk_drops_the_last_partial_batch(data, monkeypatch):
     (x, y, m), (xv, yv, mv) = data
     scored = []
     real = train.predict
@@ -216,14 +224,10 @@ def test_validation_quirk_drops_the_last_partial_batch(data):
         return real(model, xs, *args, **kwargs)
 
     cfg = dataclasses.replace(CFG, max_epochs=1, val_drop_last=True)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(train, "predict", spy)
-    try:
-        train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False)
-        train_model("A2E", x, y, None, xv, yv, None, dataclasses.replace(cfg, val_drop_last=False), seed=1,
-                    progress=False)
-    finally:
-        mp.undo()
+    monkeypatch.setattr(train, "predict", spy)
+    train_model("A2E", x, y, None, xv, yv, None, cfg, seed=1, progress=False)
+    train_model("A2E", x, y, None, xv, yv, None, dataclasses.replace(cfg, val_drop_last=False), seed=1,
+                progress=False)
     assert scored == [8, 10]
 
 
@@ -265,6 +269,51 @@ def test_killed_run_resumes_bit_identically(data, tmp_path):
     assert full.cost == resumed.cost and full.best_epoch == resumed.best_epoch
 
 
+def assert_same_loop(a: train.LoopState, b: train.LoopState) -> None:
+    """Equal counters and histories (NaN equal to NaN, ``seconds`` ignored)."""
+    assert dataclasses.replace(a, history=[]) == dataclasses.replace(b, history=[])
+    pd.testing.assert_frame_equal(pd.DataFrame(a.history), pd.DataFrame(b.history))
+
+
+def rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def test_training_state_save_and_load_round_trip(data, tmp_path):
+    (x, y, m), (xv, yv, mv) = data
+    cfg = dataclasses.replace(CFG, max_epochs=3, patience=10)
+    setup = train.check_inputs("A2M2E", x, y, m, xv, yv, mv, cfg, "cpu")
+    path = tmp_path / "state.pt"
+    with train.deterministic_mode(setup.device):
+        state = train.init_state("A2M2E", cfg, 5, setup.device)
+        end = train.run_epoch(state, setup, path)
+        assert end.epoch == 1 and state.loop.history == [end.record]
+        saved = torch.load(path, weights_only=True)
+        assert set(saved) == {"model", "optimizer", "best_state", "order_rng", "rng", "loop", "cost"}
+        assert list(saved["loop"]) == list(state.loop.as_dict()) and saved["cost"] == state.cost.as_dict()
+        assert_same_loop(train.LoopState.from_dict(saved["loop"]), state.loop)
+        at_save = (weights(state.model), dict(state.best_weights), state.order.get_state(), copy.deepcopy(state.loop),
+                   dataclasses.replace(state.cost), rng_states())
+        next_record = pd.Series(train.run_epoch(state, setup).record).drop("seconds")  # the uninterrupted run
+
+        torch.manual_seed(999)  # the fresh state of a restarted process: other seed, disturbed RNGs
+        np.random.seed(999)
+        random.seed(999)
+        restored = train.init_state("A2M2E", cfg, 6, setup.device)
+        train.load_state(path, restored, setup.device)
+        assert_same_weights(weights(restored.model), at_save[0])
+        assert_same_weights(restored.best_weights, at_save[1])
+        assert torch.equal(restored.order.get_state(), at_save[2])
+        assert_same_loop(restored.loop, dataclasses.replace(at_save[3], sessions=2))
+        assert restored.cost == at_save[4]
+        now = rng_states()
+        assert torch.equal(now[0], at_save[5][0]) and np.array_equal(now[1], at_save[5][1]) and now[2] == at_save[5][2]
+        # it continues exactly as the uninterrupted run (the optimiser state included)
+        record = pd.Series(train.run_epoch(restored, setup).record).drop("seconds")
+    pd.testing.assert_series_equal(record, next_record)
+    assert_same_weights(weights(restored.model), weights(state.model))
+
+
 def test_adversarial_extension_point(data):
     (x, y, m), (xv, yv, mv) = data
     calls = []
@@ -300,97 +349,6 @@ def test_input_errors(data):
         train_model("A2E", x[:, 0], y, None, xv, yv, None, CFG, seed=1, progress=False)
     with pytest.raises(MerError, match="batch"):
         train_model("A2E", x[:3], y[:3], None, xv, yv, None, CFG, seed=1, progress=False)
-
-
-# --------------------------------------------------------------------------
-# The stage: artifacts in the run directory
-# --------------------------------------------------------------------------
-@pytest.fixture()
-def prepared(tmp_path):
-    return fake_prepared(tmp_path)
-
-
-def smoke_profile(**train):
-    values = dict(width=0.0625, max_epochs=2, patience=2, lr=1e-3, batch_size=4, seeds=(3,),
-                  val_drop_last=False)
-    values.update(train)
-    return dataclasses.replace(get_profile("smoke"), train=TrainConfig(**values))
-
-
-def test_train_system_writes_artifacts_and_reuses_them(prepared, tmp_path, monkeypatch):
-    run_dir = tmp_path / "run"
-    profile = smoke_profile()
-    out = train_system(prepared, "A2M2E", 3, profile, run_dir, device="cpu", progress=False)
-    assert out.parent == run_dir / "models" / "A2M2E" and out.name.startswith("seed3-")
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.pt", "history.csv", "cost.json",
-                                               "metrics.json"}
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["hash"] == artifacts.config_hash(cfg["config"]) and out.name.endswith(cfg["hash"])
-    assert cfg["config"]["train"]["width"] == 0.0625 and cfg["config"]["seed"] == 3
-    assert "seeds" not in cfg["config"]["train"] and cfg["config"]["data_hash"]
-    metrics = json.loads((out / "metrics.json").read_text())
-    for split, n in (("train", 16), ("valid", 4), ("test", 4)):
-        assert metrics[split]["emotions"]["n"] == n and set(metrics[split]["emotions"]["r"]) == set(EMOTIONS)
-        assert set(metrics[split]["midlevel"]["r"]) == set(MIDLEVEL)
-    cost = json.loads((out / "cost.json").read_text())
-    assert cost["epochs_run"] == 2 and cost["optimizer_steps"] == 8 and cost["examples_seen"] == 32
-    assert cost["eval_forward"] == 2 * 4 + 24 and cost["wall_seconds"] > 0
-    history = pd.read_csv(out / "history.csv")
-    assert list(history["epoch"]) == [1, 2]
-
-    # the model file is a plain state dict; the reloaded model reproduces the test metrics
-    state = torch.load(out / "model.pt", weights_only=True)
-    assert "emotion.weight" in state
-    model, m2 = load_trained(run_dir, "A2M2E", 3, profile, prepared=prepared)
-    assert m2 == metrics
-    emo, _ = predict(model, prepared.excerpts(prepared.numbers("test")), "cpu")
-    y_test = prepared.table.loc[prepared.numbers("test"), list(EMOTIONS)].to_numpy()
-    assert float(np.mean(np.abs(emo - y_test))) == pytest.approx(metrics["test"]["emotions"]["mae"], rel=1e-5)
-
-    # second call: reused, not retrained
-    stamp = (out / "model.pt").stat().st_mtime_ns
-    monkeypatch.setattr(model_stage, "train_model", lambda *a, **k: pytest.fail("retrained"))
-    assert train_system(prepared, "A2M2E", 3, profile, run_dir, progress=False) == out
-    assert (out / "model.pt").stat().st_mtime_ns == stamp
-    # a different configuration gets its own folder; the seed list does not matter
-    assert model_dir_of(prepared, profile, "A2M2E", 3, run_dir) == out
-    with pytest.raises(MerError, match="no trained A2M2E"):
-        load_trained(run_dir, "A2M2E", 3, smoke_profile(width=0.125), prepared=prepared)
-    assert load_trained(run_dir, "A2M2E", 3, smoke_profile(seeds=(3, 4, 5)), prepared=prepared)[1] == metrics
-
-
-def model_dir_of(prepared, profile, system, seed, run_dir):
-    config = model_stage.run_config(system, seed, profile.train, model_stage.data_fingerprint(prepared))
-    return model_stage.model_dir(run_dir, config)
-
-
-def test_train_system_interrupted_run_leaves_no_finished_artifact_and_resumes(prepared, tmp_path, monkeypatch):
-    profile = smoke_profile()
-    reference = train_system(prepared, "A2B2E", 3, profile, tmp_path / "ref", progress=False)
-
-    run_dir = tmp_path / "run"
-    real = model_stage._final_metrics
-    monkeypatch.setattr(model_stage, "_final_metrics", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
-    with pytest.raises(KeyboardInterrupt):
-        train_system(prepared, "A2B2E", 3, profile, run_dir, progress=False)
-    out = model_dir_of(prepared, profile, "A2B2E", 3, run_dir)
-    assert (out / "state.pt").exists() and not (out / "metrics.json").exists()
-    assert not any(p.name.endswith(".tmp") for p in out.iterdir())
-    monkeypatch.setattr(model_stage, "_final_metrics", real)
-    assert train_system(prepared, "A2B2E", 3, profile, run_dir, progress=False) == out
-    assert not (out / "state.pt").exists()
-    assert json.loads((out / "metrics.json").read_text()) == json.loads((reference / "metrics.json").read_text())
-    assert json.loads((out / "cost.json").read_text())["sessions"] == 2
-    ref_model, _ = load_model_dir(reference)
-    model, _ = load_model_dir(out)
-    assert_same_weights(weights(ref_model), weights(model))
-
-
-def test_train_system_rejects_adversarial_without_step(prepared, tmp_path):
-    with pytest.raises(MerError, match="adversarial_step"):
-        train_system(prepared, "aA2E", 3, smoke_profile(), tmp_path / "run", progress=False)
-    with pytest.raises(MerError, match="no finished"):
-        load_model_dir(tmp_path)
 
 
 def test_cost_add():

@@ -8,7 +8,7 @@ Adversarial training
     semantics, ``adv_train_iters`` = 50 iterations, model in eval mode,
     adversarial example ``x + best``); the training loop then takes one more
     optimiser step on the emotion MSE of the adversarial batch in train mode
-    (``mer_lib.models.train._train_epoch``). The batch is attacked at once by the
+    (``mer_lib.models.train.train_epoch``). The batch is attacked at once by the
     batched engine (identical per-example results). The attack's example
     forward/backward passes are added to the training :class:`Cost`, so the
     training cost of the adversarial systems includes them.

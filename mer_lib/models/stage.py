@@ -21,6 +21,7 @@ import torch
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, Profile, TrainConfig, get_profile
+from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
 from mer_lib.jobs import run_jobs
 from mer_lib.metrics import regression_report
@@ -29,6 +30,7 @@ from mer_lib.models.train import (
     STATE_FILE,
     AdversarialStep,
     Cost,
+    TrainResult,
     deterministic_mode,
     predict,
     resolve_device,
@@ -93,7 +95,36 @@ def model_dir(run_dir: str | os.PathLike, config: dict) -> Path:
             / f"seed{config['seed']}-{artifacts.config_hash(config)}")
 
 
-def _final_metrics(model: MERModel, arrays: dict, device, channels_last: bool, cost: Cost) -> dict:
+def model_config(prepared, system: str, seed: int, profile: Profile,
+                 adversarial_config: dict | None = None) -> dict:
+    """:func:`run_config` of (system, seed) under a profile; ``adversarial_config`` counts for aA2E / aA2B2E only."""
+    return run_config(system, seed, profile.train, data_fingerprint(prepared),
+                      adversarial_config if system_spec(system).adversarial else None)
+
+
+def final_metrics(model: MERModel, arrays: dict, device: torch.device, channels_last: bool, cost: Cost) -> dict:
+    """Regression metrics on every excerpt of each split (the per-split part of ``metrics.json``).
+
+    Parameters
+    ----------
+    model : MERModel
+        The trained model.
+    arrays : dict
+        ``split -> (x, y, m)`` as given by :func:`split_arrays`.
+    device : torch.device
+        Where to compute.
+    channels_last : bool
+        Input memory layout (as in training).
+    cost : Cost
+        Counts the forward passes.
+
+    Returns
+    -------
+    dict
+        ``split -> {"emotions": report, "midlevel": report}`` (``midlevel``
+        for bottleneck models only), reports of
+        :func:`mer_lib.metrics.regression_report`.
+    """
     out = {}
     for split, (x, y, m) in arrays.items():
         emo, bott = predict(model, x, device, channels_last=channels_last)
@@ -110,10 +141,7 @@ def trained_dir(prepared, system: str, seed: int, profile: str | Profile, run_di
 
     It holds ``metrics.json`` once the model is finished.
     """
-    profile = get_profile(profile)
-    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
-                        adversarial_config if system_spec(system).adversarial else None)
-    return model_dir(run_dir, config)
+    return model_dir(run_dir, model_config(prepared, system, seed, get_profile(profile), adversarial_config))
 
 
 def train_system(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
@@ -125,7 +153,7 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     Parameters
     ----------
     prepared : PreparedData
-        The run's prepared data (:func:`mer_lib.prepare.prepare_data`).
+        The run's prepared data (:func:`mer_lib.data.stage.prepare_data`).
     system : str
         One of the five systems.
     seed : int
@@ -139,7 +167,8 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     progress : bool
         Show a progress bar.
     adversarial_step : AdversarialStep, optional
-        Required for aA2E / aA2B2E (protocol §5; see :class:`mer_lib.adversarial.PaperAdversary`).
+        Required for aA2E / aA2B2E (protocol §5; see
+        :class:`mer_lib.attacks.adversarial_training.PaperAdversary`).
     adversarial_config : dict, optional
         The attack settings of ``adversarial_step``; hashed into the artifact.
     overwrite : bool
@@ -154,11 +183,9 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         resume state; it is deleted at the end.
     """
     profile = get_profile(profile)
-    spec = system_spec(system)
-    if spec.adversarial != (adversarial_step is not None):
+    if system_spec(system).adversarial != (adversarial_step is not None):
         raise MerError(f"{system}: an adversarial_step is required for, and only for, aA2E and aA2B2E")
-    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
-                        adversarial_config if spec.adversarial else None)
+    config = model_config(prepared, system, seed, profile, adversarial_config)
     out = model_dir(run_dir, config)
     if (out / "metrics.json").exists() and not overwrite:
         return out
@@ -175,25 +202,33 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
                          state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step)
     t0 = time.perf_counter()
     with deterministic_mode(device):
-        metrics = _final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
+        metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
     final_seconds = time.perf_counter() - t0
-
-    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
-    artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
-    artifacts.write_json(out / "cost.json", {
-        **result.cost.as_dict(), "wall_seconds": result.seconds + final_seconds,
-        "train_loop_seconds": result.seconds, "final_eval_seconds": final_seconds,
-        "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "sessions": result.sessions, "device": str(device),
-        "threads": torch.get_num_threads(),
-        "mean_epoch_seconds": float(result.history["seconds"].mean())})
     metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
                     "best_epoch": result.best_epoch,
                     "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
                     "epochs_run": result.epochs_run})
-    artifacts.write_json(out / "metrics.json", metrics)
+    _write_results(out, result, metrics, _cost_record(result, final_seconds, device))
     (out / STATE_FILE).unlink(missing_ok=True)
     return out
+
+
+def _cost_record(result: TrainResult, final_seconds: float, device: torch.device) -> dict:
+    """The contents of ``cost.json``: compute counters, wall times and where the model was trained."""
+    return {**result.cost.as_dict(), "wall_seconds": result.seconds + final_seconds,
+            "train_loop_seconds": result.seconds, "final_eval_seconds": final_seconds,
+            "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early, "sessions": result.sessions, "device": str(device),
+            "threads": torch.get_num_threads(),
+            "mean_epoch_seconds": float(result.history["seconds"].mean())}
+
+
+def _write_results(out: Path, result: TrainResult, metrics: dict, cost: dict) -> None:
+    """``model.pt`` (a plain CPU state dict), ``history.csv``, ``cost.json``, then ``metrics.json``."""
+    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
+    artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
+    artifacts.write_json(out / "cost.json", cost)
+    artifacts.write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
@@ -224,7 +259,7 @@ def load_trained(run_dir: str | os.PathLike, system: str, seed: int, profile: st
     profile : str or Profile
         Its :class:`TrainConfig` selects the artifact.
     prepared : PreparedData, optional
-        The run's prepared data; if omitted, :func:`mer_lib.prepare.prepare_data`
+        The run's prepared data; if omitted, :func:`mer_lib.data.stage.prepare_data`
         is called (it reuses the cache, so it is fast).
     data_dir : path-like, optional
         Passed to ``prepare_data`` (real data).
@@ -247,17 +282,18 @@ def load_trained(run_dir: str | os.PathLike, system: str, seed: int, profile: st
     """
     profile = get_profile(profile)
     if prepared is None:
-        from mer_lib.data.stage import prepare_data
-
         prepared = prepare_data(profile, run_dir, data_dir, progress=False)
-    spec = system_spec(system)
-    config = run_config(system, seed, profile.train, data_fingerprint(prepared),
-                        adversarial_config if spec.adversarial else None)
-    path = model_dir(run_dir, config)
+    path = model_dir(run_dir, model_config(prepared, system, seed, profile, adversarial_config))
     if not (path / "metrics.json").exists():
         raise MerError(f"no trained {system} model for seed {seed} with the {profile.name!r} settings: "
-                       f"expected {path}; train it first (notebooks 02/03 or mer_lib.training.train_system)")
+                       f"expected {path}; train it first (notebooks 02/03 or mer_lib.models.stage.train_system)")
     return load_model_dir(path, device)
+
+
+#: Makes the adversary of an adversarially trained system from a profile: ``profile -> (step, config)``,
+#: e.g. :func:`mer_lib.attacks.adversarial_training.adversarial_training`. A module-level function, so
+#: that training jobs can be sent to worker processes.
+AdversaryFactory = Callable[[Profile], tuple[AdversarialStep, dict]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,12 +307,6 @@ class TrainJob:
     run_dir: str
     device: str | None
     adversary: AdversaryFactory | None = None
-
-
-#: Makes the adversary of an adversarially trained system from a profile: ``profile -> (step, config)``,
-#: e.g. :func:`mer_lib.attacks.adversarial_training.adversarial_training`. A module-level function, so
-#: that training jobs can be sent to worker processes.
-AdversaryFactory = Callable[[Profile], tuple[AdversarialStep, dict]]
 
 
 def _adversarial_kw(system: str, profile: Profile, adversary: AdversaryFactory | None) -> dict:
@@ -308,7 +338,7 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
     Parameters
     ----------
     prepared, profile, run_dir, device
-        As for :func:`mer_lib.training.train_system`; the profile also supplies the seeds.
+        As for :func:`train_system`; the profile also supplies the seeds.
     systems : sequence of str
         Systems to train.
     progress : bool

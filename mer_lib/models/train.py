@@ -1,19 +1,16 @@
-"""Training of the emotion models (protocol §5), resumable and reproducible.
+"""The training loop of the emotion models (protocol §5), resumable and reproducible.
 
-Two layers:
+:func:`train_model` trains one model on in-memory arrays (no files needed
+except an optional resume state): Adam, shuffled batches with the last partial
+batch dropped, MSE losses weighted per system, the validation score, early
+stopping and restoring the best weights. It is built from parts with one job
+each: :func:`init_state` (seeding, model, optimiser), :func:`run_epoch`
+(:func:`train_epoch`, :func:`validate`, :func:`early_stopping`, the resume
+file), :func:`save_state` / :func:`load_state`. The pipeline stage that
+trains a (system, seed) of a run and writes its artifacts is
+:func:`mer_lib.models.stage.train_system`.
 
-:func:`train_model`
-    The training loop on in-memory arrays (no files needed except an optional
-    resume state): Adam, shuffled batches with the last partial batch dropped,
-    MSE losses weighted per system, the validation score, early stopping and
-    restoring the best weights.
-:func:`train_system`
-    The pipeline stage: takes the prepared data of a run, trains one
-    (system, seed) and writes its artifacts to
-    ``run_dir/models/<system>/seed<seed>-<hash>/``; a finished artifact is
-    reused, an interrupted one resumed. :func:`load_trained` loads it back.
-
-Protocol (values from :class:`mer_lib.profiles.TrainConfig`):
+Protocol (values from :class:`mer_lib.config.TrainConfig`):
 
 * losses: A2E, A2B2E (and their adversarial variants) optimise the emotion MSE
   only; A2M2E optimises ``(1 - w) * emotion MSE + w * mid-level MSE`` of the
@@ -21,9 +18,9 @@ Protocol (values from :class:`mer_lib.profiles.TrainConfig`):
 * validation score after every epoch: mean Pearson r over the 8 emotions,
   plus, for every bottleneck model, the mean r of the 7 bottleneck units with
   the 7 mid-level features; for A2B2E (whose units are not trained on them)
-  only if ``score_unsupervised_bottleneck`` (the reference's quirk). With ``val_drop_last`` only the first
-  ``batch_size * (n // batch_size)`` validation excerpts are scored (the
-  reference's loader quirk: 32 of 36);
+  only if ``score_unsupervised_bottleneck`` (the reference's quirk). With
+  ``val_drop_last`` only the first ``batch_size * (n // batch_size)``
+  validation excerpts are scored (the reference's loader quirk: 32 of 36);
 * early stopping: a score at least as high as the best so far is an
   improvement (ties count, as in the reference; an undefined score counts as
   ``-inf``); training stops once ``patience`` epochs in a row brought none, or
@@ -37,17 +34,18 @@ Dropout draws from torch's global RNG. Deterministic algorithms are switched
 on while training.
 
 Resuming: with ``state_path`` the loop saves, atomically after every epoch,
-everything it needs to continue (model, optimiser, best weights, counters,
-history and every RNG state, as tensors, loadable with
-``torch.load(weights_only=True)``). A restarted run continues after the last
-saved epoch and ends with bit-identical weights and metrics.
+everything it needs to continue (:class:`TrainingState`: model, optimiser,
+best weights, :class:`LoopState` counters and history, cost and every RNG
+state, as tensors, loadable with ``torch.load(weights_only=True)``). A
+restarted run continues after the last saved epoch and ends with bit-identical
+weights and metrics.
 
 Extension point for adversarial training (protocol §5): ``adversarial_step`` is
 called after every clean update with ``(model, x_batch, y_batch, epoch,
 cost)``; it returns adversarial inputs (or ``None`` to skip, e.g. in epochs
 that are not a multiple of 5) and adds the forward/backward passes it spent to
-``cost`` (:meth:`Cost.add`). The loop then puts the model in train mode and
-takes one more optimiser step on the emotion MSE of the adversarial batch.
+``cost`` (:meth:`Cost.add`). The loop then takes one more :func:`train_step`
+on the emotion MSE of the adversarial batch.
 """
 from __future__ import annotations
 
@@ -58,7 +56,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -66,20 +64,19 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig
 from mer_lib.errors import MerError
 from mer_lib.metrics import pearson_per_column
 from mer_lib.models.nets import MERModel, ModelOutput, SystemSpec, build_model, system_spec
+from mer_lib.progress import progress_bar
 
 #: Batch size of inference (does not change results beyond float rounding).
 EVAL_BATCH: int = 32
 
-
+#: Name of the resume file in a model's artifact folder.
 STATE_FILE = "state.pt"
-
 
 # --------------------------------------------------------------------------
 # Devices, seeds, determinism
@@ -364,24 +361,6 @@ def _float_tensor(a) -> torch.Tensor:
     return torch.from_numpy(a if a.flags.writeable else a.copy())
 
 
-def _check_arrays(system: str, spec: SystemSpec, x, y, m, split: str) -> tuple:
-    x, y = _float_tensor(x), _float_tensor(y)
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise MerError(f"{split} inputs must have shape (N, 1, T, F), got {tuple(x.shape)}")
-    if y.shape != (x.shape[0], len(EMOTIONS)):
-        raise MerError(f"{split} emotion targets must have shape ({x.shape[0]}, {len(EMOTIONS)}), "
-                       f"got {tuple(y.shape)}")
-    if m is None:
-        if spec.midlevel_supervised or (spec.bottleneck and split == "valid"):
-            raise MerError(f"{system} needs {split} mid-level targets")
-        return x, y, None
-    m = _float_tensor(m)
-    if m.shape != (x.shape[0], len(MIDLEVEL)):
-        raise MerError(f"{split} mid-level targets must have shape ({x.shape[0]}, {len(MIDLEVEL)}), "
-                       f"got {tuple(m.shape)}")
-    return x, y, m
-
-
 def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -401,59 +380,350 @@ def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSp
     return loss.detach(), emo_mse.detach(), None if ml_mse is None else ml_mse.detach()
 
 
-def _train_epoch(model: MERModel, optimizer, spec: SystemSpec, config: TrainConfig, x, y, m,
-                 perm: torch.Tensor, epoch: int, device: torch.device, cost: Cost,
-                 adversarial_step: AdversarialStep | None) -> dict:
-    """One pass over the shuffled training batches (last partial batch dropped); mean losses."""
-    model.train()
-    bs = config.batch_size
+# --------------------------------------------------------------------------
+# Inputs and state of the loop; the resume file
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Split:
+    """Checked float32 tensors of one split (kept on the CPU).
+
+    Attributes
+    ----------
+    x : Tensor (N, 1, T, F)
+        Standardised inputs.
+    y : Tensor (N, 8)
+        Emotion targets.
+    m : Tensor (N, 7) or None
+        Mid-level targets.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    m: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """The fixed inputs of one :func:`train_model` run, checked.
+
+    Attributes
+    ----------
+    spec : SystemSpec
+        The system trained.
+    config : TrainConfig
+        Training settings.
+    device : torch.device
+        Where the model lives.
+    train : Split
+        Training excerpts.
+    valid : Split
+        The validation excerpts that are scored (:func:`validation_count`).
+    adversarial_step : AdversarialStep or None
+        Adversarial-training extension point (module docstring).
+    """
+
+    spec: SystemSpec
+    config: TrainConfig
+    device: torch.device
+    train: Split
+    valid: Split
+    adversarial_step: AdversarialStep | None = None
+
+    @property
+    def add_bottleneck(self) -> bool:
+        """Whether the bottleneck's mid-level r counts in the validation score."""
+        return self.spec.midlevel_supervised or self.config.score_unsupervised_bottleneck
+
+
+@dataclass
+class LoopState:
+    """Counters and history of the loop, saved under ``"loop"`` in the resume file.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs finished.
+    best_epoch : int
+        Best epoch so far (0 before the first).
+    best_score : float
+        Its validation score (``-inf`` for an undefined one).
+    patience_counter : int
+        Epochs in a row without improvement.
+    stop : bool
+        Whether early stopping ended training.
+    seconds : float
+        Wall time of the finished epochs, summed over sessions.
+    sessions : int
+        1 + the number of times the run was resumed.
+    history : list of dict
+        One record per finished epoch (the rows of :attr:`TrainResult.history`).
+    """
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_score: float = -math.inf
+    patience_counter: int = 0
+    stop: bool = False
+    seconds: float = 0.0
+    sessions: int = 1
+    history: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """The plain dict stored in the resume file (its key names and order are part of the format)."""
+        return {"epoch": self.epoch, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "counter": self.patience_counter, "stop": self.stop, "seconds": self.seconds,
+                "sessions": self.sessions, "history": self.history}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> LoopState:
+        """Inverse of :meth:`as_dict`."""
+        return cls(epoch=saved["epoch"], best_epoch=saved["best_epoch"], best_score=saved["best_score"],
+                   patience_counter=saved["counter"], stop=saved["stop"], seconds=saved["seconds"],
+                   sessions=saved["sessions"], history=saved["history"])
+
+
+@dataclass
+class TrainingState:
+    """Everything the loop carries from epoch to epoch (:func:`save_state` writes it all).
+
+    Attributes
+    ----------
+    model : MERModel
+        The model being trained.
+    optimizer : torch.optim.Optimizer
+        Its Adam optimiser.
+    order : torch.Generator
+        Draws the batch order of every epoch.
+    best_weights : dict
+        State dict of the best epoch so far.
+    cost : Cost
+        Compute counters.
+    loop : LoopState
+        Counters and history.
+    """
+
+    model: MERModel
+    optimizer: torch.optim.Optimizer
+    order: torch.Generator
+    best_weights: dict[str, torch.Tensor]
+    cost: Cost = field(default_factory=Cost)
+    loop: LoopState = field(default_factory=LoopState)
+
+
+def init_state(system: str, config: TrainConfig, seed: int, device: torch.device) -> TrainingState:
+    """Seed every RNG, then build the model (initialised right after seeding), Adam and the order generator."""
+    seed_everything(seed)
+    model = build_model(system, config.width).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    order = torch.Generator().manual_seed(seed)
+    return TrainingState(model, optimizer, order, _clone_state(model))
+
+
+def save_state(path: Path, state: TrainingState) -> None:
+    """Write the resume file: ``state`` and every global RNG state, ``weights_only``-loadable."""
+    save_torch(path, {"model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+                      "best_state": state.best_weights, "order_rng": state.order.get_state(),
+                      "rng": _rng_state(), "loop": state.loop.as_dict(), "cost": state.cost.as_dict()})
+
+
+def load_state(path: Path, state: TrainingState, device: torch.device) -> None:
+    """Continue ``state`` (fresh from :func:`init_state`) from a resume file, as one more session.
+
+    Restores the weights, the optimiser, the best weights (moved to ``device``),
+    the counters, the cost and every RNG state.
+    """
+    # on the CPU: RNG states must be CPU tensors; the rest is copied to the device below
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])  # moves its state to the parameters' device
+    state.best_weights = {k: v.to(device) for k, v in saved["best_state"].items()}
+    state.order.set_state(saved["order_rng"])
+    _set_rng_state(saved["rng"])
+    state.loop = LoopState.from_dict(saved["loop"])
+    state.loop.sessions += 1
+    state.cost = Cost(**saved["cost"])
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """Atomic ``torch.save`` via an in-memory buffer (byte-identical files for identical contents)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    artifacts.write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------
+# One epoch
+# --------------------------------------------------------------------------
+def _counted_step(state: TrainingState, setup: TrainSetup, x: torch.Tensor, y: torch.Tensor,
+                  m: torch.Tensor | None) -> tuple:
+    """:func:`train_step`, counted in the cost (one forward and one backward pass per example)."""
+    losses = train_step(state.model, state.optimizer, setup.spec, x, y, m, setup.config.midlevel_loss_weight)
+    state.cost.add(forward=len(x), backward=len(x))
+    state.cost.optimizer_steps += 1
+    return losses
+
+
+def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tensor, yb: torch.Tensor,
+                        epoch: int) -> float | None:
+    """Ask the adversarial step for inputs; if it gives some, one more step on their emotion MSE (its value)."""
+    if setup.adversarial_step is None:
+        return None
+    x_adv = setup.adversarial_step(state.model, xb, yb, epoch, state.cost)
+    if x_adv is None:
+        return None
+    x_adv = _to_input(x_adv.detach(), setup.device, setup.config.channels_last)
+    loss, _, _ = _counted_step(state, setup, x_adv, yb, None)  # no mid-level targets: emotion MSE only
+    state.cost.adversarial_steps += 1
+    return loss.item()
+
+
+def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
+    """One pass over the shuffled training batches (last partial batch dropped).
+
+    Returns
+    -------
+    dict
+        ``epoch`` and the mean losses: ``train_loss``, ``train_emotion_mse``,
+        ``train_midlevel_mse``, ``train_adversarial_mse`` (``nan`` where undefined).
+    """
+    train, bs, device, cl = setup.train, setup.config.batch_size, setup.device, setup.config.channels_last
+    perm = torch.randperm(len(train.x), generator=state.order)
+    state.model.train()
     n_batches = len(perm) // bs
     sums = {"loss": 0.0, "emo": 0.0, "ml": 0.0, "adv": 0.0}
     n_ml = n_adv = 0
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
-        xb = _to_input(x[idx], device, config.channels_last)
-        yb = y[idx].to(device)
-        mb = None if m is None else m[idx].to(device)
-        loss, emo_mse, ml_mse = train_step(model, optimizer, spec, xb, yb, mb, config.midlevel_loss_weight)
-        cost.add(forward=bs, backward=bs)
-        cost.examples_seen += bs
-        cost.optimizer_steps += 1
+        xb, yb = _to_input(train.x[idx], device, cl), train.y[idx].to(device)
+        mb = None if train.m is None else train.m[idx].to(device)
+        loss, emo_mse, ml_mse = _counted_step(state, setup, xb, yb, mb)
+        state.cost.examples_seen += bs
         sums["loss"] += loss.item()
         sums["emo"] += emo_mse.item()
         if ml_mse is not None:
             sums["ml"] += ml_mse.item()
             n_ml += 1
-        if adversarial_step is None:
-            continue
-        x_adv = adversarial_step(model, xb, yb, epoch, cost)
-        if x_adv is None:
-            continue
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        adv_loss = F.mse_loss(model(_to_input(x_adv.detach(), device, config.channels_last)).emotions, yb)
-        adv_loss.backward()
-        optimizer.step()
-        cost.add(forward=bs, backward=bs)
-        cost.optimizer_steps += 1
-        cost.adversarial_steps += 1
-        sums["adv"] += adv_loss.item()
-        n_adv += 1
+        adv_mse = _adversarial_update(state, setup, xb, yb, epoch)
+        if adv_mse is not None:
+            sums["adv"] += adv_mse
+            n_adv += 1
     nan = float("nan")
     return {"epoch": epoch, "train_loss": sums["loss"] / n_batches, "train_emotion_mse": sums["emo"] / n_batches,
             "train_midlevel_mse": sums["ml"] / n_ml if n_ml else nan,
             "train_adversarial_mse": sums["adv"] / n_adv if n_adv else nan}
 
 
+def validate(model: MERModel, setup: TrainSetup, cost: Cost) -> dict:
+    """:func:`validation_score` of ``model`` on the scored validation excerpts (counted in ``cost``)."""
+    valid = setup.valid
+    emo, bott = predict(model, valid.x, setup.device, channels_last=setup.config.channels_last)
+    cost.eval_forward += len(valid.x)
+    return validation_score(valid.y.numpy(), emo, None if valid.m is None else valid.m.numpy(), bott,
+                            add_bottleneck=setup.add_bottleneck)
+
+
+def early_stopping(loop: LoopState, epoch: int, score: float, patience: int) -> bool:
+    """Record an epoch's validation score in ``loop``; return whether it improved.
+
+    The first epoch always improves; later ones if the score is at least the
+    best so far (ties count; an undefined score counts as ``-inf``). Sets
+    ``loop.stop`` once ``patience`` epochs in a row brought no improvement.
+    """
+    improved = loop.best_epoch == 0 or _nan_to_inf(score) >= loop.best_score
+    if improved:
+        loop.best_epoch, loop.best_score, loop.patience_counter = epoch, _nan_to_inf(score), 0
+    else:
+        loop.patience_counter += 1
+    loop.stop = loop.patience_counter >= patience
+    return improved
+
+
+def run_epoch(state: TrainingState, setup: TrainSetup, state_path: Path | None = None) -> EpochEnd:
+    """Train and validate the next epoch, keep the best weights, and save the resume file (if a path is given).
+
+    Returns
+    -------
+    EpochEnd
+        The epoch, its history record (also appended to ``state.loop.history``)
+        and the early-stopping outcome.
+    """
+    epoch = state.loop.epoch + 1
+    t0 = time.perf_counter()
+    record = train_epoch(state, setup, epoch)
+    val = validate(state.model, setup, state.cost)
+    state.model.train()
+    improved = early_stopping(state.loop, epoch, float(val["score"]), setup.config.patience)
+    if improved:
+        state.best_weights = _clone_state(state.model)
+    seconds = time.perf_counter() - t0
+    record.update({f"valid_{k}": float(v) for k, v in val.items()})
+    record.update({"best_score": state.loop.best_score, "improved": bool(improved),
+                   "patience_counter": state.loop.patience_counter, "seconds": seconds})
+    state.loop.history.append(record)
+    state.loop.epoch = epoch
+    state.loop.seconds += seconds
+    if state_path is not None:
+        save_state(state_path, state)
+    return EpochEnd(epoch, record, state.model, improved, state.loop.patience_counter, state.loop.stop)
+
+
 # --------------------------------------------------------------------------
 # The training loop
 # --------------------------------------------------------------------------
+def _check_arrays(system: str, spec: SystemSpec, x, y, m, split: str) -> Split:
+    x, y = _float_tensor(x), _float_tensor(y)
+    if x.ndim != 4 or x.shape[1] != 1:
+        raise MerError(f"{split} inputs must have shape (N, 1, T, F), got {tuple(x.shape)}")
+    if y.shape != (x.shape[0], len(EMOTIONS)):
+        raise MerError(f"{split} emotion targets must have shape ({x.shape[0]}, {len(EMOTIONS)}), "
+                       f"got {tuple(y.shape)}")
+    if m is None:
+        if spec.midlevel_supervised or (spec.bottleneck and split == "valid"):
+            raise MerError(f"{system} needs {split} mid-level targets")
+        return Split(x, y, None)
+    m = _float_tensor(m)
+    if m.shape != (x.shape[0], len(MIDLEVEL)):
+        raise MerError(f"{split} mid-level targets must have shape ({x.shape[0]}, {len(MIDLEVEL)}), "
+                       f"got {tuple(m.shape)}")
+    return Split(x, y, m)
+
+
+def check_inputs(system: str, x_train, y_train, m_train, x_valid, y_valid, m_valid, config: TrainConfig,
+                 device: str | torch.device | None = None,
+                 adversarial_step: AdversarialStep | None = None) -> TrainSetup:
+    """Check the arguments of :func:`train_model` and bundle them (the validation split cut to the scored excerpts).
+
+    Raises
+    ------
+    MerError
+        On a missing adversarial step, invalid settings, arrays of the wrong
+        shape, missing mid-level targets, or too few excerpts for one batch.
+    """
+    spec = system_spec(system)
+    if spec.adversarial and adversarial_step is None:
+        raise MerError(f"{system} is trained adversarially: pass an adversarial_step")
+    if config.batch_size < 1 or config.max_epochs < 1 or config.patience < 1:
+        raise MerError(f"batch_size, max_epochs and patience must be >= 1 (got {config.batch_size}, "
+                       f"{config.max_epochs}, {config.patience})")
+    train = _check_arrays(system, spec, x_train, y_train, m_train, "train")
+    if len(train.x) // config.batch_size == 0:
+        raise MerError(f"{len(train.x)} training excerpts do not fill one batch of {config.batch_size}")
+    valid = _check_arrays(system, spec, x_valid, y_valid, m_valid, "valid")
+    n_val = validation_count(len(valid.x), config.batch_size, config.val_drop_last)
+    if n_val == 0:
+        raise MerError(f"no validation excerpts to score ({len(valid.x)} with batch {config.batch_size}, "
+                       f"val_drop_last={config.val_drop_last})")
+    scored = Split(valid.x[:n_val], valid.y[:n_val], None if valid.m is None else valid.m[:n_val])
+    return TrainSetup(spec, config, resolve_device(device), train, scored, adversarial_step)
+
+
 def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_valid,
                 config: TrainConfig, seed: int, device: str | torch.device | None = None,
                 state_path: str | os.PathLike | None = None, progress: bool = True,
                 hooks: Sequence[Callable[[EpochEnd], None]] = (),
-                adversarial_step: AdversarialStep | None = None,
-                validate: Callable[[MERModel], dict] | None = None) -> TrainResult:
+                adversarial_step: AdversarialStep | None = None) -> TrainResult:
     """Train one model of ``system`` with ``config`` and ``seed``.
 
     Parameters
@@ -478,15 +748,12 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
         Resume state file; written after every epoch, resumed from if present.
         The caller deletes it once the results are safely stored.
     progress : bool
-        Show a tqdm bar over epochs.
+        Show a progress bar over epochs.
     hooks : sequence of callables
         Called with an :class:`EpochEnd` after every epoch (after the state is
         saved; an exception there leaves a resumable state).
     adversarial_step : AdversarialStep, optional
         Adversarial-training extension point (module docstring).
-    validate : callable, optional
-        ``model -> dict`` with at least ``"score"``, replacing the validation
-        on ``x_valid`` (for tests).
 
     Returns
     -------
@@ -498,108 +765,24 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
         ``valid_r_<emotion>``, ``best_score``, ``improved``,
         ``patience_counter``, ``seconds``.
     """
-    spec = system_spec(system)
-    if spec.adversarial and adversarial_step is None:
-        raise MerError(f"{system} is trained adversarially: pass an adversarial_step")
-    if config.batch_size < 1 or config.max_epochs < 1 or config.patience < 1:
-        raise MerError(f"batch_size, max_epochs and patience must be >= 1 (got {config.batch_size}, "
-                       f"{config.max_epochs}, {config.patience})")
-    x_train, y_train, m_train = _check_arrays(system, spec, x_train, y_train, m_train, "train")
-    n_batches = len(x_train) // config.batch_size
-    if n_batches == 0:
-        raise MerError(f"{len(x_train)} training excerpts do not fill one batch of {config.batch_size}")
-    if validate is None:
-        x_valid, y_valid, m_valid = _check_arrays(system, spec, x_valid, y_valid, m_valid, "valid")
-        n_val = validation_count(len(x_valid), config.batch_size, config.val_drop_last)
-        if n_val == 0:
-            raise MerError(f"no validation excerpts to score ({len(x_valid)} with batch {config.batch_size}, "
-                           f"val_drop_last={config.val_drop_last})")
-    device = resolve_device(device)
-    cl = config.channels_last
+    setup = check_inputs(system, x_train, y_train, m_train, x_valid, y_valid, m_valid, config, device,
+                         adversarial_step)
     state_path = Path(state_path) if state_path is not None else None
-    cost = Cost()
-
-    with deterministic_mode(device):
-        seed_everything(seed)
-        model = build_model(system, config.width).to(device)
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        order = torch.Generator().manual_seed(seed)
-
-        add_bottleneck = spec.midlevel_supervised or config.score_unsupervised_bottleneck
-
-        def default_validate(mod: MERModel) -> dict:
-            emo, bott = predict(mod, x_valid[:n_val], device, channels_last=cl)
-            cost.eval_forward += n_val
-            return validation_score(y_valid[:n_val].numpy(), emo,
-                                    None if m_valid is None else m_valid[:n_val].numpy(), bott,
-                                    add_bottleneck=add_bottleneck)
-
-        validate_fn = validate or default_validate
-        loop = {"epoch": 0, "best_epoch": 0, "best_score": -math.inf, "counter": 0, "stop": False,
-                "seconds": 0.0, "sessions": 1, "history": []}
-        best_state = _clone_state(model)
+    with deterministic_mode(setup.device):
+        state = init_state(system, config, seed, setup.device)
         if state_path is not None and state_path.exists():
-            # on the CPU: RNG states must be CPU tensors; the rest is copied to the device below
-            saved = torch.load(state_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])  # moves its state to the parameters' device
-            best_state = {k: v.to(device) for k, v in saved["best_state"].items()}
-            order.set_state(saved["order_rng"])
-            _set_rng_state(saved["rng"])
-            loop = saved["loop"]
-            loop["sessions"] += 1
-            cost = Cost(**saved["cost"])
-
-        with tqdm(total=config.max_epochs, initial=loop["epoch"], disable=not progress,
-                  desc=f"{system} seed {seed}", leave=False) as bar:
-            while not loop["stop"] and loop["epoch"] < config.max_epochs:
-                epoch = loop["epoch"] + 1
-                t0 = time.perf_counter()
-                record = _train_epoch(model, optimizer, spec, config, x_train, y_train, m_train,
-                                      torch.randperm(len(x_train), generator=order), epoch, device,
-                                      cost, adversarial_step)
-                val = validate_fn(model)
-                model.train()
-                score = float(val["score"])
-                improved = loop["best_epoch"] == 0 or _nan_to_inf(score) >= loop["best_score"]
-                if improved:
-                    loop["best_epoch"], loop["best_score"], loop["counter"] = epoch, _nan_to_inf(score), 0
-                    best_state = _clone_state(model)
-                else:
-                    loop["counter"] += 1
-                loop["stop"] = loop["counter"] >= config.patience
-                seconds = time.perf_counter() - t0
-                record.update({f"valid_{k}": float(v) for k, v in val.items()})
-                record.update({"best_score": loop["best_score"], "improved": bool(improved),
-                               "patience_counter": loop["counter"], "seconds": seconds})
-                loop["history"].append(record)
-                loop["epoch"] = epoch
-                loop["seconds"] += seconds
-                if state_path is not None:
-                    _save_state(state_path, model, optimizer, best_state, order, loop, cost)
+            load_state(state_path, state, setup.device)
+        with progress_bar(total=config.max_epochs, initial=state.loop.epoch, enabled=progress,
+                          desc=f"{system} seed {seed}", leave=False, unit="epoch") as bar:
+            while not state.loop.stop and state.loop.epoch < config.max_epochs:
+                end = run_epoch(state, setup, state_path)
                 bar.update(1)
-                bar.set_postfix(score=f"{score:.3f}", loss=f"{record['train_loss']:.4f}")
+                bar.set_postfix(score=f"{end.record['valid_score']:.3f}", loss=f"{end.record['train_loss']:.4f}")
                 for hook in hooks:
-                    hook(EpochEnd(epoch, record, model, improved, loop["counter"], loop["stop"]))
-        model.load_state_dict(best_state)
-        model.eval()
-
-    history = pd.DataFrame(loop["history"])
-    return TrainResult(model=model, history=history, best_epoch=loop["best_epoch"],
-                       best_score=loop["best_score"], epochs_run=loop["epoch"], stopped_early=loop["stop"],
-                       cost=cost, seconds=loop["seconds"], sessions=loop["sessions"])
-
-
-def _save_state(path: Path, model, optimizer, best_state, order, loop, cost) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best_state": best_state,
-             "order_rng": order.get_state(), "rng": _rng_state(), "loop": loop, "cost": cost.as_dict()}
-    save_torch(path, state)
-
-
-def save_torch(path: Path, obj: Any) -> None:
-    """Atomic ``torch.save`` via an in-memory buffer (byte-identical files for identical contents)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    artifacts.write_bytes(path, buf.getvalue())
+                    hook(end)
+        state.model.load_state_dict(state.best_weights)
+        state.model.eval()
+    loop = state.loop
+    return TrainResult(model=state.model, history=pd.DataFrame(loop.history), best_epoch=loop.best_epoch,
+                       best_score=loop.best_score, epochs_run=loop.epoch, stopped_early=loop.stop,
+                       cost=state.cost, seconds=loop.seconds, sessions=loop.sessions)
