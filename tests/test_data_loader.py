@@ -277,3 +277,15 @@ def test_wrong_separator_is_explained(data_dir: Path) -> None:
 def test_missing_data_dir(tmp_path: Path) -> None:
     with pytest.raises(MerError, match="data directory not found"):
         load_soundtracks(tmp_path / "nope")
+
+
+def test_data_dir_none_needs_every_path(data_dir: Path) -> None:
+    with pytest.raises(MerError, match="data_dir is None, so ratings_csv, annotations_dir and audio_dir"):
+        load_soundtracks(None, ratings_csv=data_dir / RAT, audio_dir=data_dir / "Set1")
+
+
+def test_explicit_paths_need_no_data_dir(data_dir: Path, tmp_path: Path) -> None:
+    df = load_soundtracks(tmp_path / "nope", ratings_csv=data_dir / RAT,
+                          annotations_dir=data_dir / "metadata_annotations", audio_dir=data_dir / "Set1")
+    check_valid(df)
+    assert df.attrs["audio_dir"] == str(data_dir / "Set1")

@@ -26,7 +26,7 @@ them as follows (``data_dir`` is the folder passed to :func:`load_soundtracks`):
 
 If your copies are laid out differently, point :func:`load_soundtracks` at
 each part with its ``ratings_csv=``, ``annotations_dir=`` and ``audio_dir=``
-keywords. The synthetic dataset of :mod:`mer_lib.synth` is written in exactly
+keywords. The synthetic dataset of :mod:`mer_lib.data.synth` is written in exactly
 this layout and read through the same functions.
 
 File formats accepted
@@ -85,7 +85,10 @@ from mer_lib.data.layout import (
     METADATA_FILE,
     RATINGS_FILE,
     SOUNDTRACKS_SOURCE,
+    annotations_folder,
+    audio_folder,
     audio_stem,
+    ratings_path,
 )
 from mer_lib.errors import MerError
 
@@ -293,7 +296,7 @@ def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by the int Set-1 ``number`` (sorted ascending), one float64
-        column per emotion of :data:`~mer_lib.constants.EMOTIONS`, holding the
+        column per emotion of :data:`~mer_lib.config.EMOTIONS`, holding the
         raw 1-9 ratings. ``attrs["source"]`` is the file path.
 
     Raises
@@ -400,7 +403,7 @@ def read_midlevel(annotations_dir: str | os.PathLike) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by the int Soundtracks Set-1 ``number`` (sorted ascending),
-        one float64 column per feature of :data:`~mer_lib.constants.MIDLEVEL`,
+        one float64 column per feature of :data:`~mer_lib.config.MIDLEVEL`,
         holding the raw 1-10 values. ``attrs`` records the two file paths.
 
     Raises
@@ -454,6 +457,73 @@ def _audio_problem(path: Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- dataset
+def _dataset_paths(data_dir: str | os.PathLike | None, ratings_csv: str | os.PathLike | None,
+                   annotations_dir: str | os.PathLike | None,
+                   audio_dir: str | os.PathLike | None) -> tuple[Path, Path, Path]:
+    """The ratings file, annotations folder and audio folder: the given ones, else those of ``data_dir``."""
+    root = Path(data_dir) if data_dir is not None else None
+    if root is None and None in (ratings_csv, annotations_dir, audio_dir):
+        raise MerError(
+            "load_soundtracks: data_dir is None, so ratings_csv, annotations_dir and "
+            "audio_dir must all be given")
+    if root is not None and not root.is_dir() and None in (ratings_csv, annotations_dir, audio_dir):
+        raise MerError(
+            f"data directory not found: {root} (expected {AUDIO_SUBDIR}/, {RATINGS_FILE} and "
+            f"{ANNOTATIONS_SUBDIR}/ inside it)")
+    return (Path(ratings_csv) if ratings_csv is not None else ratings_path(root),
+            Path(annotations_dir) if annotations_dir is not None else annotations_folder(root),
+            Path(audio_dir) if audio_dir is not None else audio_folder(root))
+
+
+def _check_same_numbers(ratings: pd.DataFrame, midlevel: pd.DataFrame, ratings_file: Path,
+                        midlevel_dir: Path) -> None:
+    """Raise unless the ratings and the mid-level annotations hold the same Set-1 numbers."""
+    only_ratings = sorted(set(ratings.index) - set(midlevel.index))
+    only_mid = sorted(set(midlevel.index) - set(ratings.index))
+    if only_ratings or only_mid:
+        raise MerError(
+            f"the ratings ({ratings_file}) and the mid-level annotations "
+            f"({midlevel_dir / METADATA_FILE}, soundtracks rows) do not cover the same "
+            f"Soundtracks numbers: in the ratings only: [{_listing(only_ratings)}]; "
+            f"in the mid-level annotations only: [{_listing(only_mid)}]")
+
+
+def _match_audio(numbers: list[int], files: dict[str, list[Path]], set1_dir: Path) -> list[Path]:
+    """The one audio file of each number (absolute), or an error naming the missing or doubled ones."""
+    missing = [n for n in numbers if audio_stem(n) not in files]
+    if missing:
+        msg = (f"{set1_dir}: no audio file for {len(missing)} rated Soundtracks "
+               f"number(s): {_listing(audio_stem(n) for n in missing)} (expected NNN.mp3, "
+               f"NNN.wav or NNN.flac)")
+        unpadded = [files[str(n)][0].name for n in missing if str(n) in files]
+        if unpadded:
+            msg += (f"; found files without zero padding ({_listing(unpadded, 3)}): "
+                    f"rename them to three digits, e.g. 001.mp3")
+        raise MerError(msg)
+    several = [n for n in numbers if len(files[audio_stem(n)]) > 1]
+    if several:
+        described = [" and ".join(p.name for p in files[audio_stem(n)]) for n in several]
+        raise MerError(
+            f"{set1_dir}: several audio files for the same Soundtracks number: "
+            f"{_listing(described)} (keep exactly one per number)")
+    return [_abspath(files[audio_stem(n)][0]) for n in numbers]
+
+
+def _check_readable(paths: list[Path]) -> None:
+    """Raise if :mod:`soundfile` cannot use some of ``paths``."""
+    bad = [(p, why) for p in paths if (why := _audio_problem(p)) is not None]
+    if bad:
+        raise MerError(
+            f"{len(bad)} unreadable audio file(s) (soundfile cannot open them): "
+            + _listing(f"{p} ({why})" for p, why in bad))
+
+
+def _unrated_audio(files: dict[str, list[Path]], numbers: list[int]) -> list[str]:
+    """Absolute paths of the audio files whose stem is not a rated number, sorted."""
+    rated = {audio_stem(n) for n in numbers}
+    return sorted(str(_abspath(p)) for stem, group in files.items() if stem not in rated for p in group)
+
+
 def load_soundtracks(
     data_dir: str | os.PathLike | None,
     *,
@@ -486,9 +556,9 @@ def load_soundtracks(
     pandas.DataFrame
         Indexed by the int Set-1 ``number`` (sorted ascending). Columns:
         ``audio_path`` (absolute path, str), the 8 emotions of
-        :data:`~mer_lib.constants.EMOTIONS` and the 7 features of
-        :data:`~mer_lib.constants.MIDLEVEL`, all divided by
-        :data:`~mer_lib.constants.TARGET_SCALE` (float64). ``attrs`` holds the
+        :data:`~mer_lib.config.EMOTIONS` and the 7 features of
+        :data:`~mer_lib.config.MIDLEVEL`, all divided by
+        :data:`~mer_lib.config.TARGET_SCALE` (float64). ``attrs`` holds the
         provenance: ``ratings_csv``, ``metadata_csv``, ``annotations_csv``,
         ``audio_dir``, ``target_scale`` and ``unrated_audio`` (audio files in
         the audio folder that have no rating; they are not loaded).
@@ -500,73 +570,27 @@ def load_soundtracks(
         the ratings but not in the mid-level annotations (or the reverse), or a
         missing, duplicated or unreadable audio file.
     """
-    root = Path(data_dir) if data_dir is not None else None
-    if root is None and None in (ratings_csv, annotations_dir, audio_dir):
-        raise MerError(
-            "load_soundtracks: data_dir is None, so ratings_csv, annotations_dir and "
-            "audio_dir must all be given")
-    if root is not None and not root.is_dir() and None in (ratings_csv, annotations_dir, audio_dir):
-        raise MerError(
-            f"data directory not found: {root} (expected {AUDIO_SUBDIR}/, {RATINGS_FILE} and "
-            f"{ANNOTATIONS_SUBDIR}/ inside it)")
-    ratings_path = Path(ratings_csv) if ratings_csv is not None else root / RATINGS_FILE
-    annotations_path = (Path(annotations_dir) if annotations_dir is not None
-                        else root / ANNOTATIONS_SUBDIR)
-    audio_path = Path(audio_dir) if audio_dir is not None else root / AUDIO_SUBDIR
-
-    ratings = read_ratings(ratings_path)
-    midlevel = read_midlevel(annotations_path)
-
-    only_ratings = sorted(set(ratings.index) - set(midlevel.index))
-    only_mid = sorted(set(midlevel.index) - set(ratings.index))
-    if only_ratings or only_mid:
-        raise MerError(
-            f"the ratings ({ratings_path}) and the mid-level annotations "
-            f"({annotations_path / METADATA_FILE}, soundtracks rows) do not cover the same "
-            f"Soundtracks numbers: in the ratings only: [{_listing(only_ratings)}]; "
-            f"in the mid-level annotations only: [{_listing(only_mid)}]")
+    ratings_file, midlevel_dir, set1_dir = _dataset_paths(data_dir, ratings_csv, annotations_dir, audio_dir)
+    ratings = read_ratings(ratings_file)
+    midlevel = read_midlevel(midlevel_dir)
+    _check_same_numbers(ratings, midlevel, ratings_file, midlevel_dir)
 
     numbers = [int(n) for n in ratings.index]
-    files = _audio_files(audio_path)
-    missing = [n for n in numbers if audio_stem(n) not in files]
-    if missing:
-        msg = (f"{audio_path}: no audio file for {len(missing)} rated Soundtracks "
-               f"number(s): {_listing(audio_stem(n) for n in missing)} (expected NNN.mp3, "
-               f"NNN.wav or NNN.flac)")
-        unpadded = [files[str(n)][0].name for n in missing if str(n) in files]
-        if unpadded:
-            msg += (f"; found files without zero padding ({_listing(unpadded, 3)}): "
-                    f"rename them to three digits, e.g. 001.mp3")
-        raise MerError(msg)
-    several = [n for n in numbers if len(files[audio_stem(n)]) > 1]
-    if several:
-        described = [" and ".join(p.name for p in files[audio_stem(n)]) for n in several]
-        raise MerError(
-            f"{audio_path}: several audio files for the same Soundtracks number: "
-            f"{_listing(described)} (keep exactly one per number)")
-    paths = [_abspath(files[audio_stem(n)][0]) for n in numbers]
-
+    files = _audio_files(set1_dir)
+    paths = _match_audio(numbers, files, set1_dir)
     if check_audio:
-        bad = [(p, why) for p in paths if (why := _audio_problem(p)) is not None]
-        if bad:
-            raise MerError(
-                f"{len(bad)} unreadable audio file(s) (soundfile cannot open them): "
-                + _listing(f"{p} ({why})" for p, why in bad))
-
-    rated = {audio_stem(n) for n in numbers}
-    unrated = sorted(str(_abspath(p)) for stem, group in files.items() if stem not in rated
-                     for p in group)
+        _check_readable(paths)
 
     df = pd.concat([ratings.loc[numbers] / TARGET_SCALE, midlevel.loc[numbers] / TARGET_SCALE],
                    axis=1).astype("float64")
     df.insert(0, "audio_path", [str(p) for p in paths])
     df.index = pd.Index(numbers, dtype="int64", name="number")
     df.attrs = {
-        "ratings_csv": str(_abspath(ratings_path)),
-        "metadata_csv": str(_abspath(annotations_path / METADATA_FILE)),
-        "annotations_csv": str(_abspath(annotations_path / ANNOTATIONS_FILE)),
-        "audio_dir": str(_abspath(audio_path)),
+        "ratings_csv": str(_abspath(ratings_file)),
+        "metadata_csv": str(_abspath(midlevel_dir / METADATA_FILE)),
+        "annotations_csv": str(_abspath(midlevel_dir / ANNOTATIONS_FILE)),
+        "audio_dir": str(_abspath(set1_dir)),
         "target_scale": float(TARGET_SCALE),
-        "unrated_audio": unrated,
+        "unrated_audio": _unrated_audio(files, numbers),
     }
     return df

@@ -3,7 +3,7 @@
 Neither Soundtracks Set 1 nor the mid-level annotations can be downloaded
 here, so this module *writes* a stand-in in exactly their on-disk formats
 (protocol §2.1); the pipeline then reads it through the same loader
-(:func:`mer_lib.data.load_soundtracks`)::
+(:func:`mer_lib.data.loader.load_soundtracks`)::
 
     out_dir/Set1/001.wav ...                      16-bit PCM, mono, 22050 Hz
     out_dir/mean_ratings_set1.csv                 emotion ratings 1-9
@@ -15,7 +15,7 @@ here, so this module *writes* a stand-in in exactly their on-disk formats
 How it works
 ------------
 1. :func:`sample_controls` draws, per excerpt, 10 musical controls in [0, 1]:
-   the 7 mid-level features (:data:`~mer_lib.constants.MIDLEVEL`) and 3
+   the 7 mid-level features (:data:`~mer_lib.config.MIDLEVEL`) and 3
    :data:`NUISANCE` controls. They share three latent factors (pleasantness,
    activity, darkness; :data:`CONTROL_LOADINGS`) so that they are correlated
    as on the real data; each control is ``Phi(CONTROL_SPREAD * g)`` of a
@@ -153,9 +153,76 @@ def excerpt_rng(seed: int, number: int, stream: int) -> np.random.Generator:
 
 
 def check_seed(seed: Any, name: str = "seed") -> int:
+    """Validate a seed.
+
+    Parameters
+    ----------
+    seed : int
+        The value to check (``bool`` is refused).
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    int
+        ``seed`` as a Python int.
+
+    Raises
+    ------
+    MerError
+        If ``seed`` is not a non-negative integer.
+    """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise MerError(f"{name} must be a non-negative integer, got {seed!r}")
     return int(seed)
+
+
+def check_count(value: Any, name: str) -> int:
+    """Validate a count such as ``n_excerpts``.
+
+    Parameters
+    ----------
+    value : int
+        The value to check (``bool`` is refused).
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    int
+        ``value`` as a Python int.
+
+    Raises
+    ------
+    MerError
+        If ``value`` is not a positive integer.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MerError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_sample_rate(sample_rate: Any) -> int:
+    """Validate a sample rate.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Sample rate in Hz (``bool`` is refused).
+
+    Returns
+    -------
+    int
+        ``sample_rate`` as a Python int.
+
+    Raises
+    ------
+    MerError
+        If ``sample_rate`` is not an integer >= 8000.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
+        raise MerError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
+    return int(sample_rate)
 
 
 def _loading_matrix() -> np.ndarray:
@@ -230,15 +297,14 @@ def sample_controls(n_excerpts: int, seed: int) -> pd.DataFrame:
         rounded to 6 decimals.
     """
     seed = check_seed(seed)
-    if isinstance(n_excerpts, bool) or not isinstance(n_excerpts, (int, np.integer)) or n_excerpts < 1:
-        raise MerError(f"n_excerpts must be a positive integer, got {n_excerpts!r}")
+    n_excerpts = check_count(n_excerpts, "n_excerpts")
     load = _loading_matrix()
     unique = np.sqrt(1.0 - (load ** 2).sum(axis=1))
-    g = np.empty((int(n_excerpts), len(CONTROLS)))
-    for i in range(int(n_excerpts)):
+    g = np.empty((n_excerpts, len(CONTROLS)))
+    for i in range(n_excerpts):
         rng = excerpt_rng(seed, i + 1, CONTROL_STREAM)
         g[i] = load @ rng.standard_normal(len(LATENT_FACTORS)) + unique * rng.standard_normal(len(CONTROLS))
-    index = pd.RangeIndex(1, int(n_excerpts) + 1, name="number")
+    index = pd.RangeIndex(1, n_excerpts + 1, name="number")
     # rounded to the 6 decimals of controls.csv, so the file reproduces the audio exactly
     return pd.DataFrame(np.round(ndtr(CONTROL_SPREAD * g), 6), index=index, columns=list(CONTROLS))
 
@@ -293,10 +359,10 @@ def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, p
     Returns
     -------
     midlevel : pandas.DataFrame
-        :data:`~mer_lib.constants.MIDLEVEL` columns, ``1 + 9 c`` plus rater
+        :data:`~mer_lib.config.MIDLEVEL` columns, ``1 + 9 c`` plus rater
         noise (SD :data:`RATER_NOISE_SD`), clipped to [1, 10], 3 decimals.
     emotions : pandas.DataFrame
-        :data:`~mer_lib.constants.EMOTIONS` columns, clipped to [1, 9], 2
+        :data:`~mer_lib.config.EMOTIONS` columns, clipped to [1, 9], 2
         decimals. Computed from the *true* standardised controls
         ``z = (c - 0.5) / control_sd()`` (equal to the standardised
         noise-free mid-level values) with :func:`emotion_weights`.
@@ -325,6 +391,11 @@ def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, p
 def correlation_table(midlevel: pd.DataFrame, emotions: pd.DataFrame) -> pd.DataFrame:
     """Synthetic vs real correlations for the pairs of :data:`REAL_CORRELATIONS`.
 
+    Parameters
+    ----------
+    midlevel, emotions : pandas.DataFrame
+        As returned by :func:`make_annotations` (same excerpts, same order).
+
     Returns
     -------
     pandas.DataFrame
@@ -335,6 +406,9 @@ def correlation_table(midlevel: pd.DataFrame, emotions: pd.DataFrame) -> pd.Data
     rows = []
     for (emotion, feature), real in REAL_CORRELATIONS.items():
         x, y = emotions[emotion].to_numpy(float), midlevel[feature].to_numpy(float)
+        # np.corrcoef, not mer_lib.metrics.pearson_per_column: the two differ in the last bits (another
+        # summation order) and on constant columns whose mean is inexact (r = 0 here, NaN there), so
+        # switching could change the r recorded in the generator.json of existing datasets
         r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else math.nan
         rows.append((emotion, feature, real, round(r, 3), round(r - real, 3)))
     return pd.DataFrame(rows, columns=["emotion", "feature", "real", "synthetic", "difference"]

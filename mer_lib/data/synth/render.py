@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from scipy.signal import butter, sosfilt
 
 from mer_lib.config import SAMPLE_RATE
-from mer_lib.data.synth.model import CONTROLS, check_seed
+from mer_lib.data.synth.model import CONTROLS, check_sample_rate, check_seed
 from mer_lib.data.synth.score import compose
 from mer_lib.errors import MerError
 
@@ -123,6 +123,86 @@ def _validate_render_controls(controls: Mapping[str, float]) -> dict[str, float]
     return out
 
 
+def _check_render_args(controls: Mapping[str, float], duration_s: float, sample_rate: int,
+                       seed: int) -> tuple[dict[str, float], int, int]:
+    """The validated controls, seed and sample rate of :func:`render_excerpt`."""
+    c = _validate_render_controls(controls)
+    seed = check_seed(seed)
+    if not isinstance(duration_s, (int, float, np.number)) or not math.isfinite(duration_s) or duration_s < 0.5:
+        raise MerError(f"duration_s must be a number >= 0.5 seconds, got {duration_s!r}")
+    return c, seed, check_sample_rate(sample_rate)
+
+
+def _voices(pitches: np.ndarray, amps: np.ndarray, dissonance: float) -> _Voices:
+    """A note's voices; dissonance gives every voice a detuned twin (beating), the lowest an inharmonic partial."""
+    detune = 2.0 ** ((10 + 25 * dissonance) / 1200)
+    f = _midi_hz(pitches)
+    return (np.concatenate([f, f * detune]), np.concatenate([amps, amps * 0.9 * dissonance]),
+            f[:1] * 2.76, amps[:1] * 0.5 * dissonance ** 2)
+
+
+def _render_tonal(score: dict[str, Any], c: dict[str, float], n: int, sr: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Chords, bass and lead of ``score`` (plus noise with dissonance), ``n`` samples."""
+    h = score["harmony"]
+    d, art, loud = c["dissonance"], c["articulation"], c["loudness"]
+    rolloff = 2.4 - 1.6 * c["brightness"]
+    tonal = np.zeros(n)
+    onsets, gates, slots, vel = score["chords"]
+    chords = []
+    for slot, v in zip(slots, vel):
+        pitches, amps = (np.array(x, dtype=float) for x in h["voicing"][slot])
+        # loudness: the root and fifth doubled an octave up
+        pitches, amps = np.append(pitches, pitches[[0, 2]] + 12), np.append(amps, amps[[0, 2]] * 0.6 * loud)
+        chords.append(_voices(pitches, amps * 0.22 * v, d))
+    _add_tones(tonal, sr, onsets, gates, chords, rolloff, art, rng)
+
+    onsets, gates, pitches, vel = score["bass"]
+    bass = [_voices(np.array([p, p - 12]), np.array([1.0, 0.6 * loud]) * 0.5 * v, d) for p, v in zip(pitches, vel)]
+    _add_tones(tonal, sr, onsets, gates, bass, rolloff + 0.3, art, rng)
+
+    onsets, gates, pitches, vel = score["melody"]
+    lead_gain = 0.9 * (0.15 + 0.85 * c["melodiousness"])
+    lead = [_voices(np.array([p]), np.array([lead_gain * v]), d) for p, v in zip(pitches, vel)]
+    _add_tones(tonal, sr, onsets, gates, lead, rolloff, art, rng)
+
+    if d > 0:  # noisy timbre
+        sos = butter(2, [300 / (sr / 2), min(4000, 0.45 * sr) / (sr / 2)], btype="band", output="sos")
+        noise = sosfilt(sos, rng.standard_normal(n))
+        tonal += 0.15 * d ** 1.5 * noise * (np.abs(tonal).max() / max(np.abs(noise).max(), 1e-12))
+    return tonal
+
+
+def _render_drums(score: dict[str, Any], n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """The drum hits of ``score``, ``n`` samples."""
+    drums = np.zeros(n)
+    kit = _drum_kit(sr, rng)
+    times, kinds, vel = score["drums"]
+    for t0, kind, v in zip(times, kinds, vel):
+        start = int(round(t0 * sr))
+        if start < n:
+            hit = kit[kind][:n - start]
+            drums[start:start + len(hit)] += _DRUM_GAIN[kind] * v * hit
+    return drums
+
+
+def _master(mix: np.ndarray, c: dict[str, float], sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Tilt (brightness), swells and compression (loudness), noise floor, fades, peak 0.7, float32."""
+    b, loud, n = c["brightness"], c["loudness"], len(mix)
+    cutoff = min(1000.0 * 2.0 ** (3.5 * b), 0.45 * sr)  # brightness: spectral tilt
+    mix = sosfilt(butter(2, cutoff / (sr / 2), output="sos"), mix)
+    t = np.arange(n) / sr  # loudness: slow swells (dynamic range) vs flat and compressed
+    mix *= 1.0 - (1 - loud) * 0.6 * (0.5 + 0.5 * np.sin(2 * np.pi * t / rng.uniform(5, 9) + rng.uniform(0, 2 * np.pi)))
+    drive = 1.0 + 5.0 * loud
+    mix = np.tanh(drive * mix / max(np.abs(mix).max(), 1e-12)) / math.tanh(drive)
+    mix += 1e-3 * rng.standard_normal(n)  # room-noise floor: never exact digital silence
+    fade = min(int(0.01 * sr), n // 4)
+    ramp = np.arange(1, fade + 1) / fade
+    mix[:fade] *= ramp
+    mix[n - fade:] *= ramp[::-1]
+    return (0.7 * mix / np.abs(mix).max()).astype(np.float32)
+
+
 def render_excerpt(controls: Mapping[str, float], duration_s: float, sample_rate: int = SAMPLE_RATE,
                    seed: int = 0) -> np.ndarray:
     """Synthesise one excerpt from its controls.
@@ -164,70 +244,10 @@ def render_excerpt(controls: Mapping[str, float], duration_s: float, sample_rate
         peak 0.7, never digital silence (a noise floor 57 dB below the
         peak, 10-ms fades); a pure function of the arguments.
     """
-    c = _validate_render_controls(controls)
-    seed = check_seed(seed)
-    if not isinstance(duration_s, (int, float, np.number)) or not math.isfinite(duration_s) or duration_s < 0.5:
-        raise MerError(f"duration_s must be a number >= 0.5 seconds, got {duration_s!r}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
-        raise MerError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
-    sr, rng = int(sample_rate), np.random.default_rng(seed)
+    c, seed, sr = _check_render_args(controls, duration_s, sample_rate, seed)
+    rng = np.random.default_rng(seed)
     n = int(round(duration_s * sr))
     score = compose(c, duration_s, rng)
-    h = score["harmony"]
-    d, art, b, loud = c["dissonance"], c["articulation"], c["brightness"], c["loudness"]
-    rolloff = 2.4 - 1.6 * b
-
-    # dissonance: every voice gets a detuned twin (beating), the lowest an inharmonic partial
-    detune = 2.0 ** ((10 + 25 * d) / 1200)
-
-    def voices(pitches: np.ndarray, amps: np.ndarray) -> _Voices:
-        f = _midi_hz(pitches)
-        return (np.concatenate([f, f * detune]), np.concatenate([amps, amps * 0.9 * d]),
-                f[:1] * 2.76, amps[:1] * 0.5 * d ** 2)
-
-    tonal = np.zeros(n)
-    onsets, gates, slots, vel = score["chords"]
-    chords = []
-    for slot, v in zip(slots, vel):
-        pitches, amps = (np.array(x, dtype=float) for x in h["voicing"][slot])
-        # loudness: the root and fifth doubled an octave up
-        pitches, amps = np.append(pitches, pitches[[0, 2]] + 12), np.append(amps, amps[[0, 2]] * 0.6 * loud)
-        chords.append(voices(pitches, amps * 0.22 * v))
-    _add_tones(tonal, sr, onsets, gates, chords, rolloff, art, rng)
-
-    onsets, gates, pitches, vel = score["bass"]
-    bass = [voices(np.array([p, p - 12]), np.array([1.0, 0.6 * loud]) * 0.5 * v) for p, v in zip(pitches, vel)]
-    _add_tones(tonal, sr, onsets, gates, bass, rolloff + 0.3, art, rng)
-
-    onsets, gates, pitches, vel = score["melody"]
-    lead_gain = 0.9 * (0.15 + 0.85 * c["melodiousness"])
-    lead = [voices(np.array([p]), np.array([lead_gain * v])) for p, v in zip(pitches, vel)]
-    _add_tones(tonal, sr, onsets, gates, lead, rolloff, art, rng)
-
-    if d > 0:  # noisy timbre
-        sos = butter(2, [300 / (sr / 2), min(4000, 0.45 * sr) / (sr / 2)], btype="band", output="sos")
-        noise = sosfilt(sos, rng.standard_normal(n))
-        tonal += 0.15 * d ** 1.5 * noise * (np.abs(tonal).max() / max(np.abs(noise).max(), 1e-12))
-
-    drums = np.zeros(n)
-    kit = _drum_kit(sr, rng)
-    times, kinds, vel = score["drums"]
-    for t0, kind, v in zip(times, kinds, vel):
-        start = int(round(t0 * sr))
-        if start < n:
-            hit = kit[kind][:n - start]
-            drums[start:start + len(hit)] += _DRUM_GAIN[kind] * v * hit
-    mix = tonal + drums
-
-    cutoff = min(1000.0 * 2.0 ** (3.5 * b), 0.45 * sr)  # brightness: spectral tilt
-    mix = sosfilt(butter(2, cutoff / (sr / 2), output="sos"), mix)
-    t = np.arange(n) / sr  # loudness: slow swells (dynamic range) vs flat and compressed
-    mix *= 1.0 - (1 - loud) * 0.6 * (0.5 + 0.5 * np.sin(2 * np.pi * t / rng.uniform(5, 9) + rng.uniform(0, 2 * np.pi)))
-    drive = 1.0 + 5.0 * loud
-    mix = np.tanh(drive * mix / max(np.abs(mix).max(), 1e-12)) / math.tanh(drive)
-    mix += 1e-3 * rng.standard_normal(n)  # room-noise floor: never exact digital silence
-    fade = min(int(0.01 * sr), n // 4)
-    ramp = np.arange(1, fade + 1) / fade
-    mix[:fade] *= ramp
-    mix[n - fade:] *= ramp[::-1]
-    return (0.7 * mix / np.abs(mix).max()).astype(np.float32)
+    tonal = _render_tonal(score, c, n, sr, rng)  # the rng is consumed in this order
+    mix = tonal + _render_drums(score, n, sr, rng)
+    return _master(mix, c, sr, rng)

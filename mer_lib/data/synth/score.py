@@ -179,36 +179,29 @@ def _gate_factor(articulation: float) -> float:
     return 1.12 - 1.0 * articulation
 
 
-def compose(c: Mapping[str, float], duration_s: float, rng: np.random.Generator) -> dict[str, Any]:
-    """The score: every note and drum hit with its time in seconds.
+def _accent(beat: float, stability: float) -> float:
+    """Velocity factor of a note on ``beat``: strong downbeats with a stable rhythm."""
+    return 1.0 + 0.4 * stability if beat % 4 == 0 else 0.85
 
-    Returns a dict of ``chords`` (onsets, gates, chord slots, velocities),
-    ``bass`` and ``melody`` (onsets, gates, MIDI pitches, velocities),
-    ``drums`` (onsets, kinds, velocities) and the ``harmony`` of
-    :func:`_harmony`. Onsets follow the drifting, jittered :class:`_Clock`.
-    """
-    rc, s, loud = c["rhythm_complexity"], c["rhythm_stability"], c["loudness"]
-    bpm = 60.0 + 110.0 * c["tempo"]
-    n_beats = 8 * math.ceil((duration_s * bpm / 60.0 * 1.3 + 8) / 8)  # spare beats for tempo drift
-    n_slots = n_beats // _CHORD_BEATS
-    clock = _Clock(bpm, n_beats, s, rng)
-    h = _harmony(c, n_slots, rng)
-    gate_factor = _gate_factor(c["articulation"])
 
-    def accent(beat: float) -> float:
-        return 1.0 + 0.4 * s if beat % 4 == 0 else 0.85
-
-    # chords: struck on the beats; pushed / off-beat stabs with complexity
-    chord_ev: list[tuple[float, int, float]] = []
+def _chord_events(n_beats: int, rc: float, s: float, rng: np.random.Generator) -> list[tuple[float, int, float]]:
+    """Chords (beat, slot, accent), struck on the beats; pushed / off-beat stabs with complexity ``rc``."""
+    events: list[tuple[float, int, float]] = []
     for beat in range(n_beats):
         slot = beat // _CHORD_BEATS
         on = beat - 0.5 if rng.random() < 0.6 * rc else float(beat)
-        chord_ev.append((on, slot, accent(beat)))
+        events.append((on, slot, _accent(beat, s)))
         if rng.random() < 0.35 * rc:
-            chord_ev.append((beat + (0.5 if rng.random() < 0.5 else 0.75), slot, 0.7))
-    chord_ev.sort()
-    # bass: roots on the beats, or a 3+3+2 tresillo against the beat
-    bass_ev: list[tuple[float, float, float]] = []
+            events.append((beat + (0.5 if rng.random() < 0.5 else 0.75), slot, 0.7))
+    events.sort()
+    return events
+
+
+def _bass_events(c: Mapping[str, float], h: dict[str, Any], n_slots: int,
+                 rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Bass (beat, MIDI pitch, accent): roots on the beats, or a 3+3+2 tresillo against the beat."""
+    rc, s = c["rhythm_complexity"], c["rhythm_stability"]
+    events: list[tuple[float, float, float]] = []
     for slot in range(n_slots):
         if slot % 4 == 0:  # a tonic pedal makes the key unmistakable
             pedal = rng.random() < 0.8 * c["tonal_stability"] ** 2
@@ -216,8 +209,15 @@ def compose(c: Mapping[str, float], duration_s: float, rng: np.random.Generator)
         b0 = slot * _CHORD_BEATS
         offsets = (0.0, 0.75, 1.5) if rng.random() < rc else (0.0, 1.0)
         for j, off in enumerate(offsets):
-            bass_ev.append((b0 + off, root + (7 if j == 1 and rng.random() < 0.5 else 0), accent(b0 + off)))
-    # drums: kick/snare pulse with stability, hi-hat 16ths and triplet shaker with complexity
+            events.append((b0 + off, root + (7 if j == 1 and rng.random() < 0.5 else 0), _accent(b0 + off, s)))
+    return events
+
+
+def _drum_events(n_beats: int, rc: float, s: float, rng: np.random.Generator) -> list[tuple[float, str, float]]:
+    """Drums (beat, kind, velocity): a kick/snare pulse, hi-hat 16ths and triplet shakers.
+
+    The pulse grows with stability ``s``; off-beat hats and shakers with complexity ``rc``.
+    """
     hat_p = np.array([0.95, 0.05, 0.80, 0.05]) + rc * np.array([-0.45, 0.50, -0.10, 0.55])
     drums: list[tuple[float, str, float]] = []
     for beat in range(n_beats):
@@ -232,27 +232,67 @@ def compose(c: Mapping[str, float], duration_s: float, rng: np.random.Generator)
                 drums.append((beat + j / 4, "hat", 1.0 if j == 0 else 0.7 + 0.5 * rc))
         if rng.random() < rc ** 1.5:
             drums += [(beat + j / 3, "shaker", 0.4 + 0.6 * rc) for j in range(3)]
+    return drums
 
-    def to_seconds(beats: list[float]) -> np.ndarray:
-        return clock.times(np.array(beats, dtype=float), rng)
 
-    def dynamics(n: int) -> np.ndarray:  # velocity spread shrinks with loudness (compressed playing)
-        return np.exp(rng.normal(0.0, 0.3 * (1 - loud), n))
+def _inter_onsets(beats: list[float]) -> np.ndarray:
+    """Beats from each onset to the next (1 beat after the last)."""
+    return np.diff(np.append(beats, beats[-1] + 1.0))
 
-    ch_beats = [e[0] for e in chord_ev]
-    ch_ioi = np.diff(np.append(ch_beats, ch_beats[-1] + 1.0))
-    bass_beats = [e[0] for e in bass_ev]
-    bass_ioi = np.diff(np.append(bass_beats, bass_beats[-1] + 1.0))
+
+def _dynamics(n: int, loudness: float, rng: np.random.Generator) -> np.ndarray:
+    """Random velocity factors; their spread shrinks with loudness (compressed playing)."""
+    return np.exp(rng.normal(0.0, 0.3 * (1 - loudness), n))
+
+
+def _timed_notes(clock: _Clock, beats: list[float], gates: np.ndarray, pitches: Any, accents: list[float],
+                 loudness: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray]:
+    """(onsets in s, gates in s, pitches, velocities) of notes at ``beats`` with ``gates`` in beats."""
+    onsets = clock.times(np.array(beats, dtype=float), rng)
+    return onsets, gates * clock.beat_s, pitches, np.array(accents) * _dynamics(len(accents), loudness, rng)
+
+
+def compose(c: Mapping[str, float], duration_s: float, rng: np.random.Generator) -> dict[str, Any]:
+    """The score: every note and drum hit with its time in seconds.
+
+    Parameters
+    ----------
+    c : mapping
+        The 10 controls of :data:`mer_lib.data.synth.model.CONTROLS`, each in [0, 1].
+    duration_s : float
+        Length of the excerpt in seconds (the score runs longer).
+    rng : numpy.random.Generator
+        Source of everything random; consumed in a fixed order.
+
+    Returns
+    -------
+    dict
+        ``chords`` (onsets, gates, chord slots, velocities), ``bass`` and
+        ``melody`` (onsets, gates, MIDI pitches, velocities), ``drums``
+        (onsets, kinds, velocities) and the ``harmony`` of :func:`_harmony`.
+        Onsets follow the drifting, jittered :class:`_Clock`.
+    """
+    rc, s, loud = c["rhythm_complexity"], c["rhythm_stability"], c["loudness"]
+    bpm = 60.0 + 110.0 * c["tempo"]
+    n_beats = 8 * math.ceil((duration_s * bpm / 60.0 * 1.3 + 8) / 8)  # spare beats for tempo drift
+    n_slots = n_beats // _CHORD_BEATS
+    clock = _Clock(bpm, n_beats, s, rng)
+    h = _harmony(c, n_slots, rng)
+    gate_factor = _gate_factor(c["articulation"])
+    chord_ev = _chord_events(n_beats, rc, s, rng)
+    bass_ev = _bass_events(c, h, n_slots, rng)
+    drums = _drum_events(n_beats, rc, s, rng)
     mel = _melody(c, h, n_beats, rng)
+    ch_beats, bass_beats = [e[0] for e in chord_ev], [e[0] for e in bass_ev]
+    # the rng is consumed part by part, onsets before velocities, in this order
     return {
-        "chords": (to_seconds(ch_beats), ch_ioi * gate_factor * clock.beat_s, [e[1] for e in chord_ev],
-                   np.array([e[2] for e in chord_ev]) * dynamics(len(chord_ev))),
-        "bass": (to_seconds(bass_beats), bass_ioi * gate_factor * clock.beat_s,
-                 np.array([e[1] for e in bass_ev], float),
-                 np.array([e[2] for e in bass_ev]) * dynamics(len(bass_ev))),
-        "melody": (to_seconds([n[0] for n in mel]), np.array([n[1] for n in mel]) * clock.beat_s,
-                   np.array([n[2] for n in mel]), np.array([n[3] for n in mel]) * dynamics(len(mel))),
-        "drums": (to_seconds([d[0] for d in drums]), [d[1] for d in drums],
-                  np.array([d[2] for d in drums]) * dynamics(len(drums))),
+        "chords": _timed_notes(clock, ch_beats, _inter_onsets(ch_beats) * gate_factor, [e[1] for e in chord_ev],
+                               [e[2] for e in chord_ev], loud, rng),
+        "bass": _timed_notes(clock, bass_beats, _inter_onsets(bass_beats) * gate_factor,
+                             np.array([e[1] for e in bass_ev], float), [e[2] for e in bass_ev], loud, rng),
+        "melody": _timed_notes(clock, [n[0] for n in mel], np.array([n[1] for n in mel]),
+                               np.array([n[2] for n in mel]), [n[3] for n in mel], loud, rng),
+        "drums": (clock.times(np.array([d[0] for d in drums], dtype=float), rng), [d[1] for d in drums],
+                  np.array([d[2] for d in drums]) * _dynamics(len(drums), loud, rng)),
         "harmony": h,
     }

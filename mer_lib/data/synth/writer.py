@@ -12,9 +12,9 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,21 +22,24 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 from scipy.special import ndtr
-from tqdm import tqdm
 
 from mer_lib.artifacts import config_hash, file_sha256, read_json, write_bytes, write_json, write_text
 from mer_lib.config import EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE, SAMPLE_RATE
 from mer_lib.data.layout import (
-    ANNOTATIONS_FILE,
-    ANNOTATIONS_SUBDIR,
-    AUDIO_SUBDIR,
-    CONTROLS_FILE,
+    ANNOTATIONS_RELPATH,
+    CONTROLS_RELPATH,
     GENERATOR_FILE,
-    METADATA_FILE,
-    PARTIAL_FILE,
+    METADATA_RELPATH,
     RATINGS_FILE,
+    SOUNDTRACKS_SOURCE,
     TEXT_FILES,
     TRUTH_SUBDIR,
+    annotations_folder,
+    audio_folder,
+    generator_path,
+    is_synthetic_audio_name,
+    partial_path,
+    ratings_path,
     synthetic_audio_path,
 )
 from mer_lib.data.synth.model import (
@@ -53,6 +56,8 @@ from mer_lib.data.synth.model import (
     OTHER_SHARE,
     OTHER_SOURCES,
     RATER_NOISE_SD,
+    check_count,
+    check_sample_rate,
     check_seed,
     control_correlation,
     control_sd,
@@ -65,6 +70,7 @@ from mer_lib.data.synth.model import (
 )
 from mer_lib.data.synth.render import render_excerpt
 from mer_lib.errors import MerError
+from mer_lib.progress import progress_bar
 
 
 # --------------------------------------------------------------------------- file formats (pure)
@@ -97,7 +103,7 @@ def _metadata_texts(midlevel: pd.DataFrame, seed: int) -> tuple[str, str]:
     other = ndtr(CONTROL_SPREAD * rng.standard_normal((n_other, len(MIDLEVEL))))  # plausible, unused
     other_mid = np.round(np.clip(1 + 9 * other + RATER_NOISE_SD * rng.standard_normal(other.shape),
                                  *MIDLEVEL_RANGE), 3)
-    rows = [("soundtracks", int(k), "Synthetic ensemble", f"Cue {int(k):03d}", midlevel.loc[k].to_numpy())
+    rows = [(SOUNDTRACKS_SOURCE, int(k), "Synthetic ensemble", f"Cue {int(k):03d}", midlevel.loc[k].to_numpy())
             for k in midlevel.index]
     for j in range(n_other):
         source = OTHER_SOURCES[j % len(OTHER_SOURCES)]
@@ -128,6 +134,8 @@ def _controls_text(controls: pd.DataFrame, plans: dict[int, tuple[float, int]]) 
 def _generator_config(n_excerpts: int, duration_s: float, seed: int, sample_rate: int) -> dict[str, Any]:
     """Everything the dataset's bytes depend on (hashed into ``config_hash``)."""
     return {
+        # "mer_lib.synth" names the generator in the dataset marker (its old module path): kept so that
+        # the config hash, and with it every existing dataset, stays valid
         "generator": "mer_lib.synth", "version": GENERATOR_VERSION,
         "n_excerpts": n_excerpts, "duration_s": duration_s, "seed": seed, "sample_rate": sample_rate,
         "model": {
@@ -146,9 +154,9 @@ def _texts(controls: pd.DataFrame, plans: dict[int, tuple[float, int]], seed: in
     metadata, annotations = _metadata_texts(midlevel, seed)
     return {
         RATINGS_FILE: _ratings_text(emotions),
-        f"{ANNOTATIONS_SUBDIR}/{METADATA_FILE}": metadata,
-        f"{ANNOTATIONS_SUBDIR}/{ANNOTATIONS_FILE}": annotations,
-        f"{TRUTH_SUBDIR}/{CONTROLS_FILE}": _controls_text(controls, plans),
+        METADATA_RELPATH: metadata,
+        ANNOTATIONS_RELPATH: annotations,
+        CONTROLS_RELPATH: _controls_text(controls, plans),
     }
 
 
@@ -162,9 +170,7 @@ def _render_file(out: Path, number: int, controls: pd.DataFrame, plans: dict[int
 def _render_all(out: Path, numbers: list[int], controls: pd.DataFrame, plans: dict[int, tuple[float, int]],
                 sample_rate: int, workers: int) -> Iterator[tuple[int, Path]]:
     """Render ``numbers`` in order, ``workers`` at a time (threads: numpy and scipy release the GIL)."""
-    def render(number: int) -> Path:
-        return _render_file(out, number, controls, plans, sample_rate)
-
+    render = partial(_render_file, out, controls=controls, plans=plans, sample_rate=sample_rate)
     if workers == 1:
         yield from zip(numbers, map(render, numbers))
         return
@@ -186,6 +192,105 @@ def _read_marker(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MerError(f"{path}: unreadable generator record ({exc}); delete the folder "
                        f"{path.parent.parent} or pass overwrite=True") from None
+
+
+# --------------------------------------------------------------------------- generation steps
+def _check_parameters(n_excerpts: int, duration_s: float, seed: int, sample_rate: int,
+                      workers: int | None) -> tuple[int, float, int, int, int]:
+    """The validated parameters of :func:`generate_soundtracks`, as Python ints and floats."""
+    seed = check_seed(seed)
+    n_excerpts = check_count(n_excerpts, "n_excerpts")
+    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < 1.0:
+        raise MerError(f"duration_s must be a number >= 1.0 seconds, got {duration_s!r}")
+    sample_rate = check_sample_rate(sample_rate)
+    workers = check_count(min(2, os.cpu_count() or 1) if workers is None else workers, "workers")
+    return n_excerpts, float(duration_s), seed, sample_rate, workers
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Raise if ``out`` (holding no generator marker) holds parts of a dataset."""
+    foreign = [p.name for p in (audio_folder(out), ratings_path(out), annotations_folder(out)) if p.exists()]
+    if foreign:
+        raise MerError(f"{out} already holds {', '.join(foreign)} not written by mer_lib.data.synth "
+                       f"(no {TRUTH_SUBDIR}/{GENERATOR_FILE}); refusing to touch it, even with "
+                       f"overwrite=True: choose an empty folder")
+
+
+def _clear_other_config(out: Path, old: Mapping[str, Any], new: Mapping[str, Any], overwrite: bool) -> None:
+    """Remove the marker and audio of a dataset of configuration ``old``, if ``overwrite``; else raise."""
+    if not overwrite:
+        diffs = "; ".join(_config_differences(old, new)) or "config hash"
+        raise MerError(f"{out} holds a synthetic dataset of another configuration ({diffs}); "
+                       f"use another folder or pass overwrite=True")
+    generator_path(out).unlink(missing_ok=True)
+    for wav in audio_folder(out).glob("*.wav"):
+        if is_synthetic_audio_name(wav.name):
+            wav.unlink()
+
+
+def _claim_folder(out: Path, config: Mapping[str, Any], chash: str, overwrite: bool) -> bool:
+    """Make ``out`` ready for the dataset of ``config``; whether it already holds all of it.
+
+    An unfinished or new dataset gets the partial marker. The text files of a
+    complete one may still be missing (deleted by hand).
+    """
+    if out.exists() and not out.is_dir():
+        raise MerError(f"out_dir {out} exists and is not a folder")
+    final, unfinished = generator_path(out), partial_path(out)
+    marker = final if final.exists() else unfinished if unfinished.exists() else None
+    if marker is None:
+        _refuse_foreign(out)
+    else:
+        record = _read_marker(marker)
+        if record["config_hash"] != chash:
+            _clear_other_config(out, record["config"], config, overwrite)
+    complete = final.exists()  # only if the hash matched
+    if not complete:
+        write_json(unfinished, {"config": config, "config_hash": chash})
+    return complete
+
+
+def _render_missing(out: Path, controls: pd.DataFrame, plans: dict[int, tuple[float, int]], sample_rate: int,
+                    workers: int, manifest: Mapping[str, str], progress: bool) -> None:
+    """Render the excerpts without a WAV file; check those listed in ``manifest`` against its checksums."""
+    todo = [k for k in plans if not (out / synthetic_audio_path(k)).exists()]
+    bar = progress_bar(_render_all(out, todo, controls, plans, sample_rate, workers), total=len(todo),
+                       desc="synthetic Soundtracks", unit="excerpt", enabled=progress and bool(todo))
+    for number, path in bar:
+        expected = manifest.get(synthetic_audio_path(number))
+        if expected is not None and file_sha256(path) != expected:
+            raise MerError(f"{path}: the regenerated audio differs from its checksum in {generator_path(out)} "
+                           f"(this platform's numerics differ from the original run's); delete the "
+                           f"folder {out} and generate the whole dataset again")
+
+
+def _write_texts(out: Path, controls: pd.DataFrame, plans: dict[int, tuple[float, int]], seed: int,
+                 complete: bool) -> None:
+    """Write the text files: all of them, unless the dataset is complete (then only the missing ones)."""
+    missing_texts = [name for name in TEXT_FILES if not (complete and (out / name).exists())]
+    if missing_texts:  # cheap: all of them are rewritten unless the dataset is complete
+        texts = _texts(controls, plans, seed)
+        for name in missing_texts:
+            write_text(out / name, texts[name])
+
+
+def _write_generator_record(out: Path, config: dict[str, Any], chash: str, controls: pd.DataFrame,
+                            seed: int) -> None:
+    """Write ``generator.json`` (configuration, model, checksums of every file), then drop the partial marker."""
+    midlevel, emotions = make_annotations(controls, seed)
+    files = sorted([synthetic_audio_path(k) for k in controls.index] + list(TEXT_FILES))
+    table = correlation_table(midlevel, emotions)
+    write_json(generator_path(out), {
+        "config": config, "config_hash": chash,
+        "emotion_weights": emotion_weights().round(6).to_dict(orient="index"),
+        "control_sd": control_sd(),
+        "control_correlation": control_correlation().round(6).to_dict(orient="index"),
+        "correlations": [{"emotion": e, "feature": f, "real": row.real,
+                          "synthetic": None if math.isnan(row.synthetic) else row.synthetic}
+                         for (e, f), row in table.iterrows()],
+        "files": {name: file_sha256(out / name) for name in files},
+    })
+    partial_path(out).unlink(missing_ok=True)
 
 
 def generate_soundtracks(out_dir: str | Path, n_excerpts: int = 360, duration_s: float = 12.0, seed: int = 2025,
@@ -235,78 +340,19 @@ def generate_soundtracks(out_dir: str | Path, n_excerpts: int = 360, duration_s:
     ``synthetic/generator.json`` last. A rerun with the same configuration
     only (re)writes missing files; every file is written atomically.
     """
-    seed = check_seed(seed)
-    if isinstance(n_excerpts, bool) or not isinstance(n_excerpts, (int, np.integer)) or n_excerpts < 1:
-        raise MerError(f"n_excerpts must be a positive integer, got {n_excerpts!r}")
-    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < 1.0:
-        raise MerError(f"duration_s must be a number >= 1.0 seconds, got {duration_s!r}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
-        raise MerError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
-    workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise MerError(f"workers must be a positive integer, got {workers!r}")
-    n_excerpts, duration_s, sample_rate, workers = int(n_excerpts), float(duration_s), int(sample_rate), int(workers)
+    n_excerpts, duration_s, seed, sample_rate, workers = _check_parameters(n_excerpts, duration_s, seed,
+                                                                            sample_rate, workers)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise MerError(f"out_dir {out} exists and is not a folder")
     config = _generator_config(n_excerpts, duration_s, seed, sample_rate)
     chash = config_hash(config)
-    final, partial = out / TRUTH_SUBDIR / GENERATOR_FILE, out / TRUTH_SUBDIR / PARTIAL_FILE
-
-    marker = final if final.exists() else partial if partial.exists() else None
-    if marker is None:
-        foreign = [p.name for p in (out / AUDIO_SUBDIR, out / RATINGS_FILE, out / ANNOTATIONS_SUBDIR) if p.exists()]
-        if foreign:
-            raise MerError(f"{out} already holds {', '.join(foreign)} not written by mer_lib.synth "
-                           f"(no {TRUTH_SUBDIR}/{GENERATOR_FILE}); refusing to touch it, even with "
-                           f"overwrite=True: choose an empty folder")
-    else:
-        record = _read_marker(marker)
-        if record["config_hash"] != chash:
-            if not overwrite:
-                diffs = "; ".join(_config_differences(record["config"], config)) or "config hash"
-                raise MerError(f"{out} holds a synthetic dataset of another configuration ({diffs}); "
-                               f"use another folder or pass overwrite=True")
-            final.unlink(missing_ok=True)
-            for wav in (out / AUDIO_SUBDIR).glob("*.wav"):
-                if re.fullmatch(r"\d{3,}\.wav", wav.name):
-                    wav.unlink()
-    complete = final.exists()  # only if the hash matched
-    if not complete:
-        write_json(partial, {"config": config, "config_hash": chash})
-
+    complete = _claim_folder(out, config, chash, overwrite)
     controls = sample_controls(n_excerpts, seed)
     plans = {k: excerpt_plan(k, seed, duration_s) for k in range(1, n_excerpts + 1)}
-    todo = [k for k in range(1, n_excerpts + 1) if not (out / synthetic_audio_path(k)).exists()]
-    manifest = read_json(final)["files"] if complete else {}
-    for number, path in tqdm(_render_all(out, todo, controls, plans, sample_rate, workers), total=len(todo),
-                             desc="synthetic Soundtracks", unit="excerpt", disable=not progress or not todo):
-        expected = manifest.get(synthetic_audio_path(number))
-        if expected is not None and file_sha256(path) != expected:
-            raise MerError(f"{path}: the regenerated audio differs from its checksum in {final} "
-                           f"(this platform's numerics differ from the original run's); delete the "
-                           f"folder {out} and generate the whole dataset again")
-    missing_texts = [name for name in TEXT_FILES if not (complete and (out / name).exists())]
-    if missing_texts:  # cheap: all of them are rewritten unless the dataset is complete
-        texts = _texts(controls, plans, seed)
-        for name in missing_texts:
-            write_text(out / name, texts[name])
+    manifest = read_json(generator_path(out))["files"] if complete else {}
+    _render_missing(out, controls, plans, sample_rate, workers, manifest, progress)
+    _write_texts(out, controls, plans, seed, complete)
     if complete:
-        partial.unlink(missing_ok=True)  # left behind if a run stopped right after generator.json
-        return out
-
-    midlevel, emotions = make_annotations(controls, seed)
-    files = sorted([synthetic_audio_path(k) for k in range(1, n_excerpts + 1)] + list(TEXT_FILES))
-    table = correlation_table(midlevel, emotions)
-    write_json(final, {
-        "config": config, "config_hash": chash,
-        "emotion_weights": emotion_weights().round(6).to_dict(orient="index"),
-        "control_sd": control_sd(),
-        "control_correlation": control_correlation().round(6).to_dict(orient="index"),
-        "correlations": [{"emotion": e, "feature": f, "real": row.real,
-                          "synthetic": None if math.isnan(row.synthetic) else row.synthetic}
-                         for (e, f), row in table.iterrows()],
-        "files": {name: file_sha256(out / name) for name in files},
-    })
-    partial.unlink(missing_ok=True)
+        partial_path(out).unlink(missing_ok=True)  # left behind if a run stopped right after generator.json
+    else:
+        _write_generator_record(out, config, chash, controls, seed)
     return out

@@ -1,9 +1,8 @@
-"""Tests of mer_lib.synth: the deterministic synthetic Soundtracks dataset.
+"""Tests of mer_lib.data.synth.writer: the synthetic dataset on disk.
 
-Covers the on-disk formats (protocol §2.1), determinism and resumability of
-:func:`generate_soundtracks`, the label statistics against the real data
-(protocol §2.2), and that every control has an *audible* effect, measured with a
-descriptor computed from the waveform alone.
+Covers the on-disk formats (protocol §2.1), reading them back with the
+project's loader, and the determinism and resumability of
+:func:`generate_soundtracks`.
 """
 from __future__ import annotations
 
@@ -13,20 +12,19 @@ import re
 import time
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from synth_fixtures import SR
 
 from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.data.loader import load_soundtracks
 from mer_lib.data.synth import model as synth_model
-from mer_lib.data.synth import render, score, writer
+from mer_lib.data.synth import render, writer
 from mer_lib.errors import MerError
 
-SR = 22050
 TINY = dict(n_excerpts=5, duration_s=2.0, seed=7, sample_rate=SR, progress=False)
-BASE = {c: 0.5 for c in synth_model.CONTROLS}
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -110,8 +108,6 @@ def test_audio_and_ground_truth_files(dataset: Path) -> None:
 
 
 def test_loads_through_project_loader(dataset: Path) -> None:
-    from mer_lib.data.loader import load_soundtracks
-
     df = load_soundtracks(dataset)
     assert list(df.index) == list(range(1, 81))
     ratings = pd.read_csv(dataset / "mean_ratings_set1.csv", index_col="number")
@@ -205,7 +201,7 @@ def test_foreign_dataset_is_never_touched(tmp_path: Path) -> None:
     (tmp_path / "real" / "Set1").mkdir(parents=True)
     (tmp_path / "real" / "mean_ratings_set1.csv").write_text("number,valence\n")
     for overwrite in (False, True):
-        with pytest.raises(MerError, match="not written by mer_lib.synth"):
+        with pytest.raises(MerError, match="not written by mer_lib.data.synth"):
             writer.generate_soundtracks(tmp_path / "real", **TINY, overwrite=overwrite)
     assert (tmp_path / "real" / "mean_ratings_set1.csv").read_text() == "number,valence\n"
 
@@ -219,196 +215,10 @@ def test_bad_parameters(tmp_path: Path, kwargs: dict, match: str) -> None:
         writer.generate_soundtracks(tmp_path / "x", **{**TINY, **kwargs})
 
 
-def test_render_validates_controls() -> None:
-    with pytest.raises(MerError, match="missing.*tempo"):
-        render.render_excerpt({c: 0.5 for c in synth_model.CONTROLS if c != "tempo"}, 2.0)
-    with pytest.raises(MerError, match="'dissonance'.*\\[0, 1\\]"):
-        render.render_excerpt({**BASE, "dissonance": 1.5}, 2.0)
-    with pytest.raises(MerError, match="duration_s"):
-        render.render_excerpt(BASE, -1.0)
-
-
-# --------------------------------------------------------------------------- controls and labels
-def test_sample_controls() -> None:
-    c = synth_model.sample_controls(400, 3)
-    assert list(c.columns) == list(synth_model.CONTROLS) and c.index.name == "number"
-    assert list(c.index) == list(range(1, 401))
-    assert c.to_numpy().min() > 0 and c.to_numpy().max() < 1
-    pd.testing.assert_frame_equal(synth_model.sample_controls(10, 3), c.iloc[:10])
-    r = c.corr()
-    assert r.loc["melodiousness", "dissonance"] < -0.5 and r.loc["melodiousness", "tonal_stability"] > 0.5
-    expected = synth_model.control_correlation()
-    assert np.abs(r.to_numpy() - expected.to_numpy()).max() < 0.2
-
-
-def test_label_statistics_match_real_data() -> None:
-    controls = synth_model.sample_controls(4000, 5)
-    mid, emo = synth_model.make_annotations(controls, 5)
-    assert mid.to_numpy().min() >= 1 and mid.to_numpy().max() <= 10
-    for e in ("valence", "energy", "tension"):
-        assert 3.9 <= emo[e].mean() <= 4.4 and 1.4 <= emo[e].std() <= 1.8, e
-    floor = (emo[list(synth_model.DISCRETE_EMOTIONS)] == 1.0).mean()
-    assert floor.between(0.42, 0.58).all(), floor
-    table = synth_model.correlation_table(mid, emo)
-    assert (table["difference"].abs() < 0.1).all(), table
-
-
-def test_default_dataset_correlations_near_real() -> None:
-    mid, emo = synth_model.make_annotations(synth_model.sample_controls(360, 2025), 2025)
-    table = synth_model.correlation_table(mid, emo)
-    assert (table["difference"].abs() < 0.15).all(), table
-
-
-def test_nuisance_explains_a_minority_share() -> None:
-    controls = synth_model.sample_controls(6000, 1)
-    _, emo = synth_model.make_annotations(controls, 1)
-
-    def r2(x: np.ndarray, y: np.ndarray) -> float:
-        x = np.column_stack([np.ones(len(x)), x])
-        residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
-        return 1 - residual.var() / y.var()
-
-    mid, nuis = controls[list(MIDLEVEL)].to_numpy(), controls[list(synth_model.NUISANCE)].to_numpy()
-    gains = {e: r2(np.hstack([mid, nuis]), emo[e].to_numpy()) - r2(mid, emo[e].to_numpy()) for e in EMOTIONS}
-    for e in ("valence", "energy", "anger", "happy", "tender"):
-        assert 0.03 < gains[e] < 0.3, gains
-    assert all(g < 0.3 for g in gains.values())
-
-
-def test_make_annotations_rejects_bad_controls() -> None:
-    c = synth_model.sample_controls(3, 0)
-    with pytest.raises(MerError, match="missing column.*tempo"):
-        synth_model.make_annotations(c.drop(columns="tempo"), 0)
-    with pytest.raises(MerError, match=r"\[0, 1\]"):
-        synth_model.make_annotations(c.assign(tempo=2.0), 0)
-
-
-# --------------------------------------------------------------------------- the audio
-def test_render_excerpt_properties() -> None:
-    y = render.render_excerpt(BASE, 3.0, SR, 1)
-    assert y.dtype == np.float32 and y.shape == (3 * SR,)
-    assert 0.5 < np.abs(y).max() <= 0.7 + 1e-6
-    assert np.array_equal(y, render.render_excerpt(BASE, 3.0, SR, 1))
-    assert not np.array_equal(y, render.render_excerpt(BASE, 3.0, SR, 2))
-    frames = librosa.feature.rms(y=y, frame_length=2048, hop_length=2048)[0]
-    assert frames.min() > 1e-3  # no silent stretch
-    quantised = np.round(y * 32767)
-    assert quantised[:5].any() and quantised[-5:].any()  # no run of exact zeros to trim
-
-
-def test_melody_is_stepwise_when_melodious() -> None:
-    def intervals(m: float) -> tuple[float, int]:
-        steps, count = [], 0
-        for seed in range(5):
-            composed = score.compose({**BASE, "melodiousness": m}, 12.0, np.random.default_rng(seed))
-            pitches = composed["melody"][2]
-            steps += list(np.abs(np.diff(pitches)))
-            count += len(pitches)
-        return float(np.median(steps)), count
-
-    (step_hi, n_hi), (step_lo, n_lo) = intervals(0.9), intervals(0.1)
-    assert step_hi <= 2 and step_lo >= 5 and n_hi > 2 * n_lo
-
-
-def _chroma_profile(y: np.ndarray) -> np.ndarray:
-    """Energy per pitch class, MIDI 48-95, from a 3-bins-per-semitone CQT (centre bins)."""
-    cqt = librosa.cqt(y, sr=SR, hop_length=1024, fmin=librosa.midi_to_hz(48) * 2 ** (-1 / 36),
-                      n_bins=36 * 4, bins_per_octave=36)
-    energy = (np.abs(cqt) ** 2).sum(axis=1).reshape(-1, 3)[:, 1]
-    return energy.reshape(4, 12).sum(axis=0)
-
-
-def lead_energy(y: np.ndarray) -> float:
-    """Share of CQT energy in the lead register (MIDI 64-95) = presence of a melody."""
-    c = np.abs(librosa.cqt(y, sr=SR, hop_length=512, fmin=librosa.midi_to_hz(36), n_bins=60)) ** 2
-    return float(c[64 - 36:96 - 36].sum() / c.sum())
-
-
-def duty_cycle(y: np.ndarray) -> float:
-    """Share of 6-ms frames louder than half the surrounding second's maximum (legato ~1)."""
-    from scipy.ndimage import maximum_filter1d
-
-    env = librosa.feature.rms(y=y, frame_length=256, hop_length=128)[0]
-    return float(np.mean(env > 0.5 * maximum_filter1d(env, size=SR // 128)))
-
-
-def onset_rate(y: np.ndarray) -> float:
-    """Detected onsets per second."""
-    return len(librosa.onset.onset_detect(y=y, sr=SR, units="time")) / (len(y) / SR)
-
-
-def pulse_clarity(y: np.ndarray) -> float:
-    """Highest normalised autocorrelation of the onset envelope at lags 0.3-1.5 s."""
-    o = librosa.onset.onset_strength(y=y, sr=SR, hop_length=512)
-    o = o - o.mean()
-    ac = np.correlate(o, o, "full")[len(o) - 1:]
-    fps = SR / 512
-    return float(ac[int(0.3 * fps):int(1.5 * fps)].max() / ac[0])
-
-
-def roughness(y: np.ndarray) -> float:
-    """Sensory roughness (Sethares 1993) of the 24 strongest spectral peaks per frame."""
-    spec = np.abs(librosa.stft(y, n_fft=4096, hop_length=2048))
-    freqs = librosa.fft_frequencies(sr=SR, n_fft=4096)
-    total = 0.0
-    for frame in spec.T:
-        peaks = np.flatnonzero((frame[1:-1] > frame[:-2]) & (frame[1:-1] >= frame[2:])) + 1
-        peaks = peaks[np.argsort(frame[peaks])[::-1][:24]]
-        a, f = frame[peaks], freqs[peaks]
-        s = 0.24 / (0.021 * np.minimum.outer(f, f) + 19)
-        df = np.abs(np.subtract.outer(f, f))
-        total += (np.outer(a, a) * (np.exp(-3.5 * s * df) - np.exp(-5.75 * s * df))).sum() / 2 / (a ** 2).sum()
-    return total / spec.shape[1]
-
-
-def diatonic_share(y: np.ndarray) -> float:
-    """Share of pitch-class energy in the 7 strongest pitch classes (key clarity)."""
-    p = np.sort(_chroma_profile(y))[::-1]
-    return float(p[:7].sum() / p.sum())
-
-
-_MAJOR_TRIAD, _MINOR_TRIAD = np.zeros(12), np.zeros(12)
-_MAJOR_TRIAD[[0, 4, 7]] = _MINOR_TRIAD[[0, 3, 7]] = 1
-
-
-def minor_chord_share(y: np.ndarray) -> float:
-    """Share of frames whose chroma matches a minor triad better than any major triad."""
-    chroma = librosa.feature.chroma_cqt(y=y, sr=SR, hop_length=2048, bins_per_octave=36, norm=2)
-    minor = np.max([np.roll(_MINOR_TRIAD, r) @ chroma for r in range(12)], axis=0)
-    major = np.max([np.roll(_MAJOR_TRIAD, r) @ chroma for r in range(12)], axis=0)
-    return float(np.mean(minor > major))
-
-
-def crest_loudness(y: np.ndarray) -> float:
-    """RMS after peak normalisation (what survives the front end's norm=True)."""
-    return float(np.sqrt(np.mean(y ** 2)) / np.abs(y).max())
-
-
-def centroid(y: np.ndarray) -> float:
-    return float(np.mean(librosa.feature.spectral_centroid(y=y, sr=SR)))
-
-
-#: control -> (descriptor, sign of the effect of raising the control, minimum relative change)
-AUDIBLE = {
-    "melodiousness": (lead_energy, +1, 0.5),
-    "articulation": (duty_cycle, -1, 0.4),
-    "rhythm_complexity": (onset_rate, +1, 0.25),
-    "rhythm_stability": (pulse_clarity, +1, 0.5),
-    "dissonance": (roughness, +1, 0.3),
-    "tonal_stability": (diatonic_share, +1, 0.05),
-    "minorness": (minor_chord_share, +1, 0.5),
-    "loudness": (crest_loudness, +1, 0.5),
-    "brightness": (centroid, +1, 0.5),
-    "tempo": (onset_rate, +1, 0.25),
-}
-
-
-@pytest.mark.parametrize("control", list(AUDIBLE))
-def test_control_changes_the_audio(control: str) -> None:
-    descriptor, sign, margin = AUDIBLE[control]
-    seeds = range(4)
-    low = np.array([descriptor(render.render_excerpt({**BASE, control: 0.1}, 8.0, SR, s)) for s in seeds])
-    high = np.array([descriptor(render.render_excerpt({**BASE, control: 0.9}, 8.0, SR, s)) for s in seeds])
-    change = sign * (high.mean() - low.mean()) / np.abs(low.mean())
-    assert change > margin, (control, low, high)
-    assert np.mean(sign * (high - low) > 0) >= 0.75, (control, low, high)  # per seed, too
+def test_progress_is_one_line_in_saved_notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("MER_PROGRESS", "line")
+    writer.generate_soundtracks(tmp_path / "d", **{**TINY, "progress": True})
+    assert re.fullmatch(r"synthetic Soundtracks: 5/5 excerpt in \S+\n", capsys.readouterr().out)
+    writer.generate_soundtracks(tmp_path / "d", **{**TINY, "progress": True})  # nothing to render: no bar
+    assert capsys.readouterr().out == ""
