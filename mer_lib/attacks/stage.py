@@ -49,10 +49,13 @@ import torch
 
 from mer_lib import artifacts
 from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, default_step_size, run_attack
-from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, read_attack_table, write_attack_log
+from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, per_model_metrics, read_attack_table, write_attack_log
 from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
+from mer_lib.jobs import run_jobs
 from mer_lib.models.nets import MERModel
+from mer_lib.models.stage import load_model_dir, split_arrays
+from mer_lib.models.train import deterministic_mode, resolve_device
 
 
 # --------------------------------------------------------------------------
@@ -96,8 +99,6 @@ def attack_tag(mode: str, eps: float | None = None) -> str:
 
 
 def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
-    from mer_lib.models.stage import load_model_dir
-
     if isinstance(model_or_dir, torch.nn.Module):
         system = getattr(model_or_dir, "system", None)
         if system is None:
@@ -110,8 +111,6 @@ def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
 
 def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Attacked inputs, their numbers and labels, and the data part of an attack's hashed key."""
-    from mer_lib.models.stage import split_arrays
-
     x, y, _ = split_arrays(prepared, split)
     numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
     y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
@@ -171,8 +170,6 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     Path
         The result folder (see the module docstring).
     """
-    from mer_lib.models.train import deterministic_mode, resolve_device
-
     config = config or AttackConfig()
     tag = attack_tag(mode, eps)
     device = resolve_device(device)
@@ -283,8 +280,6 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     dict
         ``(mode, eps) -> `` the ``attack.csv`` rows of every model, with a ``result_dir`` column.
     """
-    from mer_lib.jobs import run_jobs
-
     config = config or AttackConfig()
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
     if not items:
@@ -369,8 +364,6 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     pandas.DataFrame
         :func:`mer_lib.attacks.logs.per_model_metrics` of every eps, stacked, with ``eps``.
     """
-    from mer_lib.attacks.logs import per_model_metrics
-
     eps_values = config.eps_values if eps_values is None else tuple(eps_values)
     if not eps_values:
         raise MerError("bounded_sweep: no eps values")
