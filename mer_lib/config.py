@@ -137,7 +137,7 @@ class AttackConfig:
                 raise MerError(f"AttackConfig.{name} must be a positive integer, got {value!r}")
         for name in ("lr", "adv_train_lr"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not is_positive_number(value):
                 raise MerError(f"AttackConfig.{name} must be a positive number, got {value!r}")
         check_choice("bounded_update", self.bounded_update, ("sign", "adam"))
         check_choice("bounded_stop", self.bounded_stop, ("fixed", "correlation"))
@@ -148,12 +148,20 @@ class AttackConfig:
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise :class:`MerError` naming ``name`` and the allowed values unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise MerError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
-def check_eps(eps) -> float:
-    if not (isinstance(eps, (int, float, np.floating)) and math.isfinite(eps) and eps > 0):
+def is_positive_number(value: object) -> bool:
+    """A finite real number > 0 (Python or numpy int/float; ``bool`` is not a number here)."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value) and value > 0)
+
+
+def check_eps(eps: float) -> float:
+    """``eps`` as a float, or :class:`MerError` unless it is a positive finite number (an attack radius)."""
+    if not is_positive_number(eps):
         raise MerError(f"eps must be a positive number, got {eps!r}")
     return float(eps)
 

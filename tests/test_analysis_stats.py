@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from mer_lib.analysis import stats, tables
+from mer_lib.analysis import stats
 from mer_lib.attacks import logs as attack_logs
 from mer_lib.attacks.logs import read_published_runs, tidy_columns
 from mer_lib.config import EMOTIONS, SYSTEMS
@@ -333,23 +333,6 @@ def test_perturbation_stats():
     assert len(ps2) == 6 and "snr_db_median" in ps2.columns
     g = with_snr[(with_snr["system"] == "A2E") & (with_snr["seed"] == 1)]
     assert ps2.iloc[0]["snr_db_median"] == pytest.approx(np.median(g["snr_db"]))
-
-
-# --------------------------------------------------------------------------- table output
-def test_markdown_latex_and_save(tmp_path):
-    df = pd.DataFrame({"system": ["A2E", "a|b_c"], "n": [10, 3], "r": [0.12345, np.nan],
-                       "txt": ["0.1 ± 0.2", "50%"]})
-    md = tables.table_to_markdown(df, decimals=2)
-    assert md.splitlines() == ["| system | n | r | txt |", "| :--- | ---: | ---: | :--- |",
-                               "| A2E | 10 | 0.12 | 0.1 ± 0.2 |", "| a\\|b_c | 3 | n/a | 50% |"]
-    tex = tables.table_to_latex(df, decimals=2, caption="Clean results", label="tab:clean")
-    assert r"\begin{tabular}{lrrl}" in tex and r"a|b\_c & 3 & n/a & 50\% \\" in tex
-    assert r"0.1 $\pm$ 0.2" in tex and r"\label{tab:clean}" in tex and tex.count(r"\end{table}") == 1
-    paths = tables.save_table(df, tmp_path / "sub" / "table1")
-    assert sorted(p.name for p in paths.values()) == ["table1.csv", "table1.md", "table1.tex"]
-    back = pd.read_csv(paths["csv"])
-    assert back["r"].iloc[0] == 0.12345 and paths["md"].read_text(encoding="utf-8") == tables.table_to_markdown(df)
-    assert not list((tmp_path / "sub").glob(".*tmp"))  # no temporary files left
 
 
 # --------------------------------------------------------------------------- the published runs

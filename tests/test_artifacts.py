@@ -1,0 +1,152 @@
+"""Atomic writes, canonical JSON, pickle-free ``.npy`` and configuration hashes."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mer_lib import artifacts
+from mer_lib.config import get_profile
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files (``.<name>.*.tmp``) left in ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+# --------------------------------------------------------------------------- atomic writes
+def test_write_bytes_and_text_create_parents_and_leave_no_temp_file(tmp_path):
+    path = artifacts.write_bytes(tmp_path / "a" / "b" / "blob.bin", b"\x00\x01")
+    assert path == tmp_path / "a" / "b" / "blob.bin" and path.read_bytes() == b"\x00\x01"
+    text = artifacts.write_text(tmp_path / "a" / "b" / "note.txt", "r ± std\n")
+    assert text.read_bytes() == "r ± std\n".encode("utf-8")
+    assert leftovers(tmp_path / "a" / "b") == []
+
+
+def test_write_replaces_an_existing_file(tmp_path):
+    path = tmp_path / "x.txt"
+    artifacts.write_text(path, "old, longer text")
+    artifacts.write_text(path, "new")
+    assert path.read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = artifacts.write_bytes(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+def test_atomic_path_failure_keeps_the_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "result.json"
+    path.write_text("finished")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with artifacts.atomic_path(path) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".result.json.") and tmp.name.endswith(".tmp")
+            tmp.write_text("half-writ")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "finished" and leftovers(tmp_path) == []
+
+
+def test_atomic_path_renames_into_place(tmp_path):
+    path = tmp_path / "out" / "data.bin"
+    with artifacts.atomic_path(path) as tmp:
+        tmp.write_bytes(b"payload")
+        assert not path.exists()
+    assert path.read_bytes() == b"payload" and leftovers(path.parent) == []
+
+
+# --------------------------------------------------------------------------- JSON
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    name: str
+    values: tuple[float, ...]
+
+
+def test_to_jsonable_converts_numpy_paths_tuples_and_dataclasses():
+    obj = {1: np.float32(0.5), "a": (np.int64(3), [np.bool_(True)]), "arr": np.arange(3).reshape(1, 3),
+           "path": Path("/tmp/x"), "cfg": _Cfg("c", (1.0, 2.0)), "none": None}
+    out = artifacts.to_jsonable(obj)
+    assert out == {"1": 0.5, "a": [3, [True]], "arr": [[0, 1, 2]], "path": "/tmp/x",
+                   "cfg": {"name": "c", "values": [1.0, 2.0]}, "none": None}
+    assert type(out["a"][0]) is int and type(out["a"][1][0]) is bool
+    assert artifacts.to_jsonable(_Cfg) is _Cfg  # a class is left alone
+
+
+def test_dumps_json_is_canonical():
+    text = artifacts.dumps_json({"b": 1, "a": {"d": (1, 2), "c": None}})
+    assert text == '{\n  "a": {\n    "c": null,\n    "d": [\n      1,\n      2\n    ]\n  },\n  "b": 1\n}\n'
+    assert artifacts.dumps_json({"a": 1, "b": 2}) == artifacts.dumps_json({"b": 2, "a": 1})
+
+
+def test_json_round_trip(tmp_path):
+    obj = {"name": "A2E", "seeds": [6, 21], "r": 0.731, "nested": {"ok": True, "nan": None}, "text": "± µ"}
+    path = artifacts.write_json(tmp_path / "sub" / "m.json", obj)
+    assert artifacts.read_json(path) == obj
+    assert path.read_text(encoding="utf-8") == artifacts.dumps_json(obj) and leftovers(path.parent) == []
+
+
+# --------------------------------------------------------------------------- npy
+@pytest.mark.parametrize("array", [np.arange(12, dtype=np.float32).reshape(3, 4), np.array([True, False]),
+                                   np.array(2.5), np.zeros((0, 5), dtype=np.int16)],
+                         ids=["float32", "bool", "scalar", "empty"])
+def test_npy_round_trip_keeps_dtype_shape_and_values(tmp_path, array):
+    path = artifacts.write_npy(tmp_path / "x.npy", array)
+    back = artifacts.read_npy(path)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+    assert leftovers(tmp_path) == []
+
+
+def test_npy_refuses_objects(tmp_path):
+    with pytest.raises(ValueError):
+        artifacts.write_npy(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+    assert not (tmp_path / "o.npy").exists() and leftovers(tmp_path) == []
+    np.save(tmp_path / "pickled.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        artifacts.read_npy(tmp_path / "pickled.npy")
+
+
+def test_npy_writes_are_byte_identical(tmp_path):
+    x = np.linspace(0, 1, 7, dtype=np.float64)
+    a, b = artifacts.write_npy(tmp_path / "a.npy", x), artifacts.write_npy(tmp_path / "b.npy", x.copy())
+    assert a.read_bytes() == b.read_bytes()
+
+
+# --------------------------------------------------------------------------- hashes
+def test_config_hash_is_the_sha256_of_the_compact_sorted_json():
+    cfg = {"lr": 0.002, "max_iters": 1000, "name": "paper"}
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    assert artifacts.config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()[:12]
+    assert artifacts.config_hash(cfg, length=64) == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_config_hash_is_stable():
+    # pinned: a change here changes every artifact key of every run
+    assert artifacts.config_hash({"a": 1, "b": [1.5, "x"]}) == "253252306831"
+    assert artifacts.config_hash({"b": [1.5, "x"], "a": 1}) == "253252306831"
+    assert artifacts.config_hash({"a": np.int64(1), "b": (np.float64(1.5), "x")}) == "253252306831"
+    assert artifacts.config_hash({"a": 1, "b": [1.5, "y"]}) != "253252306831"
+
+
+def test_config_hash_of_a_profile():
+    smoke = get_profile("smoke")
+    assert artifacts.config_hash(smoke) == artifacts.config_hash(smoke.to_dict())
+    assert artifacts.config_hash(smoke) != artifacts.config_hash(get_profile("quick"))
+    assert len(artifacts.config_hash(smoke, length=8)) == 8
+
+
+def test_file_sha256(tmp_path):
+    data = bytes(range(256)) * 10
+    path = artifacts.write_bytes(tmp_path / "f.bin", data)
+    assert artifacts.file_sha256(path) == hashlib.sha256(data).hexdigest()
+    assert artifacts.file_sha256(path, chunk=7) == hashlib.sha256(data).hexdigest()  # chunking is invisible
+    empty = artifacts.write_bytes(tmp_path / "e.bin", b"")
+    assert artifacts.file_sha256(empty) == hashlib.sha256(b"").hexdigest()
