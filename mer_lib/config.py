@@ -58,25 +58,6 @@ TARGET_SCALE: float = 10.0
 SYSTEMS: tuple[str, ...] = ("A2E", "aA2E", "A2B2E", "aA2B2E", "A2M2E")
 
 
-# The reference front end (protocol §3): madmom's LogarithmicFilteredSpectrogram with these
-# parameters. FeatureConfig's defaults and mer_lib.data.frontend's signatures use these names.
-#: Audio sample rate of the whole pipeline.
-SAMPLE_RATE: int = 22050
-#: madmom's frame rate used by the reference (frames per second).
-FPS: float = 31.3
-#: Frame (and FFT) size in samples.
-FRAME_SIZE: int = 2048
-#: Logarithmic filterbank: bands per octave, lowest and highest frequency (Hz), reference pitch (Hz).
-BANDS_PER_OCTAVE: int = 24
-FMIN: float = 20.0
-FMAX: float = 16000.0
-FREF: float = 440.0
-#: Number of bands of the reference filterbank (24 bands per octave, 20 Hz-16 kHz).
-NUM_BANDS: int = 149
-#: Excerpt length in frames (10 s at 31.3 fps).
-EXCERPT_FRAMES: int = 313
-
-
 @dataclass(frozen=True)
 class AttackConfig:
     """Attack and adversarial-training settings (paper values by default).
@@ -206,16 +187,28 @@ class FeatureConfig:
         test excerpts included) or ``"train"``.
     """
 
-    sample_rate: int = SAMPLE_RATE
-    fps: float = FPS
-    frame_size: int = FRAME_SIZE
-    bands_per_octave: int = BANDS_PER_OCTAVE
-    fmin: float = FMIN
-    fmax: float = FMAX
-    fref: float = FREF
-    excerpt_frames: int = EXCERPT_FRAMES
+    sample_rate: int = 22050
+    fps: float = 31.3
+    frame_size: int = 2048
+    bands_per_octave: int = 24
+    fmin: float = 20.0
+    fmax: float = 16000.0
+    fref: float = 440.0
+    excerpt_frames: int = 313
     offset_seed: int = 42
     stats_split: str = "all"
+
+
+# The reference front end (protocol §3) is FeatureConfig's defaults; the module constants below
+# name them for the code that needs one value (mer_lib.data.frontend's defaults, plots, attacks).
+_REFERENCE_FEATURES = FeatureConfig()
+#: Audio sample rate of the whole pipeline (Hz), madmom's frame rate (frames/s), frame and FFT size.
+SAMPLE_RATE, FPS, FRAME_SIZE = _REFERENCE_FEATURES.sample_rate, _REFERENCE_FEATURES.fps, _REFERENCE_FEATURES.frame_size
+#: Logarithmic filterbank: bands per octave, lowest and highest frequency (Hz), reference pitch (Hz).
+BANDS_PER_OCTAVE, FMIN, FMAX, FREF = (_REFERENCE_FEATURES.bands_per_octave, _REFERENCE_FEATURES.fmin,
+                                      _REFERENCE_FEATURES.fmax, _REFERENCE_FEATURES.fref)
+#: Excerpt length in frames (10 s at 31.3 fps) and number of bands of the reference filterbank.
+EXCERPT_FRAMES, NUM_BANDS = _REFERENCE_FEATURES.excerpt_frames, 149
 
 
 @dataclass(frozen=True)
@@ -352,6 +345,14 @@ def get_profile(name: str | Profile) -> Profile:
 
 
 # --------------------------------------------------------------------------- run-directory layout
+#: Attribute of RunLayout -> path inside the run directory.
+_RUN_PATHS: dict[str, str] = {
+    "synthetic_dataset": "data/soundtracks_synthetic", "cache": "data/cache", "dataset_table": "data/dataset.csv",
+    "models": "models", "attacks": "attacks", "regression": "regression", "notebooks": "notebooks",
+    "times": "pipeline_times.json",
+}
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where each stage writes inside a run directory (one place for every path).
@@ -375,42 +376,21 @@ class RunLayout:
     """
 
     root: Path
+    synthetic_dataset: Path = field(init=False)
+    cache: Path = field(init=False)
+    dataset_table: Path = field(init=False)
+    models: Path = field(init=False)
+    attacks: Path = field(init=False)
+    regression: Path = field(init=False)
+    notebooks: Path = field(init=False)
+    times: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def synthetic_dataset(self) -> Path:
-        return self.root / "data" / "soundtracks_synthetic"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "data" / "cache"
-
-    @property
-    def dataset_table(self) -> Path:
-        return self.root / "data" / "dataset.csv"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def attacks(self) -> Path:
-        return self.root / "attacks"
+        root = Path(self.root)
+        object.__setattr__(self, "root", root)
+        for name, relative in _RUN_PATHS.items():
+            object.__setattr__(self, name, root / relative)
 
     def tables(self, which: str = "own") -> Path:
         """``<run>/tables/<which>``: ``"own"`` (this run) or ``"published"`` (the authors' logs)."""
         return self.root / "tables" / which
-
-    @property
-    def regression(self) -> Path:
-        return self.root / "regression"
-
-    @property
-    def notebooks(self) -> Path:
-        return self.root / "notebooks"
-
-    @property
-    def times(self) -> Path:
-        return self.root / "pipeline_times.json"

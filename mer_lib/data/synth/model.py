@@ -152,54 +152,20 @@ def excerpt_rng(seed: int, number: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, number]).spawn(_N_STREAMS)[stream])
 
 
+def _check_int(value: Any, name: str, minimum: int, kind: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise MerError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
 def check_seed(seed: Any, name: str = "seed") -> int:
-    """Validate a seed.
-
-    Parameters
-    ----------
-    seed : int
-        The value to check (``bool`` is refused).
-    name : str
-        Its name in the error message.
-
-    Returns
-    -------
-    int
-        ``seed`` as a Python int.
-
-    Raises
-    ------
-    MerError
-        If ``seed`` is not a non-negative integer.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise MerError(f"{name} must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    """``seed`` as a Python int; :class:`MerError` naming ``name`` unless it is an integer >= 0 (not a bool)."""
+    return _check_int(seed, name, 0, "non-negative")
 
 
 def check_count(value: Any, name: str) -> int:
-    """Validate a count such as ``n_excerpts``.
-
-    Parameters
-    ----------
-    value : int
-        The value to check (``bool`` is refused).
-    name : str
-        Its name in the error message.
-
-    Returns
-    -------
-    int
-        ``value`` as a Python int.
-
-    Raises
-    ------
-    MerError
-        If ``value`` is not a positive integer.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise MerError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` (a count such as ``n_excerpts``) as a Python int; :class:`MerError` naming ``name`` unless >= 1."""
+    return _check_int(value, name, 1, "positive")
 
 
 def check_sample_rate(sample_rate: Any) -> int:
