@@ -165,3 +165,88 @@ def test_robustness_curves(tmp_path):
     assert figures.save_figure(fig, "curves", tmp_path)["png"].exists()
     with pytest.raises(MerError, match="eps"):
         figures.robustness_curves(pd.DataFrame(rows).drop(columns="eps"))
+
+
+def test_figure4_seed_is_one_named_constant(published):
+    assert figures.FIGURE4_SEED == 21
+    assert figures.figure4_seed([6, 21, 42]) == 21 and figures.figure4_seed([42, 6]) == 42
+    with pytest.raises(MerError, match="no seeds"):
+        figures.figure4_seed([])
+    assert figures.figure4_true_vs_pred(published).texts[-1].get_text() == "seed 21"
+
+
+def _history() -> pd.DataFrame:
+    rows = [{"system": s, "seed": k, "epoch": e, "train_emotion_mse": 0.1 / e + k,
+             "train_adversarial_mse": 0.05 if e % 5 == 0 else np.nan, "valid_emotion_r": 0.1 * e}
+            for s in ("aA2E", "A2E") for k in (1, 2) for e in range(1, 11)]
+    return pd.DataFrame(rows)
+
+
+def test_learning_curves_label_their_axes_and_skip_missing_epochs():
+    fig = figures.plot_learning_curves(_history(), ["train_emotion_mse", "train_adversarial_mse", "valid_emotion_r"])
+    assert len(fig.axes) == 3
+    for ax, quantity in zip(fig.axes, ("train_emotion_mse", "train_adversarial_mse", "valid_emotion_r")):
+        title, ylabel = figures.CURVE_LABELS[quantity]
+        assert ax.get_title() == title and ax.get_ylabel() == ylabel != "value" and ax.get_xlabel() == "epoch"
+    adversarial = [ln for ln in fig.axes[1].get_lines() if len(ln.get_xdata())]
+    assert adversarial and all(list(ln.get_xdata()) == [5, 10] for ln in adversarial)
+    legend = fig.axes[-1].get_legend()
+    assert legend is not None and fig.axes[0].get_legend() is None
+    assert [t.get_text() for t in legend.get_texts()][1:3] == ["A2E", "aA2E"]
+    fig = figures.plot_learning_curves(_history(), ["valid_emotion_r"], hue_order=["aA2E", "A2E"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][1:3] == ["aA2E", "A2E"]
+    with pytest.raises(MerError, match="missing columns"):
+        figures.plot_learning_curves(_history(), ["valid_midlevel_r"])
+
+
+def test_per_target_and_training_cost_bars_use_system_colours():
+    per_target = pd.DataFrame([{"system": s, "seed": k, "target": t, "r": 0.5 + 0.1 * k}
+                               for s in ("A2M2E", "A2E") for k in (1, 2) for t in ("valence", "tender")])
+    ax = figures.plot_per_target_r(per_target, "test r").axes[0]
+    assert ax.get_ylabel() == "test r"
+    assert _rgb(ax.patches[0].get_facecolor()[:3]) == _rgb(figures.SYSTEM_COLORS["A2E"])
+    cost = pd.DataFrame({"system": ["A2M2E", "A2M2E", "aA2E", "aA2E"], "passes": [10, 12, 20, 24]})
+    ax = figures.plot_training_passes(cost).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["aA2E", "A2M2E"]
+    assert ax.get_ylabel() == "forward + backward example passes"
+    assert sorted(round(p.get_height(), 6) for p in ax.patches if p.get_height()) == [11.0, 22.0]
+
+
+def test_spectrogram_row_shares_one_colour_scale():
+    images = np.stack([np.full((30, 12), -1.0), np.linspace(0, 3, 360).reshape(30, 12)])
+    fig = figures.plot_spectrogram_row(images, ["a", "b"], fps=10.0)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 2 and [ax.get_title() for ax in panels] == ["a", "b"]
+    assert all(ax.get_images()[0].get_clim() == (-1.0, 3.0) for ax in panels)
+    assert panels[0].get_xlim() == (0.0, 3.0)
+    assert any(ax.get_ylabel() == figures.STANDARDISED_LABEL for ax in fig.axes)
+    with pytest.raises(MerError, match="2 images and 1 titles"):
+        figures.plot_spectrogram_row(images, ["a"], fps=10.0)
+
+
+def test_attack_example_shows_clean_adversarial_and_a_symmetric_perturbation():
+    clean = np.zeros((30, 12))
+    delta = np.linspace(-0.5, 2.0, 360).reshape(30, 12)
+    fig = figures.plot_attack_example(clean, delta, 10.0, "#001", snr_db=3.25)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["#001: clean", "#001: adversarial", "#001: perturbation, SNR 3.2 dB"]
+    assert panels[0].get_images()[0].get_clim() == panels[1].get_images()[0].get_clim() == (-0.5, 2.0)
+    assert panels[2].get_images()[0].get_clim() == (-2.0, 2.0)
+    assert {ax.get_ylabel() for ax in fig.axes} >= {figures.STANDARDISED_LABEL, "perturbation (SD)"}
+    with pytest.raises(MerError, match="differ in shape"):
+        figures.plot_attack_example(clean, delta[:10], 10.0, "#001")
+
+
+def test_unit_moves_box_plot_says_what_changes():
+    moves = pd.DataFrame({"unit": ["melodiousness", "minorness"] * 3, "change": [0.1, -0.2, 0.3, 0.0, 0.2, 0.5]})
+    ax = figures.plot_unit_moves(moves).axes[0]
+    assert "adversarial − clean" in ax.get_ylabel() and "rating / 10" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["melodiousness", "minorness"]
+
+
+def test_per_target_bars_follow_the_target_order_and_drop_a_lone_legend():
+    per_target = pd.DataFrame([{"system": "A2M2E", "seed": 1, "target": t, "r": 0.5}
+                               for t in ("tonal_stability", "articulation", "melodiousness")])
+    ax = figures.plot_per_target_r(per_target, "r").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["melodiousness", "articulation", "tonal_stability"]
+    assert ax.get_legend() is None

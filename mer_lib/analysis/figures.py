@@ -10,6 +10,12 @@
 - :func:`robustness_curves`: dMAE of bounded attacks against eps (beyond
   the paper).
 
+The notebooks' other plots live here too: learning curves
+(:func:`plot_learning_curves`), per-target test r (:func:`plot_per_target_r`),
+training cost (:func:`plot_training_passes`), spectrograms
+(:func:`plot_spectrogram_row`, :func:`plot_attack_example`) and the moves of
+A2M2E's bottleneck units under attack (:func:`plot_unit_moves`).
+
 Every system has one colour in every figure (:data:`SYSTEM_COLORS`, taken
 from seaborn's colour-blind palette: plain and adversarially trained versions
 of a model share a hue family, the interpretable A2M2E is green). Functions
@@ -28,7 +34,7 @@ import seaborn as sns
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mer_lib import artifacts
 from mer_lib.attacks import logs as attack_logs
@@ -105,7 +111,7 @@ def system_colors(systems: Iterable[str]) -> dict[str, str]:
     Returns
     -------
     dict
-        ``{system: hex colour}`` in :func:`mer_lib.analysis.system_order`.
+        ``{system: hex colour}`` in :func:`mer_lib.attacks.logs.system_order`.
         Unknown systems get the spare colours in alphabetical order (cycling).
     """
     out: dict[str, str] = {}
@@ -225,7 +231,7 @@ def figure3_dmae(per_model: pd.DataFrame, axis_break: bool | str = "auto", ratio
     Parameters
     ----------
     per_model : pandas.DataFrame
-        Output of :func:`mer_lib.analysis.per_model_metrics` (or tidy attack
+        Output of :func:`mer_lib.attacks.logs.per_model_metrics` (or tidy attack
         logs, from which it is computed).
     axis_break : {"auto", True, False}
         ``"auto"`` breaks the y axis when :func:`axis_break_limits` says an
@@ -291,7 +297,25 @@ def figure3_dmae(per_model: pd.DataFrame, axis_break: bool | str = "auto", ratio
 
 
 # --------------------------------------------------------------------------- Figure 4
-def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = 21,
+#: Training seed of the models in the paper's Figure 4.
+FIGURE4_SEED = 21
+
+
+def figure4_seed(seeds: Iterable[int]) -> int:
+    """The seed to draw Figure 4 for: :data:`FIGURE4_SEED` if among ``seeds``, else the first of ``seeds``.
+
+    Raises
+    ------
+    MerError
+        If ``seeds`` is empty.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise MerError("figure4_seed: no seeds")
+    return FIGURE4_SEED if FIGURE4_SEED in seeds else seeds[0]
+
+
+def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = FIGURE4_SEED,
                          systems: Sequence[str] = ("A2B2E", "A2M2E", "aA2B2E"),
                          emotions: Sequence[str] = ("tension", "tender"),
                          panel_size: float = 2.8) -> Figure:
@@ -302,12 +326,12 @@ def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = 21,
     logs : pandas.DataFrame
         Tidy attack logs (``system``, ``seed``, ``true_*``, ``orig_*``, ``new_*``).
     seed : int or None
-        Training seed of the models shown (the paper: 21). None picks 21 if
-        present, else the smallest seed present.
+        Training seed of the models shown (the paper: :data:`FIGURE4_SEED`).
+        None picks :func:`figure4_seed` of the seeds present, in ascending order.
     systems : sequence of str
         Columns of the grid.
     emotions : sequence of str
-        Rows of the grid (names from :data:`mer_lib.constants.EMOTIONS`).
+        Rows of the grid (names from :data:`mer_lib.config.EMOTIONS`).
     panel_size : float
         Size of one panel in inches.
 
@@ -332,8 +356,7 @@ def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = 21,
     if missing:
         raise MerError(f"attack logs: missing columns {missing}")
     if seed is None:
-        seeds = sorted(logs["seed"].unique())
-        seed = 21 if 21 in seeds else seeds[0]
+        seed = figure4_seed(sorted(logs["seed"].unique()))
     sub = logs[logs["seed"] == seed]
     absent = [s for s in systems if s not in set(sub["system"])]
     if absent:
@@ -376,7 +399,7 @@ def clean_performance_figure(per_model: pd.DataFrame, systems: Sequence[str] | N
     Parameters
     ----------
     per_model : pandas.DataFrame
-        Output of :func:`mer_lib.analysis.per_model_metrics` (or tidy attack logs).
+        Output of :func:`mer_lib.attacks.logs.per_model_metrics` (or tidy attack logs).
     systems : sequence of str, optional
         Systems and order (default: all present, in the paper's order).
     figsize : (float, float)
@@ -416,7 +439,7 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
     ----------
     sweep : pandas.DataFrame
         Per-model metrics with an ``eps`` column
-        (:func:`mer_lib.adversarial.bounded_sweep`).
+        (:func:`mer_lib.attacks.stage.bounded_sweep`).
     title : str, optional
     figsize : (float, float)
 
@@ -426,8 +449,6 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
         Median dMAE over the seeds of each system (line and markers) and the
         range over the seeds (band), log-scaled eps axis.
     """
-    import seaborn as sns
-
     missing = [c for c in ("system", "eps", "dmae") if c not in sweep.columns]
     if missing:
         raise MerError(f"robustness curves: missing columns {missing}; found {list(sweep.columns)}")
@@ -478,3 +499,222 @@ def save_figure(fig: Figure, stem: str, figures_dir: str | os.PathLike = "figure
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
         out[fmt] = path
     return out
+
+
+# --------------------------------------------------------------------------- training
+#: Panel title and y-axis label of each learning-curve quantity (``history.csv`` columns).
+CURVE_LABELS: dict[str, tuple[str, str]] = {
+    "train_loss": ("training loss", "loss (training objective)"),
+    "train_emotion_mse": ("training: emotion MSE", "MSE (ratings / 10, squared)"),
+    "train_midlevel_mse": ("training: mid-level MSE", "MSE (ratings / 10, squared)"),
+    "train_adversarial_mse": ("adversarial updates: emotion MSE", "MSE (ratings / 10, squared)"),
+    "valid_emotion_r": ("validation: mean r over the emotions", "Pearson r"),
+    "valid_midlevel_r": ("validation: mean r of the bottleneck units", "Pearson r"),
+    "valid_emotion_mse": ("validation: emotion MSE", "MSE (ratings / 10, squared)"),
+    "valid_score": ("validation score (early stopping)", "score"),
+}
+
+
+def plot_learning_curves(history: pd.DataFrame, quantities: Sequence[str], hue_order: Sequence[str] | None = None,
+                         panel_size: tuple[float, float] = (4.2, 3.2)) -> Figure:
+    """Learning curves: one panel per quantity, one line per (system, seed).
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        :func:`mer_lib.models.tables.history_table`: ``system``, ``seed``,
+        ``epoch`` and the per-epoch columns of ``history.csv``.
+    quantities : sequence of str
+        Columns to draw; labels from :data:`CURVE_LABELS` (the column name
+        otherwise). Epochs where a quantity is missing (the adversarial loss
+        outside adversarial epochs) are left out, and every epoch is a marker.
+    hue_order : sequence of str, optional
+        Systems and order (default: all present, in the paper's order).
+    panel_size : (float, float)
+        Width and height of one panel in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Colour: system (:data:`SYSTEM_COLORS`); line style: seed.
+    """
+    missing = [c for c in ("system", "seed", "epoch", *quantities) if c not in history.columns]
+    if missing:
+        raise MerError(f"learning curves: missing columns {missing}; found {list(history.columns)}")
+    systems = list(hue_order) if hue_order is not None else attack_logs.system_order(history["system"])
+    fig, axes = plt.subplots(1, len(quantities), squeeze=False,
+                             figsize=(panel_size[0] * len(quantities) + 1.2, panel_size[1]))
+    for i, (ax, quantity) in enumerate(zip(axes[0], quantities)):
+        sns.lineplot(history.dropna(subset=[quantity]), x="epoch", y=quantity, hue="system", style="seed",
+                     hue_order=systems, palette=system_colors(systems), marker="o", markersize=4,
+                     ax=ax, legend=i == len(quantities) - 1)
+        title, ylabel = CURVE_LABELS.get(quantity, (quantity, quantity))
+        ax.set(title=title, ylabel=ylabel, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_target_r(per_target: pd.DataFrame, ylabel: str, figsize: tuple[float, float] = (8.0, 3.4)) -> Figure:
+    """Test Pearson r per target (emotion or mid-level feature): bars at the mean over seeds, SD whiskers.
+
+    Targets in the order of :data:`mer_lib.config.EMOTIONS` and
+    :data:`mer_lib.config.MIDLEVEL`; a legend only for several systems.
+
+    Parameters
+    ----------
+    per_target : pandas.DataFrame
+        :func:`mer_lib.models.tables.per_target_r`: ``system``, ``seed``, ``target``, ``r``.
+    ylabel : str
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One bar per target and system, in the system's colour.
+    """
+    systems = attack_logs.system_order(per_target["system"])
+    present = set(per_target["target"])
+    order = [t for t in (*EMOTIONS, *MIDLEVEL) if t in present] + sorted(present - set(EMOTIONS) - set(MIDLEVEL))
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.barplot(per_target, x="target", y="r", hue="system", order=order, hue_order=systems,
+                palette=system_colors(systems), errorbar="sd", saturation=1.0, legend=len(systems) > 1, ax=ax)
+    if len(systems) > 1:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set(xlabel="", ylabel=ylabel)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_passes(cost: pd.DataFrame, figsize: tuple[float, float] = (6.0, 3.6)) -> Figure:
+    """Forward + backward example passes of training per system: bar at the mean over seeds, SD whiskers.
+
+    Parameters
+    ----------
+    cost : pandas.DataFrame
+        :func:`mer_lib.models.tables.cost_table` (``system`` and ``passes``).
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    systems = attack_logs.system_order(cost["system"])
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.barplot(cost, x="system", y="passes", hue="system", order=systems, hue_order=systems,
+                palette=system_colors(systems), errorbar="sd", saturation=1.0, ax=ax)
+    ax.set(xlabel="", ylabel="forward + backward example passes")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- spectrograms
+#: Colour-bar label of standardised spectrograms (the model's input).
+STANDARDISED_LABEL = "standardised log magnitude (SD)"
+
+
+def plot_spectrogram_row(images: Sequence[np.ndarray], titles: Sequence[str], fps: float,
+                         figsize: tuple[float, float] = (12.0, 3.2)) -> Figure:
+    """Standardised spectrograms side by side, on one colour scale with one colour bar.
+
+    Parameters
+    ----------
+    images : sequence of numpy.ndarray
+        ``(frames, bands)`` standardised spectrograms.
+    titles : sequence of str
+        One title per image.
+    fps : float
+        Frames per second (time axis).
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if len(images) != len(titles) or len(images) == 0:
+        raise MerError(f"spectrogram row: {len(images)} images and {len(titles)} titles")
+    vmin = min(float(np.min(im)) for im in images)
+    vmax = max(float(np.max(im)) for im in images)
+    fig, axes = plt.subplots(1, len(images), figsize=figsize, sharey=True, squeeze=False, layout="constrained")
+    for ax, image, title in zip(axes[0], images, titles):
+        shown = plot_spectrogram(image, ax=ax, fps=fps, title=title, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.title.set_fontsize(9)
+    for ax in axes[0, 1:]:
+        ax.set_ylabel("")
+    fig.colorbar(shown, ax=list(axes[0]), label=STANDARDISED_LABEL, fraction=0.03)
+    return fig
+
+
+def plot_attack_example(clean: np.ndarray, delta: np.ndarray, fps: float, label: str,
+                        snr_db: float | None = None, figsize: tuple[float, float] = (12.0, 3.2)) -> Figure:
+    """A clean spectrogram, its adversarial version and the perturbation.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray
+        ``(frames, bands)`` standardised input.
+    delta : numpy.ndarray
+        The perturbation, same shape and units.
+    fps : float
+        Frames per second (time axis).
+    label : str
+        Prefix of the titles (e.g. the excerpt and the attacked model).
+    snr_db : float, optional
+        True spectral SNR of the perturbation, shown in its title.
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Clean and adversarial share one colour scale; the perturbation has its
+        own diverging scale, symmetric around zero.
+    """
+    if clean.shape != delta.shape:
+        raise MerError(f"attack example: clean {clean.shape} and perturbation {delta.shape} differ in shape")
+    adversarial = clean + delta
+    vmin, vmax = float(min(clean.min(), adversarial.min())), float(max(clean.max(), adversarial.max()))
+    lim = max(float(np.abs(delta).max()), 1e-12)
+    fig, axes = plt.subplots(1, 3, figsize=figsize, sharey=True, layout="constrained")
+    snr = "" if snr_db is None else f", SNR {snr_db:.1f} dB"
+    for ax, image, title in ((axes[0], clean, "clean"), (axes[1], adversarial, "adversarial")):
+        shown = plot_spectrogram(image, ax=ax, fps=fps, title=f"{label}: {title}", vmin=vmin, vmax=vmax,
+                                 interpolation="nearest")
+    moved = plot_spectrogram(delta, ax=axes[2], fps=fps, title=f"{label}: perturbation{snr}", cmap="vlag",
+                             vmin=-lim, vmax=lim, interpolation="nearest")
+    for ax in axes:
+        ax.title.set_fontsize(9)
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.colorbar(shown, ax=axes[1], label=STANDARDISED_LABEL)
+    fig.colorbar(moved, ax=axes[2], label="perturbation (SD)")
+    return fig
+
+
+# --------------------------------------------------------------------------- bottleneck units
+def plot_unit_moves(moves: pd.DataFrame, system: str = "A2M2E", figsize: tuple[float, float] = (8.0, 3.6)) -> Figure:
+    """How far an attack moved each bottleneck unit: one box per unit over excerpts and seeds.
+
+    Parameters
+    ----------
+    moves : pandas.DataFrame
+        :func:`mer_lib.analysis.bottleneck.unit_moves` with ``per="excerpt"``
+        (columns ``unit`` and ``change``).
+    system : str
+        The attacked system (colour).
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        y: adversarial minus clean activation of the unit, in the units of
+        the mid-level annotations it was trained on (ratings / 10).
+    """
+    fig, ax = plt.subplots(figsize=figsize)
+    sns.boxplot(moves, x="unit", y="change", color=system_colors([system])[system], saturation=1.0, ax=ax)
+    ax.axhline(0.0, color="0.3", linewidth=0.8, zorder=0)
+    ax.set(xlabel="", ylabel="adversarial − clean activation\n(mid-level rating / 10)")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,7 @@
 """Tables of trained models read from their folders: metrics, history, cost, per-target r, bottleneck weights."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +61,61 @@ def history_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
 
 
 def cost_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """The cost counters of every run (wall time, epochs, forward/backward passes, ...)."""
-    return pd.DataFrame([{"system": system, "seed": seed, **cost}
-                         for system, seed, cost in _records(dirs, "cost.json")])
+    """The cost counters of every run (wall time, epochs, forward/backward passes, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (system, seed) with the counters of its ``cost.json`` and
+        ``passes``, the forward plus backward example passes of training
+        (attacks inside adversarial training included).
+    """
+    table = pd.DataFrame([{"system": system, "seed": seed, **cost}
+                          for system, seed, cost in _records(dirs, "cost.json")])
+    if {"train_forward", "train_backward"} <= set(table.columns):
+        table["passes"] = table["train_forward"] + table["train_backward"]
+    return table
+
+
+#: Columns of :func:`cost_summary` by default.
+COST_COLUMNS: tuple[str, ...] = ("epochs_run", "best_epoch", "passes", "train_forward", "train_backward",
+                                 "optimizer_steps", "adversarial_steps", "wall_seconds")
+
+
+def cost_summary(dirs: dict[tuple[str, int], Path], columns: Sequence[str] = COST_COLUMNS) -> pd.DataFrame:
+    """Mean over seeds of the training cost of each system.
+
+    Parameters
+    ----------
+    dirs : dict
+        ``{(system, seed): model folder}``.
+    columns : sequence of str
+        Columns of :func:`cost_table` to average.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``system`` (in the order of ``dirs``), one column per counter.
+    """
+    table = cost_table(dirs)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise MerError(f"cost_summary: unknown columns {missing}; available: {list(table.columns)}")
+    return table.groupby("system", sort=False)[list(columns)].mean()
+
+
+def epochs_note(cost: pd.DataFrame) -> str:
+    """A sentence on how many epochs the runs of a :func:`cost_table` trained for.
+
+    ``"every run trained for 10 epochs"`` when all agree, else the range per
+    system, e.g. ``"epochs run differ: A2E 8-10, aA2E 10"``.
+    """
+    epochs = cost["epochs_run"].astype(int)
+    if epochs.nunique() == 1:
+        return f"every run trained for {epochs.iloc[0]} epochs"
+    ranges = cost.assign(epochs_run=epochs).groupby("system", sort=False)["epochs_run"].agg(["min", "max"])
+    parts = [f"{system} {lo}" if lo == hi else f"{system} {lo}-{hi}" for system, lo, hi in ranges.itertuples()]
+    return "epochs run differ: " + ", ".join(parts)
 
 
 def bottleneck_weights(model: MERModel) -> pd.DataFrame:

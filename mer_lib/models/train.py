@@ -243,7 +243,7 @@ def system_loss(spec: SystemSpec, out: ModelOutput, y: torch.Tensor, m: torch.Te
     Parameters
     ----------
     spec : SystemSpec
-        The system (:func:`mer_lib.models.system_spec`).
+        The system (:func:`mer_lib.models.nets.system_spec`).
     out : ModelOutput
         Model output for the batch.
     y : Tensor (B, 8)

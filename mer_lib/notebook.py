@@ -1,0 +1,338 @@
+"""What the numbered notebooks share: one set-up call, displays, and the text of their summaries.
+
+Every notebook starts with::
+
+    study = setup(profile, run_dir, data_dir, device)
+
+which resolves the run directory, applies the plotting style and prepares
+the data (reusing notebook 01's cache); the returned :class:`Study` holds
+what the cells need (``study.cfg``, ``study.run``, ``study.prepared``, ...).
+The other functions keep logic out of the cells: labelled audio players that
+play in an untrusted notebook (:func:`show_listening_examples`), compact
+spectrogram images (:func:`show_compact`), repository-relative paths
+(:func:`short_path`) and the sentences of the closing summaries, written
+from the numbers.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import os
+import wave
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from IPython.display import HTML, Image, display
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+from PIL import Image as PILImage
+
+from mer_lib import artifacts
+from mer_lib.analysis import figures, stats
+from mer_lib.attacks.adversarial_training import train_all
+from mer_lib.attacks.stage import attack_models
+from mer_lib.config import TARGET_SCALE, Profile, get_profile
+from mer_lib.data.cache import PreparedData
+from mer_lib.data.frontend import read_audio_int16
+from mer_lib.data.stage import dataset_dir, prepare_data
+from mer_lib.errors import MerError
+from mer_lib.runner import PUBLISHED_RUNS_DIR, REPO_ROOT, resolve_figures_dir, resolve_run_dir
+
+#: Folder of the run directory that holds notebook 01's listening snippets.
+LISTENING_DIR = "listening"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """Everything a notebook's cells need about the run it reads and writes.
+
+    Attributes
+    ----------
+    profile : str
+        Name of the run profile.
+    cfg : Profile
+        Its settings.
+    run : Path
+        The run directory.
+    data_dir : Path or None
+        The real (or another) dataset; None for the profile's synthetic one.
+    device : str or None
+        Where training and attacks compute (None: GPU if available).
+    figures_dir : Path
+        Where the paper's figures are saved.
+    published_dir : Path
+        The authors' published attack logs.
+    prepared : PreparedData or None
+        The prepared data (None when set up with ``prepare=False``).
+    """
+
+    profile: str
+    cfg: Profile
+    run: Path
+    data_dir: Path | None
+    device: str | None
+    figures_dir: Path
+    published_dir: Path
+    prepared: PreparedData | None
+
+    @property
+    def source_dir(self) -> Path:
+        """The folder the dataset is read from (:func:`mer_lib.data.stage.dataset_dir`)."""
+        return dataset_dir(self.cfg, self.run, self.data_dir)
+
+    def tables_dir(self, kind: str) -> Path:
+        """``run/tables/<kind>``: where notebooks 06 (``own``) and 08 (``published``) save tables."""
+        return self.run / "tables" / kind
+
+    def config_table(self, *sections: str) -> pd.DataFrame:
+        """The profile's settings of the given sections (``data``, ``features``, ``split``, ``train``, ``attack``).
+
+        One section gives a ``value`` column indexed by ``parameter``; several
+        are indexed by ``(section, parameter)``.
+        """
+        table = self.cfg.as_table()
+        unknown = sorted(set(sections) - set(table["section"]))
+        if unknown or not sections:
+            known = sorted(set(table["section"]))
+            raise MerError(f"config_table: unknown sections {unknown}; expected some of {known}")
+        table = table[table["section"].isin(sections)]
+        if len(sections) == 1:
+            return table.set_index("parameter")[["value"]]
+        return table.set_index(["section", "parameter"])
+
+    def prepare(self, progress: bool = True) -> Study:
+        """This study with its data generated or located, validated and prepared.
+
+        Calls :func:`mer_lib.data.stage.prepare_data` (resumable: a prepared
+        run directory is reused in about a second).
+        """
+        return dataclasses.replace(self, prepared=prepare_data(self.cfg, self.run, self.data_dir, progress=progress))
+
+    def require_prepared(self) -> PreparedData:
+        """The prepared data; an error naming the fix if the study was set up without it."""
+        if self.prepared is None:
+            raise MerError("this study was set up with prepare=False; call setup(...) with prepare=True")
+        return self.prepared
+
+    def trained_models(self, systems: Sequence[str] | None = None) -> dict[tuple[str, int], Path]:
+        """Every seed of ``systems``, trained or reused (notebooks 02-04): ``{(system, seed): folder}``.
+
+        ``systems`` defaults to all five, in the order of
+        :func:`mer_lib.attacks.adversarial_training.train_all` (plain systems first).
+        """
+        extra = {} if systems is None else {"systems": tuple(systems)}
+        return train_all(self.require_prepared(), self.cfg, self.run, device=self.device, progress=False, **extra)
+
+    def paper_attacks(self, models: Mapping[tuple[str, int], Path]) -> pd.DataFrame:
+        """The paper-mode attack logs of ``models``, run or reused (notebook 05)."""
+        return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack)
+
+
+def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+          device: str | None = None, prepare: bool = True, figures_dir: str | os.PathLike | None = None,
+          published_dir: str | os.PathLike | None = None) -> Study:
+    """The one set-up call of every notebook.
+
+    Parameters
+    ----------
+    profile : str
+        ``"smoke"``, ``"quick"`` or ``"paper"``.
+    run_dir : path-like, optional
+        Default: ``$MER_RUN_DIR``, else ``runs/<profile>`` in the repository
+        (:func:`mer_lib.runner.resolve_run_dir`).
+    data_dir : path-like, optional
+        A dataset in the Soundtracks layout (default: the profile's synthetic one).
+    device : str, optional
+        Where to train and attack (default: GPU if available, else CPU).
+    prepare : bool
+        Prepare the data now, silently (reusing notebook 01's cache).
+    figures_dir : path-like, optional
+        Default: ``$MER_FIGURES_DIR``, else ``figures/`` in the repository.
+    published_dir : path-like, optional
+        Default: ``reference/published_runs`` in the repository.
+
+    Returns
+    -------
+    Study
+        With the plotting style applied.
+    """
+    cfg = get_profile(profile)
+    run = resolve_run_dir(profile, run_dir)
+    figures.use_style()
+    study = Study(profile=cfg.name, cfg=cfg, run=run, data_dir=Path(data_dir).expanduser() if data_dir else None,
+                  device=device, figures_dir=resolve_figures_dir(figures_dir),
+                  published_dir=Path(published_dir).expanduser() if published_dir else PUBLISHED_RUNS_DIR,
+                  prepared=None)
+    if prepare:
+        return study.prepare(progress=False)
+    return study
+
+
+# --------------------------------------------------------------------------- paths
+def short_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """A path as a reader should see it: relative to ``root`` or the repository, else just its name.
+
+    Keeps machine-specific absolute paths out of saved notebooks.
+    """
+    path = Path(path)
+    for base in ([Path(root)] if root is not None else []) + [REPO_ROOT]:
+        if path.is_relative_to(base):
+            return path.relative_to(base).as_posix() or "."
+    return path.name
+
+
+def with_relative_paths(table: pd.DataFrame, root: str | os.PathLike, column: str = "audio_path") -> pd.DataFrame:
+    """A copy of ``table`` whose ``column`` holds paths relative to ``root`` (see :func:`short_path`)."""
+    return table.assign(**{column: [short_path(p, root) for p in table[column]]})
+
+
+# --------------------------------------------------------------------------- displays
+def show_compact(fig: Figure, colors: int = 256) -> None:
+    """Display a figure as a PNG with a palette of ``colors`` entries (at most 256), and close it.
+
+    Spectrograms are noise-like images that compress badly as true-colour
+    PNGs; with a palette the saved notebook holds about a third of the bytes,
+    at no visible cost.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi)
+    plt.close(fig)
+    image = PILImage.open(buffer).convert("RGB").quantize(colors)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    display(Image(data=out.getvalue(), format="png"))
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono 16-bit PCM WAV file contents of ``samples`` (int16)."""
+    if samples.dtype != np.int16 or samples.ndim != 1:
+        raise MerError(f"wav_bytes: expected mono int16 samples, got {samples.dtype} {samples.shape}")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(samples.astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def audio_player_html(wav: bytes, label: str) -> str:
+    """A labelled ``<audio>`` player with the WAV embedded as a data URI.
+
+    The source is the ``src`` attribute of ``<audio>`` itself, not a
+    ``<source>`` child (as in :class:`IPython.display.Audio`): JupyterLab's
+    sanitizer keeps ``src`` on ``<audio>`` but strips it from ``<source>``,
+    so this player also plays in a notebook that is not trusted.
+    """
+    data = base64.b64encode(wav).decode("ascii")
+    return (f'<div style="margin: 0.3em 0"><b>{html.escape(label)}</b><br>'
+            f'<audio controls preload="metadata" src="data:audio/wav;base64,{data}"></audio></div>')
+
+
+def listening_picks(table: pd.DataFrame, emotions: Sequence[str] = ("tension", "happy", "tender")) -> dict[str, int]:
+    """The excerpt rated highest on each emotion: ``{"most tension": number, ...}``."""
+    return {f"most {e}": int(table[e].idxmax()) for e in emotions}
+
+
+def ratings_text(table: pd.DataFrame, number: int,
+                 emotions: Sequence[str] = ("valence", "tension", "happy", "tender")) -> str:
+    """``"valence 4.2, tension 7.7, ..."``: an excerpt's mean ratings on the 1-9 scale."""
+    return ", ".join(f"{e} {table.at[number, e] * TARGET_SCALE:.1f}" for e in emotions)
+
+
+def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", "happy", "tender"),
+                            seconds: float = 6.0) -> dict[str, Path]:
+    """Notebook 01's listening examples: labelled players and the spectrograms the model sees.
+
+    The first ``seconds`` of each chosen file are written as WAV files to
+    ``run/listening/`` and shown as players embedding the same bytes; below
+    them, the standardised excerpts the models read.
+
+    Returns
+    -------
+    dict
+        ``{label: WAV file}``.
+    """
+    prepared = study.require_prepared()
+    table, rate = prepared.table, study.cfg.features.sample_rate
+    picks = listening_picks(table, emotions)
+    written, players = {}, []
+    for label, number in picks.items():
+        audio = read_audio_int16(table.at[number, "audio_path"], rate)[: int(seconds * rate)]
+        path = study.run / LISTENING_DIR / f"{number:03d}_{label.replace(' ', '-')}.wav"
+        wav = wav_bytes(audio, rate)
+        if not path.exists() or path.read_bytes() != wav:
+            artifacts.write_bytes(path, wav)
+        written[label] = path
+        players.append(audio_player_html(wav, f"{label}: excerpt #{number:03d} ({ratings_text(table, number)}; "
+                                              f"first {seconds:g} s, {short_path(path, study.run)})"))
+    display(HTML("\n".join(players)))
+    images = prepared.excerpts(list(picks.values()))[:, 0]
+    titles = [f"{label}: #{number:03d}\n{ratings_text(table, number)}" for label, number in picks.items()]
+    show_compact(figures.plot_spectrogram_row(images, titles, fps=study.cfg.features.fps))
+    return written
+
+
+# --------------------------------------------------------------------------- summary text
+def range_text(values: pd.Series, fmt: str = "{:.2f}") -> str:
+    """``"0.28 (minorness) to 0.83 (dissonance)"``, or ``"0.97 for all 7"`` when both ends print alike."""
+    low, high = fmt.format(values.min()), fmt.format(values.max())
+    if low == high:
+        return f"{low} for all {len(values)}"
+    return f"{low} ({values.idxmin()}) to {high} ({values.idxmax()})"
+
+
+def values_text(values: pd.Series, fmt: str = "{:.3f}") -> str:
+    """``"A2E 0.695, A2B2E 0.597"``: a series as ``index value`` pairs."""
+    return ", ".join(f"{key} {fmt.format(value)}" for key, value in values.items())
+
+
+def ranking_text(values: pd.Series, lower_is_better: bool = False, fmt: str = "{:.3f}") -> str:
+    """``"A2E (0.695) > A2B2E (0.597)"``: systems from best to worst."""
+    ordered = values.sort_values(ascending=lower_is_better, kind="stable")
+    sign = " < " if lower_is_better else " > "
+    return sign.join(f"{key} ({fmt.format(value)})" for key, value in ordered.items())
+
+
+def saved_figures_text(saved: Mapping[str, Mapping[str, Path]]) -> str:
+    """One line per saved figure: ``"Figure 3: a.png, a.pdf"``."""
+    return "\n".join(f"{name}: " + ", ".join(Path(p).name for p in files.values()) for name, files in saved.items())
+
+
+def ttest_text(tests: pd.DataFrame) -> str:
+    """One line per paired t-test: mean difference with its CI, Cohen's d and p."""
+    return "\n".join(f"{t.a} - {t.b}: mean diff {t.mean_diff:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}], "
+                     f"d = {t.cohens_d:.2f}, p = {t.p:.1e}" for t in tests.itertuples())
+
+
+def comparison_text(findings: pd.DataFrame, published: pd.DataFrame | None) -> str:
+    """How this run's verdicts compare with the published runs' (empty without published runs)."""
+    if published is None:
+        return ""
+    side = stats.compare_findings(findings, published, labels=("ours", "published"))
+    differ = side.loc[~side["agree"], "finding"].tolist()
+    text = (f"\n\nOn the published runs: {stats.findings_summary_line(published)}. "
+            f"The verdicts agree on {int(side['agree'].sum())} of {len(side)} findings")
+    return text + ("; they differ on: " + "; ".join(differ) + "." if differ else ".")
+
+
+def central_contrasts_text(contrasts: pd.DataFrame, power: pd.DataFrame) -> str:
+    """The paper's central contrasts (median dMAE), each with its verdict and, if open, the seeds it would need."""
+    central = contrasts[contrasts["stat"] == "median"].merge(power[["a", "b", "seeds_needed"]], on=["a", "b"])
+    lines = ["\n\n**The paper's central contrasts** (median dMAE, CI over models):"]
+    for c in central.itertuples():
+        if c.verdict == "holds":
+            reason = ""
+        elif not c.estimate > 0:
+            reason = "; the difference points the other way on this run"
+        elif np.isfinite(c.seeds_needed):
+            reason = (f"; this run cannot show it with {c.n_a} seeds (about {c.seeds_needed:.0f} per system would be "
+                      "needed at the observed difference of the means)")
+        else:
+            reason = "; this run cannot decide it"
+        lines.append(f"- {c.a} - {c.b} = {c.estimate:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]: **{c.verdict}**{reason}")
+    return "\n".join(lines)

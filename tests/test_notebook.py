@@ -1,0 +1,240 @@
+"""The notebooks' set-up call, their displays (audio players, compact images) and summary text."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html.parser
+import io
+import wave
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+from fakes import fake_prepared  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+
+from mer_lib import notebook  # noqa: E402
+from mer_lib.errors import MerError  # noqa: E402
+from mer_lib.runner import PUBLISHED_RUNS_DIR, REPO_ROOT  # noqa: E402
+
+#: What JupyterLab 4's HTML sanitizer keeps in an untrusted output (packages/apputils/src/sanitizer.ts):
+#: the tags and attributes the players use. ``src`` is kept on ``<audio>`` but not on ``<source>``.
+LAB_ALLOWED = {"div": {"style"}, "b": set(), "br": set(), "audio": {"controls", "preload", "src"}}
+
+
+@pytest.fixture(autouse=True)
+def _restore_style():
+    with matplotlib.rc_context():
+        yield
+    plt.close("all")
+
+
+@pytest.fixture()
+def shown(monkeypatch) -> list:
+    """What the notebook helpers display, instead of an IPython front end."""
+    out: list = []
+    monkeypatch.setattr(notebook, "display", out.append)
+    return out
+
+
+def test_setup_without_data(tmp_path):
+    study = notebook.setup("smoke", tmp_path / "run", prepare=False, figures_dir=tmp_path / "figs")
+    assert study.profile == "smoke" and study.cfg.name == "smoke" and study.run == tmp_path / "run"
+    assert study.run.is_dir() and study.prepared is None and study.data_dir is None and study.device is None
+    assert study.figures_dir == tmp_path / "figs" and study.published_dir == PUBLISHED_RUNS_DIR
+    assert study.source_dir == (tmp_path / "run" / "data" / "soundtracks_synthetic").resolve()
+    assert study.tables_dir("own") == tmp_path / "run" / "tables" / "own"
+    with pytest.raises(MerError, match="prepare=False"):
+        study.trained_models()
+    with pytest.raises(AttributeError):
+        study.run = tmp_path  # frozen
+
+
+def test_config_table_one_or_several_sections(tmp_path):
+    study = notebook.setup("smoke", tmp_path, prepare=False)
+    train = study.config_table("train")
+    assert train.index.name == "parameter" and list(train.columns) == ["value"]
+    assert train.loc["seeds", "value"] == str(study.cfg.train.seeds)
+    several = study.config_table("data", "split")
+    assert several.index.names == ["section", "parameter"]
+    assert set(several.index.get_level_values(0)) == {"data", "split"}
+    with pytest.raises(MerError, match="unknown sections"):
+        study.config_table("optimiser")
+
+
+def test_setup_prepares_and_the_study_runs_the_stages(tmp_path, monkeypatch):
+    prepared = fake_prepared(tmp_path)
+    calls = {}
+
+    def fake_prepare(cfg, run, data_dir, progress):
+        calls["prepare"] = (cfg.name, run, data_dir, progress)
+        return prepared
+
+    monkeypatch.setattr(notebook, "prepare_data", fake_prepare)
+    monkeypatch.setattr(notebook, "train_all", lambda *a, **k: calls.setdefault("train", (a, k)) and {"m": 1})
+    monkeypatch.setattr(notebook, "attack_models", lambda *a, **k: calls.setdefault("attack", a))
+    study = notebook.setup("smoke", tmp_path / "run", tmp_path / "data", device="cpu",
+                           published_dir=tmp_path / "pub")
+    assert study.prepared is prepared and calls["prepare"] == ("smoke", tmp_path / "run", tmp_path / "data", False)
+    assert study.data_dir == tmp_path / "data" and study.source_dir == (tmp_path / "data").resolve()
+    assert study.published_dir == tmp_path / "pub"
+    study.trained_models()
+    args, kwargs = calls["train"]
+    assert args == (prepared, study.cfg, study.run) and kwargs == {"device": "cpu", "progress": False}
+    calls.pop("train")
+    study.trained_models(["A2E"])
+    assert calls["train"][1]["systems"] == ("A2E",)
+    study.paper_attacks({("A2E", 1): tmp_path})
+    assert calls["attack"] == ({("A2E", 1): tmp_path}, prepared, study.run, "paper", study.cfg.attack)
+    assert study.prepare(progress=True).prepared is prepared and calls["prepare"][3] is True
+
+
+def test_short_path_never_shows_an_absolute_path(tmp_path):
+    assert notebook.short_path(REPO_ROOT / "reference" / "published_runs") == "reference/published_runs"
+    assert notebook.short_path(tmp_path / "run" / "tables" / "own", tmp_path / "run") == "tables/own"
+    assert notebook.short_path(tmp_path / "elsewhere" / "logs") == "logs"
+    assert notebook.short_path(tmp_path, tmp_path) == "."
+    table = pd.DataFrame({"audio_path": [str(tmp_path / "Set1" / "001.wav")], "x": [1]})
+    assert notebook.with_relative_paths(table, tmp_path)["audio_path"].tolist() == ["Set1/001.wav"]
+    assert table["audio_path"].iloc[0].startswith(str(tmp_path))  # the input is left alone
+
+
+def test_wav_bytes_round_trip():
+    samples = (np.sin(np.arange(2205) / 5) * 20000).astype(np.int16)
+    data = notebook.wav_bytes(samples, 22050)
+    with wave.open(io.BytesIO(data)) as f:
+        assert (f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()) == (1, 2, 22050, 2205)
+    np.testing.assert_array_equal(sf.read(io.BytesIO(data), dtype="int16")[0], samples)
+    with pytest.raises(MerError, match="mono int16"):
+        notebook.wav_bytes(samples.astype(np.float32), 22050)
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_audio_player_survives_the_jupyterlab_sanitizer():
+    wav = notebook.wav_bytes(np.zeros(100, np.int16), 8000)
+    parser = _Tags()
+    parser.feed(notebook.audio_player_html(wav, "most <tense> & loud"))
+    for tag, attrs in parser.tags:
+        assert tag in LAB_ALLOWED and set(attrs) <= LAB_ALLOWED[tag], (tag, attrs)
+    audio = dict(parser.tags)["audio"]
+    assert audio["src"].startswith("data:audio/wav;base64,")
+    assert base64.b64decode(audio["src"].split(",", 1)[1]) == wav
+    assert "".join(parser.text) == "most <tense> & loud"
+
+
+def test_listening_picks_and_ratings_text():
+    table = pd.DataFrame({"tension": [0.2, 0.8, 0.3], "happy": [0.9, 0.1, 0.2], "valence": [0.5, 0.4, 0.3]},
+                         index=[7, 8, 9])
+    assert notebook.listening_picks(table, ("tension", "happy")) == {"most tension": 8, "most happy": 7}
+    assert notebook.ratings_text(table, 8, ("valence", "tension")) == "valence 4.0, tension 8.0"
+
+
+def test_show_compact_displays_a_palette_png(shown):
+    fig, ax = plt.subplots()
+    ax.imshow(np.random.default_rng(0).random((40, 60)))
+    notebook.show_compact(fig, colors=32)
+    assert len(shown) == 1 and not plt.get_fignums()
+    image = PILImage.open(io.BytesIO(shown[0].data))
+    assert image.format == "PNG" and image.mode == "P" and len(image.getcolors()) <= 32
+
+
+def test_show_listening_examples_writes_labelled_snippets(tmp_path, shown, monkeypatch):
+    prepared = fake_prepared(tmp_path)
+    rate = 8000
+    paths = []
+    for number in prepared.table.index:
+        path = tmp_path / "audio" / f"{number:03d}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, np.full(3 * rate, number, np.int16), rate, subtype="PCM_16")
+        paths.append(str(path))
+    prepared.table["audio_path"] = paths
+    study = notebook.setup("smoke", tmp_path / "run", prepare=False)
+    features = dataclasses.replace(study.cfg.features, sample_rate=rate, fps=10.0)
+    study = dataclasses.replace(study, prepared=prepared, cfg=dataclasses.replace(study.cfg, features=features))
+    written = notebook.show_listening_examples(study, ("tension", "happy"), seconds=1.5)
+    picks = notebook.listening_picks(prepared.table, ("tension", "happy"))
+    assert list(written) == ["most tension", "most happy"]
+    for label, path in written.items():
+        number = picks[label]
+        assert path == tmp_path / "run" / "listening" / f"{number:03d}_{label.replace(' ', '-')}.wav"
+        samples = sf.read(path, dtype="int16")[0]
+        assert len(samples) == int(1.5 * rate) and (samples == number).all()
+    players, image = shown
+    parser = _Tags()
+    parser.feed(players.data)
+    assert [t for t, _ in parser.tags].count("audio") == 2
+    text = "".join(parser.text)
+    assert f"most tension: excerpt #{picks['most tension']:03d}" in text and "listening/" in text
+    assert image.format == "png"
+    before = {p: p.stat().st_mtime_ns for p in written.values()}
+    notebook.show_listening_examples(study, ("tension", "happy"), seconds=1.5)
+    assert {p: p.stat().st_mtime_ns for p in written.values()} == before  # identical snippets are not rewritten
+
+
+def test_value_and_ranking_text():
+    values = pd.Series({"A2E": 0.6951, "A2M2E": 0.52, "aA2E": 0.7})
+    assert notebook.values_text(values) == "A2E 0.695, A2M2E 0.520, aA2E 0.700"
+    assert notebook.values_text(pd.Series({"train": 288}), "{}") == "train 288"
+    assert notebook.ranking_text(values) == "aA2E (0.700) > A2E (0.695) > A2M2E (0.520)"
+    assert notebook.ranking_text(values, lower_is_better=True, fmt="{:.1f}") == "A2M2E (0.5) < A2E (0.7) < aA2E (0.7)"
+    assert notebook.range_text(values) == "0.52 (A2M2E) to 0.70 (aA2E)"
+    assert notebook.range_text(pd.Series({"a": 0.971, "b": 0.968})) == "0.97 for all 2"
+
+
+def test_saved_figures_and_ttest_text(tmp_path):
+    saved = {"Figure 3": {"png": tmp_path / "f3.png", "pdf": tmp_path / "f3.pdf"}}
+    assert notebook.saved_figures_text(saved) == "Figure 3: f3.png, f3.pdf"
+    tests = pd.DataFrame([{"a": "A2E", "b": "A2M2E", "mean_diff": 0.62812, "ci_low": 0.5351, "ci_high": 0.7249,
+                           "cohens_d": 0.687, "p": 4.57e-32}])
+    assert notebook.ttest_text(tests) == "A2E - A2M2E: mean diff 0.628 [0.535, 0.725], d = 0.69, p = 4.6e-32"
+
+
+def _contrast(a, estimate, low, high, verdict):
+    return {"a": a, "b": "A2M2E", "stat": "median", "n_a": 5, "estimate": estimate, "ci_low": low,
+            "ci_high": high, "verdict": verdict}
+
+
+def test_central_contrasts_text_gives_each_verdict_its_reason():
+    contrasts = pd.DataFrame([_contrast("A2E", 0.5, 0.1, 0.9, "holds"),
+                              _contrast("A2B2E", -0.1, -0.3, 0.1, "inconclusive"),
+                              _contrast("aA2E", 0.2, -0.1, 0.5, "inconclusive"),
+                              _contrast("aA2B2E", 0.2, -0.1, 0.5, "inconclusive"),
+                              {**_contrast("A2E", 9.0, 0.0, 9.0, "holds"), "stat": "mean"}])
+    power = pd.DataFrame({"a": ["A2E", "A2B2E", "aA2E", "aA2B2E"], "b": "A2M2E",
+                          "seeds_needed": [3.0, 9.0, 41.0, np.nan]})
+    lines = notebook.central_contrasts_text(contrasts, power).strip().split("\n")
+    assert lines[0].startswith("**The paper's central contrasts**") and len(lines) == 5
+    assert lines[1] == "- A2E - A2M2E = 0.500 [0.100, 0.900]: **holds**"
+    assert lines[2].endswith("the difference points the other way on this run")
+    assert "with 5 seeds (about 41 per system" in lines[3]
+    assert lines[4].endswith("this run cannot decide it")
+
+
+def test_comparison_text(monkeypatch):
+    assert notebook.comparison_text(pd.DataFrame(), None) == ""
+    side = pd.DataFrame({"finding": ["x holds", "y holds"], "agree": [True, False]})
+    monkeypatch.setattr(notebook.stats, "compare_findings", lambda a, b, labels: side)
+    monkeypatch.setattr(notebook.stats, "findings_summary_line", lambda f: "2 of 2 findings hold")
+    text = notebook.comparison_text(pd.DataFrame(), pd.DataFrame())
+    assert text == ("\n\nOn the published runs: 2 of 2 findings hold. The verdicts agree on 1 of 2 findings; "
+                    "they differ on: y holds.")
+    monkeypatch.setattr(notebook.stats, "compare_findings", lambda a, b, labels: side.assign(agree=True))
+    assert notebook.comparison_text(pd.DataFrame(), pd.DataFrame()).endswith("agree on 2 of 2 findings.")
