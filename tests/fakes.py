@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL
@@ -61,3 +62,15 @@ def fake_prepared(tmp_path: Path, first_number: int = 1, decimals: int | None = 
     artifacts.write_json(cache / "manifest.json", {"frontend_hash": "f", "files": {
         f"{n:03d}": {"audio_sha256": f"{n}"} for n in numbers}})
     return FakePrepared(table, cache, {int(n): x[i] for i, n in enumerate(numbers)}, mean, std)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    """A detached copy of a model's state dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    """Two state dicts hold the same tensors, bit for bit."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

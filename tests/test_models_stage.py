@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import fake_prepared
+from fakes import assert_same_weights, fake_prepared, weights
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig, get_profile
@@ -18,16 +18,6 @@ from mer_lib.models.stage import load_model_dir, load_trained, train_system
 from mer_lib.models.train import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.fixture()

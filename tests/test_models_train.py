@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fakes import make_data
+from fakes import assert_same_weights, make_data, weights
 from torch.nn import functional as F
 
 from mer_lib.config import TrainConfig
@@ -30,16 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def data():
     x, y, m = make_data(26)
     return (x[:16], y[:16], m[:16]), (x[16:], y[16:], m[16:])
-
-
-def weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 # --------------------------------------------------------------------------
