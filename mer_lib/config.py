@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,10 +191,12 @@ class FeatureConfig:
     sample_rate: int = 22050
     fps: float = 31.3
     frame_size: int = 2048
+    """madmom's spectrogram: sample rate (Hz), frame rate (frames/s), frame and FFT size (samples)."""
     bands_per_octave: int = 24
     fmin: float = 20.0
     fmax: float = 16000.0
     fref: float = 440.0
+    """Its logarithmic filterbank: bands per octave, lowest and highest frequency, reference pitch (Hz)."""
     excerpt_frames: int = 313
     offset_seed: int = 42
     stats_split: str = "all"
@@ -345,15 +348,6 @@ def get_profile(name: str | Profile) -> Profile:
 
 
 # --------------------------------------------------------------------------- run-directory layout
-#: Attribute of RunLayout -> path inside the run directory.
-_RUN_PATHS: dict[str, str] = {
-    "synthetic_dataset": "data/soundtracks_synthetic", "cache": "data/cache", "dataset_table": "data/dataset.csv",
-    "models": "models", "attacks": "attacks", "regression": "regression", "notebooks": "notebooks",
-    "times": "pipeline_times.json",
-}
-
-
-@dataclass(frozen=True)
 class RunLayout:
     """Where each stage writes inside a run directory (one place for every path).
 
@@ -375,21 +369,19 @@ class RunLayout:
         The run directory.
     """
 
-    root: Path
-    synthetic_dataset: Path = field(init=False)
-    cache: Path = field(init=False)
-    dataset_table: Path = field(init=False)
-    models: Path = field(init=False)
-    attacks: Path = field(init=False)
-    regression: Path = field(init=False)
-    notebooks: Path = field(init=False)
-    times: Path = field(init=False)
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.synthetic_dataset = self.root / "data" / "soundtracks_synthetic"
+        self.cache = self.root / "data" / "cache"
+        self.dataset_table = self.root / "data" / "dataset.csv"
+        self.models = self.root / "models"
+        self.attacks = self.root / "attacks"
+        self.regression = self.root / "regression"
+        self.notebooks = self.root / "notebooks"
+        self.times = self.root / "pipeline_times.json"
 
-    def __post_init__(self) -> None:
-        root = Path(self.root)
-        object.__setattr__(self, "root", root)
-        for name, relative in _RUN_PATHS.items():
-            object.__setattr__(self, name, root / relative)
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.root)!r})"
 
     def tables(self, which: str = "own") -> Path:
         """``<run>/tables/<which>``: ``"own"`` (this run) or ``"published"`` (the authors' logs)."""
