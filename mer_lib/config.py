@@ -383,6 +383,12 @@ class RunLayout:
     def __repr__(self) -> str:
         return f"RunLayout({str(self.root)!r})"
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunLayout) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
     def tables(self, which: str = "own") -> Path:
         """``<run>/tables/<which>``: ``"own"`` (this run) or ``"published"`` (the authors' logs)."""
         return self.root / "tables" / which
