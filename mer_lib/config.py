@@ -370,18 +370,23 @@ class RunLayout:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        self.synthetic_dataset = self.root / "data" / "soundtracks_synthetic"
-        self.cache = self.root / "data" / "cache"
-        self.dataset_table = self.root / "data" / "dataset.csv"
-        self.models = self.root / "models"
-        self.attacks = self.root / "attacks"
-        self.regression = self.root / "regression"
-        self.notebooks = self.root / "notebooks"
-        self.times = self.root / "pipeline_times.json"
+        root = Path(root)
+        _set = object.__setattr__  # instances are immutable (see __setattr__)
+        _set(self, "root", root)
+        _set(self, "synthetic_dataset", root / "data" / "soundtracks_synthetic")
+        _set(self, "cache", root / "data" / "cache")
+        _set(self, "dataset_table", root / "data" / "dataset.csv")
+        _set(self, "models", root / "models")
+        _set(self, "attacks", root / "attacks")
+        _set(self, "regression", root / "regression")
+        _set(self, "notebooks", root / "notebooks")
+        _set(self, "times", root / "pipeline_times.json")
 
     def __repr__(self) -> str:
         return f"RunLayout({str(self.root)!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RunLayout is immutable: cannot set {name!r}")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunLayout) and other.root == self.root

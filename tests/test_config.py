@@ -114,7 +114,7 @@ def test_run_layout_paths(tmp_path):
     assert layout.regression == tmp_path / "regression" and layout.notebooks == tmp_path / "notebooks"
     assert layout.times == tmp_path / "pipeline_times.json"
     assert RunLayout(tmp_path) == layout and not tmp_path.joinpath("data").exists()  # computes paths only
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="immutable"):
         layout.root = tmp_path / "other"
 
 
