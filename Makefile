@@ -13,7 +13,8 @@ notebooks ?=
 .PHONY: reproduce test test-unit test-notebooks lab setup clean-run help
 
 help:
-	@echo "make reproduce [profile=quick|smoke|paper] [data_dir=/path/to/real/data] [run_dir=...]"
+	@echo "make reproduce [profile=quick|smoke|paper] [data_dir=/path/to/real/data] [run_dir=...] [notebooks=\"01 02\"]"
+	@echo "               relative data_dir and run_dir are taken from the folder make runs in (with make -C DIR: DIR)"
 	@echo "make test       unit tests + nbval regression of the committed notebooks (default and avx2-capped kernels)"
 	@echo "make test-unit  unit tests only; make test-notebooks [kernels=default|avx2]: one regression run"
 	@echo "make lab        JupyterLab in the project's environment"
@@ -27,9 +28,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The runner runs in this folder and makes relative paths absolute before papermill runs the kernels
+# in notebooks/; an empty or unmatched notebooks= selection is an error there (it lists the notebooks).
 reproduce: $(STAMP)
-	$(PY) -m mer_lib.runner --profile $(profile) --run-dir $(run_dir) \
-	    $(if $(data_dir),--data-dir $(data_dir)) $(if $(notebooks),--notebooks $(notebooks))
+	$(PY) -m mer_lib.runner --profile "$(profile)" --run-dir "$(run_dir)" \
+	    $(if $(data_dir),--data-dir "$(data_dir)") $(if $(notebooks),--notebooks $(notebooks))
 
 # The nbval regression runs twice: with the default CPU kernels and with the vectorised kernels
 # capped at AVX2 (other float rounding on the same machine, a stand-in for another CPU). Exact

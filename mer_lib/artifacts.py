@@ -1,9 +1,14 @@
-"""Atomic, pickle-free artifact I/O and configuration hashing.
+"""Atomic, pickle-free artifact I/O, integrity records and configuration hashing.
 
 Every artifact of the pipeline is written to a temporary file in the target
-folder and then renamed into place, so an interrupted run never leaves a
-half-written file behind. Results are keyed by :func:`config_hash`, a stable
-hash of the JSON form of their configuration.
+folder (``.<name>.<8 random characters>.tmp``) and then renamed into place, so
+an interrupted run never leaves a half-written file behind; the temporary
+files of a killed write are removed by :func:`remove_stale_temps`. Results are
+keyed by :func:`config_hash`, a stable hash of the JSON form of their
+configuration. Written arrays and models are recorded with their size and
+SHA-256 (:func:`file_record`) and checked when read again
+(:func:`verify_file`); a file that cannot be read gives a
+:class:`~mer_lib.errors.MerError` naming it.
 """
 from __future__ import annotations
 
@@ -12,11 +17,24 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from mer_lib.errors import MerError
+
+#: Name of the temporary file of an atomic write of ``<name>``: ``.<name>.<8 random characters>.tmp``
+#: (the names :func:`tempfile.mkstemp` makes with the prefix and suffix :func:`atomic_path` gives it).
+TEMP_NAME = re.compile(r"\..+\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp")
+
+#: The integrity record of an artifact folder (:func:`write_checksums`, :func:`checksum_problem`).
+CHECKSUMS_FILE = "checksums.json"
+
+#: What to do with a damaged file the pipeline can recompute.
+RECOMPUTE_HINT = "delete it and rerun to recompute it"
 
 
 @contextlib.contextmanager
@@ -35,7 +53,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's process id is part of the name: remove_stale_temps leaves a live writer's file alone
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -91,10 +110,31 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, dumps_json(obj))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
+    """Read a JSON file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    hint : str
+        What to do about a damaged file, ending the error message.
+
+    Raises
+    ------
+    MerError
+        If the file is not valid UTF-8 JSON (e.g. truncated by an interrupted
+        copy); the message names the file and the position of the fault.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise MerError(f"{path}: damaged JSON file ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                       f"{hint}") from None
+    except UnicodeDecodeError as exc:
+        raise MerError(f"{path}: damaged JSON file (not UTF-8 text: {exc.reason} at byte {exc.start}); "
+                       f"{hint}") from None
 
 
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -104,9 +144,58 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
-def read_npy(path: str | os.PathLike) -> np.ndarray:
-    """Read a ``.npy`` file without allowing pickled objects."""
-    return np.load(path, allow_pickle=False)
+def read_npy(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> np.ndarray:
+    """Read a ``.npy`` file without allowing pickled objects (``hint``: what to do about a damaged file).
+
+    Raises
+    ------
+    MerError
+        If the file is missing, is not a readable ``.npy`` array (truncated,
+        damaged header) or holds pickled objects; the message names the file.
+    """
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MerError(f"{path}: missing; expected a .npy array written by this pipeline") from None
+    except (ValueError, EOFError, OSError) as exc:
+        raise MerError(f"{path}: not a readable .npy array ({exc}); {hint}") from None
+
+
+def read_npy_bytes(data: bytes, path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> np.ndarray:
+    """Parse the bytes of a ``.npy`` file already read from ``path`` (named in errors); no pickles."""
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise MerError(f"{path}: not a readable .npy array ({exc}); {hint}") from None
+
+
+def read_torch(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, with failures named.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    hint : str
+        What to do about a damaged file, ending the error message.
+
+    Raises
+    ------
+    MerError
+        If the file is missing or cannot be loaded (truncated, damaged, or
+        holding anything but tensors and plain containers); the message names
+        the file.
+    """
+    import torch  # here, not at the top: reading data and JSON does not need torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MerError(f"{path}: missing; expected a torch file written by this pipeline")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, OSError, ...
+        first = (str(exc).strip() or "no details").splitlines()[0].split(". ")[0]
+        raise MerError(f"{path}: damaged torch file ({type(exc).__name__}: {first}); {hint}") from None
 
 
 def config_hash(config: Any, length: int = 12) -> str:
@@ -135,3 +224,137 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Integrity records and leftovers of killed writes
+# --------------------------------------------------------------------------
+def file_record(path: str | os.PathLike) -> dict:
+    """The integrity record of a written file: ``{"size": bytes, "sha256": hex digest}``."""
+    return {"size": Path(path).stat().st_size, "sha256": file_sha256(path)}
+
+
+def verify_file(path: str | os.PathLike, size: int | None, sha256: str | None) -> bool:
+    """Whether ``path`` exists with exactly ``size`` bytes and the SHA-256 ``sha256``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to check.
+    size : int or None
+        Recorded size in bytes (checked first: a truncated file is found
+        without hashing it).
+    sha256 : str or None
+        Recorded hex digest. A missing record (``None``) never matches.
+
+    Returns
+    -------
+    bool
+        ``True`` only if the file exists and both match.
+    """
+    path = Path(path)
+    if size is None or sha256 is None or not path.is_file():
+        return False
+    return path.stat().st_size == int(size) and file_sha256(path) == sha256
+
+
+def verify_record(path: str | os.PathLike, record: dict | None) -> bool:
+    """:func:`verify_file` against a :func:`file_record` (``None`` or an incomplete record never matches)."""
+    record = record if isinstance(record, dict) else {}
+    return verify_file(path, record.get("size"), record.get("sha256"))
+
+
+def write_checksums(folder: str | os.PathLike, names: Iterable[str]) -> Path:
+    """Record the size and SHA-256 of files of ``folder`` in ``folder/checksums.json``.
+
+    Parameters
+    ----------
+    folder : path-like
+        The artifact folder.
+    names : iterable of str
+        File names inside ``folder`` (they must exist).
+
+    Returns
+    -------
+    Path
+        ``folder/checksums.json``: ``{name: {"size", "sha256"}}``.
+    """
+    folder = Path(folder)
+    return write_json(folder / CHECKSUMS_FILE, {name: file_record(folder / name) for name in names})
+
+
+def checksum_problem(folder: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
+    """What is wrong with the files recorded in ``folder/checksums.json``, or ``None`` if nothing.
+
+    Parameters
+    ----------
+    folder : path-like
+        The artifact folder.
+    required : iterable of str
+        Files that must be recorded (besides matching their record).
+
+    Returns
+    -------
+    str or None
+        A sentence starting with the damaged file's path, e.g.
+        ``".../model.pt: damaged (its size or SHA-256 differs from its record
+        in .../checksums.json)"``.
+    """
+    path = Path(folder) / CHECKSUMS_FILE
+    if not path.exists():
+        return f"{path}: missing; the files of {folder} cannot be checked"
+    try:
+        record = read_json(path)
+    except MerError as exc:
+        return str(exc).split("; ")[0]
+    if not isinstance(record, dict) or any(name not in record for name in required):
+        return f"{path}: damaged (expected a record of {', '.join(required) or 'the files'})"
+    for name, entry in sorted(record.items()):
+        if not verify_record(path.parent / name, entry):
+            what = "damaged" if (path.parent / name).exists() else "missing"
+            return f"{path.parent / name}: {what} (its size or SHA-256 differs from its record in {path})"
+    return None
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0  # exists but belongs to someone else / not a valid pid
+    return True
+
+
+def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left below ``root``.
+
+    Only files whose name matches :data:`TEMP_NAME` (``.<name>.<pid>-<8 random
+    characters>.tmp``, the names :func:`atomic_path` gives its temporary files)
+    and whose writing process no longer runs are removed; nothing else is
+    touched, so a notebook or worker still writing in the same run directory is
+    safe (the check is by process id on this machine).
+
+    Parameters
+    ----------
+    root : path-like
+        Folder searched recursively; a missing folder is fine.
+
+    Returns
+    -------
+    list of Path
+        The files removed, sorted.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in sorted(root.rglob(".*.tmp")):
+        match = TEMP_NAME.fullmatch(path.name)
+        if match and path.is_file() and not path.is_symlink() and not _process_alive(int(match["pid"])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -4,8 +4,9 @@ Every notebook starts with::
 
     study = setup(profile, run_dir, data_dir, device)
 
-which resolves the run directory, applies the plotting style and prepares
-the data (reusing notebook 01's cache); the returned :class:`Study` holds
+which checks the parameters, resolves the run directory (relative paths
+are taken from the folder the command was run from), applies the plotting
+style and prepares the data (reusing notebook 01's cache); the returned :class:`Study` holds
 what the cells need (``study.cfg``, ``study.run``, ``study.prepared``, ...).
 The other functions keep logic out of the cells: labelled audio players that
 play in an untrusted notebook (:func:`show_listening_examples`), compact
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from IPython.display import HTML, Image, display
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
@@ -35,12 +37,20 @@ from mer_lib import artifacts
 from mer_lib.analysis import figures, stats
 from mer_lib.attacks.adversarial_training import train_all
 from mer_lib.attacks.stage import attack_models
-from mer_lib.config import TARGET_SCALE, Profile, get_profile
+from mer_lib.config import PROFILES, TARGET_SCALE, Profile, get_profile
 from mer_lib.data.cache import PreparedData
 from mer_lib.data.frontend import read_audio_int16
 from mer_lib.data.stage import dataset_dir, prepare_data
 from mer_lib.errors import MerError
-from mer_lib.runner import PUBLISHED_RUNS_DIR, REPO_ROOT, resolve_figures_dir, resolve_run_dir
+from mer_lib.runner import (
+    PUBLISHED_RUNS_DIR,
+    REPO_ROOT,
+    launch_dir,
+    path_parameter,
+    resolve_data_dir,
+    resolve_figures_dir,
+    resolve_run_dir,
+)
 
 #: Folder of the run directory that holds notebook 01's listening snippets.
 LISTENING_DIR = "listening"
@@ -57,9 +67,9 @@ class Study:
     cfg : Profile
         Its settings.
     run : Path
-        The run directory.
+        The run directory, absolute.
     data_dir : Path or None
-        The real (or another) dataset; None for the profile's synthetic one.
+        The real (or another) dataset, absolute; None for the profile's synthetic one.
     device : str or None
         Where training and attacks compute (None: GPU if available).
     figures_dir : Path
@@ -68,6 +78,11 @@ class Study:
         The authors' published attack logs.
     prepared : PreparedData or None
         The prepared data (None when set up with ``prepare=False``).
+    runs_csv : Path or None
+        The table of the published runs (None: ``published_dir/runs.csv``).
+    allow_subset : bool
+        Run the paper profile on real data other than the exact 360 Set-1
+        excerpts (:func:`mer_lib.data.stage.prepare_data`; not comparable with the published runs).
     """
 
     profile: str
@@ -78,6 +93,8 @@ class Study:
     figures_dir: Path
     published_dir: Path
     prepared: PreparedData | None
+    runs_csv: Path | None = None
+    allow_subset: bool = False
 
     @property
     def source_dir(self) -> Path:
@@ -110,7 +127,8 @@ class Study:
         Calls :func:`mer_lib.data.stage.prepare_data` (resumable: a prepared
         run directory is reused in about a second).
         """
-        return dataclasses.replace(self, prepared=prepare_data(self.cfg, self.run, self.data_dir, progress=progress))
+        prepared = prepare_data(self.cfg, self.run, self.data_dir, progress=progress, allow_subset=self.allow_subset)
+        return dataclasses.replace(self, prepared=prepared)
 
     def require_prepared(self) -> PreparedData:
         """The prepared data; an error naming the fix if the study was set up without it."""
@@ -132,10 +150,44 @@ class Study:
         return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack)
 
 
+def check_setup_parameters(profile: object, device: object = None, prepare: object = True) -> None:
+    """Check the non-path parameters of :func:`setup` (papermill passes whatever ``-p`` parses to).
+
+    Raises
+    ------
+    MerError
+        For a profile that is not a profile name, a device that is not None
+        or a torch device name, or a ``prepare`` that is not a bool.
+    """
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise MerError(f"parameter profile: expected one of {sorted(PROFILES)}, "
+                       f"got the {type(profile).__name__} {profile!r}")
+    if device is not None:
+        try:
+            valid = isinstance(device, str) and bool(device.strip()) and torch.device(device) is not None
+        except (RuntimeError, ValueError):
+            valid = False
+        if not valid:
+            raise MerError(f"parameter device: expected None (GPU if available, else CPU) or a torch device "
+                           f"name such as 'cpu', 'cuda' or 'cuda:1', got the {type(device).__name__} {device!r}")
+    if not isinstance(prepare, bool):
+        raise MerError(f"parameter prepare: expected True or False, got the {type(prepare).__name__} {prepare!r}")
+
+
 def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           device: str | None = None, prepare: bool = True, figures_dir: str | os.PathLike | None = None,
-          published_dir: str | os.PathLike | None = None) -> Study:
+          published_dir: str | os.PathLike | None = None, runs_csv: str | os.PathLike | None = None,
+          allow_subset: bool = False) -> Study:
     """The one set-up call of every notebook.
+
+    Every parameter is checked before anything is written. Relative paths
+    are taken from the folder the command was run from
+    (:func:`mer_lib.runner.launch_dir`: ``$PWD``, which papermill's
+    ``--cwd`` and Jupyter's per-notebook working folder leave alone; without
+    it, the repository root), not from the kernel's working folder
+    ``notebooks/``; the runner passes absolute paths. Temporary files of
+    killed writes are then removed from the run directory
+    (:func:`mer_lib.artifacts.remove_stale_temps`).
 
     Parameters
     ----------
@@ -143,30 +195,49 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
         ``"smoke"``, ``"quick"`` or ``"paper"``.
     run_dir : path-like, optional
         Default: ``$MER_RUN_DIR``, else ``runs/<profile>`` in the repository
-        (:func:`mer_lib.runner.resolve_run_dir`).
+        (:func:`mer_lib.runner.resolve_run_dir`). Created if missing; must be writable.
     data_dir : path-like, optional
-        A dataset in the Soundtracks layout (default: the profile's synthetic one).
+        A dataset in the Soundtracks layout (default: the profile's synthetic
+        one); must exist.
     device : str, optional
-        Where to train and attack (default: GPU if available, else CPU).
+        Where to train and attack, a torch device name (default: GPU if available, else CPU).
     prepare : bool
         Prepare the data now, silently (reusing notebook 01's cache).
     figures_dir : path-like, optional
         Default: ``$MER_FIGURES_DIR``, else ``figures/`` in the repository.
     published_dir : path-like, optional
         Default: ``reference/published_runs`` in the repository.
+    runs_csv : path-like, optional
+        The published runs' table (notebooks 06 and 08; default: ``<published_dir>/runs.csv``).
+    allow_subset : bool
+        Accept real data other than the exact 360 Set-1 excerpts under the paper
+        profile (the split then differs: results not comparable with the published runs).
 
     Returns
     -------
     Study
-        With the plotting style applied.
+        With the plotting style applied and absolute paths.
+
+    Raises
+    ------
+    MerError
+        For a parameter of the wrong type or value, a missing ``data_dir`` or
+        a run directory that cannot be written, naming the parameter or folder.
     """
+    check_setup_parameters(profile, device, prepare)
+    if not isinstance(allow_subset, bool):
+        raise MerError(f"parameter allow_subset: expected True or False, got {allow_subset!r}")
+    base = launch_dir()
+    figures_path = resolve_figures_dir(figures_dir, base)
+    published = path_parameter("published_dir", published_dir, base) or PUBLISHED_RUNS_DIR
+    runs_table = path_parameter("runs_csv", runs_csv, base)
+    data = resolve_data_dir(data_dir, base)
+    run = resolve_run_dir(profile, run_dir, base)
+    artifacts.remove_stale_temps(run)
     cfg = get_profile(profile)
-    run = resolve_run_dir(profile, run_dir)
     figures.use_style()
-    study = Study(profile=cfg.name, cfg=cfg, run=run, data_dir=Path(data_dir).expanduser() if data_dir else None,
-                  device=device, figures_dir=resolve_figures_dir(figures_dir),
-                  published_dir=Path(published_dir).expanduser() if published_dir else PUBLISHED_RUNS_DIR,
-                  prepared=None)
+    study = Study(profile=cfg.name, cfg=cfg, run=run, data_dir=data, device=device, figures_dir=figures_path,
+                  published_dir=published, prepared=None, runs_csv=runs_table, allow_subset=allow_subset)
     if prepare:
         return study.prepare(progress=False)
     return study

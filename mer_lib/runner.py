@@ -5,21 +5,31 @@ Every notebook ``notebooks/NN_name.ipynb`` takes the papermill parameters
 runner executes them in number order, writes each executed copy to
 ``run_dir/notebooks/``, records per-notebook wall time and peak memory (the
 largest summed resident set size of the notebook's kernel and its child
-processes, sampled every 0.1 s) in ``run_dir/pipeline_times.json``, and stops at the first failure, naming the
-executed notebook that holds the traceback.
+processes, sampled every 0.1 s) in ``run_dir/pipeline_times.json``, and stops
+at the first failure, naming the executed notebook that holds the traceback
+(``<name>.failed.ipynb``; the last successful ``<name>.ipynb`` is kept).
 
 Command line::
 
     python -m mer_lib.runner --profile quick --run-dir runs/quick [--data-dir DIR] [--notebooks 01 03]
+
+Relative ``--run-dir`` and ``--data-dir`` are taken from the folder the
+command is run from (papermill runs the kernels in ``notebooks/``, so the
+runner passes them on as absolute paths).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
+
+import nbformat
 
 from mer_lib import artifacts
 from mer_lib.config import DEFAULT_PROFILE, PROFILES, RunLayout
@@ -39,41 +49,162 @@ RUN_DIR_ENV = "MER_RUN_DIR"
 FIGURES_DIR_ENV = "MER_FIGURES_DIR"
 
 
-def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None) -> Path:
-    """The run directory a notebook reads and writes.
+def launch_dir() -> Path:
+    """The folder the user's command was run from, as a notebook kernel can tell.
 
-    ``run_dir`` if given; else ``$MER_RUN_DIR`` if set; else
-    ``<repo>/runs/<profile>``. Relative paths are taken from the repository
-    root, so a notebook opened in JupyterLab and one run by papermill agree.
+    ``$PWD`` if it names an existing folder: the shell that started
+    ``papermill``, ``jupyter lab`` or ``make`` sets it, and neither papermill's
+    ``--cwd`` nor Jupyter's per-notebook working folder changes it. Else (no
+    shell, e.g. on Windows) the repository root.
     """
-    chosen = run_dir or os.environ.get(RUN_DIR_ENV) or Path("runs") / profile
-    path = Path(chosen).expanduser()
-    if not path.is_absolute():
-        path = REPO_ROOT / path
-    path.mkdir(parents=True, exist_ok=True)
+    pwd = os.environ.get("PWD", "")
+    if pwd and Path(pwd).is_absolute() and Path(pwd).is_dir():
+        return Path(pwd)
+    return REPO_ROOT
+
+
+def _kind(value: object) -> str:
+    """``"the int 3"``: a value and its type, for messages."""
+    return f"the {type(value).__name__} {value!r}"
+
+
+def path_parameter(name: str, value: object, base: str | os.PathLike) -> Path | None:
+    """A path parameter checked and made absolute: ``None`` stays None, relative paths are taken from ``base``.
+
+    ``~`` is expanded; ``..`` is normalised (symbolic links are kept).
+
+    Raises
+    ------
+    MerError
+        If ``value`` is neither None nor a non-empty string or path (papermill
+        reads ``-p run_dir 3`` as the int 3 and ``-p data_dir 0`` as 0).
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else os.fspath(value) if isinstance(value, os.PathLike) else None
+    if not isinstance(text, str):
+        raise MerError(f"parameter {name}: expected a path (a string) or None, got {_kind(value)}; "
+                       f"with papermill, -p {name} None gives the default and a folder named like a number "
+                       f"needs -r {name} <name>")
+    if not text.strip():
+        raise MerError(f"parameter {name}: expected a path or None, got an empty string")
+    return Path(os.path.abspath(Path(base) / Path(text).expanduser()))
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None, base: str | os.PathLike) -> Path | None:
+    """``data_dir`` as an absolute path (relative: from ``base``), checked to be an existing folder.
+
+    Raises
+    ------
+    MerError
+        Naming the path as given and the folder looked for, if it is not there.
+    """
+    path = path_parameter("data_dir", data_dir, base)
+    if path is not None and not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise MerError(f"data_dir {os.fspath(data_dir)!r}: {path} {what} (a relative data_dir is taken "
+                       f"from the folder the command was run from, {base}); expected the dataset folder "
+                       "with Set1/, mean_ratings_set1.csv and metadata_annotations/")
     return path
 
 
-def resolve_figures_dir(figures_dir: str | os.PathLike | None = None) -> Path:
+def require_writable(folder: str | os.PathLike, what: str = "run directory") -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it (before any work starts).
+
+    Raises
+    ------
+    MerError
+        Naming the folder, if it cannot be created or written to.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        state = "is not writable" if folder.is_dir() else "cannot be created"
+        raise MerError(f"the {what} {folder} {state} ({reason}); choose another run_dir "
+                       "or give yourself write permission there") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None,
+                    base: str | os.PathLike | None = None) -> Path:
+    """The run directory a notebook reads and writes, created and checked to be writable.
+
+    ``run_dir`` if given; else ``$MER_RUN_DIR`` if set; else
+    ``<repo>/runs/<profile>``. A relative ``run_dir`` or ``$MER_RUN_DIR`` is
+    taken from ``base``, by default :func:`launch_dir` (the folder the
+    command was run from; the runner passes its working folder).
+
+    Raises
+    ------
+    MerError
+        For a ``run_dir`` that is not a path, or a folder that cannot be written.
+    """
+    base = launch_dir() if base is None else Path(base)
+    name, value = "run_dir", run_dir
+    if value is None and os.environ.get(RUN_DIR_ENV):
+        name, value = f"${RUN_DIR_ENV}", os.environ[RUN_DIR_ENV]
+    path = path_parameter(name, value, base)
+    return require_writable(REPO_ROOT / "runs" / profile if path is None else path)
+
+
+def resolve_figures_dir(figures_dir: str | os.PathLike | None = None, base: str | os.PathLike | None = None) -> Path:
     """Where notebooks save the paper's figures: ``figures_dir``, else ``$MER_FIGURES_DIR``, else ``figures/``.
 
-    Relative paths are taken from the repository root.
+    Relative paths are taken from ``base``, by default :func:`launch_dir`.
     """
-    chosen = figures_dir or os.environ.get(FIGURES_DIR_ENV) or FIGURES_DIR
-    path = Path(chosen).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    base = launch_dir() if base is None else Path(base)
+    name, value = "figures_dir", figures_dir
+    if value is None and os.environ.get(FIGURES_DIR_ENV):
+        name, value = f"${FIGURES_DIR_ENV}", os.environ[FIGURES_DIR_ENV]
+    path = path_parameter(name, value, base)
+    return FIGURES_DIR if path is None else path
+
+
+def _selects(selector: str, notebook: Path) -> bool:
+    """Whether ``selector`` (a number, a name or the start of one) picks ``notebook``."""
+    text = selector.strip()
+    if text.isdigit():
+        return int(text) == int(notebook.name[:2])
+    name = text.removesuffix(".ipynb")
+    return bool(name) and (notebook.stem.startswith(name) or notebook.stem[3:] == name)
 
 
 def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
                    select: list[str] | None = None) -> list[Path]:
-    """The numbered notebooks ``NN_*.ipynb`` in number order, optionally filtered by number or name."""
-    found = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
-    if select:
-        chosen = [p for p in found if any(p.name.startswith(s) or p.stem == s for s in select)]
-        if not chosen:
-            raise MerError(f"no notebook in {notebooks_dir} matches {select}; found {[p.name for p in found]}")
-        return chosen
-    return found
+    """The numbered notebooks ``NN_*.ipynb`` in number order, optionally a selection of them.
+
+    Parameters
+    ----------
+    notebooks_dir : path-like
+        Folder of the notebooks.
+    select : list of str, optional
+        None: all. Else every entry must pick at least one notebook: a number
+        (``"1"`` or ``"01"``), a name with or without its number
+        (``"05_attacks"``, ``"attacks"``, ``"05_attacks.ipynb"``) or the start
+        of a name (``"05_att"``).
+
+    Raises
+    ------
+    MerError
+        For an empty selection or an entry that picks no notebook, listing the notebooks there are.
+    """
+    found = sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if select is None:
+        return found
+    available = ", ".join(p.stem for p in found) or "none"
+    if not select:
+        raise MerError(f"no notebooks selected (--notebooks was given without a value); "
+                       f"give numbers or names of the notebooks in {notebooks_dir}: {available}")
+    unmatched = [str(s) for s in select if not any(_selects(str(s), p) for p in found)]
+    if unmatched:
+        raise MerError(f"no notebook in {notebooks_dir} matches {', '.join(map(repr, unmatched))}; "
+                       f"expected numbers or names of: {available}")
+    return [p for p in found if any(_selects(str(s), p) for s in select)]
 
 
 class PeakMemory:
@@ -115,46 +246,106 @@ class PeakMemory:
             self._thread.join()
 
 
-def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | None = None,
-                  data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
-                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> Path:
-    """Execute the notebooks in order; return the run directory.
+def _failure_message(notebook: Path, executed: Path, failed: Path | None, exc: Exception) -> str:
+    """What the user reads when a notebook fails: the error, where its traceback is, what was kept."""
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    where = (f"the traceback is in the executed notebook {failed}" if failed is not None
+             else "no executed copy was saved")
+    kept = f"; the last successful executed notebook {executed} is kept" if executed.exists() else ""
+    return f"notebook {notebook.name} failed ({ename}: {evalue}); {where}{kept}"
 
-    The kernels inherit ``$MER_PROGRESS=line`` (unless set otherwise), so every
-    progress bar leaves one line in the executed notebooks
-    (:mod:`mer_lib.progress`).
+
+def execute_notebook(notebook: Path, executed: Path, parameters: Mapping[str, object]) -> None:
+    """Run ``notebook`` with papermill into ``executed``, replacing the previous copy only on success.
+
+    The notebook executes into a temporary file beside ``executed`` (the
+    kernel's working folder is the notebook's own). On success it is renamed
+    over ``executed`` and an old ``<name>.failed.ipynb`` is removed; on failure
+    it becomes ``<name>.failed.ipynb`` and ``executed`` is left as it was.
 
     Raises
     ------
     MerError
-        If a notebook fails; the message names the executed notebook.
+        If a cell raises, the kernel dies or a cell times out; the message names
+        the failed copy that holds the traceback and the copy that is kept.
     """
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    if profile not in PROFILES:
+    failed = executed.with_name(f"{executed.stem}.failed{executed.suffix}")
+    with artifacts.atomic_path(executed) as tmp:
+        try:
+            with warnings.catch_warnings():  # the temporary file's name does not end in .ipynb
+                warnings.filterwarnings("ignore", message="The specified file .* does not end in")
+                nb = pm.execute_notebook(str(notebook), str(tmp), parameters=dict(parameters),
+                                         cwd=str(notebook.parent), progress_bar=True, kernel_name="python3")
+        except (pm.PapermillExecutionError, DeadKernelError, CellTimeoutError) as exc:
+            saved = tmp.is_file() and tmp.stat().st_size > 0
+            if saved:
+                os.replace(tmp, failed)
+            raise MerError(_failure_message(notebook, executed, failed if saved else None, exc)) from None
+        nb.metadata.setdefault("papermill", {})["output_path"] = str(executed)
+        nbformat.write(nb, tmp)
+    failed.unlink(missing_ok=True)
+
+
+def _read_times(path: Path) -> dict:
+    """The per-notebook times recorded so far; a damaged file is started afresh with a warning."""
+    if not path.exists():
+        return {}
+    try:
+        times = artifacts.read_json(path)
+    except MerError as exc:
+        warnings.warn(f"{exc}; starting it afresh", stacklevel=2)
+        return {}
+    return times if isinstance(times, dict) else {}
+
+
+def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | None = None,
+                  data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
+                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, allow_subset: bool = False) -> Path:
+    """Execute the notebooks in order; return the run directory.
+
+    Relative ``run_dir`` and ``data_dir`` are taken from the current working
+    folder and passed to the notebooks as absolute paths. Everything is
+    checked before the first notebook starts: the profile, the selection
+    (:func:`list_notebooks`), that ``data_dir`` exists and that the run
+    directory is writable; then temporary files of killed writes are removed
+    from the run directory (:func:`mer_lib.artifacts.remove_stale_temps`).
+    Each notebook's executed copy replaces the previous one only if it ran
+    through (:func:`execute_notebook`). The kernels inherit
+    ``$MER_PROGRESS=line`` (unless set otherwise), so every progress bar
+    leaves one line in the executed notebooks (:mod:`mer_lib.progress`).
+
+    Raises
+    ------
+    MerError
+        For a bad argument, before anything runs, or if a notebook fails
+        (the message names the executed copy with the traceback).
+    """
+    if not isinstance(profile, str) or profile not in PROFILES:
         raise MerError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    run = resolve_run_dir(profile, run_dir)
-    out_dir = RunLayout(run).notebooks
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params = {"profile": profile, "run_dir": str(run), "data_dir": str(data_dir) if data_dir else None}
     notebooks = list_notebooks(notebooks_dir, select)
+    here = Path.cwd()
+    data = resolve_data_dir(data_dir, here)
+    run = resolve_run_dir(profile, run_dir, base=here)
+    layout = RunLayout(run)
+    require_writable(layout.notebooks, "folder of the executed notebooks")
+    artifacts.remove_stale_temps(run)
+    params = {"profile": profile, "run_dir": str(run), "data_dir": None if data is None else str(data)}
+    if allow_subset:  # only then: notebook 08 has no such parameter
+        params["allow_subset"] = True
     os.environ.setdefault(PROGRESS_ENV, "line")
-    times_path = RunLayout(run).times
-    times = artifacts.read_json(times_path) if times_path.exists() else {}
+    times = _read_times(layout.times)
     for i, nb in enumerate(notebooks, 1):
-        executed = out_dir / nb.name
+        executed = layout.notebooks / nb.name
         print(f"[{i}/{len(notebooks)}] {nb.name} (profile={profile}) -> {executed}", flush=True)
         start = time.perf_counter()
-        try:
-            with PeakMemory() as memory:
-                pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(nb.parent),
-                                    progress_bar=True, kernel_name="python3")
-        except pm.PapermillExecutionError as exc:
-            raise MerError(f"notebook {nb.name} failed ({exc.ename}: {exc.evalue}); "
-                           f"the traceback is in the executed notebook {executed}") from None
+        with PeakMemory() as memory:
+            execute_notebook(nb, executed, params)
         seconds = time.perf_counter() - start
         times[nb.stem] = {"seconds": round(seconds, 2), "peak_rss_mb": round(memory.peak_mb, 1), "profile": profile}
-        artifacts.write_json(times_path, times)
+        artifacts.write_json(layout.times, times)
         print(f"    done in {seconds:.1f} s, peak memory {memory.peak_mb:.0f} MB", flush=True)
     return run
 
@@ -163,12 +354,19 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
-    parser.add_argument("--run-dir", default=None, help="default: runs/<profile>")
-    parser.add_argument("--data-dir", default=None, help="real (or other) dataset in the Soundtracks layout")
-    parser.add_argument("--notebooks", nargs="*", default=None, help="numbers or names to run (default: all)")
+    parser.add_argument("--run-dir", default=None,
+                        help="default: runs/<profile> in the repository; relative: from the current folder")
+    parser.add_argument("--data-dir", default=None, help="real (or other) dataset in the Soundtracks layout; "
+                        "relative: from the current folder")
+    parser.add_argument("--allow-subset", action="store_true",
+                        help="paper profile on real data other than the 360 Set-1 excerpts "
+                             "(the split differs: not comparable with the published runs)")
+    parser.add_argument("--notebooks", nargs="*", default=None,
+                        help="numbers or names to run (default: all; given, it needs at least one)")
     args = parser.parse_args(argv)
     try:
-        run = run_notebooks(args.profile, args.run_dir, args.data_dir, args.notebooks)
+        run = run_notebooks(args.profile, args.run_dir, args.data_dir, args.notebooks,
+                            allow_subset=args.allow_subset)
     except MerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mer_lib import artifacts
 from mer_lib.config import get_profile
+from mer_lib.errors import MerError
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -150,3 +152,115 @@ def test_file_sha256(tmp_path):
     assert artifacts.file_sha256(path, chunk=7) == hashlib.sha256(data).hexdigest()  # chunking is invisible
     empty = artifacts.write_bytes(tmp_path / "e.bin", b"")
     assert artifacts.file_sha256(empty) == hashlib.sha256(b"").hexdigest()
+
+
+# --------------------------------------------------------------------------- damaged files are named
+def test_read_json_names_a_damaged_file(tmp_path):
+    path = artifacts.write_json(tmp_path / "metrics.json", {"a": [1, 2, 3]})
+    path.write_bytes(path.read_bytes()[:9])  # truncated by an interrupted copy
+    with pytest.raises(MerError, match=r"metrics\.json: damaged JSON file \(.* at line 2, column \d+\); "
+                                       r"delete it and rerun to recompute it"):
+        artifacts.read_json(path)
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(MerError, match=r"metrics\.json: damaged JSON file \(not UTF-8 text"):
+        artifacts.read_json(path)
+    with pytest.raises(MerError, match="metrics.json: damaged JSON file .*; recomputing it$"):
+        artifacts.read_json(path, hint="recomputing it")
+
+
+def test_read_npy_names_a_damaged_or_missing_file(tmp_path):
+    path = artifacts.write_npy(tmp_path / "002.npy", np.arange(200, dtype=np.float32))
+    data = path.read_bytes()
+    for cut in (len(data) - 8, 40):  # data truncated; header truncated
+        path.write_bytes(data[:cut])
+        with pytest.raises(MerError, match=r"002\.npy: not a readable \.npy array \(.+\); delete it and rerun"):
+            artifacts.read_npy(path)
+        with pytest.raises(MerError, match=r"002\.npy: not a readable \.npy array"):
+            artifacts.read_npy_bytes(data[:cut], path)
+    with pytest.raises(MerError, match=r"003\.npy: missing"):
+        artifacts.read_npy(tmp_path / "003.npy")
+    np.testing.assert_array_equal(artifacts.read_npy_bytes(data, path), np.arange(200, dtype=np.float32))
+
+
+def test_read_torch_loads_tensors_and_names_a_damaged_file(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.arange(50.0)}, path)
+    assert torch.equal(artifacts.read_torch(path)["w"], torch.arange(50.0))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MerError, match=r"model\.pt: damaged torch file \(RuntimeError: .+\); delete it and rerun"):
+        artifacts.read_torch(path)
+    torch.save({"obj": _Cfg("x", (1.0,))}, path)  # not weights_only-loadable: refused, named
+    with pytest.raises(MerError, match=r"model\.pt: damaged torch file \(UnpicklingError"):
+        artifacts.read_torch(path)
+    with pytest.raises(MerError, match=r"state\.pt: missing"):
+        artifacts.read_torch(tmp_path / "state.pt", hint="ignored")
+
+
+# --------------------------------------------------------------------------- integrity records
+def test_verify_file_finds_truncated_and_same_size_damage(tmp_path):
+    path = artifacts.write_bytes(tmp_path / "a.bin", bytes(range(100)))
+    record = artifacts.file_record(path)
+    assert record == {"size": 100, "sha256": hashlib.sha256(bytes(range(100))).hexdigest()}
+    assert artifacts.verify_file(path, record["size"], record["sha256"])
+    assert artifacts.verify_record(path, record)
+    path.write_bytes(bytes(range(99)) + b"\x00")  # same size, one byte changed
+    assert not artifacts.verify_file(path, record["size"], record["sha256"])
+    path.write_bytes(bytes(range(50)))  # truncated
+    assert not artifacts.verify_record(path, record)
+    assert not artifacts.verify_record(tmp_path / "gone.bin", record)
+    assert not artifacts.verify_record(path, None) and not artifacts.verify_file(path, 50, None)
+
+
+def test_checksums_record_and_check_a_folder(tmp_path):
+    artifacts.write_bytes(tmp_path / "model.pt", b"weights")
+    artifacts.write_text(tmp_path / "cost.json", "{}\n")
+    assert artifacts.checksum_problem(tmp_path) == f"{tmp_path / 'checksums.json'}: missing; the files of " \
+                                                   f"{tmp_path} cannot be checked"
+    artifacts.write_checksums(tmp_path, ["model.pt", "cost.json"])
+    assert artifacts.checksum_problem(tmp_path, ["model.pt"]) is None
+    assert "expected a record of model.pt, history.csv" in artifacts.checksum_problem(
+        tmp_path, ["model.pt", "history.csv"])
+    (tmp_path / "model.pt").write_bytes(b"weightz")
+    assert artifacts.checksum_problem(tmp_path) == (f"{tmp_path / 'model.pt'}: damaged (its size or SHA-256 "
+                                                    f"differs from its record in {tmp_path / 'checksums.json'})")
+    (tmp_path / "model.pt").unlink()
+    assert artifacts.checksum_problem(tmp_path).startswith(f"{tmp_path / 'model.pt'}: missing")
+    (tmp_path / "checksums.json").write_text('{"model.pt": {"si')
+    assert artifacts.checksum_problem(tmp_path).startswith(f"{tmp_path / 'checksums.json'}: damaged JSON file")
+
+
+# --------------------------------------------------------------------------- leftovers of killed writes
+def test_remove_stale_temps_removes_only_the_temp_files_of_atomic_writes(tmp_path):
+    with artifacts.atomic_path(tmp_path / "run" / "models" / "model.pt") as tmp:
+        real_temp_name = tmp.name
+    assert artifacts.TEMP_NAME.fullmatch(real_temp_name)
+    stale = [tmp_path / "run" / ".stats.json.4194305-k3x_9ab2.tmp",
+             tmp_path / "run" / "models" / "A2E" / "seed1-abc" / ".model.pt.4194305-abcdefgh.tmp",
+             tmp_path / "run" / "cache" / "spectrograms" / f".002.npy.4194305-{real_temp_name[-12:-4]}.tmp"]
+    kept = [tmp_path / "run" / "notes.tmp", tmp_path / "run" / ".model.pt.tmp",
+            tmp_path / "run" / ".model.pt.abc.tmp", tmp_path / "run" / ".model.pt.ABCDEFGH.tmp",
+            tmp_path / "run" / "model.pt.abcdefgh.tmp", tmp_path / "run" / ".model.pt.abcdefgh.tmp.bak",
+            tmp_path / "run" / "models" / "metrics.json", tmp_path / "outside" / ".x.abcdefgh.tmp"]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half-writ")
+    (tmp_path / "run" / ".folder.abcdefgh.tmp").mkdir()  # a folder, not a temp file: left alone
+    assert artifacts.remove_stale_temps(tmp_path / "run") == sorted(stale)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert (tmp_path / "run" / ".folder.abcdefgh.tmp").is_dir()
+    assert artifacts.remove_stale_temps(tmp_path / "run") == []
+    assert artifacts.remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_remove_stale_temps_leaves_the_temp_files_of_running_writers(tmp_path):
+    """A notebook or worker still writing in the run directory keeps its temporary file."""
+    import os
+
+    mine = tmp_path / f".model.pt.{os.getpid()}-abcdefgh.tmp"
+    parent = tmp_path / f".stats.json.{os.getppid()}-abcdefgh.tmp"
+    dead = tmp_path / ".stats.json.4194305-abcdefgh.tmp"
+    for path in (mine, parent, dead):
+        path.write_bytes(b"being written")
+    assert artifacts.remove_stale_temps(tmp_path) == [dead]
+    assert mine.exists() and parent.exists()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from fakes import FBINS, T, fake_prepared
@@ -102,3 +104,56 @@ def test_bounded_stage_and_model_folder(prepared, tmp_path):
     assert sweep.loc[0, "dmae"] == pytest.approx(artifacts.read_json(out / "summary.json")["dmae"])
     with pytest.raises(MerError, match="no eps"):
         attack_stage.bounded_sweep([folder], prepared, run_dir, dataclasses.replace(cfg, eps_values=()))
+
+
+# --------------------------------------------------------------------------
+# Damaged results
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated summary.json", "same-size attack.csv", "truncated adversarial.npy",
+                                    "truncated log.csv"])
+def test_a_damaged_attack_is_recomputed_with_a_warning(prepared, tmp_path, damage):
+    run_dir = tmp_path / "run"
+    torch.manual_seed(0)
+    model = build_model("A2E", 0.0625)
+    out = attack_model(model, prepared, run_dir, "paper", FAST, seed=7, save_adversarial=True, progress=False)
+    assert set(artifacts.read_json(out / "checksums.json")) == {"log.csv", "attack.csv", "adversarial.npy"}
+    good = {n: (out / n).read_bytes() for n in ("log.csv", "attack.csv", "adversarial.npy")}
+    path = out / damage.split()[-1]
+    data = bytearray(path.read_bytes())
+    if damage.startswith("same-size"):
+        i = data.index(b"A2E")
+        data[i:i + 3] = b"A2X"
+        path.write_bytes(bytes(data))
+        expected = rf"{path}: damaged \(its size or SHA-256 differs from its record in {out / 'checksums.json'}\)"
+    else:
+        path.write_bytes(bytes(data[: len(data) // 2]))
+        expected = rf"{path}: damaged"
+    with pytest.warns(UserWarning, match=expected + rf".*; recomputing the attack in {out}"):
+        again = attack_model(model, prepared, run_dir, "paper", FAST, seed=7, save_adversarial=True,
+                             progress=False)
+    assert again == out and {n: (out / n).read_bytes() for n in good} == good
+    assert attack_stage.attack_problem(out) is None
+
+
+def test_attack_many_recomputes_a_damaged_attack_and_checks_old_folders(prepared, tmp_path, recwarn):
+    profile = dataclasses.replace(get_profile("smoke"), train=dataclasses.replace(CFG, max_epochs=1))
+    folder = train_system(prepared, "A2E", 3, profile, tmp_path / "run", device="cpu", progress=False)
+    settings = [("paper", None)]
+    first = attack_stage.attack_many([folder], prepared, tmp_path / "run", settings, FAST, progress=False)
+    out = Path(first[settings[0]]["result_dir"][0])
+    good = (out / "attack.csv").read_bytes()
+    (out / "attack.csv").write_bytes(good[:-30])
+    again = attack_stage.attack_many([folder], prepared, tmp_path / "run", settings, FAST, progress=False)
+    assert (out / "attack.csv").read_bytes() == good
+    pd.testing.assert_frame_equal(again[settings[0]], first[settings[0]])
+    assert [str(w.message).split(";")[0] for w in recwarn.list] == [
+        f"{out / 'attack.csv'}: damaged (its size or SHA-256 differs from its record in {out / 'checksums.json'})"]
+    # a folder finished before checksums.json existed: reused if readable, recomputed if not
+    (out / "checksums.json").unlink()
+    assert attack_stage.attack_problem(out) is None and attack_stage.is_attack_finished(out)
+    (out / "attack.csv").write_bytes(good[: good.index(b"\n", len(good) // 2)])
+    assert attack_stage.attack_problem(out).startswith(f"{out / 'attack.csv'}: damaged (")
+    # a damaged model cannot be recomputed here: an error names its file
+    (folder / "model.pt").write_bytes(b"")
+    with pytest.raises(MerError, match=rf"{folder / 'model.pt'}: damaged .*; rerun the training"):
+        attack_stage.attack_many([folder], prepared, tmp_path / "run", settings, FAST, progress=False)

@@ -82,3 +82,42 @@ def test_compare_correlations():
     for row in out.itertuples(index=False):
         assert row[3] == corr.loc[row.emotion, row.feature]
         assert row.difference == pytest.approx(row[3] - QUOTED[(row.emotion, row.feature)])
+
+
+def test_dataset_notes_of_a_clean_table_say_none():
+    table = make_table(5).assign(frames=[400, 313, 500, 350, 320])
+    table.attrs = {"unrated_audio": [], "comparable_with_published": None}
+    notes = describe.dataset_notes(table, 313)
+    assert list(notes.columns) == ["note", "count", "files"]
+    assert notes["count"].tolist() == [0, 0] and notes["files"].tolist() == ["-", "-"]
+    assert notes["note"].tolist() == ["audio files without ratings or mid-level annotations (not loaded)",
+                                      "files shorter than the 313-frame excerpt (padded by wrapping around)"]
+    assert describe.dataset_notes(table.assign(frames=313), 313)["count"].tolist() == [0, 0]
+
+
+def test_dataset_notes_list_unrated_and_short_files():
+    table = make_table(30).assign(frames=400)
+    table.loc[[4, 17], "frames"] = [312, 40]
+    table.attrs["unrated_audio"] = ["/data/Set1/361.wav", "/data/Set1/400.mp3"]
+    notes = describe.dataset_notes(table, 313).set_index("note")["files"]
+    assert notes.iloc[0] == "361.wav, 400.mp3"
+    assert notes.iloc[1] == "004.wav (312 frames), 017.wav (40 frames)"
+    many = table.assign(frames=10)
+    many.attrs["unrated_audio"] = [f"/d/{n}.wav" for n in range(400, 425)]
+    notes = describe.dataset_notes(many, 313)
+    assert notes["count"].tolist() == [25, 30]
+    assert notes["files"].iloc[0].endswith("419.wav, ... (5 more)")
+    assert notes["files"].iloc[1].endswith("020.wav (10 frames), ... (10 more)")
+
+
+def test_dataset_notes_flag_a_subset_of_set_1():
+    table = make_table(360).assign(frames=400).drop(index=[17, 200])
+    table.loc[361] = table.loc[1]
+    table.attrs["comparable_with_published"] = False
+    notes = describe.dataset_notes(table, 313)
+    assert len(notes) == 3
+    assert notes.iloc[2].tolist() == [
+        "not the 360 Set-1 excerpts (allow_subset=True): results not comparable with the published runs",
+        3, "missing: 017, 200; not in Set 1: 361"]
+    table.attrs["comparable_with_published"] = True
+    assert len(describe.dataset_notes(table, 313)) == 2

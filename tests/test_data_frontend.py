@@ -153,3 +153,25 @@ def test_resampled_and_stereo_input(tmp_path):
     spec = frontend.spectrogram_from_file(tmp_path / "s.wav")
     band_of_440 = np.argmax(frontend.log_filterbank()[round(440 * 2048 / 22050)])
     assert np.argmax(spec[10]) in (band_of_440 - 1, band_of_440, band_of_440 + 1)
+
+
+def test_silent_file_is_named(tmp_path):
+    sf.write(tmp_path / "quiet.wav", np.zeros(22050), 22050, subtype="PCM_16")
+    with pytest.raises(MerError) as info:
+        frontend.spectrogram_from_file(tmp_path / "quiet.wav")
+    assert str(info.value) == f"{tmp_path / 'quiet.wav'}: the audio signal is empty or silent (all samples are zero)"
+
+
+def test_unreadable_file_is_named_once(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF")
+    with pytest.raises(MerError) as info:
+        frontend.spectrogram_from_file(tmp_path / "bad.wav")
+    assert str(info.value).startswith(f"{tmp_path / 'bad.wav'}: cannot decode audio")  # not prefixed twice
+
+
+def test_non_finite_samples_are_refused_when_resampling(tmp_path):
+    x = 0.1 * np.ones(44100)
+    x[10] = np.nan
+    sf.write(tmp_path / "nan.wav", x, 44100, subtype="FLOAT")
+    with pytest.raises(MerError, match=r"nan\.wav: the audio holds non-finite samples"):
+        frontend.read_audio_int16(tmp_path / "nan.wav")

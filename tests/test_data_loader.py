@@ -56,9 +56,14 @@ def edit_csv(path: Path, change: Callable[[list[list[str]]], object], delimiter:
     write_csv(path, rows, delimiter)
 
 
-def write_wav(path: Path, seconds: float = 0.2, sr: int = 22050) -> None:
+def tone(seconds: float, sr: int = 22050) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
-    sf.write(path, 0.1 * np.sin(2 * np.pi * 440 * t), sr, subtype="PCM_16")
+    return 0.1 * np.sin(2 * np.pi * 440 * t)
+
+
+def write_wav(path: Path, seconds: float = 1.2, sr: int = 22050, subtype: str = "PCM_16") -> None:
+    """A tone: at least the loader's 1-s minimum by default, shorter than the 10-s excerpt."""
+    sf.write(path, tone(seconds, sr), sr, subtype=subtype)
 
 
 @pytest.fixture
@@ -69,7 +74,7 @@ def data_dir(tmp_path: Path) -> Path:
     (root / "metadata_annotations").mkdir()
     for n in IDS:
         if n == 12:
-            sf.write(root / "Set1" / "012.flac", np.zeros(4410), 22050)
+            sf.write(root / "Set1" / "012.flac", tone(1.0, 16000), 16000)
         else:
             write_wav(root / "Set1" / f"{n:03d}.wav")
     write_csv(root / "mean_ratings_set1.csv", [RATINGS_HEADER] + [
@@ -200,6 +205,33 @@ def empty_wav(root: Path) -> None:
     (root / "Set1" / "003.wav").write_bytes(b"")
 
 
+def cut_wav(root: Path, keep_bytes: int = 2000, seconds: float = 1.2) -> None:
+    """A WAV cut after ``keep_bytes`` bytes, as an interrupted copy leaves it."""
+    path = root / "Set1" / "003.wav"
+    write_wav(path, seconds)
+    path.write_bytes(path.read_bytes()[:keep_bytes])
+
+
+def cut_long_wav(root: Path) -> None:
+    """Cut short, yet still longer than the 1-s minimum: only the header betrays it."""
+    cut_wav(root, keep_bytes=44 + 2 * 22050 * 2, seconds=3.0)
+
+
+def nan_wav(root: Path) -> None:
+    x = tone(1.5)
+    x[[100, 2205, 3000]] = [np.nan, np.inf, -np.inf]
+    sf.write(root / "Set1" / "003.wav", x, 22050, subtype="FLOAT")
+
+
+def silent_wav(root: Path) -> None:
+    sf.write(root / "Set1" / "003.wav", np.zeros(22050 * 2), 22050, subtype="PCM_16")
+
+
+def below_16_bit_wav(root: Path) -> None:
+    """Nonzero 24-bit samples that are all zero at the 16-bit resolution the front end reads."""
+    sf.write(root / "Set1" / "003.wav", np.full(22050 * 2, 2e-6), 22050, subtype="PCM_24")
+
+
 def second_extension(root: Path) -> None:
     write_wav(root / "Set1" / "002.flac")
 
@@ -249,6 +281,19 @@ FAILURES = [
     ("audio_two_extensions", second_extension, ["Set1", "002.flac and 002.wav"]),
     ("audio_garbage", garbage_wav, ["003.wav", "unreadable"]),
     ("audio_empty", empty_wav, ["003.wav", "unreadable"]),
+    ("audio_cut_to_2000_bytes", cut_wav,
+     ["1 of 5 audio file(s) cannot be used", "Set1/003.wav: its header promises 26460 frames (1.20 s) but it "
+      "holds only 978 (0.04 s): the file is cut short", "shorter than the minimum of 1 s"]),
+    ("audio_cut_but_long", cut_long_wav,
+     ["Set1/003.wav: its header promises 66150 frames (3.00 s) but it holds only 44100 (2.00 s)"]),
+    ("audio_100_samples", lambda r: write_wav(r / "Set1" / "003.wav", 100 / 22050),
+     ["Set1/003.wav: 0.005 s long (100 frames at 22050 Hz): shorter than the minimum of 1 s"]),
+    ("audio_non_finite", nan_wav,
+     ["Set1/003.wav: 3 non-finite sample(s) (NaN or infinity), the first at 0.005 s (expected finite audio)"]),
+    ("audio_silent", silent_wav, ["Set1/003.wav: silent: every sample is zero at 16-bit resolution"]),
+    ("audio_silent_at_16_bit", below_16_bit_wav, ["Set1/003.wav: silent"]),
+    ("audio_silent_float", lambda r: sf.write(r / "Set1" / "003.wav", np.zeros(30000), 22050, subtype="FLOAT"),
+     ["Set1/003.wav: silent: every sample is zero"]),
 ]
 
 
@@ -260,6 +305,43 @@ def test_failures(data_dir: Path, breakage: Callable[[Path], object], expected: 
     message = str(info.value)
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_every_bad_audio_file_in_one_error(data_dir: Path) -> None:
+    cut_wav(data_dir)
+    silent_wav_at = data_dir / "Set1" / "005.wav"
+    sf.write(silent_wav_at, np.zeros(30000), 22050, subtype="PCM_16")
+    write_wav(data_dir / "Set1" / "001.wav", 0.5)
+    with pytest.raises(MerError) as info:
+        load_soundtracks(data_dir)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("3 of 5 audio file(s) cannot be used")
+    assert [line.split(": ")[0].strip() for line in lines[1:]] == [
+        str(data_dir / "Set1" / f"{n}.wav") for n in ("001", "003", "005")]
+    assert "0.500 s long" in lines[1] and "cut short" in lines[2] and "silent" in lines[3]
+
+
+def test_valid_audio_variants_are_accepted(data_dir: Path) -> None:
+    """Float, 24-bit and stereo files, a WAV with a chunk after its data, and a file exactly 1 s long."""
+    write_wav(data_dir / "Set1" / "001.wav", 1.5, subtype="FLOAT")
+    write_wav(data_dir / "Set1" / "002.wav", 1.0, subtype="PCM_24")
+    sf.write(data_dir / "Set1" / "003.wav", np.stack([tone(2.0), np.zeros(44100)], axis=1), 22050)
+    path = data_dir / "Set1" / "005.wav"
+    raw = bytearray(path.read_bytes()) + b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    raw[4:8] = (len(raw) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    check_valid(load_soundtracks(data_dir))
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3 support")
+def test_mp3_cut_short(data_dir: Path) -> None:
+    (data_dir / "Set1" / "003.wav").unlink()
+    mp3 = data_dir / "Set1" / "003.mp3"
+    sf.write(mp3, tone(3.0), 22050, format="MP3", subtype="MPEG_LAYER_III")
+    check_valid(load_soundtracks(data_dir))  # an intact MP3 holds what its header promises
+    mp3.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
+    with pytest.raises(MerError, match=r"003\.mp3: its header promises 66150 frames .* cut short"):
+        load_soundtracks(data_dir)
 
 
 def test_unreadable_audio_is_not_opened_without_check(data_dir: Path) -> None:

@@ -11,11 +11,13 @@ import pytest
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, get_profile
+from mer_lib.data import describe
 from mer_lib.data.cache import PreparedData
-from mer_lib.data.stage import dataset_dir, prepare_data
+from mer_lib.data.stage import dataset_dir, prepare_data, published_comparability
 from mer_lib.errors import MerError
 
 SMOKE = get_profile("smoke")
+PAPER = get_profile("paper")
 #: The smoke profile with 8 excerpts (6 train, 1 valid, 1 test): a few seconds to generate and prepare.
 TINY = dataclasses.replace(SMOKE, data=dataclasses.replace(SMOKE.data, n_excerpts=8))
 
@@ -128,3 +130,55 @@ def test_errors(run, tmp_path):
         prepare_data(bigger, run_dir, progress=False)
     assert snapshot(run_dir) == files
     assert not (tmp_path / "real").exists()
+
+
+# --------------------------------------------------------------------------- the published split
+def test_only_real_data_with_the_papers_split_is_concerned(tmp_path):
+    assert published_comparability(SMOKE, [1, 2], tmp_path) is None
+    other_seed = dataclasses.replace(PAPER, split=dataclasses.replace(PAPER.split, seed=7))
+    assert published_comparability(other_seed, [1, 2], tmp_path) is None
+    assert published_comparability(PAPER, list(range(1, 361)), tmp_path) is True
+    assert published_comparability(PAPER, list(range(1, 360)), tmp_path, allow_subset=True) is False
+
+
+@pytest.mark.parametrize("numbers, expected", [
+    ([n for n in range(1, 361) if n != 17], "found 359 rated excerpt(s); missing 1: 17. Restore"),
+    (list(range(1, 31)), "found 30 rated excerpt(s); missing 330: 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, "
+                         "... (320 more). Restore"),
+    ([*range(1, 361), 361, 400], "found 362 rated excerpt(s); not Set-1 numbers: 361, 400. Restore"),
+])
+def test_paper_profile_refuses_another_set_of_excerpts(tmp_path, numbers, expected):
+    with pytest.raises(MerError) as info:
+        published_comparability(PAPER, numbers, tmp_path / "data")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'data'}: profile 'paper' needs exactly the 360 Soundtracks Set-1 "
+                              "excerpts (numbers 1-360), because the published train/validation/test split")
+    assert expected in message
+    assert message.endswith("pass allow_subset=True to prepare_data to run on these excerpts anyway (the split "
+                            "then differs and the results are not comparable with the published runs)")
+
+
+def test_paper_profile_on_a_subset_with_unrated_audio(run, tmp_path):
+    run_dir, prepared, files = run
+    source = tmp_path / "data"
+    shutil.copytree(run_dir / "data" / "soundtracks_synthetic", source)
+    shutil.copy(source / "Set1" / "008.wav", source / "Set1" / "361.wav")  # audio without ratings
+    other = tmp_path / "run"
+    shutil.copytree(run_dir / "data" / "cache", other / "data" / "cache")  # same audio: reused
+    with pytest.raises(MerError, match="found 8 rated excerpt"):
+        prepare_data(PAPER, other, data_dir=source, progress=False)
+    subset = prepare_data(PAPER, other, data_dir=source, progress=False, allow_subset=True)
+    assert subset.table.attrs["comparable_with_published"] is False
+    assert subset.table.attrs["unrated_audio"] == [str(source / "Set1" / "361.wav")]
+    notes = describe.dataset_notes(subset.table, subset.excerpt_frames)
+    assert notes["count"].tolist() == [1, int((prepared.table["frames"] < 313).sum()), 352]
+    assert notes["files"].iloc[0] == "361.wav" and notes["files"].iloc[2].startswith("missing: 009, 010")
+    # the option labels the run; it changes no prepared value
+    pd.testing.assert_frame_equal(subset.table.drop(columns="audio_path"), prepared.table.drop(columns="audio_path"))
+    assert (other / "data" / "dataset.csv").read_text() == subset.table.to_csv(float_format="%.6g")
+    assert snapshot(run_dir) == files
+
+
+def test_valid_synthetic_run_is_not_labelled(run):
+    _, prepared, _ = run
+    assert prepared.table.attrs["comparable_with_published"] is None and prepared.table.attrs["unrated_audio"] == []

@@ -222,3 +222,9 @@ def test_progress_is_one_line_in_saved_notebooks(tmp_path: Path, monkeypatch: py
     assert re.fullmatch(r"synthetic Soundtracks: 5/5 excerpt in \S+\n", capsys.readouterr().out)
     writer.generate_soundtracks(tmp_path / "d", **{**TINY, "progress": True})  # nothing to render: no bar
     assert capsys.readouterr().out == ""
+
+
+def test_duration_too_short_for_the_loader_is_refused(tmp_path):
+    """Excerpts vary by ±10 %; the loader refuses audio under 1 s, so the generator refuses such durations."""
+    with pytest.raises(MerError, match=r"duration_s must be a number >= 1\.111 seconds"):
+        writer.generate_soundtracks(tmp_path / "d", n_excerpts=2, duration_s=1.0)

@@ -108,7 +108,8 @@ def _resolves(dotted: str) -> bool:
             continue
         for name in parts[cut:]:
             if not hasattr(obj, name):
-                return False
+                # a field of a dataclass (or an annotated attribute) exists on instances only
+                return name in getattr(obj, "__annotations__", {}) and name == parts[-1]
             obj = getattr(obj, name)
         return True
     return False

@@ -12,6 +12,7 @@ from fakes import assert_same_weights, fake_prepared, weights
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig, get_profile
+from mer_lib.data.cache import spectrogram_digest
 from mer_lib.errors import MerError
 from mer_lib.models import stage as model_stage
 from mer_lib.models.stage import load_model_dir, load_trained, train_system
@@ -38,7 +39,7 @@ def test_train_system_writes_artifacts_and_reuses_them(prepared, tmp_path, monke
     out = train_system(prepared, "A2M2E", 3, profile, run_dir, device="cpu", progress=False)
     assert out.parent == run_dir / "models" / "A2M2E" and out.name.startswith("seed3-")
     assert {p.name for p in out.iterdir()} == {"config.json", "model.pt", "history.csv", "cost.json",
-                                               "metrics.json"}
+                                               "checksums.json", "metrics.json"}
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hash"] == artifacts.config_hash(cfg["config"]) and out.name.endswith(cfg["hash"])
     assert cfg["config"]["train"]["width"] == 0.0625 and cfg["config"]["seed"] == 3
@@ -106,3 +107,59 @@ def test_train_system_rejects_adversarial_without_step(prepared, tmp_path):
         train_system(prepared, "aA2E", 3, smoke_profile(), tmp_path / "run", progress=False)
     with pytest.raises(MerError, match="no finished"):
         load_model_dir(tmp_path)
+
+
+# --------------------------------------------------------------------------- integrity of the artifacts
+def test_the_model_hash_covers_the_spectrogram_content(prepared, tmp_path):
+    profile = smoke_profile()
+    manifest_path = prepared.cache_dir / "manifest.json"
+    manifest = artifacts.read_json(manifest_path)
+    for name, entry in manifest["files"].items():
+        entry.update(spectrogram_size=100, spectrogram_sha256=f"{int(name):064x}")
+    artifacts.write_json(manifest_path, manifest)
+    clean = model_dir_of(prepared, profile, "A2E", 3, tmp_path)
+    manifest["files"]["002"]["spectrogram_sha256"] = "f" * 64  # same audio, other spectrogram content
+    artifacts.write_json(manifest_path, manifest)
+    assert model_dir_of(prepared, profile, "A2E", 3, tmp_path) != clean
+    assert model_stage.data_fingerprint(prepared)["spectrogram_hash"] == spectrogram_digest(manifest)
+
+
+@pytest.mark.parametrize("damage", ["truncated model.pt", "same-size model.pt", "truncated metrics.json",
+                                    "unrecorded model.pt"])
+def test_a_damaged_finished_model_is_retrained_with_a_warning(prepared, tmp_path, damage):
+    profile = smoke_profile(max_epochs=1)
+    out = train_system(prepared, "A2E", 3, profile, tmp_path / "run", progress=False)
+    assert artifacts.checksum_problem(out, model_stage.RECORDED_FILES) is None
+    good = {"model.pt": (out / "model.pt").read_bytes()}
+    name = damage.split()[-1]
+    path = out / name
+    data = bytearray(path.read_bytes())
+    if damage.startswith("truncated"):
+        path.write_bytes(bytes(data[: len(data) // 2]))
+        expected = rf"{path}: damaged (JSON file|\(its size or SHA-256 differs)"
+    elif damage.startswith("same-size"):
+        data[-200] ^= 0xFF
+        path.write_bytes(bytes(data))
+        expected = rf"{path}: damaged \(its size or SHA-256 differs from its record in {out / 'checksums.json'}\)"
+    else:  # a folder finished before checksums.json existed: model.pt must load
+        (out / "checksums.json").unlink()
+        assert model_stage.model_problem(out) is None and model_stage.is_finished(out)
+        path.write_bytes(bytes(data[:-10]))
+        expected = rf"{path}: damaged torch file \(RuntimeError: .+\)"
+    with pytest.raises(MerError, match=expected + ".*; rerun the training"):
+        load_model_dir(out)
+    with pytest.warns(UserWarning, match=expected + rf".*; retraining the model in {out}"):
+        assert train_system(prepared, "A2E", 3, profile, tmp_path / "run", progress=False) == out
+    assert {n: (out / n).read_bytes() for n in good} == good  # the same model again
+    assert model_stage.model_problem(out) is None and load_model_dir(out)[1]["seed"] == 3
+
+
+def test_train_systems_retrains_a_damaged_model_once(prepared, tmp_path, recwarn):
+    profile = smoke_profile(max_epochs=1)
+    out = model_stage.train_systems(prepared, ["A2E"], profile, tmp_path / "run", progress=False)[("A2E", 3)]
+    good = (out / "model.pt").read_bytes()
+    (out / "model.pt").write_bytes(good[:100])
+    again = model_stage.train_systems(prepared, ["A2E"], profile, tmp_path / "run", progress=False)
+    assert again[("A2E", 3)] == out and (out / "model.pt").read_bytes() == good
+    messages = [str(w.message) for w in recwarn.list]
+    assert len(messages) == 1 and messages[0].startswith(f"{out / 'model.pt'}: damaged")

@@ -259,6 +259,30 @@ def test_killed_run_resumes_bit_identically(data, tmp_path):
     assert full.cost == resumed.cost and full.best_epoch == resumed.best_epoch
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_resume_file_is_discarded_with_a_warning(data, tmp_path, damage):
+    (x, y, m), (xv, yv, mv) = data
+    cfg = dataclasses.replace(CFG, max_epochs=2, patience=10)
+    fresh = train_model("A2E", x, y, m, xv, yv, mv, cfg, seed=5, progress=False)
+    state = tmp_path / "state.pt"
+    train_model("A2E", x, y, m, xv, yv, mv, cfg, seed=5, progress=False, state_path=state)  # leaves state.pt
+    if damage == "truncated":  # e.g. a copy interrupted mid-file
+        state.write_bytes(state.read_bytes()[:1000])
+        expected = rf"{state}: damaged torch file \(RuntimeError: .+\); discarding it: training starts over"
+    else:  # loadable, but not a resume state of this model
+        torch.save({"model": {"emotion.weight": torch.zeros(3)}}, state)
+        expected = rf"{state}: not a resume state of this model \(.+\); discarding it: training starts over"
+    torch.manual_seed(999)
+    with pytest.warns(UserWarning, match=expected):
+        again = train_model("A2E", x, y, m, xv, yv, mv, cfg, seed=5, progress=False, state_path=state)
+    assert again.sessions == 1 and again.epochs_run == 2
+    assert_same_weights(weights(fresh.model), weights(again.model))
+    assert fresh.cost == again.cost
+    with pytest.raises(MerError, match=rf"{tmp_path / 'gone' / 'state.pt'}: missing"):
+        train.load_state(tmp_path / "gone" / "state.pt", train.init_state("A2E", cfg, 5, torch.device("cpu")),
+                         torch.device("cpu"))
+
+
 def assert_same_loop(a: train.LoopState, b: train.LoopState) -> None:
     """Equal counters and histories (NaN equal to NaN, ``seconds`` ignored)."""
     assert dataclasses.replace(a, history=[]) == dataclasses.replace(b, history=[])

@@ -5,6 +5,9 @@ import base64
 import dataclasses
 import html.parser
 import io
+import os
+import re
+import tempfile
 import wave
 
 import matplotlib
@@ -48,12 +51,81 @@ def test_setup_without_data(tmp_path):
     assert study.profile == "smoke" and study.cfg.name == "smoke" and study.run == tmp_path / "run"
     assert study.run.is_dir() and study.prepared is None and study.data_dir is None and study.device is None
     assert study.figures_dir == tmp_path / "figs" and study.published_dir == PUBLISHED_RUNS_DIR
+    assert study.runs_csv is None
     assert study.source_dir == (tmp_path / "run" / "data" / "soundtracks_synthetic").resolve()
     assert study.tables_dir("own") == tmp_path / "run" / "tables" / "own"
     with pytest.raises(MerError, match="prepare=False"):
         study.trained_models()
     with pytest.raises(AttributeError):
         study.run = tmp_path  # frozen
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"profile": 3}, "parameter profile: expected one of ['paper', 'quick', 'smoke'], got the int 3"),
+    ({"profile": "huge"}, "parameter profile: expected one of ['paper', 'quick', 'smoke'], got the str 'huge'"),
+    ({"run_dir": 3}, "parameter run_dir: expected a path (a string) or None, got the int 3; with papermill, "
+                     "-p run_dir None gives the default and a folder named like a number needs -r run_dir <name>"),
+    ({"data_dir": 0}, "parameter data_dir: expected a path (a string) or None, got the int 0;"),
+    ({"data_dir": ""}, "parameter data_dir: expected a path or None, got an empty string"),
+    ({"device": 0}, "parameter device: expected None (GPU if available, else CPU) or a torch device name such as "
+                    "'cpu', 'cuda' or 'cuda:1', got the int 0"),
+    ({"device": "gpu"}, "parameter device: expected None .* got the str 'gpu'"),
+    ({"device": ""}, "parameter device: expected None .* got the str ''"),
+    ({"prepare": "no"}, "parameter prepare: expected True or False, got the str 'no'"),
+    ({"figures_dir": 1.5}, "parameter figures_dir: expected a path (a string) or None, got the float 1.5"),
+    ({"published_dir": True}, "parameter published_dir: expected a path (a string) or None, got the bool True"),
+    ({"runs_csv": 0}, "parameter runs_csv: expected a path (a string) or None, got the int 0"),
+])
+def test_setup_rejects_parameters_of_the_wrong_type(tmp_path, kwargs, message):
+    arguments = {"profile": "smoke", "run_dir": tmp_path / "run", "prepare": False, **kwargs}
+    with pytest.raises(MerError) as err:
+        notebook.setup(**arguments)
+    assert re.match(message if ".*" in message else re.escape(message), str(err.value))
+    assert not (tmp_path / "run").exists()  # nothing is created before every parameter is checked
+
+
+def test_setup_takes_relative_paths_from_the_launch_folder(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "ds").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where papermill --cwd and Jupyter run the kernel
+    monkeypatch.setenv("PWD", str(tmp_path))  # where the command was run
+    monkeypatch.delenv("MER_RUN_DIR", raising=False)
+    monkeypatch.delenv("MER_FIGURES_DIR", raising=False)
+    study = notebook.setup("smoke", "runs/x", "ds", prepare=False, figures_dir="figs", published_dir="pub",
+                           runs_csv="pub/runs.csv")
+    assert study.run == tmp_path / "runs" / "x" and study.run.is_dir()
+    assert study.data_dir == tmp_path / "ds" and study.source_dir == (tmp_path / "ds").resolve()
+    assert study.figures_dir == tmp_path / "figs" and study.published_dir == tmp_path / "pub"
+    assert study.runs_csv == tmp_path / "pub" / "runs.csv"
+    monkeypatch.setenv("MER_RUN_DIR", "runs/env")
+    assert notebook.setup("smoke", prepare=False).run == tmp_path / "runs" / "env"
+    with pytest.raises(MerError) as err:
+        notebook.setup("smoke", "runs/y", "ds/missing", prepare=False)
+    assert str(err.value).startswith(f"data_dir 'ds/missing': {tmp_path / 'ds' / 'missing'} does not exist (a relative "
+                                     f"data_dir is taken from the folder the command was run from, {tmp_path});")
+    assert not (tmp_path / "runs" / "y").exists()
+
+
+def test_setup_names_a_run_directory_it_cannot_write(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MerError, match=rf"the run directory {tmp_path / 'file' / 'run'} cannot be created"):
+        notebook.setup("smoke", tmp_path / "file" / "run", prepare=False)
+
+    def no_permission(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_permission)
+    with pytest.raises(MerError, match=rf"the run directory {tmp_path / 'run'} is not writable \(Permission denied\)"):
+        notebook.setup("smoke", tmp_path / "run", prepare=False)
+
+
+def test_setup_removes_temp_files_of_killed_writes(tmp_path):
+    models = tmp_path / "run" / "models" / "A2E" / "seed1-abc"
+    models.mkdir(parents=True)
+    (models / ".model.pt.4194305-k3j_x9a2.tmp").write_bytes(b"half a model")
+    (models / "model.pt").write_bytes(b"a model")
+    notebook.setup("smoke", tmp_path / "run", prepare=False)
+    assert os.listdir(models) == ["model.pt"]
 
 
 def test_config_table_one_or_several_sections(tmp_path):
@@ -72,13 +144,15 @@ def test_setup_prepares_and_the_study_runs_the_stages(tmp_path, monkeypatch):
     prepared = fake_prepared(tmp_path)
     calls = {}
 
-    def fake_prepare(cfg, run, data_dir, progress):
+    def fake_prepare(cfg, run, data_dir, progress, allow_subset=False):
         calls["prepare"] = (cfg.name, run, data_dir, progress)
+        calls["allow_subset"] = allow_subset
         return prepared
 
     monkeypatch.setattr(notebook, "prepare_data", fake_prepare)
     monkeypatch.setattr(notebook, "train_all", lambda *a, **k: calls.setdefault("train", (a, k)) and {"m": 1})
     monkeypatch.setattr(notebook, "attack_models", lambda *a, **k: calls.setdefault("attack", a))
+    (tmp_path / "data").mkdir()
     study = notebook.setup("smoke", tmp_path / "run", tmp_path / "data", device="cpu",
                            published_dir=tmp_path / "pub")
     assert study.prepared is prepared and calls["prepare"] == ("smoke", tmp_path / "run", tmp_path / "data", False)

@@ -27,12 +27,18 @@ The attack stage
     ``log.csv``         the published format (:func:`mer_lib.attacks.logs.write_attack_log`)
     ``attack.csv``      the tidy table (:func:`mer_lib.attacks.engine.attack_table`) with ``system``, ``seed``
     ``adversarial.npy`` optional: the adversarial inputs ``(N, 1, T, F)`` in ``attack.csv`` order
+    ``checksums.json``  size and SHA-256 of ``log.csv``, ``attack.csv`` and ``adversarial.npy``
     ``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
 
     ``<tag>`` is ``paper`` or ``bounded-eps<eps>``. The hash covers the model's
     weights, the attacked inputs and labels, the standardisation statistics
     and the attack settings that change results, so a rerun reuses a finished
     folder and any change gives a new one. Every file is written atomically.
+    A finished folder is reused only if ``summary.json`` is readable and every
+    recorded file matches ``checksums.json``; otherwise the attack is run again
+    with a warning naming the damaged file (attacks are deterministic: the same
+    result again). Folders finished before ``checksums.json`` existed are checked
+    for readability instead.
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ import dataclasses
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -127,6 +134,10 @@ def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, con
             "model_sha256": model_sha256, "system": system, "seed": seed, "split": split, "data": data}
 
 
+#: The result files of an attack recorded in ``checksums.json`` (those present).
+RESULT_FILES = ("log.csv", "attack.csv", "adversarial.npy")
+
+
 def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -> Path:
     return RunLayout(run_dir).attacks / tag / system / (f"seed{seed}-{digest}" if seed is not None else digest)
 
@@ -159,9 +170,10 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     device : str or torch.device, optional
         Where to attack (``None``: CUDA if available).
     save_adversarial : bool
-        Also write ``adversarial.npy``.
+        Also write ``adversarial.npy`` (a folder recomputed without it holds none).
     overwrite : bool
-        Recompute even if a finished result exists.
+        Recompute even if a finished result exists (a damaged one is always
+        recomputed, with a warning naming the damaged file).
     progress : bool
         Progress bar over batches.
 
@@ -180,8 +192,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     digest = artifacts.config_hash(key)
     out = _result_dir(run_dir, tag, system, seed, digest)
     y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
-    done = (out / SUMMARY_FILE).exists() and (not save_adversarial or (out / "adversarial.npy").exists())
-    if done and not overwrite:
+    if not overwrite and is_attack_finished(out, save_adversarial):
         return out
     (out / SUMMARY_FILE).unlink(missing_ok=True)
     artifacts.write_json(out / "config.json", {
@@ -202,12 +213,87 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     artifacts.write_text(out / "attack.csv", full.to_csv(index=False))
     if save_adversarial:
         artifacts.write_npy(out / "adversarial.npy", (np.asarray(x, np.float32) + result.delta).astype(np.float32))
+    else:
+        (out / "adversarial.npy").unlink(missing_ok=True)  # of the result replaced here, unchecked
+    artifacts.write_checksums(out, [name for name in RESULT_FILES if (out / name).exists()])
     artifacts.write_json(out / SUMMARY_FILE, {
         **summarise(tidy), "system": system, "seed": seed, "tag": tag, "hash": digest, "seconds": seconds,
         "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
         "example_iterations": int(result.iterations.sum()), "device": str(device),
         "threads": torch.get_num_threads()})
     return out
+
+
+def _unrecorded_problem(out: Path, summary: dict) -> str | None:
+    """Readability check of a folder finished before ``checksums.json`` was written."""
+    try:
+        rows = len(pd.read_csv(out / "attack.csv"))
+    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        return f"{out / 'attack.csv'}: unreadable ({str(exc).strip() or type(exc).__name__})"
+    expected = summary.get("n") if isinstance(summary, dict) else None
+    if rows != expected:
+        return f"{out / 'attack.csv'}: damaged ({rows} rows; {out / SUMMARY_FILE} counts {expected})"
+    if (out / "adversarial.npy").exists():
+        try:
+            artifacts.read_npy(out / "adversarial.npy")
+        except MerError as exc:
+            return str(exc).split("; ")[0]
+    return None
+
+
+def attack_problem(out: str | os.PathLike) -> str | None:
+    """What is wrong with a finished attack folder, or ``None`` if it is intact.
+
+    ``summary.json`` must be readable JSON and every file recorded in
+    ``checksums.json`` must match its size and SHA-256
+    (:func:`mer_lib.artifacts.checksum_problem`); a folder without
+    ``checksums.json`` (finished by an earlier version) must have a readable
+    ``attack.csv`` with the rows ``summary.json`` counts and, if present, a
+    readable ``adversarial.npy``.
+
+    Returns
+    -------
+    str or None
+        A sentence starting with the damaged file's path.
+    """
+    out = Path(out)
+    try:
+        summary = artifacts.read_json(out / SUMMARY_FILE)
+    except MerError as exc:
+        return str(exc).split("; ")[0]
+    if not (out / artifacts.CHECKSUMS_FILE).exists():
+        return _unrecorded_problem(out, summary)
+    return artifacts.checksum_problem(out, ("log.csv", "attack.csv"))
+
+
+def is_attack_finished(out: str | os.PathLike, need_adversarial: bool = False) -> bool:
+    """Whether an attack folder holds an intact finished attack (with ``adversarial.npy`` if needed).
+
+    A finished folder that fails :func:`attack_problem` is not: a warning names
+    the damaged file and ``summary.json`` is removed, so that the attack is run
+    again.
+
+    Parameters
+    ----------
+    out : path-like
+        An attack result folder.
+    need_adversarial : bool
+        Whether ``adversarial.npy`` is wanted too.
+
+    Returns
+    -------
+    bool
+        ``True`` if the result can be reused as it is.
+    """
+    out = Path(out)
+    if not (out / SUMMARY_FILE).exists():
+        return False
+    problem = attack_problem(out)
+    if problem is not None:
+        warnings.warn(f"{problem}; recomputing the attack in {out}", stacklevel=3)
+        (out / SUMMARY_FILE).unlink(missing_ok=True)
+        return False
+    return not need_adversarial or (out / "adversarial.npy").exists()
 
 
 def summarise(tidy: pd.DataFrame) -> dict:
@@ -294,9 +380,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
         for j, (_, system, seed) in enumerate(models):
             key = _attack_key(shas[j], system, seed, mode, config, eps, "test", data)
             dirs[(i, j)] = _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
-            done = (dirs[(i, j)] / SUMMARY_FILE).exists()
-            if not done or kw.get("overwrite") or (kw.get("save_adversarial")
-                                                   and not (dirs[(i, j)] / "adversarial.npy").exists()):
+            if kw.get("overwrite") or not is_attack_finished(dirs[(i, j)], bool(kw.get("save_adversarial"))):
                 todo.append((i, j))
     device = None if device is None else str(device)
     jobs = [AttackJob(items[j], prepared, str(run_dir), settings[i][0], config, settings[i][1], device,
@@ -311,6 +395,9 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     for i, setting in enumerate(settings):
         parts = []
         for j in range(len(items)):
+            problem = attack_problem(dirs[(i, j)])
+            if problem is not None:  # damaged after it was (re)computed above: nothing left to recompute here
+                raise MerError(f"{problem}; delete {dirs[(i, j)]} and rerun to recompute the attack")
             table = read_attack_table(dirs[(i, j)])
             table["result_dir"] = str(dirs[(i, j)])
             parts.append(table)

@@ -15,14 +15,20 @@ Reference behaviour reproduced here:
   the excerpt is padded by wrapping around.
 
 Every artifact is written atomically. ``manifest.json`` records, per file, the
-audio's SHA-256 and the front-end configuration hash: a rerun skips files whose
-audio and configuration are unchanged and recomputes the others.
-``stats.json`` and ``offsets.json`` carry the hash of their inputs and are
-recomputed only when those change.
+audio's SHA-256, the size and SHA-256 of the cached spectrogram, and the
+front-end configuration hash: a rerun skips files whose audio and configuration
+are unchanged and whose spectrogram still matches its record, and recomputes the
+others (a damaged spectrogram with a warning naming it). ``stats.json`` and
+``offsets.json`` carry the hash of their inputs (the spectrograms' content
+included) and are recomputed only when those change. A damaged ``manifest.json``,
+``stats.json`` or ``offsets.json`` is recomputed with a warning. Every read of a
+cached spectrogram through :class:`PreparedData` is checked against its record.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +42,9 @@ from mer_lib.errors import MerError
 from mer_lib.progress import progress_bar
 
 FRONTEND_KEYS = ("sample_rate", "fps", "frame_size", "bands_per_octave", "fmin", "fmax", "fref")
+MANIFEST = "manifest.json"
+#: What to do about a cached spectrogram found damaged after the cache was checked.
+REBUILD_HINT = "rerun prepare_data (mer_lib.data.stage) or the notebook to recompute it"
 
 
 def frontend_config(features: FeatureConfig) -> dict:
@@ -96,6 +105,82 @@ def standardisation_stats(specs: list[np.ndarray]) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------
+# Integrity of the cache
+# --------------------------------------------------------------------------
+def spectrogram_path(cache_dir: str | os.PathLike, number: int) -> Path:
+    """``cache_dir/spectrograms/NNN.npy``."""
+    return Path(cache_dir) / "spectrograms" / f"{int(number):03d}.npy"
+
+
+def spectrogram_record(entry: dict) -> dict:
+    """``{"size", "sha256"}`` of the spectrogram of a manifest entry (``None`` where not recorded)."""
+    entry = entry if isinstance(entry, dict) else {}
+    return {"size": entry.get("spectrogram_size"), "sha256": entry.get("spectrogram_sha256")}
+
+
+def spectrogram_digest(manifest: dict) -> str:
+    """One SHA-256 over the recorded content hashes of every spectrogram of a cache manifest.
+
+    What depends on the spectrograms (standardisation statistics, trained
+    models) is keyed by it, so damaged spectrograms can never share a key with
+    clean ones.
+    """
+    return artifacts.config_hash({name: spectrogram_record(entry)["sha256"]
+                                  for name, entry in sorted(manifest["files"].items())}, length=64)
+
+
+def read_spectrogram(path: str | os.PathLike, record: dict | None = None) -> np.ndarray:
+    """Read a cached spectrogram; with ``record`` (:func:`spectrogram_record`), check it first.
+
+    Raises
+    ------
+    MerError
+        If the file is missing, unreadable, or differs from its record; the
+        message names the file.
+    """
+    path = Path(path)
+    if record is None:
+        return artifacts.read_npy(path, hint=REBUILD_HINT)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MerError(f"{path}: cannot read the cached spectrogram ({exc.strerror}); {REBUILD_HINT}") from None
+    if len(data) != record["size"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise MerError(f"{path}: the cached spectrogram changed after it was checked (its size or SHA-256 "
+                       f"differs from its record in {path.parent.parent / MANIFEST}); {REBUILD_HINT}")
+    return artifacts.read_npy_bytes(data, path, hint=REBUILD_HINT)
+
+
+def _read_record_file(path: Path, what: str, required: tuple[str, ...]) -> dict:
+    """A recomputable JSON file of the cache: ``{}`` if missing, ``{}`` with a warning if damaged."""
+    if not path.exists():
+        return {}
+    try:
+        data = artifacts.read_json(path, hint=f"recomputing {what}")
+    except MerError as exc:
+        warnings.warn(str(exc), stacklevel=3)
+        return {}
+    if not isinstance(data, dict) or any(k not in data for k in required):
+        warnings.warn(f"{path}: damaged (expected a JSON object with {', '.join(required)}); recomputing {what}",
+                      stacklevel=3)
+        return {}
+    return data
+
+
+def _needs_spectrogram(entry, audio_path, spec_path: Path, manifest_path: Path) -> bool:
+    """Whether a file's spectrogram must be (re)computed; warns when a cached one is damaged."""
+    if not isinstance(entry, dict) or entry.get("audio_sha256") != artifacts.file_sha256(audio_path):
+        return True  # new or changed audio
+    if not spec_path.exists() or spectrogram_record(entry)["sha256"] is None:
+        return True  # lost, or cached before spectrograms were recorded
+    if artifacts.verify_record(spec_path, spectrogram_record(entry)):
+        return False
+    warnings.warn(f"{spec_path}: damaged cached spectrogram (its size or SHA-256 differs from its record in "
+                  f"{manifest_path}); recomputing it", stacklevel=4)
+    return True
+
+
+# --------------------------------------------------------------------------
 # The cache
 # --------------------------------------------------------------------------
 @dataclass
@@ -114,6 +199,9 @@ class PreparedData:
         Global standardisation statistics.
     excerpt_frames : int
         Frames per excerpt.
+    records : dict, optional
+        ``number -> {"size", "sha256"}`` of every cached spectrogram; when
+        given, every read is checked against it.
     """
 
     table: pd.DataFrame
@@ -121,10 +209,12 @@ class PreparedData:
     mean: float
     std: float
     excerpt_frames: int
+    records: dict | None = None
 
     def spectrogram(self, number: int) -> np.ndarray:
-        """Full, unstandardised cached spectrogram ``(frames, bands)`` of one file."""
-        return artifacts.read_npy(self.cache_dir / "spectrograms" / f"{int(number):03d}.npy")
+        """Full, unstandardised cached spectrogram ``(frames, bands)`` of one file (checked, see ``records``)."""
+        record = None if self.records is None else self.records[int(number)]
+        return read_spectrogram(spectrogram_path(self.cache_dir, number), record)
 
     def excerpts(self, numbers=None, standardize: bool = True) -> np.ndarray:
         """Model inputs ``(N, 1, excerpt_frames, bands)`` float32.
@@ -156,6 +246,12 @@ def cache_spectrograms(table: pd.DataFrame, cache_dir: str | os.PathLike, featur
                        progress: bool = True) -> dict[int, int]:
     """Compute (or reuse) the spectrogram of every file of ``table``.
 
+    A cached spectrogram is reused only if its audio and the front end are
+    unchanged and the file still matches its size and SHA-256 in
+    ``manifest.json``; a damaged one is recomputed with a warning naming it,
+    and so is every spectrogram when ``manifest.json`` itself is damaged.
+    Temporary files of killed writes below ``cache_dir`` are removed first.
+
     Parameters
     ----------
     table : pandas.DataFrame
@@ -172,33 +268,73 @@ def cache_spectrograms(table: pd.DataFrame, cache_dir: str | os.PathLike, featur
     dict
         ``number -> frames`` of every file.
     """
+    files = _update_cache(table, cache_dir, features, progress)["files"]
+    return {int(n): files[f"{int(n):03d}"]["frames"] for n in table.index}
+
+
+def _update_cache(table: pd.DataFrame, cache_dir: str | os.PathLike, features: FeatureConfig,
+                 progress: bool = True) -> dict:
+    """:func:`cache_spectrograms`, returning the checked contents of ``manifest.json``."""
     cache_dir = Path(cache_dir)
-    manifest_path = cache_dir / "manifest.json"
+    artifacts.remove_stale_temps(cache_dir)
+    manifest_path = cache_dir / MANIFEST
     cfg = frontend_config(features)
     key = artifacts.config_hash(cfg)
-    manifest = artifacts.read_json(manifest_path) if manifest_path.exists() else {}
-    if manifest.get("frontend_hash") != key:
+    manifest = _read_record_file(manifest_path, "every cached spectrogram", ("frontend_hash", "files"))
+    if manifest.get("frontend_hash") != key or not isinstance(manifest.get("files"), dict):
         manifest = {"frontend": cfg, "frontend_hash": key, "files": {}}
     files = manifest["files"]
-    frontend = make_frontend(features)
     todo = []
     for number, path in table["audio_path"].items():
-        name = f"{int(number):03d}"
-        entry = files.get(name)
-        spec_path = cache_dir / "spectrograms" / f"{name}.npy"
-        if entry is None or not spec_path.exists() or entry["audio_sha256"] != artifacts.file_sha256(path):
+        name, spec_path = f"{int(number):03d}", spectrogram_path(cache_dir, number)
+        if _needs_spectrogram(files.get(name), path, spec_path, manifest_path):
             todo.append((name, path, spec_path))
+    frontend = make_frontend(features)
     for name, path, spec_path in progress_bar(todo, desc="spectrograms", enabled=progress and bool(todo),
                                               unit="files"):
         spec = spectrogram_from_file(path, frontend)
         artifacts.write_npy(spec_path, spec)
+        record = artifacts.file_record(spec_path)
         files[name] = {"audio": str(path), "audio_sha256": artifacts.file_sha256(path),
-                       "spectrogram": f"spectrograms/{name}.npy", "frames": int(spec.shape[0]),
+                       "spectrogram": f"spectrograms/{name}.npy", "spectrogram_size": record["size"],
+                       "spectrogram_sha256": record["sha256"], "frames": int(spec.shape[0]),
                        "bands": int(spec.shape[1])}
         artifacts.write_json(manifest_path, manifest)  # after every file: an interruption loses nothing
     if not todo and not manifest_path.exists():
         artifacts.write_json(manifest_path, manifest)
-    return {int(n): files[f"{int(n):03d}"]["frames"] for n in table.index}
+    return manifest
+
+
+def _stats(cache_dir: Path, manifest: dict, records: dict[int, dict], numbers: list[int],
+           stats_split: str) -> dict:
+    """``stats.json`` (mean, std of the spectrograms of ``numbers``): reused if its key matches, else recomputed."""
+    # content, not location: the same audio, front end and spectrograms give the same key wherever the run lives
+    content = artifacts.config_hash({"frontend": manifest["frontend_hash"],
+                                     "audio": {k: v["audio_sha256"] for k, v in manifest["files"].items()},
+                                     "spectrograms": spectrogram_digest(manifest)})
+    stats_key = artifacts.config_hash({"manifest": content, "numbers": numbers})
+    stats_path = cache_dir / "stats.json"
+    stats = _read_record_file(stats_path, "the standardisation statistics", ("key", "mean", "std"))
+    if stats.get("key") != stats_key:
+        mean, std = standardisation_stats([read_spectrogram(spectrogram_path(cache_dir, n), records[n])
+                                           for n in numbers])
+        stats = {"key": stats_key, "mean": mean, "std": std, "stats_split": stats_split, "n_files": len(numbers)}
+        artifacts.write_json(stats_path, stats)
+    return stats
+
+
+def _offsets(cache_dir: Path, frames: dict[int, int], features: FeatureConfig) -> dict[str, int]:
+    """``offsets.json``: the excerpt offsets, reused if their key matches, else drawn again."""
+    offsets_key = artifacts.config_hash({"frames": frames, "excerpt_frames": features.excerpt_frames,
+                                         "seed": features.offset_seed})
+    offsets_path = cache_dir / "offsets.json"
+    stored = _read_record_file(offsets_path, "the excerpt offsets", ("key", "offsets"))
+    if stored.get("key") != offsets_key:
+        offs = excerpt_offsets(frames, features.excerpt_frames, features.offset_seed)
+        stored = {"key": offsets_key, "excerpt_frames": features.excerpt_frames,
+                  "seed": features.offset_seed, "offsets": {f"{n:03d}": o for n, o in offs.items()}}
+        artifacts.write_json(offsets_path, stored)
+    return stored["offsets"]
 
 
 def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: str | os.PathLike,
@@ -221,40 +357,22 @@ def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: 
     Returns
     -------
     PreparedData
+        Its reads of the cached spectrograms are checked against their records.
     """
     if features.stats_split not in ("all", "train"):
         raise MerError(f"stats_split must be 'all' or 'train', got {features.stats_split!r}")
     cache_dir = Path(cache_dir)
-    frames = cache_spectrograms(table, cache_dir, features, progress)
-    manifest = artifacts.read_json(cache_dir / "manifest.json")
-    # content, not location: the same audio and front end give the same key wherever the run lives
-    manifest_hash = artifacts.config_hash({"frontend": manifest["frontend_hash"],
-                                           "audio": {k: v["audio_sha256"] for k, v in manifest["files"].items()}})
-
+    manifest = _update_cache(table, cache_dir, features, progress)
+    entries = {int(n): manifest["files"][f"{int(n):03d}"] for n in table.index}
+    frames = {n: int(entry["frames"]) for n, entry in entries.items()}
+    records = {n: spectrogram_record(entry) for n, entry in entries.items()}
     stats_numbers = sorted(table.index) if features.stats_split == "all" else sorted(split["train"])
-    stats_key = artifacts.config_hash({"manifest": manifest_hash, "numbers": stats_numbers})
-    stats_path = cache_dir / "stats.json"
-    stats = artifacts.read_json(stats_path) if stats_path.exists() else {}
-    if stats.get("key") != stats_key:
-        mean, std = standardisation_stats([artifacts.read_npy(cache_dir / "spectrograms" / f"{n:03d}.npy")
-                                           for n in stats_numbers])
-        stats = {"key": stats_key, "mean": mean, "std": std, "stats_split": features.stats_split,
-                 "n_files": len(stats_numbers)}
-        artifacts.write_json(stats_path, stats)
-
-    offsets_key = artifacts.config_hash({"frames": frames, "excerpt_frames": features.excerpt_frames,
-                                         "seed": features.offset_seed})
-    offsets_path = cache_dir / "offsets.json"
-    stored = artifacts.read_json(offsets_path) if offsets_path.exists() else {}
-    if stored.get("key") != offsets_key:
-        offs = excerpt_offsets(frames, features.excerpt_frames, features.offset_seed)
-        stored = {"key": offsets_key, "excerpt_frames": features.excerpt_frames,
-                  "seed": features.offset_seed, "offsets": {f"{n:03d}": o for n, o in offs.items()}}
-        artifacts.write_json(offsets_path, stored)
+    stats = _stats(cache_dir, manifest, records, [int(n) for n in stats_numbers], features.stats_split)
+    offsets = _offsets(cache_dir, frames, features)
 
     out = table.copy()
     out["frames"] = [frames[int(n)] for n in out.index]
-    out["offset"] = [stored["offsets"][f"{int(n):03d}"] for n in out.index]
+    out["offset"] = [offsets[f"{int(n):03d}"] for n in out.index]
     out["split"] = ""
     out["split_position"] = -1
     for name, numbers in split.items():
@@ -263,6 +381,5 @@ def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: 
     if (out["split"] == "").any():
         missing = out.index[out["split"] == ""].tolist()[:10]
         raise MerError(f"excerpts not assigned to any split: {missing}")
-    return PreparedData(table=out, cache_dir=cache_dir, mean=float(stats["mean"]),
-                        std=float(stats["std"]), excerpt_frames=features.excerpt_frames)
-
+    return PreparedData(table=out, cache_dir=cache_dir, mean=float(stats["mean"]), std=float(stats["std"]),
+                        excerpt_frames=features.excerpt_frames, records=records)

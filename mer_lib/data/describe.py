@@ -2,12 +2,62 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
 
 from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
+from mer_lib.data.layout import SET1_NUMBERS, audio_stem
 from mer_lib.metrics import cross_correlation
+
+_MAX_NOTED = 20
+
+
+def _names(items: list[str], limit: int = _MAX_NOTED) -> str:
+    """``a, b, c`` or ``a, b, ... (N more)``; ``"-"`` for none."""
+    text = ", ".join(items[:limit]) or "-"
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def dataset_notes(table: pd.DataFrame, excerpt_frames: int) -> pd.DataFrame:
+    """What a reader of the prepared data should know that is not an error.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The prepared table (:attr:`mer_lib.data.cache.PreparedData.table`):
+        ``audio_path`` and ``frames`` columns, and the ``attrs`` set by
+        :func:`mer_lib.data.stage.prepare_data`.
+    excerpt_frames : int
+        Frames per excerpt (:attr:`mer_lib.data.cache.PreparedData.excerpt_frames`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``note``, ``count`` and ``files`` (file names; the name is the
+        excerpt number). Always the rows "audio files without ratings or
+        mid-level annotations (not loaded)" (``attrs["unrated_audio"]``) and
+        "files shorter than the excerpt (padded by wrapping around)" (with
+        their frames); a last row "not the 360 Set-1 excerpts ...: results
+        not comparable with the published runs" when
+        ``attrs["comparable_with_published"]`` is False, listing the missing
+        Set-1 numbers and any number outside Set 1.
+    """
+    unrated = [PurePath(p).name for p in table.attrs.get("unrated_audio", [])]
+    short = table[table["frames"] < excerpt_frames]
+    short_names = [f"{PurePath(p).name} ({f} frames)" for p, f in zip(short["audio_path"], short["frames"])]
+    rows = [("audio files without ratings or mid-level annotations (not loaded)", len(unrated), _names(unrated)),
+            (f"files shorter than the {excerpt_frames}-frame excerpt (padded by wrapping around)", len(short),
+             _names(short_names))]
+    if table.attrs.get("comparable_with_published") is False:
+        missing = [audio_stem(n) for n in sorted(set(SET1_NUMBERS) - set(table.index))]
+        extra = [audio_stem(n) for n in sorted(set(table.index) - set(SET1_NUMBERS))]
+        listed = [f"missing: {_names(missing)}"] if missing else []
+        listed += [f"not in Set 1: {_names(extra)}"] if extra else []
+        rows.append((f"not the {len(SET1_NUMBERS)} Set-1 excerpts (allow_subset=True): results not comparable "
+                     "with the published runs", len(missing) + len(extra), "; ".join(listed)))
+    return pd.DataFrame(rows, columns=["note", "count", "files"])
 
 
 def target_summary(table: pd.DataFrame) -> pd.DataFrame:

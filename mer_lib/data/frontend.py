@@ -147,7 +147,10 @@ def read_audio_int16(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
     Raises
     ------
     MerError
-        If the file is missing or cannot be decoded.
+        If the file is missing or cannot be decoded, or (on the resampling
+        path, which decodes to float) holds non-finite samples. A float file
+        read straight to int16 cannot show NaN here: the loader's audio checks
+        (:func:`mer_lib.data.loader.load_soundtracks`) refuse such files.
     """
     path = Path(path)
     if not path.is_file():
@@ -162,6 +165,8 @@ def read_audio_int16(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
         import librosa
 
         data = sf.read(str(path), dtype="float32", always_2d=True)[0].mean(axis=1)
+        if not np.isfinite(data).all():
+            raise MerError(f"{path}: the audio holds non-finite samples (NaN or infinity); expected finite audio")
         data = librosa.resample(data, orig_sr=info.samplerate, target_sr=sample_rate)
         return np.clip(np.round(data * 32768.0), -32768, 32767).astype(np.int16)
     except (RuntimeError, sf.LibsndfileError) as exc:
@@ -308,9 +313,20 @@ def spectrogram_from_file(path: str | os.PathLike, frontend: LogFilteredSpectrog
     Reads the file as int16 (:func:`read_audio_int16`), applies madmom's
     normalisation and zero trimming (:func:`madmom_normalize`) and the
     front end, without building a graph.
+
+    Raises
+    ------
+    MerError
+        Naming the file, if it is missing, cannot be decoded, or is empty or
+        silent once read as 16-bit integers.
     """
     frontend = frontend or LogFilteredSpectrogram()
-    signal = madmom_normalize(read_audio_int16(path, frontend.sample_rate))
+    try:
+        signal = madmom_normalize(read_audio_int16(path, frontend.sample_rate))
+    except MerError as exc:
+        if str(Path(path)) in str(exc):
+            raise
+        raise MerError(f"{path}: {exc}") from exc
     device = frontend.filterbank.device
     with torch.no_grad():
         spec = frontend(torch.from_numpy(signal).to(device))

@@ -43,6 +43,10 @@ METADATA_FILE = "metadata.csv"
 ANNOTATIONS_FILE = "annotations.csv"
 
 
+#: The Soundtracks Set-1 excerpt numbers (the published split is drawn from exactly these).
+SET1_NUMBERS: tuple[int, ...] = tuple(range(1, 361))
+
+
 #: Value of the metadata ``Source`` column that marks the Soundtracks excerpts.
 SOUNDTRACKS_SOURCE = "soundtracks"
 

@@ -58,7 +58,25 @@ non-numeric, empty or out-of-range value, missing or unreadable audio) raises
 :class:`~mer_lib.errors.MerError` naming the file and what was expected; no
 row is ever dropped silently. Lines that are entirely empty are not data rows
 and are skipped. Audio files in ``Set1`` without a rating are not an error:
-they are listed in ``df.attrs["unrated_audio"]``.
+they are listed in ``df.attrs["unrated_audio"]`` (and shown by
+:func:`mer_lib.data.describe.dataset_notes`).
+
+Audio checks
+------------
+Every rated audio file is decoded once at load time (``check_audio=True``, the
+default) and refused, with all problems of all files in one error, if it
+
+* cannot be opened or decoded, or holds no frames;
+* holds fewer frames than its header promises (e.g. a WAV whose ``data``
+  chunk is cut short by an interrupted copy; for MP3, whose header length is
+  an estimate, a shortfall of more than 1 % counts);
+* holds non-finite samples (NaN or infinity in a float WAV);
+* is silent (every sample zero; integer files are read at 16-bit resolution,
+  as the front end reads them);
+* is shorter than :data:`MIN_AUDIO_SECONDS` (1 s).
+
+A file shorter than the 10-s excerpt but at least 1 s long is valid: its
+excerpt is padded by wrapping around, and the data summary lists it.
 """
 from __future__ import annotations
 
@@ -73,6 +91,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import soundfile as sf
 
@@ -95,6 +114,18 @@ from mer_lib.errors import MerError
 _MAX_LISTED = 10
 
 
+#: Shortest audio file accepted (seconds); anything shorter is an error, not an excerpt.
+MIN_AUDIO_SECONDS = 1.0
+
+
+#: Subtypes read as float32 (to see NaN/infinity); every other file is read as int16.
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+
+
+#: Formats whose header frame count is an estimate: the tolerated shortfall, as a fraction.
+_ESTIMATED_LENGTH_TOLERANCE = {"MP3": 0.01}
+
+
 _INT_RE = re.compile(r"^\+?(\d+)(?:\.0*)?$")
 
 
@@ -107,12 +138,12 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_]+", "_", name.strip().lower())
 
 
-def _listing(items: Iterable[object], limit: int = _MAX_LISTED) -> str:
-    """Comma-separated listing of at most ``limit`` items, with a count of the rest."""
+def _listing(items: Iterable[object], limit: int = _MAX_LISTED, sep: str = ", ") -> str:
+    """Listing of at most ``limit`` items joined by ``sep``, with a count of the rest."""
     items = list(items)
-    text = ", ".join(str(i) for i in items[:limit])
+    text = sep.join(str(i) for i in items[:limit])
     if len(items) > limit:
-        text += f", ... ({len(items) - limit} more)"
+        text += f"{sep}... ({len(items) - limit} more)"
     return text
 
 
@@ -445,15 +476,66 @@ def _as_number(number: object) -> int:
         raise MerError(f"audio number must be an integer, got {number!r}") from None
 
 
-def _audio_problem(path: Path) -> str | None:
-    """Why ``soundfile`` cannot use ``path``, or ``None`` if it can."""
+def _wav_header_frames(path: Path) -> int | None:
+    """Frames the ``data`` chunk of a RIFF/WAVE file declares, or ``None`` (not such a WAV, or size unknown).
+
+    libsndfile silently shortens a WAV whose ``data`` chunk runs past the end of
+    the file, so the header is read here to see what the file promised.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while len(chunk := fh.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"fmt ":
+                body = fh.read(size + (size & 1))
+                block_align = int.from_bytes(body[12:14], "little")
+            elif chunk[:4] == b"data":
+                # 0 and 0xFFFFFFFF: a streaming writer that never filled in the size
+                return size // block_align if block_align and size not in (0, 0xFFFFFFFF) else None
+            else:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _shortfall_problem(promised: int, held: int, rate: int, file_format: str) -> str | None:
+    """The complaint about a file holding fewer frames than its header promises, if it does."""
+    if promised - held <= _ESTIMATED_LENGTH_TOLERANCE.get(file_format, 0.0) * promised:
+        return None
+    return (f"its header promises {promised} frames ({promised / rate:.2f} s) but it holds only "
+            f"{held} ({held / rate:.2f} s): the file is cut short (an interrupted copy?); "
+            f"copy it again")
+
+
+def _audio_problems(path: Path) -> list[str]:
+    """Everything wrong with the audio file ``path`` (empty if nothing), decoding it once."""
     try:
         info = sf.info(str(path))
+        if info.frames <= 0:
+            return ["unreadable: the file contains no audio frames"]
+        dtype = "float32" if info.subtype in _FLOAT_SUBTYPES else "int16"
+        samples = sf.read(str(path), dtype=dtype, always_2d=True)[0]
+        promised = _wav_header_frames(path) or info.frames
     except Exception as exc:  # libsndfile raises several error types
-        return str(exc) or type(exc).__name__
-    if info.frames <= 0:
-        return "the file contains no audio frames"
-    return None
+        return [f"unreadable: soundfile cannot decode it ({str(exc) or type(exc).__name__})"]
+    problems = []
+    held, rate = samples.shape[0], info.samplerate
+    shortfall = _shortfall_problem(promised, held, rate, info.format)
+    if shortfall is not None:
+        problems.append(shortfall)
+    finite = np.isfinite(samples)
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1)))
+        problems.append(f"{int((~finite).sum())} non-finite sample(s) (NaN or infinity), the first at "
+                        f"{first / rate:.3f} s (expected finite audio)")
+    elif not samples.any():
+        problems.append("silent: every sample is zero" + ("" if dtype == "float32" else " at 16-bit resolution"))
+    if held < MIN_AUDIO_SECONDS * rate:
+        problems.append(f"{held / rate:.3f} s long ({held} frames at {rate} Hz): shorter than the "
+                        f"minimum of {MIN_AUDIO_SECONDS:g} s")
+    return problems
 
 
 # --------------------------------------------------------------------------- dataset
@@ -509,13 +591,14 @@ def _match_audio(numbers: list[int], files: dict[str, list[Path]], set1_dir: Pat
     return [_abspath(files[audio_stem(n)][0]) for n in numbers]
 
 
-def _check_readable(paths: list[Path]) -> None:
-    """Raise if :mod:`soundfile` cannot use some of ``paths``."""
-    bad = [(p, why) for p in paths if (why := _audio_problem(p)) is not None]
+def _check_audio(paths: list[Path]) -> None:
+    """Decode every file of ``paths``; one error listing every problem of every file."""
+    bad = [(p, problems) for p in paths if (problems := _audio_problems(p))]
     if bad:
         raise MerError(
-            f"{len(bad)} unreadable audio file(s) (soundfile cannot open them): "
-            + _listing(f"{p} ({why})" for p, why in bad))
+            f"{len(bad)} of {len(paths)} audio file(s) cannot be used (unreadable, cut short, "
+            f"with non-finite samples, silent or shorter than {MIN_AUDIO_SECONDS:g} s):\n  "
+            + _listing((f"{p}: {'; '.join(problems)}" for p, problems in bad), sep="\n  "))
 
 
 def _unrated_audio(files: dict[str, list[Path]], numbers: list[int]) -> list[str]:
@@ -547,9 +630,10 @@ def load_soundtracks(
     audio_dir : path-like, optional
         Overrides ``data_dir/Set1``.
     check_audio : bool, default True
-        Open every audio file with :func:`soundfile.info` and fail on files it
-        cannot parse or that hold no audio. With ``False`` only their
-        existence is checked.
+        Decode every audio file once and fail on files that are unreadable,
+        cut short, hold non-finite samples, are silent or are shorter than
+        :data:`MIN_AUDIO_SECONDS` (see "Audio checks" in the module docstring).
+        With ``False`` only their existence is checked.
 
     Returns
     -------
@@ -567,8 +651,9 @@ def load_soundtracks(
     ------
     MerError
         On any problem listed in the module docstring, e.g. an ID present in
-        the ratings but not in the mid-level annotations (or the reverse), or a
-        missing, duplicated or unreadable audio file.
+        the ratings but not in the mid-level annotations (or the reverse), a
+        missing or duplicated audio file, or an audio file failing the audio
+        checks (every such file and problem in one error).
     """
     ratings_file, midlevel_dir, set1_dir = _dataset_paths(data_dir, ratings_csv, annotations_dir, audio_dir)
     ratings = read_ratings(ratings_file)
@@ -579,7 +664,7 @@ def load_soundtracks(
     files = _audio_files(set1_dir)
     paths = _match_audio(numbers, files, set1_dir)
     if check_audio:
-        _check_readable(paths)
+        _check_audio(paths)
 
     df = pd.concat([ratings.loc[numbers] / TARGET_SCALE, midlevel.loc[numbers] / TARGET_SCALE],
                    axis=1).astype("float64")

@@ -9,6 +9,12 @@ Run directory layout (``run_dir``)::
     data/soundtracks_synthetic/   the generated dataset (synthetic source only)
     data/cache/                   spectrograms/*.npy, manifest.json, stats.json, offsets.json
     data/dataset.csv              the prepared table (targets, split, offsets)
+
+The paper's split (protocol §4) is a seeded random split of all 360 Set-1
+excerpts: remove one and every test ID changes. A profile on real data with the
+paper's split therefore refuses any other set of excerpts unless asked
+(``allow_subset=True``); the prepared table then says so in
+``attrs["comparable_with_published"]``.
 """
 from __future__ import annotations
 
@@ -16,12 +22,67 @@ import os
 from pathlib import Path
 
 from mer_lib import artifacts
-from mer_lib.config import Profile, RunLayout, get_profile
+from mer_lib.config import PROFILES, Profile, RunLayout, get_profile
 from mer_lib.data.cache import PreparedData, prepare_cache
+from mer_lib.data.layout import SET1_NUMBERS
 from mer_lib.data.loader import load_soundtracks
 from mer_lib.data.split import split_numbers
 from mer_lib.data.synth.writer import generate_soundtracks
 from mer_lib.errors import MerError
+
+
+def _numbers_text(numbers: list[int], limit: int = 10) -> str:
+    """``1, 2, 3`` or ``1, 2, ... (N more)``."""
+    text = ", ".join(str(n) for n in numbers[:limit])
+    return text + (f", ... ({len(numbers) - limit} more)" if len(numbers) > limit else "")
+
+
+def published_comparability(profile: Profile, numbers: list[int], source_dir: str | os.PathLike,
+                            allow_subset: bool = False) -> bool | None:
+    """Whether a run can be compared with the published runs; an error if it silently could not.
+
+    Parameters
+    ----------
+    profile : Profile
+        The run profile. Only real data split as in the paper (the ``paper``
+        profile's split fractions and seed) is concerned.
+    numbers : list of int
+        The Set-1 numbers of the loaded excerpts.
+    source_dir : path-like
+        The dataset folder (for the message).
+    allow_subset : bool
+        Accept another set of excerpts than :data:`SET1_NUMBERS`.
+
+    Returns
+    -------
+    bool or None
+        ``None`` when the question does not arise (synthetic data or another
+        split), ``True`` for exactly the 360 Set-1 excerpts, ``False`` for
+        another set accepted through ``allow_subset``.
+
+    Raises
+    ------
+    MerError
+        For another set of excerpts without ``allow_subset``: how many were
+        found, which are missing or unexpected, and the option that accepts them.
+    """
+    if profile.data.source != "real" or profile.split != PROFILES["paper"].split:
+        return None
+    missing = sorted(set(SET1_NUMBERS) - set(numbers))
+    extra = sorted(set(numbers) - set(SET1_NUMBERS))
+    if not missing and not extra:
+        return True
+    if allow_subset:
+        return False
+    found = f"found {len(numbers)} rated excerpt(s)"
+    found += f"; missing {len(missing)}: {_numbers_text(missing)}" if missing else ""
+    found += f"; not Set-1 numbers: {_numbers_text(extra)}" if extra else ""
+    raise MerError(
+        f"{source_dir}: profile {profile.name!r} needs exactly the {len(SET1_NUMBERS)} Soundtracks Set-1 "
+        f"excerpts (numbers 1-{len(SET1_NUMBERS)}), because the published train/validation/test split is "
+        f"drawn from all of them; {found}. Restore the missing audio files and rating/metadata rows, or "
+        "pass allow_subset=True to prepare_data to run on these excerpts anyway (the split then differs "
+        "and the results are not comparable with the published runs)")
 
 
 def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os.PathLike | None) -> Path:
@@ -35,7 +96,8 @@ def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os
 
 
 def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
-                 data_dir: str | os.PathLike | None = None, progress: bool = True) -> PreparedData:
+                 data_dir: str | os.PathLike | None = None, progress: bool = True,
+                 allow_subset: bool = False) -> PreparedData:
     """Generate (synthetic source) or locate the dataset, validate it, split it, cache spectrograms.
 
     Parameters
@@ -50,10 +112,22 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
         dataset is generated into ``run_dir/data/soundtracks_synthetic``.
     progress : bool
         Show progress bars.
+    allow_subset : bool
+        Real data with the paper's split only: accept another set of excerpts
+        than the 360 of Set 1 (see :func:`published_comparability`).
 
     Returns
     -------
     PreparedData
+        Its ``table.attrs`` carry the loader's provenance (``unrated_audio``:
+        audio files without ratings, not loaded) and
+        ``comparable_with_published`` (see :func:`published_comparability`).
+
+    Raises
+    ------
+    MerError
+        On any problem of the dataset (:func:`mer_lib.data.loader.load_soundtracks`),
+        or for a subset of Set 1 under the paper's split without ``allow_subset``.
     """
     profile = get_profile(profile)
     run_dir = Path(run_dir).resolve()
@@ -63,8 +137,10 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
                              duration_s=profile.data.duration_s, seed=profile.data.synth_seed,
                              sample_rate=profile.features.sample_rate, progress=progress)
     table = load_soundtracks(source_dir)
+    comparable = published_comparability(profile, [int(n) for n in table.index], source_dir, allow_subset)
     split = split_numbers(table.index.to_numpy(), profile.split.fractions, profile.split.seed)
     prepared = prepare_cache(table, split, RunLayout(run_dir).cache, profile.features, progress)
+    prepared.table.attrs = {**table.attrs, "comparable_with_published": comparable}
     csv = prepared.table.to_csv(float_format="%.6g")
     path = RunLayout(run_dir).dataset_table
     if not path.exists() or path.read_text() != csv:

@@ -2,9 +2,14 @@
 
 Models are keyed by a hash of their configuration (system, seed, training
 settings, data fingerprint, adversary): ``<run>/models/<system>/seed<k>-<hash>/``
-holds ``model.pt``, ``config.json``, ``history.csv``, ``metrics.json`` and,
-while training, the resume file ``state.pt``. Independent jobs run through
-:func:`mer_lib.jobs.run_jobs`.
+holds ``model.pt``, ``config.json``, ``history.csv``, ``cost.json``,
+``checksums.json`` (size and SHA-256 of ``model.pt``, ``history.csv`` and
+``cost.json``), ``metrics.json`` (written last: it marks a finished model) and,
+while training, the resume file ``state.pt``. The data fingerprint covers the
+content of the cached spectrograms, not only the audio. A finished model whose
+files no longer match their record (or whose ``metrics.json`` is damaged) is
+retrained with a warning naming the file; :func:`load_model_dir` refuses it.
+Independent jobs run through :func:`mer_lib.jobs.run_jobs`.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import hashlib
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,6 +27,7 @@ import torch
 
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, MIDLEVEL, Profile, TrainConfig, get_profile
+from mer_lib.data.cache import spectrogram_digest
 from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
 from mer_lib.jobs import run_jobs
@@ -40,6 +47,8 @@ from mer_lib.models.train import (
 
 #: Bumped whenever a code change alters training results; part of every artifact hash.
 TRAINING_VERSION: int = 1
+#: The files of a finished model recorded in ``checksums.json`` (``metrics.json`` is written after it).
+RECORDED_FILES = ("model.pt", "history.csv", "cost.json")
 
 
 # --------------------------------------------------------------------------
@@ -56,8 +65,10 @@ def split_arrays(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def data_fingerprint(prepared) -> dict:
     """What the trained model depends on in the prepared data, independent of where the run lives.
 
-    Audio content and front end (from the cache manifest), standardisation
-    statistics, excerpt offsets and length, the split and every target value.
+    Audio content, front end and the content of the cached spectrograms (from
+    the cache manifest, whose records the cache checks the files against),
+    standardisation statistics, excerpt offsets and length, the split and every
+    target value.
     """
     manifest = artifacts.read_json(Path(prepared.cache_dir) / "manifest.json")
     audio = {name: entry["audio_sha256"] for name, entry in sorted(manifest["files"].items())}
@@ -66,6 +77,7 @@ def data_fingerprint(prepared) -> dict:
     return {
         "frontend_hash": manifest["frontend_hash"],
         "audio_hash": artifacts.config_hash(audio),
+        "spectrogram_hash": spectrogram_digest(manifest),
         "mean": float(prepared.mean), "std": float(prepared.std),
         "excerpt_frames": int(prepared.excerpt_frames),
         "offsets_hash": artifacts.config_hash({int(n): int(o) for n, o in table["offset"].items()}),
@@ -187,7 +199,7 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         raise MerError(f"{system}: an adversarial_step is required for, and only for, aA2E and aA2B2E")
     config = model_config(prepared, system, seed, profile, adversarial_config)
     out = model_dir(run_dir, config)
-    if (out / "metrics.json").exists() and not overwrite:
+    if not overwrite and is_finished(out):
         return out
     if overwrite:
         for name in ("metrics.json", STATE_FILE):
@@ -224,22 +236,87 @@ def _cost_record(result: TrainResult, final_seconds: float, device: torch.device
 
 
 def _write_results(out: Path, result: TrainResult, metrics: dict, cost: dict) -> None:
-    """``model.pt`` (a plain CPU state dict), ``history.csv``, ``cost.json``, then ``metrics.json``."""
+    """``model.pt`` (a plain CPU state dict), ``history.csv``, ``cost.json``, their record, then ``metrics.json``."""
     save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
     artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
     artifacts.write_json(out / "cost.json", cost)
+    artifacts.write_checksums(out, RECORDED_FILES)
     artifacts.write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
 
 
+def model_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a finished model folder, or ``None`` if it is intact.
+
+    Checks that ``metrics.json`` is readable JSON and that every file of
+    :data:`RECORDED_FILES` matches its size and SHA-256 in ``checksums.json``
+    (:func:`mer_lib.artifacts.checksum_problem`); in a folder without
+    ``checksums.json`` (finished by an earlier version, or made by hand) that
+    ``model.pt`` can be loaded.
+
+    Returns
+    -------
+    str or None
+        A sentence naming the damaged file, e.g. ``".../model.pt: damaged
+        (its size or SHA-256 differs from its record in .../checksums.json)"``.
+    """
+    path = Path(path)
+    try:
+        artifacts.read_json(path / "metrics.json")
+        if not (path / artifacts.CHECKSUMS_FILE).exists():
+            artifacts.read_torch(path / "model.pt")
+            return None
+    except MerError as exc:
+        return str(exc).split("; ")[0]
+    return artifacts.checksum_problem(path, RECORDED_FILES)
+
+
+def is_finished(path: str | os.PathLike) -> bool:
+    """Whether a model folder holds an intact finished model.
+
+    A folder with ``metrics.json`` whose files fail :func:`model_problem` is
+    not: a warning names the damaged file and ``metrics.json`` is removed, so
+    that the model is retrained (training is deterministic: it gives the same
+    model again).
+
+    Parameters
+    ----------
+    path : path-like
+        A model folder (:func:`model_dir`).
+
+    Returns
+    -------
+    bool
+        ``True`` if the model can be reused as it is.
+    """
+    path = Path(path)
+    if not (path / "metrics.json").exists():
+        return False
+    problem = model_problem(path)
+    if problem is None:
+        return True
+    warnings.warn(f"{problem}; retraining the model in {path}", stacklevel=3)
+    (path / "metrics.json").unlink(missing_ok=True)
+    return False
+
+
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
-    """Load a finished artifact folder: ``(model in eval mode, metrics dict)``."""
+    """Load a finished artifact folder: ``(model in eval mode, metrics dict)``.
+
+    Raises
+    ------
+    MerError
+        If the folder holds no finished model, or a damaged one (naming the
+        file: a rerun of the training retrains it).
+    """
     path = Path(path)
     if not (path / "metrics.json").exists():
         raise MerError(f"{path} holds no finished training run (metrics.json missing)")
+    problem = model_problem(path)
+    if problem is not None:
+        raise MerError(f"{problem}; rerun the training (notebooks 02/03 or train_system) to retrain it")
     config = artifacts.read_json(path / "config.json")["config"]
     model = build_model(config["system"], config["train"]["width"])
-    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(artifacts.read_torch(path / "model.pt", hint="rerun the training to retrain it"))
     model.to(resolve_device(device)).eval()
     return model, artifacts.read_json(path / "metrics.json")
 
@@ -361,7 +438,7 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
     for system, seed in keys:
         adv = _adversarial_kw(system, profile, adversary).get("adversarial_config")
         out[(system, seed)] = trained_dir(prepared, system, seed, profile, run_dir, adv)
-        if not (out[(system, seed)] / "metrics.json").exists():
+        if not is_finished(out[(system, seed)]):
             todo.append((system, seed))
     # the expensive (adversarial) jobs first, so that the workers finish together
     todo.sort(key=lambda k: not system_spec(k[0]).adversarial)

@@ -38,7 +38,9 @@ everything it needs to continue (:class:`TrainingState`: model, optimiser,
 best weights, :class:`LoopState` counters and history, cost and every RNG
 state, as tensors, loadable with ``torch.load(weights_only=True)``). A
 restarted run continues after the last saved epoch and ends with bit-identical
-weights and metrics.
+weights and metrics. A resume file that cannot be read or does not fit the
+model (truncated by a killed copy, damaged) is discarded with a warning naming
+it, and training starts over.
 
 Extension point for adversarial training (protocol §5): ``adversarial_step`` is
 called after every clean update with ``(model, x_batch, y_batch, epoch,
@@ -56,6 +58,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -77,6 +80,8 @@ EVAL_BATCH: int = 32
 
 #: Name of the resume file in a model's artifact folder.
 STATE_FILE = "state.pt"
+#: What happens to a damaged resume file.
+DISCARD_HINT = "discarding it: training starts over"
 
 # --------------------------------------------------------------------------
 # Devices, seeds, determinism
@@ -533,17 +538,59 @@ def load_state(path: Path, state: TrainingState, device: torch.device) -> None:
 
     Restores the weights, the optimiser, the best weights (moved to ``device``),
     the counters, the cost and every RNG state.
+
+    Raises
+    ------
+    MerError
+        If the file cannot be loaded or does not hold a resume state of this
+        model (``state`` is then partly changed: start again from
+        :func:`init_state`).
     """
     # on the CPU: RNG states must be CPU tensors; the rest is copied to the device below
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])  # moves its state to the parameters' device
-    state.best_weights = {k: v.to(device) for k, v in saved["best_state"].items()}
-    state.order.set_state(saved["order_rng"])
-    _set_rng_state(saved["rng"])
-    state.loop = LoopState.from_dict(saved["loop"])
+    saved = artifacts.read_torch(path, hint=DISCARD_HINT)
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])  # moves its state to the parameters' device
+        state.best_weights = {k: v.to(device) for k, v in saved["best_state"].items()}
+        state.order.set_state(saved["order_rng"])
+        _set_rng_state(saved["rng"])
+        state.loop = LoopState.from_dict(saved["loop"])
+        state.cost = Cost(**saved["cost"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise MerError(f"{path}: not a resume state of this model ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); {DISCARD_HINT}") from None
     state.loop.sessions += 1
-    state.cost = Cost(**saved["cost"])
+
+
+def start_state(system: str, config: TrainConfig, seed: int, device: torch.device,
+                state_path: Path | None) -> TrainingState:
+    """:func:`init_state`, continued from the resume file ``state_path`` if there is one.
+
+    A damaged resume file is discarded (deleted) with a warning naming it, and
+    training starts over from the fresh state.
+
+    Parameters
+    ----------
+    system, config, seed, device
+        As for :func:`init_state`.
+    state_path : Path or None
+        The resume file (``None``: no resuming).
+
+    Returns
+    -------
+    TrainingState
+        Fresh, or continued as one more session.
+    """
+    state = init_state(system, config, seed, device)
+    if state_path is None or not state_path.exists():
+        return state
+    try:
+        load_state(state_path, state, device)
+    except MerError as exc:
+        warnings.warn(str(exc), stacklevel=3)
+        state_path.unlink(missing_ok=True)
+        state = init_state(system, config, seed, device)
+    return state
 
 
 def save_torch(path: Path, obj: Any) -> None:
@@ -769,9 +816,7 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
                          adversarial_step)
     state_path = Path(state_path) if state_path is not None else None
     with deterministic_mode(setup.device):
-        state = init_state(system, config, seed, setup.device)
-        if state_path is not None and state_path.exists():
-            load_state(state_path, state, setup.device)
+        state = start_state(system, config, seed, setup.device, state_path)
         with progress_bar(total=config.max_epochs, initial=state.loop.epoch, enabled=progress,
                           desc=f"{system} seed {seed}", leave=False, unit="epoch") as bar:
             while not state.loop.stop and state.loop.epoch < config.max_epochs:

@@ -42,6 +42,7 @@ from mer_lib.data.layout import (
     ratings_path,
     synthetic_audio_path,
 )
+from mer_lib.data.loader import MIN_AUDIO_SECONDS
 from mer_lib.data.synth.model import (
     CONTROL_LOADINGS,
     CONTROL_SPREAD,
@@ -200,8 +201,11 @@ def _check_parameters(n_excerpts: int, duration_s: float, seed: int, sample_rate
     """The validated parameters of :func:`generate_soundtracks`, as Python ints and floats."""
     seed = check_seed(seed)
     n_excerpts = check_count(n_excerpts, "n_excerpts")
-    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < 1.0:
-        raise MerError(f"duration_s must be a number >= 1.0 seconds, got {duration_s!r}")
+    shortest = MIN_AUDIO_SECONDS / (1.0 - DURATION_JITTER)  # the loader refuses shorter files
+    if not isinstance(duration_s, (int, float)) or not math.isfinite(duration_s) or duration_s < shortest:
+        raise MerError(f"duration_s must be a number >= {shortest:.3f} seconds (excerpts vary by "
+                       f"±{DURATION_JITTER:.0%} and audio shorter than {MIN_AUDIO_SECONDS:g} s is refused), "
+                       f"got {duration_s!r}")
     sample_rate = check_sample_rate(sample_rate)
     workers = check_count(min(2, os.cpu_count() or 1) if workers is None else workers, "workers")
     return n_excerpts, float(duration_s), seed, sample_rate, workers
