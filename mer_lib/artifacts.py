@@ -172,12 +172,7 @@ def read_npy_bytes(data: bytes, path: str | os.PathLike, hint: str = RECOMPUTE_H
 def read_torch(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``, with failures named.
 
-    Parameters
-    ----------
-    path : path-like
-        The file.
-    hint : str
-        What to do about a damaged file, ending the error message.
+    ``path`` and ``hint`` are as for :func:`read_json`.
 
     Raises
     ------
