@@ -67,9 +67,9 @@ BACKBONE_LAYERS: tuple[tuple, ...] = (
     ("conv", 256, 1, 1),
 )
 #: Channel dropout probability after each max-pool.
-DROPOUT: float = 0.3
+DROPOUT = 0.3
 #: Smallest time and frequency size (one row/column left after both max-pools).
-MIN_INPUT: int = 7
+MIN_INPUT = 7
 
 
 @dataclass(frozen=True)

@@ -153,27 +153,16 @@ def _set_rng_state(state: dict) -> None:
 class Cost:
     """Compute spent, in examples (a batch of 8 through the model = 8 forward passes).
 
-    Attributes
-    ----------
-    train_forward, train_backward : int
-        Example forward / backward passes of training (clean updates,
-        adversarial updates and the attacks that produced them).
-    eval_forward : int
-        Example forward passes of evaluation (validation, final metrics).
-    examples_seen : int
-        Clean training examples used for updates.
-    optimizer_steps : int
-        Optimiser steps (clean and adversarial).
-    adversarial_steps : int
-        Optimiser steps on adversarial batches.
+    Every counter starts at 0; ``dataclasses.fields(Cost)[i].metadata["doc"]`` says what it counts.
     """
 
-    train_forward: int = 0
-    train_backward: int = 0
-    eval_forward: int = 0
-    examples_seen: int = 0
-    optimizer_steps: int = 0
-    adversarial_steps: int = 0
+    train_forward: int = field(default=0, metadata={"doc": "example forward passes of training (clean and "
+                                                            "adversarial updates, and the attacks making them)"})
+    train_backward: int = field(default=0, metadata={"doc": "example backward passes of training (as above)"})
+    eval_forward: int = field(default=0, metadata={"doc": "example forward passes of evaluation"})
+    examples_seen: int = field(default=0, metadata={"doc": "clean training examples used for updates"})
+    optimizer_steps: int = field(default=0, metadata={"doc": "optimiser steps (clean and adversarial)"})
+    adversarial_steps: int = field(default=0, metadata={"doc": "optimiser steps on adversarial batches"})
 
     def add(self, forward: int = 0, backward: int = 0) -> None:
         """Count training forward/backward example passes (for attacks inside training)."""
