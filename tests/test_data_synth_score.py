@@ -42,3 +42,12 @@ def test_tempo_sets_the_pulse() -> None:
 
     assert beat_period(0.0) == pytest.approx(1.0, rel=0.05)  # 60 BPM
     assert beat_period(1.0) == pytest.approx(60 / 170, rel=0.05)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.13, 0.5, 0.77, 1.0])
+def test_even_share_spreads_the_true_values_evenly(share):
+    flags = score.even_share(share, 40, np.random.default_rng(5))
+    assert flags.dtype == bool and len(flags) == 40
+    for k in (3, 5, 10):  # every window of k consecutive units holds share * k, +- 1
+        counts = np.convolve(flags.astype(int), np.ones(k, dtype=int), mode="valid")
+        assert np.all(np.abs(counts - share * k) < 1 + 1e-9)

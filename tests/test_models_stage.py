@@ -163,3 +163,17 @@ def test_train_systems_retrains_a_damaged_model_once(prepared, tmp_path, recwarn
     assert again[("A2E", 3)] == out and (out / "model.pt").read_bytes() == good
     messages = [str(w.message) for w in recwarn.list]
     assert len(messages) == 1 and messages[0].startswith(f"{out / 'model.pt'}: damaged")
+
+
+def test_refit_head_is_recorded_and_counted(prepared, tmp_path):
+    plain = train_system(prepared, "A2B2E", 3, smoke_profile(), tmp_path / "run", device="cpu", progress=False)
+    refit = train_system(prepared, "A2B2E", 3, smoke_profile(refit_head=True), tmp_path / "run", device="cpu",
+                         progress=False)
+    assert plain != refit  # refit_head is part of the model's configuration hash
+    assert json.loads((plain / "metrics.json").read_text())["head_refit"] is None
+    metrics = json.loads((refit / "metrics.json").read_text())
+    record = metrics["head_refit"]
+    assert record["n"] == 16 and record["after"] <= record["before"]
+    # the training split's MSE in metrics.json is that of the refit layer (float32 forward vs float64 solve)
+    assert metrics["train"]["emotions"]["rmse"] ** 2 == pytest.approx(record["after"], rel=1e-4)
+    assert json.loads((refit / "cost.json").read_text())["eval_forward"] == 2 * 4 + 24 + 16

@@ -196,11 +196,16 @@ class MERModel(nn.Module):
         if x.ndim != 4 or x.shape[1] != 1 or min(x.shape[-2:]) < MIN_INPUT:
             raise MerError(f"model input must have shape (B, 1, T, F) with T, F >= {MIN_INPUT}, "
                            f"got {tuple(x.shape)}")
+        z = self.head_input(x)
+        return ModelOutput(self.emotion(z), None if self.bottleneck is None else z)
+
+    def head_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the emotion layer reads: the 7 bottleneck activations, or the ``D`` pooled backbone features.
+
+        No input check (:meth:`forward` checks); ``(B, 1, T, F) -> (B, 7)`` or ``(B, D)``.
+        """
         h = self.backbone(x)
-        if self.bottleneck is None:
-            return ModelOutput(self.emotion(h), None)
-        b = self.bottleneck(h)
-        return ModelOutput(self.emotion(b), b)
+        return h if self.bottleneck is None else self.bottleneck(h)
 
 
 def init_weights(model: nn.Module) -> nn.Module:

@@ -33,6 +33,7 @@ from mer_lib.errors import MerError
 from mer_lib.jobs import run_jobs
 from mer_lib.metrics import regression_report
 from mer_lib.models.nets import MERModel, build_model, system_spec
+from mer_lib.models.refit import refit_emotion_layer
 from mer_lib.models.train import (
     STATE_FILE,
     AdversarialStep,
@@ -191,7 +192,9 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     Path
         The artifact folder holding ``config.json``, ``model.pt``,
         ``history.csv``, ``cost.json`` and ``metrics.json`` (written last: its
-        presence marks a finished run). While training, ``state.pt`` holds the
+        presence marks a finished run; its ``head_refit`` is the record of
+        :func:`mer_lib.models.refit.refit_emotion_layer` when the profile's
+        ``refit_head`` is on, else None). While training, ``state.pt`` holds the
         resume state; it is deleted at the end.
     """
     profile = get_profile(profile)
@@ -214,12 +217,16 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
                          state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step)
     t0 = time.perf_counter()
     with deterministic_mode(device):
+        refit = None
+        if profile.train.refit_head:
+            refit = refit_emotion_layer(result.model, *arrays["train"][:2], device, profile.train.channels_last)
+            result.cost.eval_forward += refit["n"]
         metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
     final_seconds = time.perf_counter() - t0
     metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
                     "best_epoch": result.best_epoch,
                     "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
-                    "epochs_run": result.epochs_run})
+                    "epochs_run": result.epochs_run, "head_refit": refit})
     _write_results(out, result, metrics, _cost_record(result, final_seconds, device))
     (out / STATE_FILE).unlink(missing_ok=True)
     return out

@@ -305,7 +305,8 @@ def validation_score(y: np.ndarray, emotions: np.ndarray, m: np.ndarray | None =
     return out
 
 
-def _to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """``x`` on ``device``, in channels-last memory layout if asked (as the model is trained)."""
     x = x.to(device, non_blocking=False)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -338,7 +339,7 @@ def predict(model: MERModel, x, device: str | torch.device | None = None,
     x = torch.as_tensor(x)
     emo, bott = [], []
     for start in range(0, len(x), batch_size):
-        out = model(_to_input(x[start:start + batch_size], device, channels_last))
+        out = model(to_input(x[start:start + batch_size], device, channels_last))
         emo.append(out.emotions.float().cpu().numpy())
         if out.bottleneck is not None:
             bott.append(out.bottleneck.float().cpu().numpy())
@@ -609,7 +610,7 @@ def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tenso
     x_adv = setup.adversarial_step(state.model, xb, yb, epoch, state.cost)
     if x_adv is None:
         return None
-    x_adv = _to_input(x_adv.detach(), setup.device, setup.config.channels_last)
+    x_adv = to_input(x_adv.detach(), setup.device, setup.config.channels_last)
     loss, _, _ = _counted_step(state, setup, x_adv, yb, None)  # no mid-level targets: emotion MSE only
     state.cost.adversarial_steps += 1
     return loss.item()
@@ -632,7 +633,7 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
     n_ml = n_adv = 0
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
-        xb, yb = _to_input(train.x[idx], device, cl), train.y[idx].to(device)
+        xb, yb = to_input(train.x[idx], device, cl), train.y[idx].to(device)
         mb = None if train.m is None else train.m[idx].to(device)
         loss, emo_mse, ml_mse = _counted_step(state, setup, xb, yb, mb)
         state.cost.examples_seen += bs

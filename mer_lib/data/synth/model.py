@@ -47,7 +47,8 @@ from scipy.special import ndtr
 from mer_lib.config import EMOTION_RANGE, EMOTIONS, MIDLEVEL, MIDLEVEL_RANGE
 from mer_lib.errors import MerError
 
-GENERATOR_VERSION = "1.0.0"
+#: 1.1.0: the mode is chosen per 2 chords and spread evenly (minorness audible in any 10-s window).
+GENERATOR_VERSION = "1.1.0"
 
 
 #: Controls that move some emotions but are *not* mid-level features.

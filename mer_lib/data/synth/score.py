@@ -34,6 +34,10 @@ _DISSONANT_TONES = (1, 2, 6, 11, 13, 14)
 _CHORD_BEATS = 2
 
 
+#: Chords per mode unit: the mode (major or relative minor) is chosen per 2 chords.
+_MODE_SLOTS = 2
+
+
 class _Clock:
     """Score time (beats) -> seconds, with tempo drift and onset jitter."""
 
@@ -57,27 +61,38 @@ def _stochastic_round(x: float, rng: np.random.Generator) -> int:
     return int(math.floor(x + rng.random()))
 
 
+def even_share(share: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` booleans of which every run of ``k`` consecutive ones holds ``share * k`` (+- 1) True values.
+
+    Error diffusion with a random phase: element ``i`` is True where
+    ``floor((i + 1) * share + phase)`` steps up, ``phase ~ U(0, 1)``.
+    """
+    steps = np.floor(np.arange(n + 1) * share + rng.random())
+    return np.diff(steps) > 0
+
+
 def _harmony(c: Mapping[str, float], n_slots: int, rng: np.random.Generator) -> dict[str, Any]:
     """Key, mode, root, quality and voicing of each chord slot (4 slots = 1 phrase).
 
-    minorness: the share of phrases in the (relative) minor mode, where most
-    diatonic chords are minor (i, iv, v) and the melody uses the minor scale,
-    vs the major mode (I, IV, V major); tonal_stability: functional diatonic
-    progressions in one key (with a tonic pedal in the bass) vs chromatic
-    roots, modulations and diminished/augmented triads; dissonance: added
-    seconds, tritones and sevenths.
+    minorness: the share of 2-chord units (:data:`_MODE_SLOTS`) in the
+    relative minor mode, where most diatonic chords are minor (i, iv, v) and
+    the melody uses the minor scale, vs the major mode (I, IV, V major); the
+    minor units are spread evenly (:func:`even_share`) so that every 10-s
+    window carries about that share. (Generator 1.0 drew the mode per 4-chord
+    phrase at random: a 10-s window holds 2-3 phrases, and its share of minor
+    chords correlated only 0.72 with the control.) tonal_stability:
+    functional diatonic progressions in one key (with a tonic pedal in the
+    bass) vs chromatic roots, modulations and diminished/augmented triads;
+    dissonance: added seconds, tritones and sevenths.
     """
     ts, d, mn = c["tonal_stability"], c["dissonance"], c["minorness"]
-    n_phrases = math.ceil(n_slots / 4)
-    minor_phrase = np.zeros(n_phrases, dtype=bool)
-    minor_phrase[:min(n_phrases, _stochastic_round(mn * n_phrases, rng))] = True
-    minor_phrase = rng.permutation(minor_phrase)
+    minor_unit = even_share(mn, math.ceil(n_slots / _MODE_SLOTS), rng)
     key = int(rng.integers(12))
     out: dict[str, Any] = {name: np.zeros(n_slots, dtype=int) for name in ("key", "root", "degree")}
     out["mode_minor"], out["minor"] = np.zeros(n_slots, dtype=bool), np.zeros(n_slots, dtype=bool)
     out["voicing"] = []
     for slot in range(n_slots):
-        phrase_minor = bool(minor_phrase[slot // 4])
+        phrase_minor = bool(minor_unit[slot // _MODE_SLOTS])
         if slot % 4 == 0:
             if slot and rng.random() < (1 - ts) ** 2:
                 key = (key + int(rng.integers(1, 12))) % 12
@@ -128,6 +143,8 @@ def _melody(c: Mapping[str, float], h: dict[str, Any], n_beats: int,
 
     melodiousness: phrases present, stepwise motion in the scale, repeated
     motifs and chord tones on strong beats vs sparse fragments with leaps.
+    In minor units the lead keeps the parent key's notes and cadences on the
+    minor tonic, so the frequent changes of mode add no leaps.
     """
     m, rc, ts = c["melodiousness"], c["rhythm_complexity"], c["tonal_stability"]
     centre = 76 + 8 * (c["brightness"] - 0.5)
@@ -150,17 +167,19 @@ def _melody(c: Mapping[str, float], h: dict[str, Any], n_beats: int,
                 k = _reflect(k, 0, 8)
             else:
                 k = _reflect(k + int(rng.choice([-1, 1]) * rng.integers(4, 10)), -3, 11)
+            # melody degrees k count in the parent major scale (the relative minor shares its notes, so a
+            # change of mode moves no note); the minor's degree d is the parent's d + 5
+            shift = 5 if h["mode_minor"][slot] else 0
             degree = h["degree"][slot]
             if degree >= 0 and pos % 2 == 0 and rng.random() < 0.6 * m:  # chord tone on strong beats
                 candidates = np.arange(k - 3, k + 4)
-                candidates = candidates[np.isin((candidates - degree) % 7, (0, 2, 4))]
+                candidates = candidates[np.isin((candidates - degree - shift) % 7, (0, 2, 4))]
                 k = int(candidates[np.argmin(np.abs(candidates - k))])
-            if end == phrase_len and rng.random() < ts:  # cadence on the tonic
-                k = 7 * round(k / 7)
-            key = h["key"][slot]
-            tonic = key + 12 * round((centre - 4 - key) / 12)
-            scale = _MINOR if h["mode_minor"][slot] else _MAJOR
-            pitch = tonic + 12 * (k // 7) + scale[k % 7]
+            if end == phrase_len and rng.random() < ts:  # cadence on the tonic (the minor's, in minor)
+                k = shift + 7 * round((k - shift) / 7)
+            parent = (h["key"][slot] + 3) % 12 if shift else h["key"][slot]
+            tonic = parent + 12 * round((centre - 4 - parent) / 12)
+            pitch = tonic + 12 * (k // 7) + _MAJOR[k % 7]
             if rng.random() < 0.45 * (1 - ts):
                 pitch += int(rng.choice([-1, 1]))
             accent = 1.0 + 0.2 * c["rhythm_stability"] if beat % 4 == 0 else 0.9

@@ -1,0 +1,94 @@
+"""The least-squares refit of the emotion layer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mer_lib.errors import MerError
+from mer_lib.models.nets import build_model
+from mer_lib.models.refit import head_inputs, least_squares_layer, refit_emotion_layer
+from mer_lib.models.train import predict
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 24, 20, generator=g)
+    y = torch.rand(n, 8, generator=g) * 0.8 + 0.1
+    return x, y
+
+
+def test_least_squares_recovers_an_exact_linear_map():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 5))
+    w, b = rng.normal(size=(3, 5)), rng.normal(size=3)
+    weight, bias = least_squares_layer(x, x @ w.T + b)
+    np.testing.assert_allclose(weight, w, atol=1e-10)
+    np.testing.assert_allclose(bias, b, atol=1e-10)
+
+
+def test_least_squares_gives_constant_inputs_no_weight():
+    rng = np.random.default_rng(2)
+    x = np.c_[rng.normal(size=(30, 2)), np.zeros(30), np.full(30, 3.0)]  # a dead and a constant feature
+    y = x[:, :1] * 2.0 - x[:, 1:2] + 0.5
+    weight, bias = least_squares_layer(x, y)
+    np.testing.assert_allclose(weight, [[2.0, -1.0, 0.0, 0.0]], atol=1e-10)
+    np.testing.assert_allclose(bias, [0.5], atol=1e-10)
+
+
+@pytest.mark.parametrize("inputs, targets", [
+    (np.zeros((5, 2)), np.zeros((4, 1))),  # rows differ
+    (np.zeros(5), np.zeros((5, 1))),  # not 2-D
+    (np.zeros((1, 2)), np.zeros((1, 1))),  # one row
+    (np.array([[0.0], [np.nan]]), np.zeros((2, 1))),  # not finite
+])
+def test_least_squares_refuses_bad_input(inputs, targets):
+    with pytest.raises(MerError, match="least squares"):
+        least_squares_layer(inputs, targets)
+
+
+@pytest.mark.parametrize("system, width", [("A2E", 0.0625), ("A2M2E", 0.0625)])
+def test_head_inputs_are_what_the_emotion_layer_reads(system, width):
+    torch.manual_seed(0)
+    model = build_model(system, width)
+    x, _ = _data()
+    z = head_inputs(model, x)
+    emotions, bottleneck = predict(model, x)
+    assert z.dtype == np.float64 and z.shape == (24, 7 if system == "A2M2E" else model.backbone.out_features)
+    w, b = (p.detach().double().numpy() for p in (model.emotion.weight, model.emotion.bias))
+    np.testing.assert_allclose(z @ w.T + b, emotions, atol=1e-5)
+    if bottleneck is not None:
+        np.testing.assert_allclose(z, bottleneck, atol=1e-6)
+    assert model.training  # head_inputs restores the mode it found
+
+
+@pytest.mark.parametrize("system", ["A2E", "A2M2E", "aA2B2E"])
+def test_refit_changes_only_the_emotion_layer_and_lowers_the_training_error(system):
+    torch.manual_seed(0)
+    model = build_model(system, 0.0625)
+    x, y = _data()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    record = refit_emotion_layer(model, x, y)
+    assert record["n"] == 24 and record["after"] <= record["before"] + 1e-12
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"emotion.weight", "emotion.bias"}
+    assert not model.training
+    # the new layer is the least-squares one: its residuals are orthogonal to its (centred) inputs
+    z = head_inputs(model, x)
+    residual = predict(model, x)[0].astype(np.float64) - y.double().numpy()
+    np.testing.assert_allclose((z - z.mean(0)).T @ residual, 0.0, atol=1e-4)
+    np.testing.assert_allclose(residual.mean(0), 0.0, atol=1e-5)
+
+
+def test_refit_is_deterministic():
+    x, y = _data()
+    layers = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model("A2B2E", 0.0625)
+        refit_emotion_layer(model, x, y)
+        layers.append(torch.cat([model.emotion.weight.flatten(), model.emotion.bias]))
+    assert torch.equal(*layers)
