@@ -14,6 +14,7 @@ from mer_lib.config import MIDLEVEL
 from mer_lib.data import layout
 from mer_lib.errors import MerError
 from mer_lib.models.nets import build_model
+from mer_lib.models.refit import head_inputs, least_squares_layer
 from mer_lib.models.tables import column_correlations
 from mer_lib.models.train import predict
 
@@ -122,3 +123,29 @@ def test_unit_moves_errors(logs):
         bottleneck.unit_moves(logs, system="aA2E")
     with pytest.raises(MerError, match="missing columns"):
         bottleneck.unit_moves(logs.drop(columns=bottleneck_columns("new")[0]))
+
+
+def test_embedding_probe_fits_on_train_and_scores_on_test(tmp_path):
+    prepared = fake_prepared(tmp_path)
+    model = _model_dir(tmp_path / "a2e", "A2E")
+    controls = prepared.table[list(MIDLEVEL)] * 0.5 + 0.1
+    probe = bottleneck.embedding_probe({("A2E", 7): tmp_path / "a2e"}, prepared, controls)
+    assert probe[["system", "seed", "against"]].values.tolist() == [["A2E", 7, "controls"], ["A2E", 7, "annotations"]]
+    train, test = prepared.numbers("train"), prepared.numbers("test")
+    weight, bias = least_squares_layer(head_inputs(model, prepared.excerpts(train)),
+                                       prepared.table.loc[train, list(MIDLEVEL)].to_numpy(np.float64))
+    fitted = pd.DataFrame(head_inputs(model, prepared.excerpts(test)) @ weight.T + bias, index=test,
+                          columns=list(MIDLEVEL))
+    expected = column_correlations(fitted, prepared.table.loc[test])
+    np.testing.assert_allclose(probe.loc[1, list(MIDLEVEL)].to_numpy(float), expected.to_numpy())
+    # controls are an affine map of the annotations here, so both rows agree; without controls one row
+    np.testing.assert_allclose(probe.loc[0, list(MIDLEVEL)].to_numpy(float), expected.to_numpy(), atol=1e-6)
+    alone = bottleneck.embedding_probe({("A2E", 7): tmp_path / "a2e"}, prepared, None)
+    assert alone["against"].tolist() == ["annotations"]
+
+
+def test_bottleneck_agreement_without_controls_scores_the_annotations(tmp_path):
+    prepared = fake_prepared(tmp_path)
+    _model_dir(tmp_path / "m1")
+    agreement = bottleneck.bottleneck_agreement({("A2M2E", 4): tmp_path / "m1"}, prepared, None)
+    assert agreement["against"].tolist() == ["annotations"]

@@ -6,6 +6,9 @@
 - :func:`bottleneck_units` and :func:`bottleneck_agreement`: a trained
   model's bottleneck activations, correlated with the controls and with the
   annotations;
+- :func:`embedding_probe`: how well a linear probe on a black box's
+  embedding (A2E's pooled backbone features) recovers the same features,
+  i.e. whether the audio the models hear carries them at all;
 - :func:`unit_moves`: how far the paper-mode attack moved each unit, from the
   clean and adversarial activations stored in the attack logs.
 
@@ -25,6 +28,7 @@ from mer_lib.config import MIDLEVEL
 from mer_lib.data import layout
 from mer_lib.data.cache import PreparedData
 from mer_lib.errors import MerError
+from mer_lib.models.refit import head_inputs, least_squares_layer
 from mer_lib.models.stage import load_model_dir
 from mer_lib.models.tables import column_correlations
 from mer_lib.models.train import predict
@@ -91,6 +95,14 @@ def controls_vs_annotations(controls: pd.DataFrame, table: pd.DataFrame) -> pd.S
     return pd.Series({f: np.corrcoef(aligned[f], table[f])[0, 1] for f in MIDLEVEL}, name="r(control, annotation)")
 
 
+def _references(prepared: PreparedData, controls: pd.DataFrame | None, numbers) -> list[tuple[str, pd.DataFrame]]:
+    """What units are scored against: the controls (where known), then the annotations."""
+    references = [("annotations", prepared.table.loc[numbers])]
+    if controls is not None:
+        references.insert(0, ("controls", _rows(controls, numbers, "controls")))
+    return references
+
+
 def bottleneck_units(model_dir: str | os.PathLike, prepared: PreparedData, numbers) -> pd.DataFrame:
     """The bottleneck activations of a trained model on some excerpts.
 
@@ -115,7 +127,7 @@ def bottleneck_units(model_dir: str | os.PathLike, prepared: PreparedData, numbe
     return pd.DataFrame(units, index=pd.Index(numbers, name="number"), columns=list(MIDLEVEL))
 
 
-def bottleneck_agreement(dirs: dict[tuple[str, int], Path], prepared: PreparedData, controls: pd.DataFrame,
+def bottleneck_agreement(dirs: dict[tuple[str, int], Path], prepared: PreparedData, controls: pd.DataFrame | None,
                          split: str = "test") -> pd.DataFrame:
     """Pearson r of every bottleneck unit with its control and with its annotation, per model.
 
@@ -124,8 +136,8 @@ def bottleneck_agreement(dirs: dict[tuple[str, int], Path], prepared: PreparedDa
     dirs : dict
         ``{(system, seed): model folder}`` of bottleneck models.
     prepared : PreparedData
-    controls : pandas.DataFrame
-        :func:`read_controls`.
+    controls : pandas.DataFrame or None
+        :func:`read_controls`; None (real data) gives the annotation rows only.
     split : str
         Excerpts to evaluate on.
 
@@ -138,14 +150,55 @@ def bottleneck_agreement(dirs: dict[tuple[str, int], Path], prepared: PreparedDa
         are about equal.
     """
     numbers = prepared.numbers(split)
-    truth = _rows(controls, numbers, "controls")
-    annotations = prepared.table.loc[numbers]
+    references = _references(prepared, controls, numbers)
     rows = []
     for (system, seed), path in dirs.items():
         units = bottleneck_units(path, prepared, numbers)
-        for against, reference in (("controls", truth), ("annotations", annotations)):
+        for against, reference in references:
             rows.append({"system": system, "seed": seed, "against": against,
                          **column_correlations(units, reference).to_dict()})
+    return pd.DataFrame(rows)
+
+
+def embedding_probe(dirs: dict[tuple[str, int], Path], prepared: PreparedData, controls: pd.DataFrame | None,
+                    split: str = "test") -> pd.DataFrame:
+    """A linear probe of the mid-level features on each model's emotion-layer input.
+
+    For A2E and aA2E that input is the pooled backbone embedding: the probe
+    asks whether the black box's representation carries each feature,
+    although it was never trained on it. The probe is an ordinary
+    least-squares map (:func:`mer_lib.models.refit.least_squares_layer`)
+    fitted on the training excerpts' annotations and scored on ``split``.
+
+    Parameters
+    ----------
+    dirs : dict
+        ``{(system, seed): model folder}``.
+    prepared : PreparedData
+    controls : pandas.DataFrame or None
+        :func:`read_controls`; None (real data) scores against the annotations only.
+    split : str
+        Excerpts the probe is scored on.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows as :func:`bottleneck_agreement` (``system``, ``seed``,
+        ``against``, one r per feature), ``against`` being ``"controls"``
+        and ``"annotations"``.
+    """
+    fit, numbers = prepared.numbers("train"), prepared.numbers(split)
+    references = _references(prepared, controls, numbers)
+    rows = []
+    for (system, seed), path in dirs.items():
+        model, _ = load_model_dir(path)
+        weight, bias = least_squares_layer(head_inputs(model, prepared.excerpts(fit)),
+                                           prepared.table.loc[fit, list(MIDLEVEL)].to_numpy(np.float64))
+        probe = head_inputs(model, prepared.excerpts(numbers)) @ weight.T + bias
+        probe = pd.DataFrame(probe, index=pd.Index(numbers, name="number"), columns=list(MIDLEVEL))
+        for against, reference in references:
+            rows.append({"system": system, "seed": seed, "against": against,
+                         **column_correlations(probe, reference).to_dict()})
     return pd.DataFrame(rows)
 
 

@@ -132,7 +132,7 @@ def refit_emotion_layer(model: MERModel, x, y, device: str | torch.device | None
         inputs; ``after <= before`` up to rounding).
     """
     z = head_inputs(model, x, device, channels_last=channels_last)
-    y = np.asarray(torch.as_tensor(y).double().cpu().numpy())
+    y = np.array(y.detach().cpu() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
     before = _mse(model, z, y)
     weight, bias = least_squares_layer(z, y)
     layer = model.emotion

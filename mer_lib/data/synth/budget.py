@@ -1,0 +1,132 @@
+"""How learnable the synthetic emotions are: the generator's variance budget and linear ceilings.
+
+Two questions decide whether the synthetic benchmark compares the systems the
+way the real data does:
+
+1. *How much of each emotion can the mid-level features carry?* On the real
+   Soundtracks data a linear map from the 7 mid-level annotations explains a
+   large share of every emotion rating (Chowdhury et al., ISMIR 2019; one
+   annotation alone reaches r = 0.62-0.88, :data:`REAL_CORRELATIONS`).
+   :func:`variance_budget` splits each emotion's latent variance, exactly,
+   into what the 7 mid-level controls explain, what the nuisance controls
+   (:data:`NUISANCE`, which only a black box can use) add, and noise.
+2. *What could a perfect model reach?* :func:`linear_ceiling` measures, on a
+   dataset, the cross-validated r of a linear map to the emotion ratings (with
+   their clipping to 1-9) from the 7 annotations (a perfect A2M2E
+   bottleneck), from the 7 true mid-level controls and from all 10 controls.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.data.synth.model import (
+    CONTROLS,
+    NUISANCE,
+    REAL_CORRELATIONS,
+    control_correlation,
+    emotion_weights,
+)
+from mer_lib.errors import MerError
+from mer_lib.metrics import pearson_per_column
+
+#: Predictor sets of :func:`linear_ceiling`: column name -> what is used.
+CEILING_INPUTS: dict[str, str] = {
+    "annotations": "the 7 mid-level annotations (a perfect A2M2E bottleneck)",
+    "midlevel_controls": "the 7 true mid-level controls (no rater noise)",
+    "all_controls": "all 10 controls, nuisance included (what a black box can hear)",
+}
+
+
+def variance_budget() -> pd.DataFrame:
+    """Exact shares of each emotion latent's variance, from the generator's constants.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by emotion: ``midlevel`` (explained by the best linear map of
+        the 7 mid-level controls), ``nuisance`` (added by :data:`NUISANCE`),
+        ``noise`` (the rest; the three sum to 1), ``r_midlevel`` =
+        ``sqrt(midlevel)`` (the r a perfect mid-level model reaches on the
+        unclipped latent) and ``real_single_feature_r2``: the largest squared
+        real correlation of one annotation with that emotion
+        (:data:`REAL_CORRELATIONS`), a lower bound of the real data's
+        mid-level share (NaN where none is quoted).
+    """
+    corr = control_correlation().to_numpy()
+    weights = emotion_weights().to_numpy()
+    k = len(MIDLEVEL)
+    rows = []
+    for emotion, w in zip(EMOTIONS, weights):
+        explained = float(w @ corr @ w)
+        cov = corr[:k] @ w
+        midlevel = float(cov @ np.linalg.solve(corr[:k, :k], cov))
+        real = [r ** 2 for (e, _), r in REAL_CORRELATIONS.items() if e == emotion]
+        rows.append({"emotion": emotion, "midlevel": midlevel, "nuisance": explained - midlevel,
+                     "noise": 1.0 - explained, "r_midlevel": np.sqrt(midlevel),
+                     "real_single_feature_r2": max(real) if real else np.nan})
+    return pd.DataFrame(rows).set_index("emotion")
+
+
+def _fold_predictions(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Out-of-fold predictions of an ordinary least-squares fit with intercept."""
+    out = np.empty_like(y)
+    for fold in np.unique(folds):
+        test = folds == fold
+        design = np.c_[np.ones((~test).sum()), x[~test]]
+        beta = np.linalg.lstsq(design, y[~test], rcond=None)[0]
+        out[test] = np.c_[np.ones(test.sum()), x[test]] @ beta
+    return out
+
+
+def linear_ceiling(emotions: pd.DataFrame, midlevel: pd.DataFrame, controls: pd.DataFrame,
+                   n_folds: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Cross-validated r of linear maps to the emotion ratings, per emotion and predictor set.
+
+    Parameters
+    ----------
+    emotions : pandas.DataFrame
+        Emotion ratings (:data:`~mer_lib.config.EMOTIONS` columns), indexed by excerpt.
+    midlevel : pandas.DataFrame
+        Mid-level annotations (:data:`~mer_lib.config.MIDLEVEL` columns), same index.
+    controls : pandas.DataFrame
+        The generator's controls (:data:`CONTROLS` columns), same index.
+    n_folds : int
+        Folds of the cross-validation (excerpts assigned at random).
+    seed : int
+        Seed of the fold assignment.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by emotion plus a ``mean`` row; one column per
+        :data:`CEILING_INPUTS` key: Pearson r between the ratings and the
+        out-of-fold predictions. The gap between ``annotations`` and
+        ``all_controls`` is the accuracy A2M2E must give up even with a
+        perfect bottleneck.
+
+    Raises
+    ------
+    MerError
+        If a column is missing, the indexes differ, or there are fewer than
+        ``2 * n_folds`` excerpts.
+    """
+    for frame, columns, what in ((emotions, EMOTIONS, "emotions"), (midlevel, MIDLEVEL, "midlevel"),
+                                 (controls, CONTROLS, "controls")):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise MerError(f"linear_ceiling: {what} lacks columns {missing}")
+        if not frame.index.equals(emotions.index):
+            raise MerError(f"linear_ceiling: {what} is not indexed like the emotions (same excerpts, same order)")
+    if len(emotions) < 2 * n_folds:
+        raise MerError(f"linear_ceiling: need at least {2 * n_folds} excerpts for {n_folds} folds, "
+                       f"got {len(emotions)}")
+    folds = np.random.default_rng(seed).permutation(np.arange(len(emotions)) % n_folds)
+    y = emotions[list(EMOTIONS)].to_numpy(np.float64)
+    inputs = {"annotations": midlevel[list(MIDLEVEL)], "midlevel_controls": controls[list(MIDLEVEL)],
+              "all_controls": controls[[*MIDLEVEL, *NUISANCE]]}
+    table = pd.DataFrame({name: pearson_per_column(y, _fold_predictions(x.to_numpy(np.float64), y, folds))
+                          for name, x in inputs.items()}, index=pd.Index(EMOTIONS, name="emotion"))
+    table.loc["mean"] = table.mean()
+    return table
