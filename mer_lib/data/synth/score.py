@@ -92,21 +92,21 @@ def _harmony(c: Mapping[str, float], n_slots: int, rng: np.random.Generator) -> 
     out["mode_minor"], out["minor"] = np.zeros(n_slots, dtype=bool), np.zeros(n_slots, dtype=bool)
     out["voicing"] = []
     for slot in range(n_slots):
-        phrase_minor = bool(minor_unit[slot // _MODE_SLOTS])
+        unit_minor = bool(minor_unit[slot // _MODE_SLOTS])
         if slot % 4 == 0:
             if slot and rng.random() < (1 - ts) ** 2:
                 key = (key + int(rng.integers(1, 12))) % 12
             pattern = _PROGRESSIONS[int(rng.integers(len(_PROGRESSIONS)))]
-        tonic = (key + 9) % 12 if phrase_minor else key  # minor phrases: the relative minor
+        tonic = (key + 9) % 12 if unit_minor else key  # minor units: the relative minor
         if rng.random() < 0.9 * (1 - ts) ** 2:
             degree, minor = -1, bool(rng.random() < mn)
             root = (tonic + _CHROMATIC_ROOTS[int(rng.integers(len(_CHROMATIC_ROOTS)))]) % 12
         else:
             degree = pattern[slot % 4]
-            root = (tonic + (_MINOR if phrase_minor else _MAJOR)[degree]) % 12
-            minor = degree not in (2, 5, 6) if phrase_minor else degree in (1, 2, 5, 6)
+            root = (tonic + (_MINOR if unit_minor else _MAJOR)[degree]) % 12
+            minor = degree not in (2, 5, 6) if unit_minor else degree in (1, 2, 5, 6)
         out["key"][slot], out["root"][slot], out["degree"][slot] = tonic, root, degree
-        out["mode_minor"][slot], out["minor"][slot] = phrase_minor, minor
+        out["mode_minor"][slot], out["minor"][slot] = unit_minor, minor
         base = 48 + root
         fifth = 7
         if rng.random() < 0.6 * (1 - ts) ** 2:  # unstable: diminished / augmented triads
