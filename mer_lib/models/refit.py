@@ -41,17 +41,7 @@ def head_inputs(model: MERModel, x, device: str | torch.device | None = None, ba
                 channels_last: bool = True) -> np.ndarray:
     """What the emotion layer reads, in eval mode.
 
-    Parameters
-    ----------
-    model : MERModel
-    x : array or Tensor (N, 1, T, F)
-        Standardised inputs.
-    device : str or torch.device, optional
-        Where to compute (default: the model's device).
-    batch_size : int
-        Inference batch size.
-    channels_last : bool
-        Feed inputs in channels-last memory layout (as in training).
+    The parameters are those of :func:`mer_lib.models.train.predict`.
 
     Returns
     -------
