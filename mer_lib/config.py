@@ -262,6 +262,10 @@ class TrainConfig:
         frozen; :mod:`mer_lib.models.refit` says why and what it measured).
         Not in the reference protocol: off in the ``paper`` profile, on in the
         scaled-down profiles, whose 10 epochs leave that layer unconverged.
+    refit_ridge : float
+        Relative L2 penalty of that refit
+        (:func:`mer_lib.models.refit.least_squares_layer`); keeps the refit
+        layer's weights at the size of a trained one.
     """
 
     width: float = 1.0
@@ -275,6 +279,7 @@ class TrainConfig:
     score_unsupervised_bottleneck: bool = True
     channels_last: bool = True
     refit_head: bool = False
+    refit_ridge: float = 0.01
 
 
 @dataclass(frozen=True)

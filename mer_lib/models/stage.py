@@ -219,7 +219,8 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     with deterministic_mode(device):
         refit = None
         if profile.train.refit_head:
-            refit = refit_emotion_layer(result.model, *arrays["train"][:2], device, profile.train.channels_last)
+            refit = refit_emotion_layer(result.model, *arrays["train"][:2], profile.train.refit_ridge, device,
+                                        profile.train.channels_last)
             result.cost.eval_forward += refit["n"]
         metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
     final_seconds = time.perf_counter() - t0
