@@ -92,3 +92,36 @@ def test_refit_is_deterministic():
         refit_emotion_layer(model, x, y)
         layers.append(torch.cat([model.emotion.weight.flatten(), model.emotion.bias]))
     assert torch.equal(*layers)
+
+
+def test_ridge_matches_its_closed_form_and_shrinks_the_weight():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(40, 2))
+    x = np.c_[base, base @ [[1.0], [1.0]] + 1e-3 * rng.normal(size=(40, 1))]  # a nearly collinear third input
+    y = x[:, :1] - x[:, 1:2] + 0.1 * rng.normal(size=(40, 1))
+    plain, _ = least_squares_layer(x, y)
+    weight, bias = least_squares_layer(x, y, ridge=0.01)
+    xc = x - x.mean(0)
+    expected = np.linalg.solve(xc.T @ xc + 0.01 * 40 * xc.var(0).mean() * np.eye(3), xc.T @ (y - y.mean(0))).T
+    np.testing.assert_allclose(weight, expected, rtol=1e-10)
+    np.testing.assert_allclose(bias, y.mean(0) - weight @ x.mean(0), rtol=1e-10)
+    assert np.linalg.norm(weight) < np.linalg.norm(plain)
+    # the penalty is relative to the inputs' variance: rescaling the inputs rescales the weight inversely
+    scaled, _ = least_squares_layer(10.0 * x, y, ridge=0.01)
+    np.testing.assert_allclose(scaled, weight / 10.0, rtol=1e-8)
+
+
+@pytest.mark.parametrize("ridge", [-0.1, float("nan"), "0.1", None])
+def test_ridge_must_be_a_non_negative_number(ridge):
+    with pytest.raises(MerError, match="ridge must be a number >= 0"):
+        least_squares_layer(np.ones((3, 2)), np.ones((3, 1)), ridge=ridge)
+
+
+def test_refit_records_the_ridge_and_the_weight_norms():
+    torch.manual_seed(0)
+    model = build_model("A2M2E", 0.0625)
+    x, y = _data()
+    norm = float(model.emotion.weight.detach().double().norm())
+    record = refit_emotion_layer(model, x, y, ridge=0.05)
+    assert record["ridge"] == 0.05 and record["norm_before"] == pytest.approx(norm)
+    assert record["norm_after"] == pytest.approx(float(model.emotion.weight.detach().double().norm()))

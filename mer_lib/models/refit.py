@@ -152,7 +152,7 @@ def refit_emotion_layer(model: MERModel, x, y, ridge: float = 0.0, device: str |
         weight ``norm_before`` and ``norm_after``.
     """
     z = head_inputs(model, x, device, channels_last=channels_last)
-    y = np.array(y.detach().cpu() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
+    y = np.array(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
     before, norm_before = _mse(model, z, y), float(model.emotion.weight.detach().double().norm())
     weight, bias = least_squares_layer(z, y, ridge)
     layer = model.emotion
