@@ -257,9 +257,10 @@ class TrainConfig:
         results only at float-rounding level, but is part of the configuration
         so that reruns stay bit-identical.
     refit_head : bool
-        After training, replace the emotion layer by its least-squares
-        solution on the clean training excerpts (backbone and bottleneck
-        frozen; :mod:`mer_lib.models.refit` says why and what it measured).
+        After training, replace every linear head layer that has a target
+        (A2M2E's bottleneck, every emotion layer) by its ridge least-squares
+        solution on the clean training excerpts, backbone frozen
+        (:mod:`mer_lib.models.refit` says why and what it measured).
         Not in the reference protocol: off in the ``paper`` profile, on in the
         scaled-down profiles, whose 10 epochs leave that layer unconverged.
     refit_ridge : float

@@ -7,7 +7,7 @@ import torch
 
 from mer_lib.errors import MerError
 from mer_lib.models.nets import build_model
-from mer_lib.models.refit import head_inputs, least_squares_layer, refit_emotion_layer
+from mer_lib.models.refit import backbone_features, head_inputs, least_squares_layer, refit_head
 from mer_lib.models.train import predict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,6 +18,10 @@ def _data(n=24, seed=0):
     x = torch.randn(n, 1, 24, 20, generator=g)
     y = torch.rand(n, 8, generator=g) * 0.8 + 0.1
     return x, y
+
+
+def _midlevel(n=24, seed=1):
+    return torch.rand(n, 7, generator=torch.Generator().manual_seed(seed)) * 0.9 + 0.1
 
 
 def test_least_squares_recovers_an_exact_linear_map():
@@ -64,23 +68,38 @@ def test_head_inputs_are_what_the_emotion_layer_reads(system, width):
     assert model.training  # head_inputs restores the mode it found
 
 
-@pytest.mark.parametrize("system", ["A2E", "A2M2E", "aA2B2E"])
-def test_refit_changes_only_the_emotion_layer_and_lowers_the_training_error(system):
+@pytest.mark.parametrize("system, layers", [
+    ("A2E", {"emotion"}), ("aA2B2E", {"emotion"}), ("A2M2E", {"bottleneck", "emotion"}),
+])
+def test_refit_changes_only_the_head_layers_with_a_target(system, layers):
     torch.manual_seed(0)
     model = build_model(system, 0.0625)
     x, y = _data()
+    m = _midlevel()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    record = refit_emotion_layer(model, x, y)
-    assert record["n"] == 24 and record["after"] <= record["before"] + 1e-12
+    record = refit_head(model, x, y, m)
+    assert (record["bottleneck"] is None) == (system != "A2M2E")
+    for name in layers:
+        assert record[name]["n"] == 24 and record[name]["after"] <= record[name]["before"] + 1e-12
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed == {"emotion.weight", "emotion.bias"}
+    assert changed == {f"{layer}.{p}" for layer in layers for p in ("weight", "bias")}
     assert not model.training
-    # the new layer is the least-squares one: its residuals are orthogonal to its (centred) inputs
-    z = head_inputs(model, x)
-    residual = predict(model, x)[0].astype(np.float64) - y.double().numpy()
-    np.testing.assert_allclose((z - z.mean(0)).T @ residual, 0.0, atol=1e-4)
-    np.testing.assert_allclose(residual.mean(0), 0.0, atol=1e-5)
+    # each new layer is the least-squares one: its residuals are orthogonal to its (centred) inputs
+    emotions, units = predict(model, x)
+    fits = [(head_inputs(model, x), emotions, y)]
+    if system == "A2M2E":
+        fits.append((backbone_features(model, x), units, m))
+    for inputs, outputs, targets in fits:
+        residual = outputs.astype(np.float64) - targets.double().numpy()
+        np.testing.assert_allclose((inputs - inputs.mean(0)).T @ residual, 0.0, atol=1e-4)
+        np.testing.assert_allclose(residual.mean(0), 0.0, atol=1e-5)
+
+
+def test_refit_of_a2m2e_needs_the_midlevel_targets():
+    x, y = _data()
+    with pytest.raises(MerError, match="A2M2E needs the mid-level targets"):
+        refit_head(build_model("A2M2E", 0.0625), x, y)
 
 
 def test_refit_is_deterministic():
@@ -88,9 +107,9 @@ def test_refit_is_deterministic():
     layers = []
     for _ in range(2):
         torch.manual_seed(3)
-        model = build_model("A2B2E", 0.0625)
-        refit_emotion_layer(model, x, y)
-        layers.append(torch.cat([model.emotion.weight.flatten(), model.emotion.bias]))
+        model = build_model("A2M2E", 0.0625)
+        refit_head(model, x, y, _midlevel(), ridge=0.01)
+        layers.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(*layers)
 
 
@@ -122,6 +141,6 @@ def test_refit_records_the_ridge_and_the_weight_norms():
     model = build_model("A2M2E", 0.0625)
     x, y = _data()
     norm = float(model.emotion.weight.detach().double().norm())
-    record = refit_emotion_layer(model, x, y, ridge=0.05)
+    record = refit_head(model, x, y, _midlevel(), ridge=0.05)["emotion"]
     assert record["ridge"] == 0.05 and record["norm_before"] == pytest.approx(norm)
     assert record["norm_after"] == pytest.approx(float(model.emotion.weight.detach().double().norm()))

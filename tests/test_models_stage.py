@@ -172,7 +172,8 @@ def test_refit_head_is_recorded_and_counted(prepared, tmp_path):
     assert plain != refit  # refit_head is part of the model's configuration hash
     assert json.loads((plain / "metrics.json").read_text())["head_refit"] is None
     metrics = json.loads((refit / "metrics.json").read_text())
-    record = metrics["head_refit"]
+    assert metrics["head_refit"]["bottleneck"] is None  # A2B2E's bottleneck has no target
+    record = metrics["head_refit"]["emotion"]
     assert record["n"] == 16 and record["ridge"] == 0.01 and record["norm_after"] > 0
     # the training split's MSE in metrics.json is that of the refit layer (float32 forward vs float64 solve)
     assert metrics["train"]["emotions"]["rmse"] ** 2 == pytest.approx(record["after"], rel=1e-4)

@@ -1,30 +1,33 @@
-"""Least-squares refit of a trained model's emotion layer: the scaled-down profiles' convergence step.
+"""Least-squares refit of a trained model's linear head layers: the scaled-down profiles' last step.
 
 Why
 ---
-Every system ends in a linear emotion layer. In the paper's budget (up to 199
-epochs of Adam at lr 5e-4) that layer converges. In the quick profile's 10
-epochs it does not, and the bottleneck systems suffer most: A2M2E's units are
-trained towards the mid-level ratings divided by 10 and, after 10 epochs,
-still vary little (SD 0.005-0.14), so its emotion layer needs weights of
-several units, while Adam moves each weight by at most about ``lr`` per step
-(360 steps x 0.004). Measured on the committed quick run (5 seeds, test
-split): solving that one layer by least squares on the training excerpts,
-backbone and bottleneck frozen, takes A2M2E's mean emotion r from
-0.52 +- 0.11 to 0.71 +- 0.02, A2B2E's from 0.60 to 0.72 and A2E's from 0.70
-to 0.75; the representation was learned, the last layer had not caught up.
+Every system ends in linear layers: A2E's emotion layer; the bottleneck and
+emotion layers of A2B2E, aA2B2E and A2M2E. In the paper's budget (up to 199
+epochs of Adam at lr 5e-4) they converge. In the quick profile's 10 epochs
+they do not, and A2M2E suffers most: after 10 epochs its units still vary
+little (SD 0.005-0.14 against the mid-level targets' 0.18) and correlate with
+their features far less than its backbone allows, and its emotion layer needs
+weights of several units while Adam moves each weight by at most about ``lr``
+per step (360 steps x 0.004). Measured on the quick run of generator 1.0
+(5 seeds, test split): solving the emotion layer alone by least squares,
+backbone and bottleneck frozen, took A2M2E's mean emotion r from 0.52 +- 0.11
+to 0.71 +- 0.02 (A2E: 0.70 to 0.75); the representation was learned, the last
+layer had not caught up.
 
 What
 ----
 With ``TrainConfig.refit_head`` (quick and smoke profiles; off in ``paper``),
-:func:`mer_lib.models.stage.train_system` calls :func:`refit_emotion_layer`
-after training, once the best epoch's weights are restored: the emotion
-layer's weight and bias become the ridge-regression solution (float64) of the
-emotion targets on what the layer reads
-(:meth:`~mer_lib.models.nets.MERModel.head_input`, eval mode) over the clean
-training excerpts. Nothing else changes: the backbone, the bottleneck (and so
-what A2M2E's units mean) and the adversarially trained backbones of aA2E and
-aA2B2E stay as trained. The refit is deterministic.
+:func:`mer_lib.models.stage.train_system` calls :func:`refit_head` after
+training, once the best epoch's weights are restored. On the clean training
+excerpts, in eval mode and with the backbone frozen, every linear head layer
+that has a target becomes its ridge-regression solution (float64): first
+A2M2E's bottleneck (mid-level targets from the pooled backbone features; its
+units then track their features as a converged model's would), then every
+system's emotion layer (emotion targets from what it reads). A2B2E's
+unsupervised bottleneck has no target and stays as trained, as do the
+adversarially trained backbones of aA2E and aA2B2E. The refit is
+deterministic.
 
 Why a ridge and not plain least squares: A2E's 32 pooled features are nearly
 collinear, and plain least squares fits them with weights of norm 120-350
@@ -34,8 +37,7 @@ least squares, A2E's median dMAE under the paper-mode attack rose from 0.48
 to 10.4. The validation error is flat over the penalty (it cannot choose it),
 so the penalty is fixed: ``TrainConfig.refit_ridge`` times the number of
 excerpts times the mean variance of the layer's inputs (0.01 in the quick
-profile: weight norms 5-8, like a trained layer, for 0.00-0.04 less test r
-than plain least squares).
+profile: emotion-layer weight norms 2-8, like a trained layer's).
 """
 from __future__ import annotations
 
@@ -50,6 +52,17 @@ from mer_lib.models.train import EVAL_BATCH, resolve_device, to_input
 
 
 @torch.no_grad()
+def _batched(fn, model: MERModel, x, device, batch_size: int, channels_last: bool) -> np.ndarray:
+    device = next(model.parameters()).device if device is None else resolve_device(device)
+    was_training = model.training
+    model.eval()
+    x = torch.as_tensor(x)
+    out = [fn(to_input(x[i:i + batch_size], device, channels_last)).double().cpu().numpy()
+           for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out)
+
+
 def head_inputs(model: MERModel, x, device: str | torch.device | None = None, batch_size: int = EVAL_BATCH,
                 channels_last: bool = True) -> np.ndarray:
     """What the emotion layer reads, in eval mode.
@@ -62,14 +75,13 @@ def head_inputs(model: MERModel, x, device: str | torch.device | None = None, ba
         Bottleneck activations (bottleneck systems) or pooled backbone
         features (A2E, aA2E), float64.
     """
-    device = next(model.parameters()).device if device is None else resolve_device(device)
-    was_training = model.training
-    model.eval()
-    x = torch.as_tensor(x)
-    out = [model.head_input(to_input(x[i:i + batch_size], device, channels_last)).double().cpu().numpy()
-           for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return np.concatenate(out)
+    return _batched(model.head_input, model, x, device, batch_size, channels_last)
+
+
+def backbone_features(model: MERModel, x, device: str | torch.device | None = None, batch_size: int = EVAL_BATCH,
+                      channels_last: bool = True) -> np.ndarray:
+    """The pooled backbone features ``(N, D)``, float64, in eval mode (parameters as :func:`head_inputs`)."""
+    return _batched(model.backbone, model, x, device, batch_size, channels_last)
 
 
 def least_squares_layer(inputs: np.ndarray, targets: np.ndarray,
@@ -118,15 +130,57 @@ def least_squares_layer(inputs: np.ndarray, targets: np.ndarray,
     return weight, y_mean - weight @ x_mean
 
 
-def _mse(model: MERModel, z: np.ndarray, y: np.ndarray) -> float:
-    w = model.emotion.weight.detach().double().cpu().numpy()
-    b = model.emotion.bias.detach().double().cpu().numpy()
-    return float(np.mean((z @ w.T + b - y) ** 2))
+def _as_float64(a) -> np.ndarray:
+    return np.array(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
 
 
-def refit_emotion_layer(model: MERModel, x, y, ridge: float = 0.0, device: str | torch.device | None = None,
-                        channels_last: bool = True) -> dict:
-    """Replace the emotion layer's weight and bias by their (ridge) least-squares solution on ``(x, y)``, in place.
+def _layer_output(layer: torch.nn.Linear, inputs: np.ndarray) -> np.ndarray:
+    weight = layer.weight.detach().double().cpu().numpy()
+    return inputs @ weight.T + layer.bias.detach().double().cpu().numpy()
+
+
+def refit_linear(layer: torch.nn.Linear, inputs: np.ndarray, targets: np.ndarray, ridge: float = 0.0) -> dict:
+    """Replace a linear layer's weight and bias by the (ridge) least-squares map from ``inputs`` to ``targets``.
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear
+        Changed in place.
+    inputs : ndarray (N, in_features)
+        What the layer reads.
+    targets : ndarray (N, out_features)
+        What it should output.
+    ridge : float
+        Relative penalty of :func:`least_squares_layer`.
+
+    Returns
+    -------
+    dict
+        ``n`` (rows used), ``ridge``, the layer's mean squared error on the
+        rows ``before`` and ``after`` (float64; ``after <= before`` for
+        ``ridge = 0``) and the Frobenius norm of its weight ``norm_before``
+        and ``norm_after``.
+    """
+    inputs, targets = _as_float64(inputs), _as_float64(targets)
+    before = float(np.mean((_layer_output(layer, inputs) - targets) ** 2))
+    norm_before = float(layer.weight.detach().double().norm())
+    weight, bias = least_squares_layer(inputs, targets, ridge)
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    return {"n": int(len(inputs)), "ridge": float(ridge), "before": before,
+            "after": float(np.mean((_layer_output(layer, inputs) - targets) ** 2)),
+            "norm_before": norm_before, "norm_after": float(layer.weight.detach().double().norm())}
+
+
+def refit_head(model: MERModel, x, y, m=None, ridge: float = 0.0, device: str | torch.device | None = None,
+               channels_last: bool = True) -> dict:
+    """Refit every linear layer of the head that has a target, in place: the scaled-down profiles' last step.
+
+    A2M2E's bottleneck is refit first, on the mid-level targets ``m`` and the
+    pooled backbone features; then every system's emotion layer, on the
+    emotion targets ``y`` and what it reads (the new bottleneck for A2M2E).
+    A2B2E's unsupervised bottleneck has no target and stays as trained.
 
     Parameters
     ----------
@@ -136,29 +190,31 @@ def refit_emotion_layer(model: MERModel, x, y, ridge: float = 0.0, device: str |
         The clean training inputs.
     y : array or Tensor (N, 8)
         Their emotion targets (divided by 10).
+    m : array or Tensor (N, 7), optional
+        Their mid-level targets (divided by 10); required for A2M2E.
     ridge : float
         Relative penalty of :func:`least_squares_layer`.
-    device : str or torch.device, optional
-        Where to compute (default: the model's device).
-    channels_last : bool
-        Input memory layout (as in training).
+    device, channels_last
+        As in :func:`mer_lib.models.train.predict`.
 
     Returns
     -------
     dict
-        ``n`` (excerpts used), ``ridge``, the training emotion MSE of the
-        layer ``before`` and ``after`` (float64, from the layer's inputs;
-        ``after <= before`` for ``ridge = 0``) and the Frobenius norm of the
-        weight ``norm_before`` and ``norm_after``.
+        ``{"bottleneck": record or None, "emotion": record}`` with
+        :func:`refit_linear`'s records.
+
+    Raises
+    ------
+    MerError
+        If ``m`` is missing for A2M2E.
     """
-    z = head_inputs(model, x, device, channels_last=channels_last)
-    y = np.array(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
-    before, norm_before = _mse(model, z, y), float(model.emotion.weight.detach().double().norm())
-    weight, bias = least_squares_layer(z, y, ridge)
-    layer = model.emotion
-    with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(weight, dtype=layer.weight.dtype))
-        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+    if model.spec.midlevel_supervised and m is None:
+        raise MerError(f"refit_head: {model.system} needs the mid-level targets m")
+    features = backbone_features(model, x, device, channels_last=channels_last)
+    bottleneck = None
+    if model.spec.midlevel_supervised:
+        bottleneck = refit_linear(model.bottleneck, features, m, ridge)
+    z = features if model.bottleneck is None else _layer_output(model.bottleneck, features)
+    emotion = refit_linear(model.emotion, z, y, ridge)
     model.eval()
-    return {"n": int(len(z)), "ridge": float(ridge), "before": before, "after": _mse(model, z, y),
-            "norm_before": norm_before, "norm_after": float(layer.weight.detach().double().norm())}
+    return {"bottleneck": bottleneck, "emotion": emotion}

@@ -33,7 +33,7 @@ from mer_lib.errors import MerError
 from mer_lib.jobs import run_jobs
 from mer_lib.metrics import regression_report
 from mer_lib.models.nets import MERModel, build_model, system_spec
-from mer_lib.models.refit import refit_emotion_layer
+from mer_lib.models.refit import refit_head
 from mer_lib.models.train import (
     STATE_FILE,
     AdversarialStep,
@@ -47,7 +47,7 @@ from mer_lib.models.train import (
 )
 
 #: Bumped whenever a code change alters training results; part of every artifact hash.
-TRAINING_VERSION: int = 1
+TRAINING_VERSION: int = 2
 #: The files of a finished model recorded in ``checksums.json`` (``metrics.json`` is written after it).
 RECORDED_FILES = ("model.pt", "history.csv", "cost.json")
 
@@ -193,7 +193,7 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         The artifact folder holding ``config.json``, ``model.pt``,
         ``history.csv``, ``cost.json`` and ``metrics.json`` (written last: its
         presence marks a finished run; its ``head_refit`` is the record of
-        :func:`mer_lib.models.refit.refit_emotion_layer` when the profile's
+        :func:`mer_lib.models.refit.refit_head` when the profile's
         ``refit_head`` is on, else None). While training, ``state.pt`` holds the
         resume state; it is deleted at the end.
     """
@@ -219,9 +219,9 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     with deterministic_mode(device):
         refit = None
         if profile.train.refit_head:
-            refit = refit_emotion_layer(result.model, *arrays["train"][:2], profile.train.refit_ridge, device,
-                                        profile.train.channels_last)
-            result.cost.eval_forward += refit["n"]
+            refit = refit_head(result.model, *arrays["train"], profile.train.refit_ridge, device,
+                               profile.train.channels_last)
+            result.cost.eval_forward += refit["emotion"]["n"]
         metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
     final_seconds = time.perf_counter() - t0
     metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
