@@ -139,7 +139,7 @@ def _why(unit_r: float, probe_r: float) -> str:
         return ""
     if np.isfinite(probe_r) and probe_r >= LEARNED_R:
         return (f"the audio carries it (A2E's embedding predicts it, probe r {probe_r:.2f}), "
-                "but A2M2E's unit did not learn it in this budget")
+                "but A2M2E's unit does not carry it in this budget")
     return "neither model recovers it from the audio in this budget" + (
         f" (A2E probe r {probe_r:.2f})" if np.isfinite(probe_r) else "")
 
