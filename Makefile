@@ -9,11 +9,12 @@ profile ?= quick
 run_dir ?= runs/$(profile)
 data_dir ?=
 notebooks ?=
+executor ?=
 
 .PHONY: reproduce test test-unit test-notebooks lab setup clean-run help
 
 help:
-	@echo "make reproduce [profile=quick|smoke|paper] [data_dir=/path/to/real/data] [run_dir=...] [notebooks=\"01 02\"]"
+	@echo "make reproduce [profile=quick|smoke|paper|paper-synthetic] [data_dir=/path/to/real/data] [run_dir=...] [notebooks=\"01 02\"] [executor=local:8|ray:auto]"
 	@echo "               relative data_dir and run_dir are taken from the folder make runs in (with make -C DIR: DIR)"
 	@echo "make test       unit tests + nbval regression of the committed notebooks (default and avx2-capped kernels)"
 	@echo "make test-unit  unit tests only; make test-notebooks [kernels=default|avx2]: one regression run"
@@ -22,7 +23,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=24"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,cluster]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mer_lib)" >/dev/null
 	@touch $(STAMP)
 
@@ -32,7 +33,7 @@ setup: $(STAMP)
 # in notebooks/; an empty or unmatched notebooks= selection is an error there (it lists the notebooks).
 reproduce: $(STAMP)
 	$(PY) -m mer_lib.runner --profile "$(profile)" --run-dir "$(run_dir)" \
-	    $(if $(data_dir),--data-dir "$(data_dir)") $(if $(notebooks),--notebooks $(notebooks))
+	    $(if $(data_dir),--data-dir "$(data_dir)") $(if $(notebooks),--notebooks $(notebooks)) $(if $(executor),--executor "$(executor)")
 
 # The nbval regression runs twice: with the default CPU kernels and with the vectorised kernels
 # capped at AVX2 (other float rounding on the same machine, a stand-in for another CPU). Exact

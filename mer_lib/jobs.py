@@ -1,21 +1,44 @@
-"""Independent jobs (train one model, attack one model) run in-process or in worker processes.
+"""Independent jobs (train one model, attack one model) and the executors that run them.
 
 Training and attacking the models of a run are lists of independent jobs:
 one (system, seed) to train, one (model, attack setting) to attack. Each job
 writes its own artifacts, keyed by a hash of its configuration, so jobs can
-run in any order and in any process. :func:`run_jobs` runs such a list either
-in the calling process or in a pool of worker processes.
+run in any order, in any process and on any machine that sees the run
+directory. :func:`run_jobs` runs such a list with an *executor*:
 
-Why worker processes: the quick profile's models are small (width 0.125), and
-PyTorch's intra-op threading helps them little: on the 2-core reference machine one
-training process reaches 189 examples/s with 1 thread and 219 with 2, while two
-1-thread worker processes reach 378 together, x1.73 (``benchmarks/jobs_throughput.py``).
+``"inprocess"``
+    One job after the other in the calling process.
+``"local"`` or ``"local:N"``
+    A pool of ``N`` worker processes on this machine (default: one per CPU
+    core; on CUDA, :data:`JOBS_PER_GPU` per visible GPU, capped by the cores).
+    On CUDA the workers are spread over the GPUs round-robin, several per GPU
+    (one process at the paper's batch of 8 leaves most of a GPU idle).
+``"ray"``, ``"ray:ADDRESS"``
+    Tasks of a Ray cluster (``pip install -e ".[cluster]"``): ``ray.init()``
+    on this machine, or ``ray.init(address=ADDRESS)`` for a running cluster
+    (``auto``, ``host:6379``, ``ray://host:10001``). A job on CUDA asks for
+    :data:`RAY_GPU_FRACTION` of a GPU (``ray:ADDRESS@F`` asks for ``F``), so
+    several jobs share a GPU; every node must have this package installed and
+    see the run directory at the same path (a shared file system).
+``"auto"`` (the default)
+    ``local`` with one worker per CPU core on the CPU (``$MER_WORKERS``
+    overrides the count, ``0`` runs in-process); ``inprocess`` on CUDA.
+
+An integer is accepted too (a worker count: ``0`` or ``1`` in-process, more:
+``local:N``), and ``$MER_EXECUTOR`` sets the executor where none is given.
+
+Why worker processes on the CPU: the quick profile's models are small (width
+0.125), and PyTorch's intra-op threading helps them little: on the 2-core
+reference machine one training process reaches 189 examples/s with 1 thread
+and 219 with 2, while two 1-thread worker processes reach 378 together, x1.73
+(``benchmarks/jobs_throughput.py``).
 
 Determinism: every job runs with exactly :data:`JOB_THREADS` CPU threads,
 whichever executor runs it, because float reductions (and therefore trained
 weights) depend on the thread count. A job therefore gives bit-identical
-artifacts in-process and in a worker, and reruns on one machine are
-bit-identical whatever ``workers`` is.
+artifacts in-process, in a local worker and in a Ray task on the same kind of
+device, and reruns are bit-identical whatever the executor
+(``tests/test_jobs.py`` checks the three on CPU).
 
 A failing job does not stop the others: every job is run, the finished ones
 keep their artifacts, and a :class:`~mer_lib.errors.MerError` listing each
@@ -24,6 +47,8 @@ failed job and its error is raised at the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import multiprocessing
 import os
 import traceback
@@ -36,16 +61,193 @@ import torch
 from mer_lib.errors import MerError
 from mer_lib.progress import progress_bar
 
-__all__ = ["JOB_THREADS", "WORKERS_ENV", "default_workers", "job_threads", "run_jobs"]
+__all__ = ["EXECUTORS", "EXECUTOR_ENV", "JOBS_PER_GPU", "JOB_THREADS", "RAY_GPU_FRACTION", "WORKERS_ENV",
+           "Executor", "Plan", "default_workers", "job_threads", "parse_executor", "plan_executor", "run_jobs"]
 
 #: CPU threads of every job (fixed, so that results do not depend on the executor).
 JOB_THREADS = 1
 #: Environment variable overriding the default number of worker processes (0: in-process).
 WORKERS_ENV = "MER_WORKERS"
+#: Environment variable naming the executor where none is given (e.g. ``local:8``, ``ray:auto``).
+EXECUTOR_ENV = "MER_EXECUTOR"
+#: Executor kinds.
+EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "local", "ray")
+#: Local worker processes per GPU when ``local`` runs CUDA jobs without a count: 8 processes sharing
+#: one H100 trained 7.5x as many examples/s as one (measured at the paper's width and batch of 8).
+JOBS_PER_GPU = 8
+#: Share of a GPU that one Ray task on CUDA asks for by default (4 jobs per GPU).
+RAY_GPU_FRACTION = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class Executor:
+    """How a list of jobs is run (see the module docstring).
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`EXECUTORS`.
+    workers : int or None
+        ``local``: number of worker processes (``None``: the default).
+    address : str or None
+        ``ray``: the cluster's address (``None``: start Ray on this machine).
+    gpu_fraction : float
+        ``ray``: GPUs per job when the jobs run on CUDA.
+    """
+
+    kind: str = "auto"
+    workers: int | None = None
+    address: str | None = None
+    gpu_fraction: float = RAY_GPU_FRACTION
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise MerError(f"executor kind must be one of {list(EXECUTORS)}, got {self.kind!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise MerError(f"executor workers must be a non-negative integer, got {self.workers!r}")
+        if not (isinstance(self.gpu_fraction, (int, float)) and math.isfinite(self.gpu_fraction)
+                and 0 < self.gpu_fraction <= 1):
+            raise MerError(f"executor gpu_fraction must be in (0, 1], got {self.gpu_fraction!r}")
+
+    def __str__(self) -> str:
+        if self.kind == "local" and self.workers is not None:
+            return f"local:{self.workers}"
+        if self.kind == "ray":
+            text = "ray" if self.address is None else f"ray:{self.address}"
+            return text if self.gpu_fraction == RAY_GPU_FRACTION else f"{text}@{self.gpu_fraction:g}"
+        return self.kind
+
+
+def parse_executor(spec: Executor | str | int | None = None) -> Executor:
+    """An :class:`Executor` from its string form, a worker count, or ``None`` (``$MER_EXECUTOR``, else ``auto``).
+
+    Raises
+    ------
+    MerError
+        For an unknown kind or a malformed count, address or GPU share, naming
+        the accepted forms.
+    """
+    if isinstance(spec, Executor):
+        return spec
+    if spec is None:
+        env = os.environ.get(EXECUTOR_ENV, "").strip()
+        return parse_executor(env) if env else Executor()
+    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
+        raise MerError(f"executor must be a string, a worker count or an Executor, got {spec!r}")
+    if isinstance(spec, int):
+        if spec < 0:
+            raise MerError(f"executor: a worker count must be >= 0, got {spec}")
+        return Executor("inprocess") if spec <= 1 else Executor("local", spec)
+    return _parse_text(spec.strip())
+
+
+_FORMS = "'auto', 'inprocess', 'local', 'local:N', 'ray', 'ray:ADDRESS', 'ray@F' or 'ray:ADDRESS@F'"
+
+
+def _parse_text(text: str) -> Executor:
+    kind, _, rest = text.partition(":")
+    if kind in ("auto", "inprocess") and not rest:
+        return Executor(kind)
+    if kind == "local":
+        if not rest:
+            return Executor("local")
+        if rest.isdigit():
+            return Executor("local", int(rest))
+        raise MerError(f"executor {text!r}: expected 'local:N' with N a non-negative integer")
+    if kind == "ray" or kind.startswith("ray@"):
+        return _parse_ray(text)
+    raise MerError(f"unknown executor {text!r}; expected {_FORMS}")
+
+
+def _parse_ray(text: str) -> Executor:
+    body, fraction = text, RAY_GPU_FRACTION
+    if "@" in text:
+        body, share = text.rsplit("@", 1)
+        try:
+            fraction = float(share)
+        except ValueError:
+            raise MerError(f"executor {text!r}: the GPU share after '@' must be a number in (0, 1]") from None
+    if body == "ray":
+        address = None
+    elif body.startswith("ray://"):
+        address = body  # a Ray client address given directly
+    elif body.startswith("ray:") and len(body) > len("ray:"):
+        address = body[len("ray:"):]
+    else:
+        raise MerError(f"executor {text!r}: expected {_FORMS}")
+    return Executor("ray", address=address, gpu_fraction=fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What an executor does with one list of jobs (:func:`plan_executor`).
+
+    Attributes
+    ----------
+    kind : str
+        ``"inprocess"``, ``"local"`` or ``"ray"``.
+    workers : int
+        ``local``: worker processes.
+    gpus : tuple of int
+        ``local`` on CUDA: the GPUs the workers are spread over.
+    address : str or None
+        ``ray``: the cluster's address.
+    gpu_fraction : float
+        ``ray``: GPUs per task (0 for CPU jobs).
+    """
+
+    kind: str
+    workers: int = 0
+    gpus: tuple[int, ...] = ()
+    address: str | None = None
+    gpu_fraction: float = 0.0
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _gpu_ids(device: torch.device) -> tuple[int, ...]:
+    if device.type != "cuda":
+        return ()
+    if device.index is not None:
+        return (device.index,)
+    return tuple(range(torch.cuda.device_count()))
+
+
+def plan_executor(executor: Executor | str | int | None, n_jobs: int,
+                  device: str | torch.device | None = None) -> Plan:
+    """Resolve an executor for ``n_jobs`` jobs on ``device`` (module docstring: the defaults).
+
+    A local pool never has more workers than jobs; one worker is the same as
+    in-process. Ray stays Ray whatever the number of jobs.
+    """
+    ex = parse_executor(executor)
+    dev = _device(device)
+    if ex.kind == "ray":
+        return Plan("ray", address=ex.address, gpu_fraction=ex.gpu_fraction if dev.type == "cuda" else 0.0)
+    if ex.kind == "inprocess" or (ex.kind == "auto" and dev.type != "cpu"):
+        return Plan("inprocess")
+    gpus = _gpu_ids(dev)
+    if ex.kind == "auto":
+        workers = default_workers(n_jobs, dev)
+    elif ex.workers is not None:
+        workers = ex.workers
+    else:
+        workers = min(JOBS_PER_GPU * len(gpus), _cores()) if gpus else _cores()
+    workers = min(workers, n_jobs)
+    return Plan("inprocess") if workers <= 1 else Plan("local", workers, gpus)
 
 
 def default_workers(n_jobs: int, device: str | torch.device | None = None) -> int:
-    """Worker processes for ``n_jobs`` jobs: one per usable CPU core, at most one per job.
+    """Worker processes of the ``auto`` executor: one per usable CPU core, at most one per job.
 
     ``$MER_WORKERS`` overrides the core count (``0`` runs every job in the
     calling process). Jobs on a CUDA device run in-process (one GPU context).
@@ -62,9 +264,7 @@ def default_workers(n_jobs: int, device: str | torch.device | None = None) -> in
     int
         0 (in-process) or the number of worker processes.
     """
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type != "cpu":
+    if _device(device).type != "cpu":
         return 0
     env = os.environ.get(WORKERS_ENV)
     if env is not None and env.strip() != "":
@@ -75,7 +275,7 @@ def default_workers(n_jobs: int, device: str | torch.device | None = None) -> in
         if cores < 0:
             raise MerError(f"${WORKERS_ENV}={env!r}: expected a non-negative integer")
     else:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = _cores()
     workers = min(cores, n_jobs)
     return 0 if workers <= 1 else workers
 
@@ -91,30 +291,100 @@ def job_threads(threads: int = JOB_THREADS) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
 def _call(fn: Callable[[Any], Any], job: Any, threads: int) -> Any:
     with job_threads(threads):
         return fn(job)
 
 
-def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int | None = None, *,
+#: One finished job: its index, whether it succeeded, and its result or exception.
+Outcome = tuple[int, bool, Any]
+
+
+def _run_inprocess(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -> Iterator[Outcome]:
+    for i, job in enumerate(jobs):
+        try:
+            value = _call(fn, job, threads)
+        except Exception as exc:  # a failing job must not lose the others
+            yield i, False, exc
+            continue
+        yield i, True, value
+
+
+def _worker_init(threads: int, counter: Any, gpus: tuple[int, ...]) -> None:
+    torch.set_num_threads(threads)
+    if gpus:  # spread the workers over the GPUs: worker k uses GPU k mod len(gpus) for "cuda"
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        torch.cuda.set_device(gpus[index % len(gpus)])
+
+
+def _run_local(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -> Iterator[Outcome]:
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("i", 0)
+    with ProcessPoolExecutor(plan.workers, mp_context=context, initializer=_worker_init,
+                             initargs=(threads, counter, plan.gpus)) as pool:
+        futures = {pool.submit(_call, fn, job, threads): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            try:
+                value = future.result()
+            except Exception as exc:
+                yield futures[future], False, exc
+                continue
+            yield futures[future], True, value
+
+
+def _import_ray() -> Any:
+    try:
+        import ray  # optional dependency: the "cluster" extra
+    except ImportError:
+        raise MerError("the 'ray' executor needs Ray: pip install -e \".[cluster]\"") from None
+    return ray
+
+
+def _run_ray(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -> Iterator[Outcome]:
+    ray = _import_ray()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=plan.address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=threads, num_gpus=plan.gpu_fraction, max_retries=0)(_call)
+        refs = {task.remote(fn, job, threads): i for i, job in enumerate(jobs)}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    value = ray.get(ref)
+                except Exception as exc:
+                    yield refs[ref], False, getattr(exc, "cause", None) or exc  # the job's own exception
+                    continue
+                yield refs[ref], True, value
+    finally:
+        if started:
+            ray.shutdown()
+
+
+_RUNNERS = {"inprocess": _run_inprocess, "local": _run_local, "ray": _run_ray}
+
+
+def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], executor: Executor | str | int | None = None, *,
              names: Sequence[str] | None = None, desc: str = "jobs", progress: bool = True,
              device: str | torch.device | None = None, threads: int = JOB_THREADS) -> list[Any]:
-    """Run ``fn(job)`` for every job; return the results in job order.
+    """Run ``fn(job)`` for every job with an executor; return the results in job order.
 
     Parameters
     ----------
     fn : callable
-        A module-level function (worker processes import it by name) taking
-        one job and returning a picklable result (typically an artifact path).
+        A module-level function (worker processes and Ray tasks import it by
+        name) taking one job and returning a picklable result (typically an
+        artifact path).
     jobs : sequence
         Picklable job descriptions.
-    workers : int, optional
-        Worker processes; ``0`` or ``1`` runs in the calling process; ``None``:
-        :func:`default_workers`.
+    executor : Executor, str or int, optional
+        How to run them (module docstring): ``"inprocess"``, ``"local[:N]"``,
+        ``"ray[:ADDRESS][@F]"``, ``"auto"``, or a worker count; ``None``:
+        ``$MER_EXECUTOR``, else ``"auto"``.
     names : sequence of str, optional
         A name per job for progress and error messages (default: the job's repr).
     desc : str
@@ -122,7 +392,8 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int | None 
     progress : bool
         Show the progress bar.
     device : str or torch.device, optional
-        The jobs' device, for the default number of workers.
+        The jobs' device: sets the defaults, the GPUs of a local pool and the
+        GPU share of a Ray task.
     threads : int
         CPU threads per job.
 
@@ -134,38 +405,24 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int | None 
     Raises
     ------
     MerError
-        After all jobs ran, if any failed: names every failed job and its error.
+        For an invalid executor; after all jobs ran, if any failed: names
+        every failed job and its error.
     """
     jobs = list(jobs)
     names = [repr(j) for j in jobs] if names is None else list(names)
     if len(names) != len(jobs):
         raise MerError(f"run_jobs: {len(names)} names for {len(jobs)} jobs")
-    if workers is None:
-        workers = default_workers(len(jobs), device)
-    if int(workers) < 0:
-        raise MerError(f"run_jobs: workers must be >= 0, got {workers}")
+    plan = plan_executor(executor, len(jobs), device)
     results: list[Any] = [None] * len(jobs)
     failures: list[tuple[str, str]] = []
     bar = progress_bar(total=len(jobs), desc=desc, enabled=progress and bool(jobs), unit="jobs")
-    if int(workers) <= 1 or len(jobs) <= 1:
-        for i, job in enumerate(jobs):
-            try:
-                results[i] = _call(fn, job, threads)
-            except Exception as exc:  # a failing job must not lose the others
-                failures.append((names[i], _describe(exc)))
+    if jobs:
+        for i, ok, value in _RUNNERS[plan.kind](fn, jobs, plan, threads):
+            if ok:
+                results[i] = value
+            else:
+                failures.append((names[i], _describe(value)))
             bar.update(1)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(int(workers), mp_context=context, initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_call, fn, job, threads): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    results[i] = future.result()
-                except Exception as exc:
-                    failures.append((names[i], _describe(exc)))
-                bar.update(1)
     bar.close()
     if failures:
         lines = "\n".join(f"  - {name}: {error}" for name, error in failures)

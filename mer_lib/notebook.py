@@ -42,6 +42,7 @@ from mer_lib.data.cache import PreparedData
 from mer_lib.data.frontend import read_audio_int16
 from mer_lib.data.stage import dataset_dir, prepare_data
 from mer_lib.errors import MerError
+from mer_lib.jobs import Executor, parse_executor
 from mer_lib.runner import (
     PUBLISHED_RUNS_DIR,
     REPO_ROOT,
@@ -83,6 +84,8 @@ class Study:
     allow_subset : bool
         Run the paper profile on real data other than the exact 360 Set-1
         excerpts (:func:`mer_lib.data.stage.prepare_data`; not comparable with the published runs).
+    executor : Executor
+        How training and attack jobs run (:func:`mer_lib.jobs.run_jobs`).
     """
 
     profile: str
@@ -95,6 +98,7 @@ class Study:
     prepared: PreparedData | None
     runs_csv: Path | None = None
     allow_subset: bool = False
+    executor: Executor = Executor()
 
     @property
     def source_dir(self) -> Path:
@@ -143,11 +147,13 @@ class Study:
         :func:`mer_lib.attacks.adversarial_training.train_all` (plain systems first).
         """
         extra = {} if systems is None else {"systems": tuple(systems)}
-        return train_all(self.require_prepared(), self.cfg, self.run, device=self.device, progress=False, **extra)
+        return train_all(self.require_prepared(), self.cfg, self.run, device=self.device, progress=False,
+                         executor=self.executor, **extra)
 
     def paper_attacks(self, models: Mapping[tuple[str, int], Path]) -> pd.DataFrame:
         """The paper-mode attack logs of ``models``, run or reused (notebook 05)."""
-        return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack)
+        return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack,
+                             executor=self.executor)
 
 
 def check_setup_parameters(profile: object, device: object = None, prepare: object = True) -> None:
@@ -177,7 +183,7 @@ def check_setup_parameters(profile: object, device: object = None, prepare: obje
 def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
           device: str | None = None, prepare: bool = True, figures_dir: str | os.PathLike | None = None,
           published_dir: str | os.PathLike | None = None, runs_csv: str | os.PathLike | None = None,
-          allow_subset: bool = False) -> Study:
+          allow_subset: bool = False, executor: Executor | str | int | None = None) -> Study:
     """The one set-up call of every notebook.
 
     Every parameter is checked before anything is written. Relative paths
@@ -212,6 +218,10 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
     allow_subset : bool
         Accept real data other than the exact 360 Set-1 excerpts under the paper
         profile (the split then differs: results not comparable with the published runs).
+    executor : Executor, str or int, optional
+        How training and attack jobs run: ``"inprocess"``, ``"local[:N]"``,
+        ``"ray[:ADDRESS][@F]"`` or ``"auto"`` (:mod:`mer_lib.jobs`); default
+        ``$MER_EXECUTOR`` (``make reproduce executor=...`` sets it), else ``"auto"``.
 
     Returns
     -------
@@ -225,6 +235,7 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
         a run directory that cannot be written, naming the parameter or folder.
     """
     check_setup_parameters(profile, device, prepare)
+    jobs_executor = parse_executor(executor)
     if not isinstance(allow_subset, bool):
         raise MerError(f"parameter allow_subset: expected True or False, got {allow_subset!r}")
     base = launch_dir()
@@ -237,7 +248,8 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
     cfg = get_profile(profile)
     figures.use_style()
     study = Study(profile=cfg.name, cfg=cfg, run=run, data_dir=data, device=device, figures_dir=figures_path,
-                  published_dir=published, prepared=None, runs_csv=runs_table, allow_subset=allow_subset)
+                  published_dir=published, prepared=None, runs_csv=runs_table, allow_subset=allow_subset,
+                  executor=jobs_executor)
     if prepare:
         return study.prepare(progress=False)
     return study

@@ -12,6 +12,7 @@ at the first failure, naming the executed notebook that holds the traceback
 Command line::
 
     python -m mer_lib.runner --profile quick --run-dir runs/quick [--data-dir DIR] [--notebooks 01 03]
+        [--executor local:8]
 
 Relative ``--run-dir`` and ``--data-dir`` are taken from the folder the
 command is run from (papermill runs the kernels in ``notebooks/``, so the
@@ -34,6 +35,7 @@ import nbformat
 from mer_lib import artifacts
 from mer_lib.config import DEFAULT_PROFILE, PROFILES, RunLayout
 from mer_lib.errors import MerError
+from mer_lib.jobs import EXECUTOR_ENV, parse_executor
 from mer_lib.progress import PROGRESS_ENV
 
 #: Root of the repository (the package is installed in editable mode).
@@ -303,7 +305,8 @@ def _read_times(path: Path) -> dict:
 
 def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | None = None,
                   data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
-                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, allow_subset: bool = False) -> Path:
+                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, allow_subset: bool = False,
+                  executor: str | None = None) -> Path:
     """Execute the notebooks in order; return the run directory.
 
     Relative ``run_dir`` and ``data_dir`` are taken from the current working
@@ -316,6 +319,9 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
     through (:func:`execute_notebook`). The kernels inherit
     ``$MER_PROGRESS=line`` (unless set otherwise), so every progress bar
     leaves one line in the executed notebooks (:mod:`mer_lib.progress`).
+    ``executor`` (:mod:`mer_lib.jobs`: ``"local:8"``, ``"ray:auto"``, ...)
+    is checked and handed to the kernels as ``$MER_EXECUTOR``, which every
+    notebook's ``executor = None`` parameter reads.
 
     Raises
     ------
@@ -326,6 +332,8 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
     if not isinstance(profile, str) or profile not in PROFILES:
         raise MerError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
     notebooks = list_notebooks(notebooks_dir, select)
+    if executor is not None:
+        parse_executor(executor)  # a malformed executor fails here, before anything runs
     here = Path.cwd()
     data = resolve_data_dir(data_dir, here)
     run = resolve_run_dir(profile, run_dir, base=here)
@@ -336,6 +344,8 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
     if allow_subset:  # only then: notebook 08 has no such parameter
         params["allow_subset"] = True
     os.environ.setdefault(PROGRESS_ENV, "line")
+    if executor is not None:
+        os.environ[EXECUTOR_ENV] = executor
     times = _read_times(layout.times)
     for i, nb in enumerate(notebooks, 1):
         executed = layout.notebooks / nb.name
@@ -363,10 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(the split differs: not comparable with the published runs)")
     parser.add_argument("--notebooks", nargs="*", default=None,
                         help="numbers or names to run (default: all; given, it needs at least one)")
+    parser.add_argument("--executor", default=None,
+                        help="how training and attack jobs run: auto (default), inprocess, local[:N], "
+                             "ray[:ADDRESS][@GPU_SHARE] (see mer_lib.jobs)")
     args = parser.parse_args(argv)
     try:
         run = run_notebooks(args.profile, args.run_dir, args.data_dir, args.notebooks,
-                            allow_subset=args.allow_subset)
+                            allow_subset=args.allow_subset, executor=args.executor)
     except MerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -92,7 +92,7 @@ def test_train_all_trains_adversarial_systems_with_the_profiles_adversary(tmp_pa
     smoke = get_profile("smoke")
     profile = dataclasses.replace(smoke, train=dataclasses.replace(CFG, max_epochs=1, seeds=(3,)), attack=FAST)
     run_dir = tmp_path / "run"
-    dirs = train_all(prepared, profile, run_dir, systems=("aA2E", "A2E"), progress=False, workers=0)
+    dirs = train_all(prepared, profile, run_dir, systems=("aA2E", "A2E"), progress=False, executor=0)
     assert list(dirs) == [("aA2E", 3), ("A2E", 3)]
     for (system, seed), folder in dirs.items():
         assert folder.parent == run_dir / "models" / system and folder.name.startswith(f"seed{seed}-")
@@ -104,7 +104,7 @@ def test_train_all_trains_adversarial_systems_with_the_profiles_adversary(tmp_pa
 
     # a second call reuses every finished model
     monkeypatch.setattr(model_stage, "train_system", lambda *a, **k: pytest.fail("trained again"))
-    assert train_all(prepared, profile, run_dir, systems=("aA2E", "A2E"), progress=False, workers=0) == dirs
+    assert train_all(prepared, profile, run_dir, systems=("aA2E", "A2E"), progress=False, executor=0) == dirs
 
 
 def test_train_all_default_systems_follow_the_notebooks():

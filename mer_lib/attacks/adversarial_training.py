@@ -14,6 +14,7 @@ import torch
 
 from mer_lib.attacks.engine import ATTACK_VERSION, paper_adversarial_examples
 from mer_lib.config import AttackConfig, Profile, get_profile
+from mer_lib.jobs import Executor
 from mer_lib.models.nets import MERModel
 from mer_lib.models.stage import train_systems
 
@@ -101,7 +102,7 @@ def adversarial_training(profile=None, channels_last: bool | None = None) -> tup
 
 def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
               systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"), device=None,
-              progress: bool = True, workers: int | None = None) -> dict[tuple[str, int], Path]:
+              progress: bool = True, executor: Executor | str | int | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every listed system for every seed, adversarial ones included.
 
     The default order is the notebooks' (02: black-box, 03: interpretable, 04:
@@ -110,5 +111,5 @@ def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
     :func:`mer_lib.models.stage.train_systems` with the profile's paper-mode adversary
     (:func:`adversarial_training`) for aA2E and aA2B2E.
     """
-    return train_systems(prepared, systems, profile, run_dir, device, progress, workers,
+    return train_systems(prepared, systems, profile, run_dir, device, progress, executor,
                          adversary=adversarial_training)

@@ -59,7 +59,7 @@ from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, default_
 from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, per_model_metrics, read_attack_table, write_attack_log
 from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
-from mer_lib.jobs import run_jobs
+from mer_lib.jobs import Executor, run_jobs
 from mer_lib.models.nets import MERModel
 from mer_lib.models.stage import load_model_dir, split_arrays
 from mer_lib.models.train import deterministic_mode, resolve_device
@@ -332,7 +332,7 @@ def _attack_job(job: AttackJob) -> str:
 
 
 def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequence[tuple[str, float | None]],
-                config: AttackConfig | None = None, progress: bool = True, workers: int | None = None,
+                config: AttackConfig | None = None, progress: bool = True, executor: Executor | str | int | None = None,
                 device: str | torch.device | None = "cpu", **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
     """Attack every trained model folder with every ``(mode, eps)`` setting; return the tidy rows.
 
@@ -354,8 +354,9 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
         Attack settings (default: the paper values).
     progress : bool
         Progress bar counting attack jobs.
-    workers : int, optional
-        Worker processes (``0``: in-process; default: one per CPU core).
+    executor : Executor, str or int, optional
+        How the jobs run (:func:`mer_lib.jobs.run_jobs`; default ``$MER_EXECUTOR``
+        or ``"auto"``: one worker process per CPU core, in-process on CUDA).
     device : str or torch.device, optional
         Where to attack.
     **kw
@@ -387,7 +388,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
                       tuple(sorted(kw.items()))) for i, j in todo]
     names = [f"{attack_tag(*settings[i])} of {items[j]}" for i, j in todo]
     label = ", ".join(attack_tag(*st) for st in settings)
-    done_dirs = run_jobs(_attack_job, jobs, workers, names=names, desc=f"attacks ({label})",
+    done_dirs = run_jobs(_attack_job, jobs, executor, names=names, desc=f"attacks ({label})",
                          progress=progress, device=device)
     for (i, j), out in zip(todo, done_dirs):
         dirs[(i, j)] = Path(out)
@@ -407,7 +408,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
 
 def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                   config: AttackConfig | None = None, eps: float | None = None, progress: bool = True,
-                  workers: int | None = None, **kw) -> pd.DataFrame:
+                  executor: Executor | str | int | None = None, **kw) -> pd.DataFrame:
     """Attack many models (e.g. ``{(system, seed): folder}`` from training) and return all tidy rows.
 
     One setting of :func:`attack_many` (finished attacks reused, missing ones
@@ -421,12 +422,12 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
     setting = (mode, None if mode == "paper" else eps)
     if mode not in MODES:
         raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
-    return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, workers, **kw)[setting]
+    return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, executor, **kw)[setting]
 
 
 def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig,
                   eps_values: Sequence[float] | None = None, progress: bool = False,
-                  workers: int | None = None) -> pd.DataFrame:
+                  executor: Executor | str | int | None = None) -> pd.DataFrame:
     """Bounded attacks of many models at several eps: per-model metrics with an ``eps`` column.
 
     Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
@@ -443,8 +444,8 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
         Default: ``config.eps_values``.
     progress : bool
         Show a progress bar counting attack jobs.
-    workers : int, optional
-        Worker processes (:func:`attack_many`).
+    executor : Executor, str or int, optional
+        How the jobs run (:func:`attack_many`).
 
     Returns
     -------
@@ -455,5 +456,5 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     if not eps_values:
         raise MerError("bounded_sweep: no eps values")
     settings = [("bounded", float(eps)) for eps in eps_values]
-    tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, workers=workers)
+    tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor)
     return pd.concat([per_model_metrics(tables[st]).assign(eps=st[1]) for st in settings], ignore_index=True)

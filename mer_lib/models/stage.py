@@ -30,7 +30,7 @@ from mer_lib.config import EMOTIONS, MIDLEVEL, Profile, TrainConfig, get_profile
 from mer_lib.data.cache import spectrogram_digest
 from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
-from mer_lib.jobs import run_jobs
+from mer_lib.jobs import Executor, run_jobs
 from mer_lib.metrics import regression_report
 from mer_lib.models.nets import MERModel, build_model, system_spec
 from mer_lib.models.refit import refit_head
@@ -410,7 +410,7 @@ def _train_job(job: TrainJob) -> str:
 
 
 def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_dir: str | os.PathLike,
-                  device=None, progress: bool = True, workers: int | None = None,
+                  device=None, progress: bool = True, executor: Executor | str | int | None = None,
                   adversary: AdversaryFactory | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every system for every seed of the profile.
 
@@ -428,8 +428,10 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
         Systems to train.
     progress : bool
         Progress bar counting models.
-    workers : int, optional
-        Worker processes (``0``: in-process; default: one per CPU core, ``$MER_WORKERS``).
+    executor : Executor, str or int, optional
+        How the jobs run (:func:`mer_lib.jobs.run_jobs`: ``"inprocess"``,
+        ``"local[:N]"``, ``"ray[:ADDRESS]"``; default ``$MER_EXECUTOR`` or
+        ``"auto"``: one worker per CPU core, in-process on CUDA).
     adversary : AdversaryFactory, optional
         Makes the adversary of aA2E / aA2B2E; required if they are listed.
 
@@ -452,7 +454,7 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
     todo.sort(key=lambda k: not system_spec(k[0]).adversarial)
     device = None if device is None else str(device)
     jobs = [TrainJob(prepared, system, seed, profile, str(run_dir), device, adversary) for system, seed in todo]
-    paths = run_jobs(_train_job, jobs, workers, names=[f"{s} seed {seed}" for s, seed in todo], desc="models",
+    paths = run_jobs(_train_job, jobs, executor, names=[f"{s} seed {seed}" for s, seed in todo], desc="models",
                      progress=progress, device=device)
     for key, path in zip(todo, paths):
         out[key] = Path(path)
