@@ -3,12 +3,15 @@
 This is the root of the library: every other module may import it, it imports
 nothing of the library but :mod:`mer_lib.errors`.
 
-One set of notebooks runs at three sizes (protocol §8), chosen by the papermill
+One set of notebooks runs at four sizes (protocol §8), chosen by the papermill
 parameter ``profile``:
 
 ``paper``
     The reference protocol unchanged (real data, full model, 199 epochs, ...).
-    Meant for a GPU; hours.
+    Meant for a GPU.
+``paper-synthetic``
+    The same protocol on the embedded synthetic dataset: the whole study at
+    full size without the datasets (a GPU's smoke test of the real study).
 ``quick`` (default)
     The embedded synthetic dataset and the whole protocol scaled down so that
     the full notebook sequence runs in minutes on a 2-core CPU.
@@ -222,6 +225,10 @@ class SplitConfig:
     seed: int = 42
 
 
+#: Mixed-precision modes of training (:attr:`TrainConfig.amp`).
+AMP_MODES: tuple[str, ...] = ("off", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Model and training (protocol §5).
@@ -267,6 +274,20 @@ class TrainConfig:
         Relative L2 penalty of that refit
         (:func:`mer_lib.models.refit.least_squares_layer`); keeps the refit
         layer's weights at the size of a trained one.
+    deterministic : bool
+        Deterministic algorithms, no cuDNN autotuning: reruns are
+        bit-identical (the default in every profile). ``False`` lets cuDNN
+        time and pick the fastest convolution algorithms
+        (``cudnn.benchmark``) and allows non-deterministic kernels: a GPU
+        speed option, recorded in the model's configuration.
+    amp : str
+        ``"off"`` (float32, the default) or ``"bf16"``: training forward
+        passes under bfloat16 autocast (a GPU speed option; evaluation and
+        attacks stay in float32).
+
+    ``deterministic`` and ``amp`` enter a model's configuration hash only when
+    they leave their defaults, so models trained before they existed keep
+    their keys.
     """
 
     width: float = 1.0
@@ -281,6 +302,18 @@ class TrainConfig:
     channels_last: bool = True
     refit_head: bool = False
     refit_ridge: float = 0.01
+    deterministic: bool = True
+    amp: str = "off"
+
+    def __post_init__(self) -> None:
+        check_choice("TrainConfig.amp", self.amp, AMP_MODES)
+        if not isinstance(self.deterministic, bool):
+            raise MerError(f"TrainConfig.deterministic must be True or False, got {self.deterministic!r}")
+
+
+#: Fields of :class:`TrainConfig` that enter a model's configuration hash only when they differ from these
+#: defaults (they were added after models had been trained; their defaults reproduce those models exactly).
+TRAIN_HASH_OPTIONAL: dict[str, object] = {"deterministic": True, "amp": "off"}
 
 
 @dataclass(frozen=True)
@@ -314,6 +347,13 @@ PROFILES: dict[str, Profile] = {
         description="The reference protocol unchanged, on the real Soundtracks + Mid-level data (GPU; hours).",
         data=DataConfig(source="real"),
     ),
+    "paper-synthetic": Profile(
+        name="paper-synthetic",
+        description="The reference protocol and model unchanged (width 1.0, 199 epochs, 10 seeds, 1000-iteration "
+                    "attacks, adversarial training) on the embedded synthetic dataset: the whole study without the "
+                    "datasets, for a GPU (README: one GPU, several, a Ray cluster).",
+        data=DataConfig(source="synthetic", n_excerpts=360, duration_s=12.0),
+    ),
     "quick": Profile(
         name="quick",
         description="Default: the embedded synthetic dataset (360 excerpts of ~12 s), protocol scaled down "
@@ -346,7 +386,7 @@ DEFAULT_PROFILE = "quick"
 
 
 def get_profile(name: str | Profile) -> Profile:
-    """Look up a profile by name (``"smoke"``, ``"quick"``, ``"paper"``).
+    """Look up a profile by name (``"smoke"``, ``"quick"``, ``"paper"``, ``"paper-synthetic"``).
 
     Raises
     ------

@@ -53,16 +53,27 @@ def test_every_profile_builds_and_is_found_by_name_and_by_object(name):
 
 
 def test_profile_names_and_default():
-    assert set(PROFILES) == {"paper", "quick", "smoke"} and DEFAULT_PROFILE in PROFILES
+    assert set(PROFILES) == {"paper", "paper-synthetic", "quick", "smoke"} and DEFAULT_PROFILE in PROFILES
     assert get_profile("paper").data.source == "real"
     assert get_profile("paper").train == TrainConfig() and get_profile("paper").attack == AttackConfig()
     smoke, quick = get_profile("smoke"), get_profile("quick")
     assert smoke.data.n_excerpts < quick.data.n_excerpts and smoke.train.max_epochs < quick.train.max_epochs
+    # the paper's protocol, unchanged, on the quick profile's synthetic dataset
+    full = get_profile("paper-synthetic")
+    assert full.train == TrainConfig() and full.attack == AttackConfig() and full.data == quick.data
+
+
+def test_speed_options_are_checked():
+    with pytest.raises(MerError, match=r"TrainConfig.amp must be one of \['off', 'bf16'\]"):
+        TrainConfig(amp="fp16")
+    with pytest.raises(MerError, match="TrainConfig.deterministic"):
+        TrainConfig(deterministic="yes")
 
 
 @pytest.mark.parametrize("name", ["fast", "", "Quick"])
 def test_unknown_profile_names_the_choices(name):
-    with pytest.raises(MerError, match=r"unknown profile .*expected one of \['paper', 'quick', 'smoke'\]"):
+    with pytest.raises(MerError, match=r"unknown profile .*expected one of "
+                                       r"\['paper', 'paper-synthetic', 'quick', 'smoke'\]"):
         get_profile(name)
 
 

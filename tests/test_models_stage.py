@@ -109,6 +109,17 @@ def test_train_system_rejects_adversarial_without_step(prepared, tmp_path):
         load_model_dir(tmp_path)
 
 
+def test_speed_options_enter_the_hash_only_off_their_defaults():
+    data = {"spectrogram_hash": "0" * 64}
+    base = TrainConfig(width=0.0625, max_epochs=1)
+    config = model_stage.run_config("A2E", 3, base, data)
+    assert "amp" not in config["train"] and "deterministic" not in config["train"]  # keys of older models kept
+    for option in ({"amp": "bf16"}, {"deterministic": False}):
+        other = model_stage.run_config("A2E", 3, dataclasses.replace(base, **option), data)
+        assert other["train"].items() >= option.items()
+        assert artifacts.config_hash(other) != artifacts.config_hash(config)
+
+
 # --------------------------------------------------------------------------- integrity of the artifacts
 def test_the_model_hash_covers_the_spectrogram_content(prepared, tmp_path):
     profile = smoke_profile()

@@ -1,6 +1,7 @@
 """The training loop (mer_lib.models.train): losses, early stopping, determinism, resuming."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -229,6 +230,49 @@ def test_same_seed_same_weights_other_seed_differs(data):
     assert runs[0].history["valid_score"].tolist() == runs[1].history["valid_score"].tolist()
     assert not torch.equal(runs[0].model.emotion.weight, runs[2].model.emotion.weight)
     assert not torch.are_deterministic_algorithms_enabled()  # restored after training
+
+
+def test_speed_options_train_and_restore_the_global_flags(data):
+    (x, y, m), (xv, yv, mv) = data
+    cfg = dataclasses.replace(CFG, max_epochs=1, patience=10)
+    exact = train_model("A2E", x, y, m, xv, yv, mv, cfg, seed=7, progress=False)
+    bf16 = train_model("A2E", x, y, m, xv, yv, mv, dataclasses.replace(cfg, amp="bf16"), seed=7, progress=False)
+    free = train_model("A2E", x, y, m, xv, yv, mv, dataclasses.replace(cfg, deterministic=False), seed=7,
+                       progress=False)
+    assert np.isfinite(bf16.history["train_loss"]).all()
+    # bfloat16 forward passes change the trained weights (a little); the flag is really applied
+    assert not torch.equal(exact.model.emotion.weight, bf16.model.emotion.weight)
+    assert torch.allclose(exact.model.emotion.weight, bf16.model.emotion.weight, atol=0.05)
+    assert np.isfinite(free.history["train_loss"]).all()
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+
+
+def test_autocast_modes():
+    assert isinstance(train.autocast(torch.device("cpu"), "off"), contextlib.nullcontext)
+    with train.autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 3) @ torch.ones(3, 2)).dtype == torch.bfloat16
+    with pytest.raises(MerError, match="amp must be one of"):
+        train.autocast(torch.device("cpu"), "fp8")
+
+
+def test_epoch_losses_are_the_mean_of_the_step_losses(data, monkeypatch):
+    (x, y, m), (xv, yv, mv) = data
+    setup = train.check_inputs("A2M2E", x, y, m, xv, yv, mv, CFG, "cpu")
+    state = train.init_state("A2M2E", CFG, 5, torch.device("cpu"))
+    steps = []
+    original = train.train_step
+
+    def recording_step(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        steps.append([float(v) for v in losses])
+        return losses
+
+    monkeypatch.setattr(train, "train_step", recording_step)
+    record = train.train_epoch(state, setup, 1)
+    assert len(steps) == len(x) // CFG.batch_size
+    # summed on the device in float64: exactly what adding the Python floats gives
+    assert record["train_loss"] == sum(s[0] for s in steps) / len(steps)
+    assert record["train_midlevel_mse"] == sum(s[2] for s in steps) / len(steps)
 
 
 def test_killed_run_resumes_bit_identically(data, tmp_path):

@@ -24,6 +24,7 @@ from PIL import Image as PILImage  # noqa: E402
 
 from mer_lib import notebook  # noqa: E402
 from mer_lib.errors import MerError  # noqa: E402
+from mer_lib.jobs import Executor  # noqa: E402
 from mer_lib.runner import PUBLISHED_RUNS_DIR, REPO_ROOT  # noqa: E402
 
 #: What JupyterLab 4's HTML sanitizer keeps in an untrusted output (packages/apputils/src/sanitizer.ts):
@@ -61,8 +62,10 @@ def test_setup_without_data(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"profile": 3}, "parameter profile: expected one of ['paper', 'quick', 'smoke'], got the int 3"),
-    ({"profile": "huge"}, "parameter profile: expected one of ['paper', 'quick', 'smoke'], got the str 'huge'"),
+    ({"profile": 3}, "parameter profile: expected one of ['paper', 'paper-synthetic', 'quick', 'smoke'], "
+                     "got the int 3"),
+    ({"profile": "huge"}, "parameter profile: expected one of ['paper', 'paper-synthetic', 'quick', 'smoke'], "
+                          "got the str 'huge'"),
     ({"run_dir": 3}, "parameter run_dir: expected a path (a string) or None, got the int 3; with papermill, "
                      "-p run_dir None gives the default and a folder named like a number needs -r run_dir <name>"),
     ({"data_dir": 0}, "parameter data_dir: expected a path (a string) or None, got the int 0;"),
@@ -72,6 +75,7 @@ def test_setup_without_data(tmp_path):
     ({"device": "gpu"}, "parameter device: expected None .* got the str 'gpu'"),
     ({"device": ""}, "parameter device: expected None .* got the str ''"),
     ({"prepare": "no"}, "parameter prepare: expected True or False, got the str 'no'"),
+    ({"executor": "gpu"}, "unknown executor 'gpu'; expected 'auto', 'inprocess', 'local', 'local:N', 'ray'"),
     ({"figures_dir": 1.5}, "parameter figures_dir: expected a path (a string) or None, got the float 1.5"),
     ({"published_dir": True}, "parameter published_dir: expected a path (a string) or None, got the bool True"),
     ({"runs_csv": 0}, "parameter runs_csv: expected a path (a string) or None, got the int 0"),
@@ -151,21 +155,24 @@ def test_setup_prepares_and_the_study_runs_the_stages(tmp_path, monkeypatch):
 
     monkeypatch.setattr(notebook, "prepare_data", fake_prepare)
     monkeypatch.setattr(notebook, "train_all", lambda *a, **k: calls.setdefault("train", (a, k)) and {"m": 1})
-    monkeypatch.setattr(notebook, "attack_models", lambda *a, **k: calls.setdefault("attack", a))
+    monkeypatch.setattr(notebook, "attack_models", lambda *a, **k: calls.setdefault("attack", (a, k)))
     (tmp_path / "data").mkdir()
     study = notebook.setup("smoke", tmp_path / "run", tmp_path / "data", device="cpu",
-                           published_dir=tmp_path / "pub")
+                           published_dir=tmp_path / "pub", executor="local:3")
     assert study.prepared is prepared and calls["prepare"] == ("smoke", tmp_path / "run", tmp_path / "data", False)
     assert study.data_dir == tmp_path / "data" and study.source_dir == (tmp_path / "data").resolve()
     assert study.published_dir == tmp_path / "pub"
     study.trained_models()
     args, kwargs = calls["train"]
-    assert args == (prepared, study.cfg, study.run) and kwargs == {"device": "cpu", "progress": False}
+    executor = Executor("local", 3)
+    assert args == (prepared, study.cfg, study.run)
+    assert kwargs == {"device": "cpu", "progress": False, "executor": executor}
     calls.pop("train")
     study.trained_models(["A2E"])
     assert calls["train"][1]["systems"] == ("A2E",)
     study.paper_attacks({("A2E", 1): tmp_path})
-    assert calls["attack"] == ({("A2E", 1): tmp_path}, prepared, study.run, "paper", study.cfg.attack)
+    assert calls["attack"] == (({("A2E", 1): tmp_path}, prepared, study.run, "paper", study.cfg.attack),
+                               {"executor": executor})
     assert study.prepare(progress=True).prepared is prepared and calls["prepare"][3] is True
 
 

@@ -180,6 +180,8 @@ def test_runner_checks_everything_before_running(tmp_path, monkeypatch):
         run_notebooks("smoke", "run", "ds/none", notebooks_dir=nbs)
     with pytest.raises(MerError, match="no notebook"):
         run_notebooks("smoke", "run", select=["02"], notebooks_dir=nbs)
+    with pytest.raises(MerError, match="unknown executor 'cluster'"):
+        run_notebooks("smoke", "run", notebooks_dir=nbs, executor="cluster")
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(tempfile, "mkstemp", _no_permission)
     with pytest.raises(MerError, match=rf"the run directory {tmp_path / 'run'} is not writable"):
@@ -241,6 +243,16 @@ def test_a_first_run_that_fails_names_the_failed_copy_only(tmp_path):
     assert str(err.value) == (f"notebook 01_fails.ipynb failed (ValueError: bad); the traceback is in the executed "
                               f"notebook {tmp_path / 'run' / 'notebooks' / '01_fails.failed.ipynb'}")
     assert os.listdir(tmp_path / "run" / "notebooks") == ["01_fails.failed.ipynb"]
+
+
+def test_runner_hands_the_executor_to_the_kernels(tmp_path, monkeypatch):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _write(nbs / "01_env.ipynb", PARAMETERS, "import json, os\n"
+           "json.dump(os.environ.get('MER_EXECUTOR'), open(os.path.join(run_dir, 'executor.json'), 'w'))")
+    monkeypatch.delenv("MER_EXECUTOR", raising=False)
+    run_notebooks("smoke", tmp_path / "run", notebooks_dir=nbs, executor="local:3")
+    assert json.loads((tmp_path / "run" / "executor.json").read_text()) == "local:3"
 
 
 def test_runner_records_time_and_peak_memory(tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, Profile, TrainConfig, get_profile
+from mer_lib.config import EMOTIONS, MIDLEVEL, TRAIN_HASH_OPTIONAL, Profile, TrainConfig, get_profile
 from mer_lib.data.cache import spectrogram_digest
 from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
@@ -94,9 +94,12 @@ def run_config(system: str, seed: int, train: TrainConfig, data: dict,
     """The hashed configuration of one trained model.
 
     ``train.seeds`` is left out (the list of seeds to run does not change any
-    single model); the seed itself is in.
+    single model); the seed itself is in. The speed options of
+    :data:`mer_lib.config.TRAIN_HASH_OPTIONAL` are in only where they leave
+    their defaults.
     """
-    train_values = {k: v for k, v in dataclasses.asdict(train).items() if k != "seeds"}
+    train_values = {k: v for k, v in dataclasses.asdict(train).items()
+                    if k != "seeds" and not (k in TRAIN_HASH_OPTIONAL and v == TRAIN_HASH_OPTIONAL[k])}
     return {"training_version": TRAINING_VERSION, "system": system, "seed": int(seed),
             "train": train_values, "data_hash": artifacts.config_hash(data), "data": data,
             "adversarial": adversarial}

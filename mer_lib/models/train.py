@@ -69,7 +69,7 @@ import torch
 from torch.nn import functional as F
 
 from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig
+from mer_lib.config import AMP_MODES, EMOTIONS, MIDLEVEL, TrainConfig, check_choice
 from mer_lib.errors import MerError
 from mer_lib.metrics import pearson_per_column
 from mer_lib.models.nets import MERModel, ModelOutput, SystemSpec, build_model, system_spec
@@ -104,20 +104,35 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def deterministic_mode(device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms (and no cuDNN autotuning) inside the block; restored afterwards."""
-    if device.type == "cuda":
+def deterministic_mode(device: torch.device, deterministic: bool = True) -> Iterator[None]:
+    """Deterministic algorithms (and no cuDNN autotuning) inside the block; restored afterwards.
+
+    With ``deterministic=False`` the block instead allows non-deterministic
+    kernels and turns cuDNN autotuning on (``cudnn.benchmark``: the fastest
+    convolution algorithms for the shapes seen, chosen by timing them): faster
+    on a GPU, but reruns are no longer bit-identical
+    (:attr:`mer_lib.config.TrainConfig.deterministic`).
+    """
+    if device.type == "cuda" and deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
                 torch.backends.cudnn.deterministic)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous[1:]
+
+
+def autocast(device: torch.device, amp: str = "off") -> contextlib.AbstractContextManager:
+    """Mixed precision for a forward pass: ``"bf16"`` autocasts to bfloat16, ``"off"`` does nothing."""
+    check_choice("amp", amp, AMP_MODES)
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _rng_state() -> dict:
@@ -365,11 +380,17 @@ def _nan_to_inf(score: float) -> float:
 
 
 def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSpec, x: torch.Tensor,
-               y: torch.Tensor, m: torch.Tensor | None, midlevel_weight: float = 0.5) -> tuple:
-    """One optimiser step on a batch (model in train mode); returns :func:`system_loss`'s values."""
+               y: torch.Tensor, m: torch.Tensor | None, midlevel_weight: float = 0.5, amp: str = "off") -> tuple:
+    """One optimiser step on a batch (model in train mode); returns :func:`system_loss`'s values.
+
+    ``amp="bf16"`` runs the forward pass under bfloat16 autocast (:func:`autocast`);
+    the loss and the update stay in float32.
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss, emo_mse, ml_mse = system_loss(spec, model(x), y, m, midlevel_weight)
+    with autocast(x.device, amp):
+        out = model(x)
+    loss, emo_mse, ml_mse = system_loss(spec, out, y, m, midlevel_weight)
     loss.backward()
     optimizer.step()
     return loss.detach(), emo_mse.detach(), None if ml_mse is None else ml_mse.detach()
@@ -395,6 +416,11 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
     m: torch.Tensor | None
+
+
+def resident(split: Split, device: torch.device) -> Split:
+    """``split`` on ``device`` (a no-op on the CPU): training batches are then cut where the model computes."""
+    return Split(split.x.to(device), split.y.to(device), None if split.m is None else split.m.to(device))
 
 
 @dataclass(frozen=True)
@@ -596,15 +622,16 @@ def save_torch(path: Path, obj: Any) -> None:
 def _counted_step(state: TrainingState, setup: TrainSetup, x: torch.Tensor, y: torch.Tensor,
                   m: torch.Tensor | None) -> tuple:
     """:func:`train_step`, counted in the cost (one forward and one backward pass per example)."""
-    losses = train_step(state.model, state.optimizer, setup.spec, x, y, m, setup.config.midlevel_loss_weight)
+    losses = train_step(state.model, state.optimizer, setup.spec, x, y, m, setup.config.midlevel_loss_weight,
+                        setup.config.amp)
     state.cost.add(forward=len(x), backward=len(x))
     state.cost.optimizer_steps += 1
     return losses
 
 
 def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tensor, yb: torch.Tensor,
-                        epoch: int) -> float | None:
-    """Ask the adversarial step for inputs; if it gives some, one more step on their emotion MSE (its value)."""
+                        epoch: int) -> torch.Tensor | None:
+    """Ask the adversarial step for inputs; if it gives some, one more step on their emotion MSE (returns it)."""
     if setup.adversarial_step is None:
         return None
     x_adv = setup.adversarial_step(state.model, xb, yb, epoch, state.cost)
@@ -613,11 +640,16 @@ def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tenso
     x_adv = to_input(x_adv.detach(), setup.device, setup.config.channels_last)
     loss, _, _ = _counted_step(state, setup, x_adv, yb, None)  # no mid-level targets: emotion MSE only
     state.cost.adversarial_steps += 1
-    return loss.item()
+    return loss
 
 
 def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
     """One pass over the shuffled training batches (last partial batch dropped).
+
+    The batches are cut from the training split where it lies (on the device,
+    see :func:`train_model`) and the losses are summed there in float64, so
+    the loop does not wait for the device after every step (one transfer per
+    epoch; the same sums as adding the steps' values in Python).
 
     Returns
     -------
@@ -626,10 +658,10 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
         ``train_midlevel_mse``, ``train_adversarial_mse`` (``nan`` where undefined).
     """
     train, bs, device, cl = setup.train, setup.config.batch_size, setup.device, setup.config.channels_last
-    perm = torch.randperm(len(train.x), generator=state.order)
+    perm = torch.randperm(len(train.x), generator=state.order).to(train.x.device)
     state.model.train()
     n_batches = len(perm) // bs
-    sums = {"loss": 0.0, "emo": 0.0, "ml": 0.0, "adv": 0.0}
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, emotion MSE, mid-level MSE, adversarial MSE
     n_ml = n_adv = 0
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
@@ -637,19 +669,20 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
         mb = None if train.m is None else train.m[idx].to(device)
         loss, emo_mse, ml_mse = _counted_step(state, setup, xb, yb, mb)
         state.cost.examples_seen += bs
-        sums["loss"] += loss.item()
-        sums["emo"] += emo_mse.item()
+        sums[0] += loss.double()
+        sums[1] += emo_mse.double()
         if ml_mse is not None:
-            sums["ml"] += ml_mse.item()
+            sums[2] += ml_mse.double()
             n_ml += 1
         adv_mse = _adversarial_update(state, setup, xb, yb, epoch)
         if adv_mse is not None:
-            sums["adv"] += adv_mse
+            sums[3] += adv_mse.double()
             n_adv += 1
+    total = sums.tolist()
     nan = float("nan")
-    return {"epoch": epoch, "train_loss": sums["loss"] / n_batches, "train_emotion_mse": sums["emo"] / n_batches,
-            "train_midlevel_mse": sums["ml"] / n_ml if n_ml else nan,
-            "train_adversarial_mse": sums["adv"] / n_adv if n_adv else nan}
+    return {"epoch": epoch, "train_loss": total[0] / n_batches, "train_emotion_mse": total[1] / n_batches,
+            "train_midlevel_mse": total[2] / n_ml if n_ml else nan,
+            "train_adversarial_mse": total[3] / n_adv if n_adv else nan}
 
 
 def validate(model: MERModel, setup: TrainSetup, cost: Cost) -> dict:
@@ -769,7 +802,8 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
         ``"A2E"``, ``"A2B2E"``, ``"A2M2E"`` (or ``"aA2E"``, ``"aA2B2E"`` with an
         ``adversarial_step``).
     x_train, x_valid : array or Tensor (N, 1, T, F)
-        Standardised inputs (kept on the CPU; batches are moved to ``device``).
+        Standardised inputs (the training split is moved to ``device`` once,
+        :func:`resident`; validation batches are moved as they are scored).
     y_train, y_valid : array (N, 8)
         Emotion targets (divided by 10).
     m_train, m_valid : array (N, 7) or None
@@ -804,8 +838,9 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
     """
     setup = check_inputs(system, x_train, y_train, m_train, x_valid, y_valid, m_valid, config, device,
                          adversarial_step)
+    setup = dataclasses.replace(setup, train=resident(setup.train, setup.device))
     state_path = Path(state_path) if state_path is not None else None
-    with deterministic_mode(setup.device):
+    with deterministic_mode(setup.device, config.deterministic):
         state = start_state(system, config, seed, setup.device, state_path)
         with progress_bar(total=config.max_epochs, initial=state.loop.epoch, enabled=progress,
                           desc=f"{system} seed {seed}", leave=False, unit="epoch") as bar:
