@@ -1,0 +1,414 @@
+"""Robustness in the audio domain: curves over SNR, sanity checks and the two domains' rankings.
+
+Pure analysis (DataFrames in, DataFrames out) of the tables of
+:mod:`mer_lib.attacks.waveform_stage` (``results``: one row per model,
+excerpt, kind and SNR; ``transfer``: one row per source model, target model and
+excerpt). As in :mod:`mer_lib.analysis.stats`, **the model is the unit**: a
+model's value is the mean over its attacked excerpts, a system's value is a
+statistic (median by default, as the paper's Figure 3) over its models, and a
+confidence interval resamples the models (seeds) with replacement
+(:func:`mer_lib.analysis.stats.bootstrap_ci`; NaN for a single model). Paired
+comparisons (two SNRs, attack vs noise, white-box vs transfer) pair the
+values of one model, so the interval resamples the per-model differences.
+Verdicts follow :func:`mer_lib.analysis.stats.verdict`.
+
+The sanity checks after Carlini et al. (2019), *On evaluating adversarial robustness*:
+
+* :func:`monotonicity`: damage grows as the budget grows (the SNR falls);
+* :func:`attack_vs_noise`: the attack beats white and pink noise of the same SNR;
+* :func:`transfer_summary`, :func:`transfer_matrix`, :func:`gradient_masking_check`:
+  adversaries of one system fed to the others; a system that suffers more from
+  transferred adversaries than from its own white-box attack hides its
+  gradients (masking) rather than being robust;
+* :func:`domain_ranking`, :func:`domain_contrasts`: the systems ranked by
+  damage in the waveform and in the spectrogram domain, side by side.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from mer_lib.analysis.stats import DEFAULT_PAIRS, bootstrap_ci, system_contrasts, verdict
+from mer_lib.attacks.logs import MODEL_KEYS, require_columns, system_order
+from mer_lib.errors import MerError
+
+#: Columns a table of waveform results needs.
+RESULT_COLUMNS: tuple[str, ...] = ("system", "seed", "number", "kind", "snr_db", "dmae")
+
+#: Columns a transfer table needs.
+TRANSFER_COLUMNS: tuple[str, ...] = ("source_system", "source_seed", "target_system", "target_seed", "number",
+                                     "snr_db", "dmae")
+
+_STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
+
+_NAN = float("nan")
+
+
+def _stat(name: str, where: str) -> Callable[..., np.ndarray]:
+    if name not in _STATS:
+        raise MerError(f"{where}: stat must be one of {sorted(_STATS)}, got {name!r}")
+    return _STATS[name]
+
+
+def _ci(values: np.ndarray, stat: Callable[..., np.ndarray], n_boot: int, seed: int,
+        level: float) -> tuple[float, float]:
+    """Bootstrap CI over models; NaN for fewer than 2 values or a NaN value."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2 or np.isnan(values).any():
+        return _NAN, _NAN
+    return bootstrap_ci(values, stat, n_boot=n_boot, seed=seed, level=level)
+
+
+def _order(df: pd.DataFrame, system: str, extra: Sequence[str]) -> pd.DataFrame:
+    """Rows sorted by system (the paper's order), then by ``extra``."""
+    rank = {s: i for i, s in enumerate(system_order(df[system]))}
+    return df.assign(_rank=df[system].map(rank)).sort_values(["_rank", *extra]).drop(columns="_rank") \
+        .reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- curves
+def per_model_curves(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model, kind and SNR: means over the attacked excerpts.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        The ``results`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system, seed, kind, snr_db, n_excerpts, dmae, pred_change`` (means),
+        and the medians ``achieved_snr_db, linf, loudness_lu`` where present;
+        systems in the paper's order, SNRs from high (small budget) to low.
+
+    Raises
+    ------
+    MerError
+        On missing columns or a repeated (system, seed, kind, SNR, excerpt).
+    """
+    require_columns(results, RESULT_COLUMNS, "waveform results")
+    keys = [*MODEL_KEYS, "kind", "snr_db"]
+    if results.duplicated(subset=[*keys, "number"]).any():
+        raise MerError("waveform results: a (system, seed, kind, snr_db, number) appears more than once")
+    spec = {"n_excerpts": ("number", "size"), "dmae": ("dmae", "mean")}
+    if "pred_change" in results:
+        spec["pred_change"] = ("pred_change", "mean")
+    for col in ("achieved_snr_db", "linf", "loudness_lu"):
+        if col in results:
+            spec[col] = (col, "median")
+    out = results.groupby(keys, sort=False).agg(**spec).reset_index()
+    return _order(out.assign(_neg=-out["snr_db"]), "system", ["seed", "kind", "_neg"]).drop(columns="_neg")
+
+
+def robustness_curves(per_model: pd.DataFrame, quantity: str = "dmae", stat: str = "median",
+                      n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Damage against SNR per system and kind, with bootstrap CIs over its models.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        :func:`per_model_curves` (or a ``results`` table, summarised first).
+    quantity : str
+        Per-model column (``"dmae"``, ``"pred_change"``).
+    stat : {"median", "mean"}
+        Statistic over the models of a system.
+    n_boot, seed, level
+        Bootstrap (:func:`mer_lib.analysis.stats.bootstrap_ci`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system, kind, snr_db, n_models, estimate, ci_low, ci_high`` (CI NaN
+        for one model), systems in the paper's order, SNR from high to low.
+    """
+    pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
+    require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity], "per-model curves")
+    func = _stat(stat, "robustness_curves")
+    rows = []
+    for (system, kind, snr), g in pm.groupby(["system", "kind", "snr_db"], sort=False):
+        values = g[quantity].to_numpy(np.float64)
+        lo, hi = _ci(values, func, n_boot, seed, level)
+        rows.append({"system": system, "kind": kind, "snr_db": float(snr), "n_models": len(values),
+                     "estimate": float(func(values)), "ci_low": lo, "ci_high": hi})
+    out = pd.DataFrame(rows)
+    return _order(out.assign(_neg=-out["snr_db"]), "system", ["kind", "_neg"]).drop(columns="_neg")
+
+
+def _paired(pm: pd.DataFrame, quantity: str, a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Values of the models in both selections, paired by (system, seed)."""
+    left = pm[a].set_index(list(MODEL_KEYS))[quantity]
+    right = pm[b].set_index(list(MODEL_KEYS))[quantity]
+    both = left.index.intersection(right.index)
+    return left.loc[both].to_numpy(np.float64), right.loc[both].to_numpy(np.float64)
+
+
+def _paired_row(diff: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
+    estimate = float(np.mean(diff)) if diff.size else _NAN
+    lo, hi = _ci(diff, np.mean, n_boot, seed, level)
+    return {"n_models": int(diff.size), "estimate": estimate, "ci_low": lo, "ci_high": hi,
+            "verdict": verdict(lo, hi, 1, estimate)}
+
+
+def monotonicity(per_model: pd.DataFrame, kind: str = "attack", quantity: str = "dmae", n_boot: int = 10_000,
+                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Does the damage grow with the budget? Every step between neighbouring SNRs, per system.
+
+    For each system and each pair of neighbouring SNRs (``snr_from`` >
+    ``snr_to``: a larger budget), the per-model increase ``quantity(snr_to) -
+    quantity(snr_from)``, paired by model, averaged over the models, with a
+    bootstrap CI of the mean and a verdict (*holds*: the damage grows).
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        :func:`per_model_curves` (or a ``results`` table).
+    kind : str
+        ``"attack"``, ``"white"`` or ``"pink"``.
+    quantity : str
+        Per-model column.
+    n_boot, seed, level
+        Bootstrap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system, kind, snr_from, snr_to, n_models, estimate, ci_low, ci_high,
+        verdict, models_increasing`` (models whose own value grew), ``increases``
+        (the estimate is positive).
+    """
+    pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
+    require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity], "per-model curves")
+    pm = pm[pm["kind"] == kind]
+    if pm.empty:
+        raise MerError(f"monotonicity: no rows of kind {kind!r}")
+    rows = []
+    for system in system_order(pm["system"]):
+        g = pm[pm["system"] == system]
+        snrs = sorted(g["snr_db"].unique(), reverse=True)
+        for hi_snr, lo_snr in itertools.pairwise(snrs):
+            weak, strong = _paired(g, quantity, g["snr_db"] == hi_snr, g["snr_db"] == lo_snr)
+            diff = strong - weak
+            rows.append({"system": system, "kind": kind, "snr_from": float(hi_snr), "snr_to": float(lo_snr),
+                         **_paired_row(diff, n_boot, seed, level), "models_increasing": int((diff > 0).sum()),
+                         "increases": bool(diff.size and np.mean(diff) > 0)})
+    return pd.DataFrame(rows)
+
+
+def attack_vs_noise(per_model: pd.DataFrame, noise: str = "white", quantity: str = "dmae",
+                    ratio_quantity: str = "pred_change", n_boot: int = 10_000, seed: int = 0,
+                    level: float = 0.95) -> pd.DataFrame:
+    """Is the attack stronger than noise of the same SNR? Per system and SNR, paired by model.
+
+    Two measures: the difference ``quantity(attack) - quantity(noise)`` (mean
+    over models, bootstrap CI, verdict: *holds* if the attack does more
+    damage), and the ratio ``ratio_quantity(attack) / ratio_quantity(noise)``
+    of every model (median over models, bootstrap CI). The ratio uses the mean
+    absolute prediction change by default: unlike dMAE it is positive, whereas
+    noise can lower the MAE by chance and make a dMAE ratio meaningless.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        :func:`per_model_curves` (or a ``results`` table).
+    noise : str
+        ``"white"`` or ``"pink"``.
+    quantity, ratio_quantity : str
+        Per-model columns.
+    n_boot, seed, level
+        Bootstrap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system, snr_db, noise, n_models, attack, noise_value, estimate,
+        ci_low, ci_high, verdict, ratio, ratio_ci_low, ratio_ci_high``.
+    """
+    pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
+    require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity, ratio_quantity], "per-model curves")
+    if not (pm["kind"] == noise).any():
+        raise MerError(f"attack_vs_noise: no rows of kind {noise!r}; found {sorted(pm['kind'].unique())}")
+    rows = []
+    for (system, snr), g in pm.groupby(["system", "snr_db"], sort=False):
+        att, noi = _paired(g, quantity, g["kind"] == "attack", g["kind"] == noise)
+        r_att, r_noi = _paired(g, ratio_quantity, g["kind"] == "attack", g["kind"] == noise)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = r_att / r_noi
+        finite = ratio[np.isfinite(ratio)]
+        r_lo, r_hi = _ci(finite, np.median, n_boot, seed, level)
+        rows.append({"system": system, "snr_db": float(snr), "noise": noise,
+                     "attack": float(np.mean(att)) if att.size else _NAN,
+                     "noise_value": float(np.mean(noi)) if noi.size else _NAN,
+                     **_paired_row(att - noi, n_boot, seed, level),
+                     "ratio": float(np.median(finite)) if finite.size else _NAN,
+                     "ratio_ci_low": r_lo, "ratio_ci_high": r_hi})
+    out = pd.DataFrame(rows)
+    columns = ["system", "snr_db", "noise", "n_models", "attack", "noise_value", "estimate", "ci_low", "ci_high",
+               "verdict", "ratio", "ratio_ci_low", "ratio_ci_high"]
+    return _order(out.assign(_neg=-out["snr_db"]), "system", ["_neg"])[columns]
+
+
+# --------------------------------------------------------------------------- transfer
+def _transfer_per_pair(transfer: pd.DataFrame, snr_db: float | None) -> pd.DataFrame:
+    """Mean over excerpts per (source model, target model) at one SNR."""
+    require_columns(transfer, TRANSFER_COLUMNS, "transfer table")
+    snrs = sorted(transfer["snr_db"].unique())
+    if snr_db is None:
+        if len(snrs) != 1:
+            raise MerError(f"transfer table: several SNRs {snrs}; pass snr_db")
+        snr_db = snrs[0]
+    t = transfer[transfer["snr_db"] == float(snr_db)]
+    if t.empty:
+        raise MerError(f"transfer table: no rows at snr_db {snr_db}; found {snrs}")
+    keys = ["source_system", "source_seed", "target_system", "target_seed"]
+    return t.groupby(keys, sort=False)["dmae"].mean().reset_index()
+
+
+def transfer_summary(transfer: pd.DataFrame, snr_db: float | None = None, stat: str = "median",
+                     n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Damage of adversaries made on one system and fed to another, per (source, target) system.
+
+    Parameters
+    ----------
+    transfer : pandas.DataFrame
+        The ``transfer`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
+    snr_db : float, optional
+        Which SNR (needed if the table holds several).
+    stat : {"median", "mean"}
+        Statistic over the model pairs (one per seed).
+    n_boot, seed, level
+        Bootstrap over the model pairs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``source_system, target_system, white_box`` (source = target),
+        ``n_models, estimate, ci_low, ci_high``.
+    """
+    pairs = _transfer_per_pair(transfer, snr_db)
+    func = _stat(stat, "transfer_summary")
+    rows = []
+    for (src, tgt), g in pairs.groupby(["source_system", "target_system"], sort=False):
+        values = g["dmae"].to_numpy(np.float64)
+        lo, hi = _ci(values, func, n_boot, seed, level)
+        rows.append({"source_system": src, "target_system": tgt, "white_box": src == tgt,
+                     "n_models": len(values), "estimate": float(func(values)), "ci_low": lo, "ci_high": hi})
+    out = pd.DataFrame(rows)
+    rank = {s: i for i, s in enumerate(system_order(out["target_system"]))}
+    return _order(out.assign(_t=out["target_system"].map(rank)), "source_system", ["_t"]).drop(columns="_t")
+
+
+def transfer_matrix(summary: pd.DataFrame) -> pd.DataFrame:
+    """:func:`transfer_summary` as a matrix: rows are source systems, columns target systems."""
+    require_columns(summary, ["source_system", "target_system", "estimate"], "transfer summary")
+    matrix = summary.pivot(index="source_system", columns="target_system", values="estimate")
+    return matrix.loc[system_order(summary["source_system"]), system_order(summary["target_system"])]
+
+
+def gradient_masking_check(transfer: pd.DataFrame, snr_db: float | None = None, stat: str = "median",
+                           n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per target system: its own white-box damage against the strongest transferred one.
+
+    The strongest source is the other system whose adversaries do the most
+    damage to the target (``stat`` over seeds). Per seed, the white-box damage
+    minus that source's transferred damage is paired; its mean gets a bootstrap
+    CI and a verdict (*holds*: the white-box attack is stronger, as it should
+    be; *contradicted*: transferred adversaries do more damage, a sign of
+    gradient masking). ``masking_suspected`` is true where the point estimate
+    is not positive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``target_system, white_box, best_source, transferred, n_models,
+        estimate, ci_low, ci_high, verdict, masking_suspected``.
+    """
+    pairs = _transfer_per_pair(transfer, snr_db)
+    func = _stat(stat, "gradient_masking_check")
+    rows = []
+    for target in system_order(pairs["target_system"]):
+        g = pairs[pairs["target_system"] == target]
+        own = g[g["source_system"] == target].set_index("target_seed")["dmae"]
+        others = g[g["source_system"] != target]
+        if own.empty or others.empty:
+            continue
+        strength = others.groupby("source_system")["dmae"].apply(lambda v: float(func(v.to_numpy())))
+        best = str(strength.idxmax())
+        moved = others[others["source_system"] == best].set_index("target_seed")["dmae"]
+        seeds = own.index.intersection(moved.index)
+        diff = own.loc[seeds].to_numpy(np.float64) - moved.loc[seeds].to_numpy(np.float64)
+        row = _paired_row(diff, n_boot, seed, level)
+        rows.append({"target_system": target, "white_box": float(func(own.to_numpy())), "best_source": best,
+                     "transferred": float(strength[best]), **row,
+                     "masking_suspected": bool(not row["estimate"] > 0)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the two domains
+def _system_values(per_model: pd.DataFrame, quantity: str, func: Callable, where: str) -> pd.Series:
+    require_columns(per_model, [*MODEL_KEYS, quantity], where)
+    if per_model.duplicated(subset=list(MODEL_KEYS)).any():
+        raise MerError(f"{where}: a (system, seed) appears more than once; select one SNR and kind first")
+    grouped = per_model.groupby("system")[quantity].apply(lambda v: float(func(v.to_numpy(np.float64))))
+    return grouped.loc[system_order(per_model["system"])]
+
+
+def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: str = "dmae",
+                   stat: str = "median") -> pd.DataFrame:
+    """The systems ranked by damage in the waveform and in the spectrogram domain, side by side.
+
+    Parameters
+    ----------
+    waveform : pandas.DataFrame
+        One row per model (``system, seed, <quantity>``): e.g. the attack rows
+        of :func:`per_model_curves` at one SNR.
+    spectrogram : pandas.DataFrame
+        The same for the spectrogram-domain attack
+        (:func:`mer_lib.attacks.logs.per_model_metrics`).
+    quantity : str
+        Per-model column of both.
+    stat : {"median", "mean"}
+        Statistic over the models of a system.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system, waveform, waveform_rank, spectrogram, spectrogram_rank,
+        rank_change`` (rank 1 = least damage = most robust; the paper's order
+        of systems), with ``attrs["kendall_tau"]`` between the two domains'
+        values and ``attrs["same_order"]``.
+    """
+    func = _stat(stat, "domain_ranking")
+    wave = _system_values(waveform, quantity, func, "waveform per-model table")
+    spec = _system_values(spectrogram, quantity, func, "spectrogram per-model table")
+    systems = [s for s in wave.index if s in spec.index]
+    if len(systems) < 2:
+        raise MerError(f"domain_ranking: fewer than 2 systems in both tables ({systems})")
+    out = pd.DataFrame({"system": systems, "waveform": wave.loc[systems].to_numpy(),
+                        "spectrogram": spec.loc[systems].to_numpy()})
+    out["waveform_rank"] = out["waveform"].rank(method="min").astype(int)
+    out["spectrogram_rank"] = out["spectrogram"].rank(method="min").astype(int)
+    out["rank_change"] = out["waveform_rank"] - out["spectrogram_rank"]
+    out = out[["system", "waveform", "waveform_rank", "spectrogram", "spectrogram_rank", "rank_change"]]
+    out.attrs["kendall_tau"] = float(sps.kendalltau(out["waveform"], out["spectrogram"]).statistic)
+    out.attrs["same_order"] = bool((out["rank_change"] == 0).all())
+    return out
+
+
+def domain_contrasts(waveform: pd.DataFrame, spectrogram: pd.DataFrame,
+                     pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS, quantity: str = "dmae",
+                     stat: str = "median", n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """The paper's contrasts (e.g. A2E - A2M2E damage) in both domains, with CIs over models.
+
+    :func:`mer_lib.analysis.stats.system_contrasts` of each per-model table,
+    stacked with a ``domain`` column (``"waveform"``, ``"spectrogram"``). A
+    positive estimate means the second system of the pair suffers less damage.
+    """
+    parts = [system_contrasts(table, pairs, quantity, stat, n_boot, seed, level).assign(domain=name)
+             for name, table in (("waveform", waveform), ("spectrogram", spectrogram))]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["domain", *[c for c in out.columns if c != "domain"]]]
