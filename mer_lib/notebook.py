@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from IPython.display import HTML, Image, display
 from matplotlib import pyplot as plt
@@ -35,8 +36,10 @@ from PIL import Image as PILImage
 
 from mer_lib import artifacts
 from mer_lib.analysis import figures, stats
+from mer_lib.attacks import logs as attack_logs
 from mer_lib.attacks.adversarial_training import train_all
 from mer_lib.attacks.stage import attack_models
+from mer_lib.attacks.waveform_stage import listening_spectrograms
 from mer_lib.config import PROFILES, TARGET_SCALE, Profile, get_profile
 from mer_lib.data.cache import PreparedData
 from mer_lib.data.frontend import read_audio_int16
@@ -360,6 +363,48 @@ def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", 
     return written
 
 
+def _listening_row(results: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    first = rows.iloc[0]
+    match = results[(results["system"] == first["system"]) & (results["seed"] == first["seed"])
+                    & (results["number"] == first["number"]) & (results["kind"] == "attack")
+                    & (results["snr_db"] == first["snr_db"])]
+    if len(match) != 1:
+        raise MerError(f"waveform results: no single attack row for the listening example of {first['system']} "
+                       f"seed {first['seed']} excerpt {first['number']} at {first['snr_db']:g} dB")
+    return match.iloc[0]
+
+
+def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.DataFrame) -> None:
+    """Notebook 09's listening examples: per system, players for the clean audio, the adversarial audio and
+    the perturbation alone (amplified, labelled), then the spectrograms the written files give the model.
+
+    Parameters
+    ----------
+    study : Study
+        The notebook's study (prepared data, run directory, frame rate).
+    listening : pandas.DataFrame
+        The ``listening`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
+    results : pandas.DataFrame
+        Its ``results`` table (achieved SNR, relative loudness and dMAE of the example).
+    """
+    prepared = study.require_prepared()
+    for system in attack_logs.system_order(listening["system"]):
+        rows = listening[listening["system"] == system].set_index("role", drop=False)
+        row = _listening_row(results, rows)
+        head = (f"<b>{html.escape(system)}</b>, seed {row['seed']}, excerpt #{row['number']:03d}: SNR "
+                f"{row['achieved_snr_db']:.1f} dB, perturbation {row['loudness_lu']:.1f} LU relative to the music "
+                f"(BS.1770), dMAE {row['dmae']:.3f}")
+        players = []
+        for role in ("clean", "adversarial", "perturbation"):
+            samples, rate = sf.read(rows.loc[role, "file"], dtype="int16")
+            label = f"{rows.loc[role, 'label']} ({short_path(rows.loc[role, 'file'], study.run)})"
+            players.append(audio_player_html(wav_bytes(samples, rate), label))
+        display(HTML(f"<p>{head}</p>" + "\n".join(players)))
+        clean, adversarial = listening_spectrograms(listening, prepared, system)
+        show_compact(figures.plot_attack_example(clean, adversarial - clean, study.cfg.features.fps,
+                                                 f"{system} #{row['number']:03d}", row["achieved_snr_db"]))
+
+
 # --------------------------------------------------------------------------- summary text
 def range_text(values: pd.Series, fmt: str = "{:.2f}") -> str:
     """``"0.28 (minorness) to 0.83 (dissonance)"``, or ``"0.97 for all 7"`` when both ends print alike."""
@@ -419,3 +464,81 @@ def central_contrasts_text(contrasts: pd.DataFrame, power: pd.DataFrame) -> str:
             reason = "; this run cannot decide it"
         lines.append(f"- {c.a} - {c.b} = {c.estimate:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]: **{c.verdict}**{reason}")
     return "\n".join(lines)
+
+
+def _count(flags: pd.Series) -> str:
+    return f"{int(flags.sum())} of {len(flags)}"
+
+
+def waveform_summary_text(curves: pd.DataFrame, noise: pd.DataFrame, monotone: pd.DataFrame,
+                          masking: pd.DataFrame, ranking: pd.DataFrame, contrasts: pd.DataFrame,
+                          roundtrip: pd.DataFrame, snr_db: float) -> str:
+    """Notebook 09's closing summary, written from its tables.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.robustness_curves` (every kind).
+    noise : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.attack_vs_noise` rows of every noise kind.
+    monotone : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.monotonicity` of the attack.
+    masking : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.gradient_masking_check`.
+    ranking : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.domain_ranking` (with ``attrs["kendall_tau"]``).
+    contrasts : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.domain_contrasts`.
+    roundtrip : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.roundtrip_summary`.
+    snr_db : float
+        The SNR the ranking, contrasts and round trip refer to.
+
+    Returns
+    -------
+    str
+        Markdown.
+    """
+    at = curves[(curves["kind"] == "attack") & (curves["snr_db"] == snr_db)].set_index("system")["estimate"]
+    noisy = curves[(curves["kind"] != "attack") & (curves["snr_db"] == snr_db)]
+    lines = [f"**At {snr_db:g} dB SNR** the waveform attack raises the median dMAE to "
+             f"{ranking_text(at, lower_is_better=True)} (most robust first); white and pink noise at the same SNR "
+             f"move it by at most {noisy['estimate'].abs().max():.3f}.",
+             "- The attack beats noise (dMAE difference with its CI above zero) in "
+             f"{_count(noise['verdict'] == 'holds')} (system, SNR, noise) comparisons.",
+             f"- Damage grows with the budget in {_count(monotone['verdict'] == 'holds')} steps between neighbouring "
+             "SNRs (system by system, CI over models).",
+             _masking_line(masking),
+             f"- Ranking of the systems, waveform vs spectrogram domain: Kendall tau "
+             f"{ranking.attrs.get('kendall_tau', float('nan')):.2f}"
+             + (" (the same order)." if ranking.attrs.get("same_order") else " (the orders differ)."),
+             _contrast_lines(contrasts),
+             _roundtrip_line(roundtrip)]
+    return "\n".join(lines)
+
+
+def _roundtrip_line(roundtrip: pd.DataFrame) -> str:
+    low, high = f"{roundtrip['survival'].min():.0%}", f"{roundtrip['survival'].max():.0%}"
+    kept = low if low == high else f"{low} to {high} (by system)"
+    changed = 1.0 - float(np.average(roundtrip["peak_preserved"], weights=roundtrip["n"]))
+    return (f"- Written as 16-bit WAV files and read back, the adversaries keep a median {kept} of their dMAE "
+            f"(worst single file {roundtrip['survival_min'].min():.0%}); the file's peak sample changed in "
+            f"{changed:.0%} of them, so that madmom's normalisation rescaled the file on reading.")
+
+
+def _masking_line(masking: pd.DataFrame) -> str:
+    suspects = masking.loc[masking["masking_suspected"].astype(bool), "target_system"].tolist()
+    if not suspects:
+        return ("- No sign of gradient masking: every system is damaged more by its own white-box attack than by "
+                f"the best attack transferred from another system ({_count(masking['verdict'] == 'holds')} with CIs "
+                "above zero).")
+    return (f"- Possible gradient masking for {', '.join(suspects)}: an attack transferred from another system "
+            "damages it at least as much as its own white-box attack.")
+
+
+def _contrast_lines(contrasts: pd.DataFrame) -> str:
+    parts = [f"{c.a} - {c.b} {c.estimate:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] ({c.verdict})"
+             for c in contrasts.itertuples()]
+    domains = contrasts["domain"].tolist()
+    return ("- The paper's contrasts (median dMAE; positive: the interpretable system suffers less): "
+            + "; ".join(f"{d}: {p}" for d, p in zip(domains, parts)) + ".")

@@ -250,3 +250,17 @@ def test_per_target_bars_follow_the_target_order_and_drop_a_lone_legend():
     ax = figures.plot_per_target_r(per_target, "r").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["melodiousness", "articulation", "tonal_stability"]
     assert ax.get_legend() is None
+
+
+def test_waveform_curves_one_panel_per_kind_attack_first():
+    rows = [{"system": s, "kind": k, "snr_db": snr, "estimate": e, "ci_low": e - 0.01, "ci_high": e + 0.01}
+            for s in ("A2M2E", "A2E") for k in ("white", "attack") for snr in (40.0, 20.0)
+            for e in [(0.1 if k == "attack" else 0.001) * (50 - snr) / 10]]
+    fig = figures.waveform_curves(pd.DataFrame(rows), title="t")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["waveform attack", "white noise"]
+    assert [line.get_label() for line in axes[0].get_lines()][:2] == ["A2E", "A2M2E"]  # the paper's order
+    assert axes[0].xaxis_inverted() and axes[0].get_ylim() == axes[1].get_ylim()
+    plt.close(fig)
+    with pytest.raises(MerError, match="ci_low"):
+        figures.waveform_curves(pd.DataFrame(rows).drop(columns="ci_low"))

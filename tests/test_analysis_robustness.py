@@ -151,3 +151,26 @@ def test_domain_ranking_and_contrasts():
     assert contrasts["estimate"].iloc[0] == pytest.approx(direct["estimate"].iloc[0])
     assert contrasts["estimate"].iloc[1] == pytest.approx(3.0 * direct["estimate"].iloc[0])
     assert (contrasts["verdict"] == "holds").all()
+
+
+def test_snr_table_has_one_column_per_snr_for_the_regression_check():
+    pm = rb.per_model_curves(results_table())
+    wide = rb.snr_table(pm)
+    assert list(wide.columns) == ["system", "seed", "dmae_40dB", "dmae_30dB", "dmae_20dB"]
+    assert len(wide) == 2 * len(SEEDS) and list(wide["system"].unique()) == ["A2E", "A2M2E"]
+    one = pm[(pm["system"] == "A2M2E") & (pm["seed"] == 3) & (pm["kind"] == "attack") & (pm["snr_db"] == 20.0)]
+    assert wide.loc[(wide["system"] == "A2M2E") & (wide["seed"] == 3), "dmae_20dB"].item() == one["dmae"].item()
+    with pytest.raises(MerError, match="no rows of kind 'gaussian'"):
+        rb.snr_table(pm, kind="gaussian")
+
+
+def test_roundtrip_summary_per_system():
+    rows = [{"system": s, "seed": k, "number": n, "snr_db": 30.0, "dmae_attack": 0.2, "dmae_roundtrip": 0.2 * f,
+             "survival": f, "peak_preserved": n == 1, "max_error_int16": 0.5 * n}
+            for s, f in (("A2M2E", 0.9), ("A2E", 1.0)) for k in (1, 2) for n in (1, 2)]
+    out = rb.roundtrip_summary(pd.DataFrame(rows))
+    assert list(out["system"]) == ["A2E", "A2M2E"] and list(out["n"]) == [4, 4]
+    assert out.set_index("system").loc["A2M2E", "survival"] == pytest.approx(0.9)
+    assert (out["peak_preserved"] == 0.5).all() and (out["max_error_int16"] == 1.0).all()
+    with pytest.raises(MerError, match="survival"):
+        rb.roundtrip_summary(pd.DataFrame(rows).drop(columns="survival"))

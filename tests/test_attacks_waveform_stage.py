@@ -118,6 +118,27 @@ def test_listening_examples_of_every_systems_first_seed(study):
     assert lis["label"].str.contains("amplified").sum() == 2
 
 
+def test_listening_spectrograms_are_what_the_files_give_the_model(study):
+    _, prepared, _, tables = study
+    clean, adversarial = ws.listening_spectrograms(tables.listening, prepared, "A2M2E")
+    assert clean.shape == adversarial.shape and clean.shape[1] == 149 and clean.shape[0] >= 313
+    assert not np.array_equal(clean, adversarial)
+    # standardised with the run's statistics: the clean file is the excerpt's own audio
+    number = int(tables.listening.loc[tables.listening["system"] == "A2M2E", "number"].iloc[0])
+    cached = prepared.excerpts([number])[0, 0]
+    assert abs(float(clean.mean()) - float(cached.mean())) < 0.1
+    with pytest.raises(MerError, match="no clean and adversarial file of A2B2E"):
+        ws.listening_spectrograms(tables.listening, prepared, "A2B2E")
+
+
+def test_waveform_config_of_the_profiles():
+    assert ws.waveform_config(get_profile("quick")) == ws.WaveformConfig()
+    assert ws.waveform_config(get_profile("smoke")) == ws.WaveformConfig()
+    for name in ("paper", "paper-synthetic"):
+        full = ws.waveform_config(get_profile(name))
+        assert full is ws.FULL_SIZE_WAVEFORM and full.n_excerpts is None and 60.0 in full.snr_db
+
+
 def test_a_rerun_reuses_everything_and_a_damaged_result_is_recomputed_identically(study, monkeypatch):
     run, prepared, models, tables = study
     monkeypatch.setattr(ws, "waveform_attack", lambda *a, **k: pytest.fail("attacked again"))

@@ -319,3 +319,25 @@ def test_comparison_text(monkeypatch):
                     "they differ on: y holds.")
     monkeypatch.setattr(notebook.stats, "compare_findings", lambda a, b, labels: side.assign(agree=True))
     assert notebook.comparison_text(pd.DataFrame(), pd.DataFrame()).endswith("agree on 2 of 2 findings.")
+
+
+def test_waveform_summary_text_is_written_from_the_numbers():
+    curves = pd.DataFrame([{"system": s, "kind": k, "snr_db": 30.0, "estimate": e}
+                           for s, k, e in (("A2E", "attack", 0.2), ("A2M2E", "attack", 0.1), ("A2E", "white", 0.004),
+                                           ("A2M2E", "pink", -0.003))])
+    noise = pd.DataFrame({"verdict": ["holds", "holds", "inconclusive"]})
+    monotone = pd.DataFrame({"verdict": ["holds", "holds"]})
+    masking = pd.DataFrame({"target_system": ["A2E", "A2M2E"], "masking_suspected": [False, True],
+                            "verdict": ["holds", "contradicted"]})
+    ranking = pd.DataFrame({"system": ["A2E"]})
+    ranking.attrs.update(kendall_tau=-1.0, same_order=False)
+    contrasts = pd.DataFrame({"domain": ["waveform"], "a": ["A2E"], "b": ["A2M2E"], "estimate": [0.1],
+                              "ci_low": [0.05], "ci_high": [0.2], "verdict": ["holds"]})
+    roundtrip = pd.DataFrame({"survival": [1.0, 0.9], "survival_min": [0.95, 0.8], "peak_preserved": [1.0, 0.5],
+                              "n": [2, 2]})
+    text = notebook.waveform_summary_text(curves, noise, monotone, masking, ranking, contrasts, roundtrip, 30.0)
+    assert "A2M2E (0.100) < A2E (0.200)" in text and "at most 0.004" in text
+    assert "in 2 of 3 (system, SNR, noise)" in text and "in 2 of 2 steps" in text
+    assert "Possible gradient masking for A2M2E" in text and "Kendall tau -1.00 (the orders differ)" in text
+    assert "waveform: A2E - A2M2E 0.100 [0.050, 0.200] (holds)" in text
+    assert "a median 90% to 100% (by system)" in text and "worst single file 80%" in text and "in 25%" in text

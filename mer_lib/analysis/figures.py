@@ -466,6 +466,50 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
     return fig
 
 
+def waveform_curves(curves: pd.DataFrame, title: str | None = None,
+                    figsize: tuple[float, float] = (10.0, 3.8)) -> Figure:
+    """dMAE against the SNR budget of the waveform attack, next to noise at the same SNRs.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        :func:`mer_lib.analysis.robustness.robustness_curves` of the waveform
+        results: ``system, kind, snr_db, estimate, ci_low, ci_high``.
+    title : str, optional
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per kind (the attack first, then the noises), sharing the
+        dMAE axis; one line per system (its statistic over seeds) with its
+        bootstrap CI as a band; the SNR axis runs from the quietest
+        perturbation (left) to the loudest.
+    """
+    missing = [c for c in ("system", "kind", "snr_db", "estimate", "ci_low", "ci_high") if c not in curves.columns]
+    if missing:
+        raise MerError(f"waveform curves: missing columns {missing}; found {list(curves.columns)}")
+    kinds = ["attack", *sorted(k for k in curves["kind"].unique() if k != "attack")]
+    systems = attack_logs.system_order(curves["system"])
+    colors = system_colors(systems)
+    fig, axes = plt.subplots(1, len(kinds), figsize=figsize, sharey=True, squeeze=False, layout="constrained")
+    for ax, kind in zip(axes[0], kinds):
+        sub = curves[curves["kind"] == kind]
+        for system in systems:
+            line = sub[sub["system"] == system].sort_values("snr_db")
+            ax.plot(line["snr_db"], line["estimate"], marker="o", color=colors[system], label=system)
+            ax.fill_between(line["snr_db"], line["ci_low"], line["ci_high"], color=colors[system], alpha=0.15)
+        ax.axhline(0.0, color="0.6", lw=0.8)
+        ax.set(xlabel="SNR of the perturbation (dB)", title="waveform attack" if kind == "attack" else f"{kind} noise")
+        ax.set_xticks(sorted(sub["snr_db"].unique()))
+        ax.invert_xaxis()
+    axes[0, 0].set_ylabel("dMAE")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # --------------------------------------------------------------------------- saving
 def save_figure(fig: Figure, stem: str, figures_dir: str | os.PathLike = "figures",
                 formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> dict[str, Path]:

@@ -412,3 +412,52 @@ def domain_contrasts(waveform: pd.DataFrame, spectrogram: pd.DataFrame,
              for name, table in (("waveform", waveform), ("spectrogram", spectrogram))]
     out = pd.concat(parts, ignore_index=True)
     return out[["domain", *[c for c in out.columns if c != "domain"]]]
+
+
+# --------------------------------------------------------------------------- tables for checks and summaries
+def snr_table(per_model: pd.DataFrame, kind: str = "attack", quantity: str = "dmae") -> pd.DataFrame:
+    """One row per model, one column per SNR (``<quantity>_<snr>dB``) of one kind of perturbation.
+
+    The shape :func:`mer_lib.regression.check_models` checks (one value per
+    model and quantity).
+
+    Raises
+    ------
+    MerError
+        On missing columns or if ``kind`` is absent.
+    """
+    require_columns(per_model, [*MODEL_KEYS, "kind", "snr_db", quantity], "waveform per-model table")
+    sub = per_model[per_model["kind"] == kind]
+    if sub.empty:
+        raise MerError(f"snr_table: no rows of kind {kind!r}; kinds present: {sorted(per_model['kind'].unique())}")
+    wide = sub.pivot_table(index=list(MODEL_KEYS), columns="snr_db", values=quantity, sort=False)
+    wide = wide[sorted(wide.columns, reverse=True)]
+    wide.columns = [f"{quantity}_{snr:g}dB" for snr in wide.columns]
+    return _order(wide.reset_index(), "system", ["seed"])
+
+
+def roundtrip_summary(roundtrip: pd.DataFrame) -> pd.DataFrame:
+    """How much of the waveform attack survives writing the audio as a 16-bit WAV, per system.
+
+    Parameters
+    ----------
+    roundtrip : pandas.DataFrame
+        The ``roundtrip`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per system: ``n`` excerpts, ``snr_db``, median ``dmae_attack`` and
+        ``dmae_roundtrip``, the median and minimum ``survival`` (round-trip
+        dMAE over attack dMAE), the share of files whose peak sample stayed
+        (``peak_preserved``: otherwise madmom's normalisation rescaled the file
+        on reading) and the largest quantisation error in int16 steps.
+    """
+    require_columns(roundtrip, [*MODEL_KEYS, "number", "snr_db", "dmae_attack", "dmae_roundtrip", "survival",
+                                "peak_preserved", "max_error_int16"], "round-trip table")
+    out = roundtrip.groupby("system", sort=False).agg(
+        n=("number", "size"), snr_db=("snr_db", "first"), dmae_attack=("dmae_attack", "median"),
+        dmae_roundtrip=("dmae_roundtrip", "median"), survival=("survival", "median"),
+        survival_min=("survival", "min"), peak_preserved=("peak_preserved", "mean"),
+        max_error_int16=("max_error_int16", "max")).reset_index()
+    return _order(out, "system", [])

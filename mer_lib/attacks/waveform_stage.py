@@ -87,10 +87,11 @@ from mer_lib.attacks.waveform import (
     waveform_attack,
     write_wav_int16,
 )
-from mer_lib.config import EMOTIONS, FeatureConfig, RunLayout, check_choice
+from mer_lib.config import EMOTIONS, FeatureConfig, Profile, RunLayout, check_choice
 from mer_lib.data.cache import PreparedData
+from mer_lib.data.frontend import spectrogram_from_file
 from mer_lib.errors import MerError
-from mer_lib.jobs import run_jobs
+from mer_lib.jobs import Executor, run_jobs
 from mer_lib.models.stage import data_fingerprint, load_model_dir
 from mer_lib.models.train import deterministic_mode, resolve_device
 
@@ -653,7 +654,7 @@ def _plan(items: list[str], prepared, run_dir, config: WaveformConfig) -> tuple[
 
 def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequence[str | os.PathLike],
                   prepared: PreparedData, run_dir: str | os.PathLike, config: WaveformConfig | None = None, *,
-                  executor: str | int | None = None, device: str | torch.device | None = "cpu",
+                  executor: Executor | str | int | None = None, device: str | torch.device | None = "cpu",
                   progress: bool = True) -> WaveformTables:
     """Waveform attacks of many models as independent jobs; finished results are reused.
 
@@ -694,3 +695,52 @@ def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequ
     for j, out in zip(todo, done):
         dirs[j] = Path(out)
     return read_waveform_tables(dirs)
+
+
+# --------------------------------------------------------------------------
+# Settings per profile; what a listener hears, as spectrograms
+# --------------------------------------------------------------------------
+#: The waveform-attack settings of the full-size profiles: every test excerpt, five SNRs (60 dB is the
+#: quietest perturbation), 20 steps per SNR. The scaled-down profiles use :class:`WaveformConfig`'s
+#: defaults, sized to add about a minute to the quick run on 2 cores.
+FULL_SIZE_WAVEFORM = WaveformConfig(snr_db=(60.0, 50.0, 40.0, 30.0, 20.0), steps=20, n_excerpts=None)
+
+
+def waveform_config(profile: Profile) -> WaveformConfig:
+    """The waveform-attack settings of a run profile.
+
+    ``paper`` and ``paper-synthetic`` (the paper's model width and protocol)
+    get :data:`FULL_SIZE_WAVEFORM`; ``quick`` and ``smoke`` the defaults of
+    :class:`WaveformConfig` (5 test excerpts, 50-20 dB, 4 warm-started steps).
+    """
+    full = profile.train.width >= 1.0 and profile.train.max_epochs >= 100
+    return FULL_SIZE_WAVEFORM if full else WaveformConfig()
+
+
+def listening_spectrograms(listening: pd.DataFrame, prepared: PreparedData,
+                           system: str) -> tuple[np.ndarray, np.ndarray]:
+    """The standardised spectrograms of one system's clean and adversarial listening files.
+
+    Each WAV file is read as the data stage reads audio (16 bits, madmom's
+    normalisation, the front end) and standardised with the run's statistics,
+    so what is shown is what the written audio gives the model, framed from
+    the start of the 10-s segment.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(frames, bands)`` clean and adversarial spectrograms.
+
+    Raises
+    ------
+    MerError
+        If the table has no clean and adversarial file of ``system``, or a file is missing.
+    """
+    rows = listening[listening["system"] == system].set_index("role")
+    if not {"clean", "adversarial"} <= set(rows.index):
+        raise MerError(f"listening table: no clean and adversarial file of {system}; systems present: "
+                       f"{sorted(listening['system'].unique())}")
+    frontend = attack_frontend(prepared_features(prepared), torch.float64)  # the data stage's precision
+    specs = [(spectrogram_from_file(rows.loc[role, "file"], frontend) - prepared.mean) / prepared.std
+             for role in ("clean", "adversarial")]
+    return specs[0], specs[1]
