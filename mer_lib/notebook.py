@@ -374,9 +374,15 @@ def _listening_row(results: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     return match.iloc[0]
 
 
-def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.DataFrame) -> None:
+def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.DataFrame,
+                           seconds: float = 5.0) -> None:
     """Notebook 09's listening examples: per system, players for the clean audio, the adversarial audio and
     the perturbation alone (amplified, labelled), then the spectrograms the written files give the model.
+
+    The players embed the first ``seconds`` of each file (the saved notebook
+    stays small; the full 10-s files are in the run directory, named in the
+    labels), and a clean excerpt already shown for another system is not
+    embedded again.
 
     Parameters
     ----------
@@ -386,19 +392,25 @@ def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.Da
         The ``listening`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
     results : pandas.DataFrame
         Its ``results`` table (achieved SNR, relative loudness and dMAE of the example).
+    seconds : float
+        Length of the embedded players.
     """
     prepared = study.require_prepared()
+    shown: set[int] = set()
     for system in attack_logs.system_order(listening["system"]):
         rows = listening[listening["system"] == system].set_index("role", drop=False)
         row = _listening_row(results, rows)
         head = (f"<b>{html.escape(system)}</b>, seed {row['seed']}, excerpt #{row['number']:03d}: SNR "
                 f"{row['achieved_snr_db']:.1f} dB, perturbation {row['loudness_lu']:.1f} LU relative to the music "
-                f"(BS.1770), dMAE {row['dmae']:.3f}")
+                f"(BS.1770), dMAE {row['dmae']:.3f}; players: the first {seconds:g} s")
+        roles = ("adversarial", "perturbation") if int(row["number"]) in shown else ("clean", "adversarial",
+                                                                                    "perturbation")
+        shown.add(int(row["number"]))
         players = []
-        for role in ("clean", "adversarial", "perturbation"):
+        for role in roles:
             samples, rate = sf.read(rows.loc[role, "file"], dtype="int16")
             label = f"{rows.loc[role, 'label']} ({short_path(rows.loc[role, 'file'], study.run)})"
-            players.append(audio_player_html(wav_bytes(samples, rate), label))
+            players.append(audio_player_html(wav_bytes(samples[: int(seconds * rate)], rate), label))
         display(HTML(f"<p>{head}</p>" + "\n".join(players)))
         clean, adversarial = listening_spectrograms(listening, prepared, system)
         show_compact(figures.plot_attack_example(clean, adversarial - clean, study.cfg.features.fps,
