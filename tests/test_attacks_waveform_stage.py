@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -193,13 +192,14 @@ def test_lists_are_kept_as_tuples_and_batch_size_is_not_hashed():
     assert dataclasses.replace(CONFIG, steps=3).settings() != CONFIG.settings()
 
 
-def test_jobs_can_go_to_worker_processes(study):
-    run, prepared, models, _ = study
-    job = ws.WaveformJob(str(models[("A2E", 1)]), (str(models[("A2M2E", 1)]),), prepared, str(run), CONFIG, True,
-                         "cpu")
-    back = pickle.loads(pickle.dumps(job))  # run_jobs sends jobs to worker processes
-    assert (back.model_dir, back.peers, back.config, back.listening) == (job.model_dir, job.peers, job.config, True)
-    pd.testing.assert_frame_equal(back.prepared.table, prepared.table)
+def test_worker_processes_give_the_in_process_results(study, tmp_path):
+    run, prepared, models, tables = study
+    pair = {key: models[key] for key in (("A2E", 1), ("A2M2E", 1))}
+    pooled = ws.waveform_many(pair, prepared, tmp_path / "pooled", CONFIG, executor="local:2", progress=False)
+    for folder in pooled.results["result_dir"].unique():
+        twin = run / Path(folder).relative_to(tmp_path / "pooled")
+        for name in ("results.csv", "transfer.csv", "roundtrip.csv"):
+            assert (Path(folder) / name).read_bytes() == (twin / name).read_bytes()
     with pytest.raises(MerError, match="no models"):
         ws.waveform_many({}, prepared, run, CONFIG)
     with pytest.raises(MerError, match="appears more than once"):
