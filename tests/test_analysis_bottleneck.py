@@ -66,7 +66,8 @@ def test_bottleneck_units_and_agreement_use_the_test_split(tmp_path):
     model = _model_dir(tmp_path / "m1")
     numbers = prepared.numbers("test")
     units = bottleneck.bottleneck_units(tmp_path / "m1", prepared, numbers)
-    expected = predict(model, prepared.excerpts(numbers))[1]
+    # the folder's model is loaded in its training layout (channels-last weights): the same float rounding
+    expected = predict(model.to(memory_format=torch.channels_last), prepared.excerpts(numbers))[1]
     assert list(units.columns) == list(MIDLEVEL) and list(units.index) == list(numbers)
     np.testing.assert_array_equal(units.to_numpy(), expected)
 
@@ -127,7 +128,7 @@ def test_unit_moves_errors(logs):
 
 def test_embedding_probe_fits_on_train_and_scores_on_test(tmp_path):
     prepared = fake_prepared(tmp_path)
-    model = _model_dir(tmp_path / "a2e", "A2E")
+    model = _model_dir(tmp_path / "a2e", "A2E").to(memory_format=torch.channels_last)  # as loaded from its folder
     controls = prepared.table[list(MIDLEVEL)] * 0.5 + 0.1
     probe = bottleneck.embedding_probe({("A2E", 7): tmp_path / "a2e"}, prepared, controls)
     assert probe[["system", "seed", "against"]].values.tolist() == [["A2E", 7, "controls"], ["A2E", 7, "annotations"]]

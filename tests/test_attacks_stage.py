@@ -73,6 +73,13 @@ def test_attack_stage_writes_published_and_tidy_logs_and_reuses_them(prepared, t
     other = attack_model(model, prepared, run_dir, "paper", dataclasses.replace(FAST, max_iters=5), seed=7,
                          progress=False)
     assert other != out and other.parent == out.parent
+    # so does the weights' memory layout (it changes the float rounding the iterations amplify)
+    laid_out = attack_model(model.to(memory_format=torch.channels_last), prepared, run_dir, "paper", FAST, seed=7,
+                            progress=False)
+    assert laid_out not in (out, other) and laid_out.parent == out.parent
+    key = artifacts.read_json(laid_out / "config.json")["config"]
+    assert key["model_memory_format"] == "channels_last"
+    assert artifacts.read_json(out / "config.json")["config"]["model_memory_format"] == "contiguous"
 
 
 def test_bounded_stage_and_model_folder(prepared, tmp_path):

@@ -15,6 +15,7 @@ from mer_lib.models.nets import (
     conv_shapes,
     count_parameters,
     forward_macs,
+    memory_format_name,
     scaled_channels,
     system_spec,
 )
@@ -132,3 +133,11 @@ def test_systems_and_errors():
         build_model("A2X", 1.0)
     with pytest.raises(MerError, match="width"):
         build_model("A2E", 0.0)
+
+
+def test_memory_format_name():
+    model = build_model("A2B2E", 0.125)
+    assert memory_format_name(model) == "contiguous"
+    assert memory_format_name(model.to(memory_format=torch.channels_last)) == "channels_last"
+    # only the first conv (one input channel) and the 1x1 conv: both layouts coincide there
+    assert memory_format_name(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 1))) == "contiguous"

@@ -15,6 +15,7 @@ from mer_lib.config import EMOTIONS, MIDLEVEL, TrainConfig, get_profile
 from mer_lib.data.cache import spectrogram_digest
 from mer_lib.errors import MerError
 from mer_lib.models import stage as model_stage
+from mer_lib.models.nets import memory_format_name
 from mer_lib.models.stage import load_model_dir, load_trained, train_system
 from mer_lib.models.train import predict
 
@@ -59,6 +60,7 @@ def test_train_system_writes_artifacts_and_reuses_them(prepared, tmp_path, monke
     assert "emotion.weight" in state
     model, m2 = load_trained(run_dir, "A2M2E", 3, profile, prepared=prepared)
     assert m2 == metrics
+    assert memory_format_name(model) == "channels_last"  # as trained (TrainConfig.channels_last)
     emo, _ = predict(model, prepared.excerpts(prepared.numbers("test")), "cpu")
     y_test = prepared.table.loc[prepared.numbers("test"), list(EMOTIONS)].to_numpy()
     assert float(np.mean(np.abs(emo - y_test))) == pytest.approx(metrics["test"]["emotions"]["mae"], rel=1e-5)
@@ -189,3 +191,11 @@ def test_refit_head_is_recorded_and_counted(prepared, tmp_path):
     # the training split's MSE in metrics.json is that of the refit layer (float32 forward vs float64 solve)
     assert metrics["train"]["emotions"]["rmse"] ** 2 == pytest.approx(record["after"], rel=1e-4)
     assert json.loads((refit / "cost.json").read_text())["eval_forward"] == 2 * 4 + 24 + 16
+
+
+def test_a_model_loads_in_its_training_memory_layout(prepared, tmp_path):
+    for channels_last, expected in ((True, "channels_last"), (False, "contiguous")):
+        out = train_system(prepared, "A2E", 3, smoke_profile(max_epochs=1, channels_last=channels_last),
+                           tmp_path / "run", progress=False)
+        model, _ = load_model_dir(out)
+        assert memory_format_name(model) == expected and not model.training

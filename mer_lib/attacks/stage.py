@@ -60,7 +60,7 @@ from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, per_model_metrics, re
 from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, run_jobs
-from mer_lib.models.nets import MERModel
+from mer_lib.models.nets import MERModel, memory_format_name
 from mer_lib.models.stage import load_model_dir, split_arrays
 from mer_lib.models.train import deterministic_mode, resolve_device
 
@@ -83,7 +83,8 @@ def _array_sha256(a: np.ndarray) -> str:
 
 
 def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
-    """The attack settings that change results (hashed); batch size and memory layout do not."""
+    """The attack settings that change results (hashed); the batch size does not (the model's memory layout
+    is keyed apart, see :func:`attack_model`)."""
     if mode == "paper":
         return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
                 "db_reference": config.db_reference, "zero_threshold_unsets": True}
@@ -128,10 +129,17 @@ def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, config: AttackConfig,
-                eps: float | None, split: str, data: dict) -> dict:
-    """Everything one attack's result depends on (hashed into its folder name)."""
+                eps: float | None, split: str, data: dict, memory_format: str) -> dict:
+    """Everything one attack's result depends on (hashed into its folder name).
+
+    ``memory_format`` (:func:`mer_lib.models.nets.memory_format_name` of the
+    attacked model) changes the float rounding of the convolutions, which
+    the attack's iterations amplify: it is part of the key so that a rerun
+    on one machine reproduces a result bit for bit.
+    """
     return {"attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
-            "model_sha256": model_sha256, "system": system, "seed": seed, "split": split, "data": data}
+            "model_sha256": model_sha256, "model_memory_format": memory_format, "system": system, "seed": seed,
+            "split": split, "data": data}
 
 
 #: The result files of an attack recorded in ``checksums.json`` (those present).
@@ -188,7 +196,8 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     model, system, model_seed = _load(model_or_dir, device)
     seed = model_seed if seed is None else int(seed)
     x, numbers, y_true, data = _split_data(prepared, split)
-    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data)
+    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data,
+                      memory_format_name(model))
     digest = artifacts.config_hash(key)
     out = _result_dir(run_dir, tag, system, seed, digest)
     y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
@@ -377,9 +386,10 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     data = _split_data(prepared, "test")[3]  # where each result goes: hashed once per model, not per job
     models = [_load(item, "cpu") for item in items]
     shas = [model_fingerprint(model) for model, _, _ in models]
+    formats = [memory_format_name(model) for model, _, _ in models]
     for i, (mode, eps) in enumerate(settings):
         for j, (_, system, seed) in enumerate(models):
-            key = _attack_key(shas[j], system, seed, mode, config, eps, "test", data)
+            key = _attack_key(shas[j], system, seed, mode, config, eps, "test", data, formats[j])
             dirs[(i, j)] = _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
             if kw.get("overwrite") or not is_attack_finished(dirs[(i, j)], bool(kw.get("save_adversarial"))):
                 todo.append((i, j))

@@ -96,7 +96,8 @@ from mer_lib.models.stage import data_fingerprint, load_model_dir
 from mer_lib.models.train import deterministic_mode, resolve_device
 
 #: Bumped whenever a code change alters waveform-attack results; part of every result's hash.
-WAVEFORM_VERSION: int = 1
+#: 2: the models are loaded in their training's memory layout (channels-last weights).
+WAVEFORM_VERSION: int = 2
 
 #: Kinds of perturbation in ``results.csv``.
 KINDS: tuple[str, ...] = ("attack", *NOISE_KINDS)

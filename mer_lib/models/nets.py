@@ -238,6 +238,21 @@ def build_model(system: str, width: float = 1.0) -> MERModel:
     return MERModel(system, width)
 
 
+def memory_format_name(model: nn.Module) -> str:
+    """``"channels_last"`` or ``"contiguous"``: how the model's convolution weights lie in memory.
+
+    Judged on the convolutions with more than one input channel and a kernel
+    wider than 1 (for the others both layouts coincide); ``"contiguous"`` for
+    a model without such a convolution.
+    """
+    weights = [m.weight for m in model.modules()
+               if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[2:].numel() > 1]
+    if weights and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                       for w in weights):
+        return "channels_last"
+    return "contiguous"
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) parameters; BatchNorm running statistics are buffers, not counted."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -313,6 +313,12 @@ def is_finished(path: str | os.PathLike) -> bool:
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
     """Load a finished artifact folder: ``(model in eval mode, metrics dict)``.
 
+    The weights are laid out in memory as in training (channels-last if
+    ``TrainConfig.channels_last``), so that channels-last inputs meet
+    channels-last weights: the same kernels as in training, and about a
+    quarter faster on CPU than a mixed layout (which changes float rounding
+    only).
+
     Raises
     ------
     MerError
@@ -328,6 +334,8 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
     config = artifacts.read_json(path / "config.json")["config"]
     model = build_model(config["system"], config["train"]["width"])
     model.load_state_dict(artifacts.read_torch(path / "model.pt", hint="rerun the training to retrain it"))
+    if config["train"].get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
     model.to(resolve_device(device)).eval()
     return model, artifacts.read_json(path / "metrics.json")
 
