@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-import nbformat
 
 from mer_lib import artifacts
 from mer_lib.config import DEFAULT_PROFILE, PROFILES, RunLayout
@@ -271,6 +270,9 @@ def execute_notebook(notebook: Path, executed: Path, parameters: Mapping[str, ob
         If a cell raises, the kernel dies or a cell times out; the message names
         the failed copy that holds the traceback and the copy that is kept.
     """
+    # imported here, not at the top: the kernels import this module (through mer_lib.notebook) and need
+    # none of them, and nbformat's schema validation alone takes about 1.3 s to import
+    import nbformat
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
