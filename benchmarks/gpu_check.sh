@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-go GPU benchmark run for a maintainer with a GPU (issue 13, part 4).
+# One-go GPU benchmark run for a maintainer with a GPU.
 #
 # Runs, on one device, in their useful configurations:
 #   1. benchmarks/train_throughput.py: widths 1.0 and 0.125 x batch 8, 64 x both layouts x
@@ -9,6 +9,9 @@
 #   3. benchmarks/attack_throughput.py: reference-style loop vs batched engine at widths
 #      0.125 and 1.0, 50 iterations; engine sizing at widths 0.125 and 1.0, batches 36 and 8,
 #      both layouts, with and without cuDNN autotuning    -> attack_throughput_<kind>.json
+#   4. benchmarks/protocol_cost.py: paper-synthetic's passes, per-pass times on the device and
+#      the predicted time of notebooks 02-05 in one process (--gpu-speedup 1; smoke with --tiny)
+#                                                          -> protocol_cost_<profile>_<kind>.json
 # <kind> is the device kind (cuda for cuda, cuda:1, ...). Each step has its own timeout; a
 # failing step is reported and the others still run. Expected total: a few minutes on an H100.
 #
@@ -33,7 +36,7 @@ while [[ $# -gt 0 ]]; do
         --device) device="${2:?--device needs a value}"; shift 2 ;;
         --tiny) tiny=(--tiny); shift ;;
         --out-dir) out_dir="${2:?--out-dir needs a value}"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "gpu_check.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -74,6 +77,10 @@ step train_fp32 180 "$py" benchmarks/train_throughput.py --device "$device" --wi
 step attack 300 "$py" benchmarks/attack_throughput.py --device "$device" --iters 50 --excerpts 8 --widths 0.125 1.0 \
     --sizing-widths 0.125 1.0 --batch-sizes 36 8 --repeats 5 --cudnn-benchmark "${tiny[@]}" \
     --out "$out_dir/attack_throughput_${kind}.json"
+protocol=paper-synthetic
+[[ ${#tiny[@]} -gt 0 ]] && protocol=smoke
+step protocol 240 "$py" benchmarks/protocol_cost.py --profile "$protocol" --device "$device" --gpu-speedup 1 \
+    --out "$out_dir/protocol_cost_${protocol}_${kind}.json"
 
 echo "results in $out_dir"
 if [[ ${#failed[@]} -gt 0 ]]; then

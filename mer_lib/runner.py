@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-
 from mer_lib import artifacts
 from mer_lib.config import DEFAULT_PROFILE, PROFILES, RunLayout
 from mer_lib.errors import MerError

@@ -1,0 +1,210 @@
+"""What a profile's protocol costs: example passes and arithmetic of every training and attack job.
+
+The study's work is a list of independent jobs (:mod:`mer_lib.jobs`): one
+training per system and seed (notebooks 02-04) and one attack per model and
+setting (notebook 05: the paper-mode attack and the bounded sweep). This
+module counts, for each job, the example passes it makes, the way the
+training loop and the attack engine count them in ``cost.json`` and
+``summary.json``:
+
+``forward``
+    Example forward passes (training steps, evaluations, attack iterations).
+``backward_weights``
+    Backward passes of training steps (gradients of the weights and of
+    every activation).
+``backward_input``
+    Backward passes of attack iterations (gradient of the input only, the
+    weights frozen).
+
+Counts are upper bounds: they assume that no training stops early and that
+no attacked excerpt stops before the iteration budget. For the quick and
+smoke profiles (patience = epoch budget) training counts are exact; the
+paper-mode attack's stopping rule can only lower the attack counts.
+
+Arithmetic (:func:`job_gflop`) uses the usual estimate: a forward pass is
+``2 x`` the multiply-accumulates of :func:`mer_lib.models.nets.forward_macs`,
+a backward pass through the weights and activations twice that, a backward
+pass to the input alone once that. :func:`predict_seconds` turns the counts
+into a wall-time prediction from measured per-pass times (see
+``benchmarks/protocol_cost.py``), scheduling the jobs in order on a number
+of workers as :func:`mer_lib.jobs.run_jobs` does. The waveform attacks of
+notebook 09 are not part of the paper's protocol and not counted here.
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from mer_lib.config import AttackConfig, Profile, TrainConfig, get_profile
+from mer_lib.data.split import split_lengths
+from mer_lib.errors import MerError
+from mer_lib.models.nets import forward_macs, system_spec
+from mer_lib.models.train import validation_count
+
+#: The notebook that trains each system (A2B2E is trained with A2E in notebook 02).
+TRAINED_IN: dict[str, str] = {"A2E": "02", "A2B2E": "02", "A2M2E": "03", "aA2E": "04", "aA2B2E": "04"}
+
+#: Columns of the pass counts.
+PASS_COLUMNS: tuple[str, ...] = ("forward", "backward_weights", "backward_input")
+
+
+def split_sizes(profile: str | Profile) -> tuple[int, int, int]:
+    """``(train, valid, test)`` excerpt counts of a profile's dataset (the reference split of 360: 288, 36, 36)."""
+    profile = get_profile(profile)
+    n_train, n_valid, n_test = split_lengths(profile.data.n_excerpts, profile.split.fractions)
+    return n_train, n_valid, n_test
+
+
+def training_passes(system: str, train: TrainConfig, attack: AttackConfig, sizes: Sequence[int],
+                    epochs: int | None = None) -> dict[str, int]:
+    """Example passes of training one model (as ``cost.json`` counts them), an upper bound.
+
+    Parameters
+    ----------
+    system : str
+        One of the five systems; aA2E and aA2B2E add the in-loop adversary.
+    train : TrainConfig
+        Epoch budget, batch size, validation quirk and head refit.
+    attack : AttackConfig
+        The in-loop adversary: ``adv_train_iters`` iterations on every batch
+        of every ``adv_every``-th epoch, then one more training step on the
+        adversarial batch.
+    sizes : sequence of int
+        ``(train, valid, test)`` excerpt counts.
+    epochs : int, optional
+        Epochs run (default: the whole budget ``train.max_epochs``).
+
+    Returns
+    -------
+    dict
+        ``forward``, ``backward_weights``, ``backward_input`` and ``epochs``.
+    """
+    n_train, n_valid, n_test = (int(s) for s in sizes)
+    epochs = int(train.max_epochs if epochs is None else epochs)
+    if epochs < 1 or epochs > train.max_epochs:
+        raise MerError(f"epochs must be between 1 and the budget {train.max_epochs}, got {epochs}")
+    batches = n_train // train.batch_size
+    steps = epochs * batches * train.batch_size
+    forward, backward_w, backward_in = steps, steps, 0
+    if system_spec(system).adversarial:
+        attacked = (epochs // attack.adv_every) * batches * train.batch_size
+        forward += attacked * (attack.adv_train_iters + 1)  # the adversary's evaluations, the extra step
+        backward_in += attacked * (attack.adv_train_iters - 1)  # the last evaluation takes no step
+        backward_w += attacked
+    forward += epochs * validation_count(n_valid, train.batch_size, train.val_drop_last)
+    forward += n_train + n_valid + n_test + (n_train if train.refit_head else 0)  # final metrics, head refit
+    return {"forward": forward, "backward_weights": backward_w, "backward_input": backward_in, "epochs": epochs}
+
+
+def attack_passes(mode: str, attack: AttackConfig, n: int) -> dict[str, int]:
+    """Example passes of attacking ``n`` excerpts of one model, an upper bound (as ``summary.json`` counts them).
+
+    ``"paper"``: ``max_iters`` evaluations, a step after all but the last.
+    ``"bounded"``: ``bounded_steps`` steps, each after an evaluation, and a
+    last evaluation of the returned example.
+    """
+    if mode == "paper":
+        return {"forward": n * attack.max_iters, "backward_weights": 0, "backward_input": n * (attack.max_iters - 1)}
+    if mode == "bounded":
+        return {"forward": n * (attack.bounded_steps + 1), "backward_weights": 0,
+                "backward_input": n * attack.bounded_steps}
+    raise MerError(f"attack mode must be 'paper' or 'bounded', got {mode!r}")
+
+
+def job_gflop(system: str, width: float, passes: Mapping[str, int], input_hw: tuple[int, int] = (313, 149)) -> float:
+    """Arithmetic of a job's passes in GFLOP (see the module docstring)."""
+    forward = 2.0 * forward_macs(system, width, input_hw)
+    return (passes["forward"] * forward + passes["backward_weights"] * 2.0 * forward
+            + passes["backward_input"] * forward) / 1e9
+
+
+def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
+                  systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"),
+                  input_hw: tuple[int, int] = (313, 149)) -> pd.DataFrame:
+    """Every job of notebooks 02-05 under a profile, in the notebooks' order, with its passes and GFLOP.
+
+    Parameters
+    ----------
+    profile : str or Profile
+    sizes : sequence of int, optional
+        ``(train, valid, test)`` excerpt counts (default: :func:`split_sizes`).
+    systems : sequence of str
+        The systems trained and attacked.
+    input_hw : tuple of int
+        Input frames x bands (the paper's 313 x 149).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per job: ``notebook``, ``kind`` (``train``/``attack``),
+        ``system``, ``seed``, ``setting``, the pass counts, ``epochs``
+        (training) and ``gflop``.
+    """
+    profile = get_profile(profile)
+    sizes = split_sizes(profile) if sizes is None else tuple(int(s) for s in sizes)
+    train, attack, width = profile.train, profile.attack, profile.train.width
+    rows = []
+    for notebook in ("02", "03", "04"):
+        for system in (s for s in systems if TRAINED_IN[s] == notebook):
+            passes = training_passes(system, train, attack, sizes)
+            rows += [{"notebook": notebook, "kind": "train", "system": system, "seed": seed, "setting": "train",
+                      **passes} for seed in train.seeds]
+    settings = [("paper", "paper")] + [("bounded", f"bounded-eps{eps:g}") for eps in attack.eps_values]
+    for mode, setting in settings:
+        passes = attack_passes(mode, attack, sizes[2])
+        rows += [{"notebook": "05", "kind": "attack", "system": system, "seed": seed, "setting": setting,
+                  **passes, "epochs": 0} for system in systems for seed in train.seeds]
+    table = pd.DataFrame(rows)
+    table["gflop"] = [job_gflop(r.system, width, r._asdict(), input_hw) for r in table.itertuples(index=False)]
+    return table
+
+
+def job_seconds(jobs: pd.DataFrame, seconds_per_pass: Mapping[str, float]) -> pd.Series:
+    """Predicted seconds of every job from measured per-example times.
+
+    ``seconds_per_pass`` holds ``train_step`` (forward and backward through
+    the weights), ``attack_iteration`` (forward and backward to the input)
+    and ``forward`` (evaluation), each per example.
+    """
+    missing = {"train_step", "attack_iteration", "forward"} - set(seconds_per_pass)
+    if missing:
+        raise MerError(f"seconds_per_pass lacks {sorted(missing)}")
+    plain = jobs["forward"] - jobs["backward_weights"] - jobs["backward_input"]
+    return (jobs["backward_weights"] * seconds_per_pass["train_step"]
+            + jobs["backward_input"] * seconds_per_pass["attack_iteration"] + plain * seconds_per_pass["forward"])
+
+
+def makespan(seconds: Sequence[float], workers: int) -> float:
+    """Wall time of jobs taken in order by the first free of ``workers`` workers."""
+    if workers < 1:
+        raise MerError(f"workers must be at least 1, got {workers}")
+    free = [0.0] * min(workers, max(len(seconds), 1))
+    for s in seconds:
+        heapq.heappush(free, heapq.heappop(free) + float(s))
+    return max(free)
+
+
+def predict_seconds(jobs: pd.DataFrame, seconds_per_pass: Mapping[str, float], workers: int = 1) -> pd.DataFrame:
+    """Predicted compute and wall seconds per notebook.
+
+    Jobs of one notebook run as one list (notebook 05: the paper-mode
+    attacks, then the bounded sweep as a second list); each worker runs at
+    the measured per-pass times. Start-up, data loading and analysis cells
+    are not included.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per notebook: ``jobs``, ``gflop``, ``job_seconds`` (summed)
+        and ``wall_seconds`` (on ``workers`` workers).
+    """
+    seconds = job_seconds(jobs, seconds_per_pass)
+    rows = []
+    for notebook, part in jobs.assign(seconds=seconds).groupby("notebook", sort=True):
+        lists = [part] if notebook != "05" else [part[part["setting"] == "paper"], part[part["setting"] != "paper"]]
+        rows.append({"notebook": notebook, "jobs": len(part), "gflop": float(part["gflop"].sum()),
+                     "job_seconds": float(part["seconds"].sum()),
+                     "wall_seconds": sum(makespan(p["seconds"].tolist(), workers) for p in lists if len(p))})
+    return pd.DataFrame(rows)
