@@ -113,7 +113,7 @@ def test_dmae_summary():
         assert s.loc[system, "n_models"] == 5 and s.loc[system, "max"] == pytest.approx(g["dmae"].max())
 
 
-def test_table1_bootstrap_ci_over_models():
+def test_table1_t_interval_over_models():
     logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3, 4, 5, 6))
     pm = attack_logs.per_model_metrics(logs)
     t1 = stats.table1(pm, n_boot=2000, seed=4)
@@ -124,9 +124,9 @@ def test_table1_bootstrap_ci_over_models():
         g = pm[pm["system"] == row["system"]]
         assert row["r_ci_low"] < row["r_mean"] < row["r_ci_high"]
         assert row["mae_ci_low"] < row["mae_mean"] < row["mae_ci_high"]
-        # the CI resamples the system's models (one value per seed)
-        assert (row["r_ci_low"], row["r_ci_high"]) == stats.bootstrap_ci(g["clean_r"], n_boot=2000, seed=4)
-        assert (row["mae_ci_low"], row["mae_ci_high"]) == stats.bootstrap_ci(g["clean_mae"], n_boot=2000, seed=4)
+        # the CI is a t-interval over the system's models (one value per seed)
+        assert (row["r_ci_low"], row["r_ci_high"]) == stats.t_interval(g["clean_r"])
+        assert (row["mae_ci_low"], row["mae_ci_high"]) == stats.t_interval(g["clean_mae"])
         assert row["r (mean, 95% CI)"] == f"{row['r_mean']:.3f} [{row['r_ci_low']:.3f}, {row['r_ci_high']:.3f}]"
     pd.testing.assert_frame_equal(stats.table1(logs, n_boot=2000, seed=4), t1)  # deterministic
     t90 = stats.table1(pm, decimals=2, n_boot=2000, seed=4, level=0.9)
@@ -357,8 +357,8 @@ def test_published_runs_table1_dmae_and_ttests(published):
 
 
 def _per_model(dmae: dict, clean_r: dict, seeds=(1, 2, 3)) -> pd.DataFrame:
-    rows = [{"system": s, "seed": k, "dmae": dmae[s] + 0.01 * i, "clean_r": clean_r[s] - 0.01 * i}
-            for s in dmae for i, k in enumerate(seeds)]
+    rows = [{"system": s, "seed": k, "dmae": dmae[s] + 0.01 * i, "clean_r": clean_r[s] - 0.005 * i,
+             "adv_mae": 0.1 + dmae[s] + 0.01 * i} for s in dmae for i, k in enumerate(seeds)]
     return pd.DataFrame(rows)
 
 
@@ -366,53 +366,60 @@ def test_paper_findings_values_and_rules():
     dmae = {"A2E": 1.6, "aA2E": 1.0, "A2B2E": 1.5, "aA2B2E": 1.0, "A2M2E": 0.9}
     clean = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E": 0.68}
     found = stats.paper_findings(_per_model(dmae, clean)).set_index("measure")
-    assert found.loc["median dMAE A2E - A2M2E", "value"] == pytest.approx(0.7)
-    assert found.loc["median dMAE A2B2E - aA2B2E", "value"] == pytest.approx(0.5)
-    closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
-    assert found.loc[closer, "value"] == pytest.approx(abs(0.9 - 1.0) - abs(0.9 - 1.55))
-    assert found.loc["mean clean r: A2E - best other system", "value"] == pytest.approx(0.03)
+    assert found.loc["median dMAE: A2E - A2M2E", "estimate"] == pytest.approx(0.7)
+    assert found.loc["median dMAE: A2B2E - aA2B2E", "estimate"] == pytest.approx(0.5)
+    closer = "median dMAE: |A2M2E - adv. trained| - |A2M2E - plain black boxes|"
+    assert found.loc[closer, "estimate"] == pytest.approx(abs(0.9 - 1.0) - abs(0.9 - 1.55))
+    assert found.loc["mean clean r: A2E - best other system", "estimate"] == pytest.approx(0.03)
+    assert found.loc["mean MAE after attack: A2E - A2M2E", "estimate"] == pytest.approx(0.7)
     assert found["holds"].tolist() == [True] * len(found)
+    assert (found["unit"] == "models (seeds)").all()
     # the same rules fail when the interpretable model is the least robust and the best model
     dmae["A2M2E"], clean["A2M2E"] = 2.0, 0.80
     flipped = stats.paper_findings(_per_model(dmae, clean)).set_index("measure")["holds"]
-    assert not flipped["median dMAE A2E - A2M2E"] and not flipped["mean clean r: A2E - A2M2E"]
+    assert not flipped["median dMAE: A2E - A2M2E"] and not flipped["mean clean r: A2E - A2M2E"]
     assert not flipped["mean clean r: A2E - best other system"] and not flipped[closer]
-    assert flipped["median dMAE A2E - aA2E"]
+    assert not flipped["mean MAE after attack: A2B2E - A2M2E"]
+    assert flipped["median dMAE: A2E - aA2E"]
 
 
-def test_paper_findings_with_tests_and_missing_systems():
-    logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2))
-    tests = stats.paired_ttests(logs, n_boot=100)
-    found = stats.paper_findings(attack_logs.per_model_metrics(logs), tests)
-    ttest_rows = found[found["finding"].str.startswith("per-excerpt MAE")]
-    assert len(ttest_rows) == 2
-    for rec, t in zip(ttest_rows.to_dict("records"), tests.to_dict("records")):
-        assert rec["value"] == pytest.approx(t["mean_diff"]) and rec["estimate"] == rec["value"]
-        assert (rec["ci_low"], rec["ci_high"], rec["p"]) == (t["ci_low"], t["ci_high"], t["p"])
-        assert rec["unit"] == "excerpt pairs (pooled over seeds)"
-        expected = ("holds" if t["ci_low"] > 0 and t["p"] < 0.05 else
-                    "contradicted" if t["ci_high"] < 0 and t["p"] < 0.05 else "inconclusive")
-        assert rec["verdict"] == expected and rec["holds"] == (expected == "holds")
+def test_paper_findings_mean_rows_are_welch_over_models_and_missing_systems_undecided():
+    logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3))
+    pm = attack_logs.per_model_metrics(logs)
+    found = stats.paper_findings(pm, n_boot=200).set_index("measure")
+    for measure, quantity, a in (("mean MAE after attack: A2E - A2M2E", "adv_mae", "A2E"),
+                                 ("mean clean r: A2E - A2M2E", "clean_r", "A2E")):
+        va = pm.loc[pm["system"] == a, quantity].to_numpy()
+        vb = pm.loc[pm["system"] == "A2M2E", quantity].to_numpy()
+        low, high, p = stats.welch_interval(va, vb)
+        row = found.loc[measure]
+        assert (row["ci_low"], row["ci_high"], row["p"]) == (low, high, p)
+        assert row["estimate"] == pytest.approx(va.mean() - vb.mean())
+    # the per-model test agrees with scipy's Welch test
+    va = pm.loc[pm["system"] == "A2B2E", "adv_mae"].to_numpy()
+    vb = pm.loc[pm["system"] == "A2M2E", "adv_mae"].to_numpy()
+    assert stats.welch_interval(va, vb)[2] == pytest.approx(sps.ttest_ind(va, vb, equal_var=False).pvalue)
     # no adversarially trained systems: those findings are undecided, not False
-    adv = found[found["measure"].str.contains("aA2")]
-    assert adv["holds"].isna().all() and adv["value"].isna().all() and (adv["verdict"] == "undecided").all()
+    adv = found[found.index.str.contains("aA2")]
+    assert adv["holds"].isna().all() and adv["estimate"].isna().all() and (adv["verdict"] == "undecided").all()
     assert adv[["ci_low", "ci_high"]].isna().all().all()
 
 
-def test_paper_findings_ttest_rule():
-    tests = pd.DataFrame({"a": ["A2E", "A2B2E", "A2E", "A2B2E", "A2E", "aA2E"],
-                          "b": ["A2M2E"] * 6,
-                          "mean_diff": [0.5, -0.5, 0.5, 0.1, np.nan, 0.5],
-                          "ci_low": [0.2, -0.8, 0.2, -0.1, np.nan, 0.2],
-                          "ci_high": [0.8, -0.2, 0.8, 0.3, np.nan, 0.8],
-                          "p": [1e-4, 1e-4, 0.2, 0.01, np.nan, 1e-4]})
-    pm = _per_model({"A2E": 1.6, "A2M2E": 0.9}, {"A2E": 0.73, "A2M2E": 0.68})
-    found = stats.paper_findings(pm, tests, n_boot=200)
-    rows = found[found["unit"] == "excerpt pairs (pooled over seeds)"]
-    # holds needs ci_low > 0 and p < alpha; the aA2E row is not one of the paper's tests
-    assert rows["verdict"].tolist() == ["holds", "contradicted", "inconclusive", "inconclusive", "undecided"]
-    assert rows["holds"].tolist() == [True, False, False, False, None]
-    assert stats.paper_findings(pm, tests, alpha=0.3, n_boot=200)["verdict"].tolist()[-3] == "holds"
+def test_paper_findings_in_several_measures():
+    logs = make_logs(systems=("A2E", "A2M2E"), seeds=(1, 2, 3, 4))
+    pm = attack_logs.per_model_metrics(logs)
+    both = stats.paper_findings(pm, ("dmae", "dmae_rel"), n_boot=300)
+    assert set(both["quantity"]) == {"dmae", "dmae_rel", "clean_r", "adv_mae"}
+    rel = both.set_index("measure").loc["median dMAE / clean spread: A2E - A2M2E"]
+    point = pm.groupby("system")["dmae_rel"].median()
+    assert rel["estimate"] == pytest.approx(point["A2E"] - point["A2M2E"])
+    # the relative measure does not move when a model's outputs are scaled about their mean
+    scaled = pm.assign(dmae=pm["dmae"] * 10.0, clean_spread=pm["clean_spread"] * 10.0)
+    scaled["dmae_rel"] = scaled["dmae"] / scaled["clean_spread"]
+    again = stats.paper_findings(scaled, ("dmae_rel",), n_boot=300).set_index("measure")
+    assert again.loc["median dMAE / clean spread: A2E - A2M2E", "estimate"] == pytest.approx(rel["estimate"])
+    with pytest.raises(MerError, match="measures"):
+        stats.paper_findings(pm, ("norm",))
 
 
 def test_paper_findings_joint_bootstrap():
@@ -420,45 +427,43 @@ def test_paper_findings_joint_bootstrap():
     centre = {"A2E": (1.6, 0.73), "aA2E": (1.0, 0.69), "A2B2E": (1.5, 0.70), "aA2B2E": (1.0, 0.67),
               "A2M2E": (1.05, 0.68)}
     pm = pd.DataFrame([{"system": s, "seed": k, "dmae": d + 0.15 * rng.standard_normal(),
-                        "clean_r": r + 0.02 * rng.standard_normal()} for s, (d, r) in centre.items()
-                       for k in range(6)])
+                        "clean_r": r + 0.02 * rng.standard_normal(), "adv_mae": 0.1 + d}
+                       for s, (d, r) in centre.items() for k in range(6)])
+    pm["adv_mae"] += 0.1 * rng.standard_normal(len(pm))
     found = stats.paper_findings(pm, n_boot=2000, seed=3)
-    assert list(found.columns[:9]) == ["finding", "measure", "unit", "estimate", "ci_low", "ci_high", "verdict",
-                                       "value", "holds"]
+    assert list(found.columns[:9]) == ["finding", "measure", "quantity", "unit", "estimate", "ci_low", "ci_high",
+                                       "verdict", "holds"]
     assert (found["unit"] == "models (seeds)").all() and found["ci_low"].notna().all()
     assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
     for rec in found.to_dict("records"):
-        direction = -1 if rec["measure"].startswith("|A2M2E") else 1
+        direction = -1 if "|A2M2E" in rec["measure"] else 1
         assert rec["verdict"] == stats.verdict(rec["ci_low"], rec["ci_high"], direction)
         assert rec["holds"] == (rec["verdict"] == "holds")
     # the same draws as system_contrasts: the same interval for the same contrast
     by_measure = found.set_index("measure")
     contrasts = stats.system_contrasts(pm, [("A2E", "A2M2E"), ("A2B2E", "aA2B2E")], n_boot=2000, seed=3)
     for rec in contrasts.to_dict("records"):
-        row = by_measure.loc[f"median dMAE {rec['a']} - {rec['b']}"]
+        row = by_measure.loc[f"median dMAE: {rec['a']} - {rec['b']}"]
         assert (row["ci_low"], row["ci_high"]) == (rec["ci_low"], rec["ci_high"])
     clean = stats.system_contrasts(pm, [("A2E", "A2M2E")], quantity="clean_r", stat="mean", n_boot=2000, seed=3)
     assert by_measure.loc["mean clean r: A2E - A2M2E", "ci_low"] == clean.loc[0, "ci_low"]
     # the closeness and best-other findings get intervals around their estimates too
-    closer = "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)"
+    closer = "median dMAE: |A2M2E - adv. trained| - |A2M2E - plain black boxes|"
     assert by_measure.loc[closer, "ci_low"] < by_measure.loc[closer, "ci_high"]
+    best = by_measure.loc["mean clean r: A2E - best other system"]
+    pair = stats.welch_interval(pm.loc[pm["system"] == "A2E", "clean_r"], pm.loc[pm["system"] == "aA2E", "clean_r"])
+    assert best["ci_low"] < pair[0]  # Bonferroni over the 4 other systems: wider than one pair's interval
     pd.testing.assert_frame_equal(stats.paper_findings(pm, n_boot=2000, seed=3), found)  # deterministic
     assert stats.paper_findings(pm, n_boot=2000, seed=4)["ci_low"].tolist() != found["ci_low"].tolist()
 
 
 def test_paper_findings_on_the_published_runs(published):
-    found = stats.paper_findings(attack_logs.per_model_metrics(published), stats.paired_ttests(published, n_boot=2000),
-                             n_boot=2000)
-    assert len(found) == 10
-    verdicts = found.set_index("measure")["verdict"]
-    for measure in ("median dMAE A2E - A2M2E", "median dMAE A2B2E - A2M2E",
-                    "paired t-test mean diff A2E - A2M2E (holds if > 0 and p < 0.05)",
-                    "paired t-test mean diff A2B2E - A2M2E (holds if > 0 and p < 0.05)"):
-        assert verdicts[measure] == "holds", measure
-    # with CIs over the 10 models per system, all 10 findings still hold on the published runs
+    found = stats.paper_findings(attack_logs.per_model_metrics(published), ("dmae", "dmae_rel"), n_boot=2000)
+    assert len(found) == 15
+    # with the model as the unit (10 per system), every finding holds on the published runs, in both measures
     assert (found["verdict"] == "holds").all() and found["holds"].all()
     assert (found["ci_low"] <= found["estimate"]).all() and (found["estimate"] <= found["ci_high"]).all()
-    assert stats.findings_summary_line(found) == "10 of 10 findings hold, 0 contradicted, 0 inconclusive"
+    assert stats.findings_summary_line(found) == "15 of 15 findings hold, 0 contradicted, 0 inconclusive"
 
 
 # --------------------------------------------------------------------------- findings as text, comparisons
@@ -469,40 +474,40 @@ _GOOD_CLEAN = {"A2E": 0.73, "aA2E": 0.68, "A2B2E": 0.70, "aA2B2E": 0.67, "A2M2E"
 def _good_and_flipped() -> tuple[pd.DataFrame, pd.DataFrame]:
     good = stats.paper_findings(_per_model(_GOOD_DMAE, _GOOD_CLEAN), n_boot=2000)
     flipped = stats.paper_findings(_per_model({**_GOOD_DMAE, "A2M2E": 2.0}, {**_GOOD_CLEAN, "A2M2E": 0.80}),
-                               n_boot=2000)
+                                   n_boot=2000)
     return good, flipped
 
 
 def test_findings_text_follows_the_verdicts():
     good, flipped = _good_and_flipped()
-    assert stats.findings_summary_line(good) == "8 of 8 findings hold, 0 contradicted, 0 inconclusive"
+    assert stats.findings_summary_line(good) == "10 of 10 findings hold, 0 contradicted, 0 inconclusive"
     # the least robust and best clean model: only the findings not about A2M2E still hold
-    assert stats.findings_summary_line(flipped) == "3 of 8 findings hold, 5 contradicted, 0 inconclusive"
+    assert stats.findings_summary_line(flipped) == "3 of 10 findings hold, 7 contradicted, 0 inconclusive"
     text_good, text_flipped = stats.findings_text(good, "run A"), stats.findings_text(flipped, "run A")
-    assert text_good.startswith("On run A, 8 of 8 findings hold") and "Every finding is confirmed" in text_good
-    assert "A2M2E is more robust than A2E: **holds** (median dMAE A2E - A2M2E = 0.70, 95% CI [" in text_good
-    assert "A2M2E is more robust than A2E: **contradicted** (median dMAE A2E - A2M2E = -0.40" in text_flipped
-    assert "5 of 8 point the other way" in text_flipped and "Every finding" not in text_flipped
+    assert text_good.startswith("On run A, 10 of 10 findings hold") and "Every finding is confirmed" in text_good
+    assert "A2M2E is more robust than A2E: **holds** (median dMAE: A2E - A2M2E = 0.70, 95% CI [" in text_good
+    assert "A2M2E is more robust than A2E: **contradicted** (median dMAE: A2E - A2M2E = -0.40" in text_flipped
+    assert "7 of 10 point the other way" in text_flipped and "Every finding" not in text_flipped
     assert text_good.count("\n- ") == len(good) and "**holds**" not in text_flipped.split("\n- ")[1]
     # an undecided and an inconclusive finding are said so, with the reason
     some = stats.paper_findings(pd.concat([_models({"A2E": [1.0, 2.0, 3.0, 4.0], "A2M2E": [1.5, 2.5, 3.5, 4.5],
-                                                "A2B2E": [2.0]}).assign(clean_r=0.7)]), n_boot=500)
+                                                    "A2B2E": [2.0]}).assign(clean_r=0.7, adv_mae=1.0)]), n_boot=500)
     text = stats.findings_text(some, "a small run", decimals=3)
-    assert "A2M2E is more robust than A2E: **inconclusive** (median dMAE A2E - A2M2E = -0.500, 95% CI" in text
-    assert "**undecided** (median dMAE A2B2E - A2M2E = -1.000, no 95% CI: a system has a single model)" in text
-    assert "**undecided** (median dMAE A2E - aA2E: not measurable, a system is missing)" in text
+    assert "A2M2E is more robust than A2E: **inconclusive** (median dMAE: A2E - A2M2E = -0.500, 95% CI" in text
+    assert "**undecided** (median dMAE: A2B2E - A2M2E = -1.000, no 95% CI: a system has a single model)" in text
+    assert "**undecided** (median dMAE: A2E - aA2E: not measurable, a system is missing)" in text
     assert stats.findings_summary_line(some).endswith("undecided")
     with pytest.raises(MerError, match="verdict"):
         stats.findings_summary_line(good.drop(columns="verdict"))
 
 
-def test_findings_text_mentions_t_tests():
+def test_findings_text_gives_the_welch_p_of_the_mean_findings():
     logs = make_logs(systems=("A2E", "A2B2E", "A2M2E"), seeds=(1, 2, 3))
-    found = stats.paper_findings(attack_logs.per_model_metrics(logs), stats.paired_ttests(logs, n_boot=500), n_boot=500)
+    found = stats.paper_findings(attack_logs.per_model_metrics(logs), n_boot=500)
     text = stats.findings_text(found)
-    line = next(s for s in text.splitlines() if s.startswith("- per-excerpt MAE after attack: A2E"))
-    assert "(paired t-test mean diff A2E - A2M2E = " in line and ", p = " in line and "holds if" not in line
-    assert "excerpt pairs (pooled over seeds)" in text.splitlines()[0]
+    line = next(s for s in text.splitlines() if s.startswith("- MAE after attack: A2E above A2M2E"))
+    assert "(mean MAE after attack: A2E - A2M2E = " in line and ", p = " in line
+    assert "models (seeds)" in text.splitlines()[0] and "excerpt" not in text.splitlines()[0]
 
 
 def test_compare_findings():
@@ -511,7 +516,7 @@ def test_compare_findings():
     assert len(both) == len(good) and both["measure"].tolist() == good["measure"].tolist()
     assert {"estimate (default kernels)", "ci_low (avx2-capped)", "verdict (avx2-capped)", "agree"} <= set(both)
     agree = both.set_index("measure")["agree"]
-    assert not agree["median dMAE A2E - A2M2E"] and agree["median dMAE A2E - aA2E"]
+    assert not agree["median dMAE: A2E - A2M2E"] and agree["median dMAE: A2E - aA2E"]
     assert agree.sum() == 3
     assert stats.compare_findings(good, good, labels=("x", "y"))["agree"].all()
     partial = stats.compare_findings(good, flipped.iloc[2:], labels=("one", "two"))
@@ -539,3 +544,50 @@ def test_seeds_for_power_formula_and_edge_cases():
     assert np.isnan(stats.seeds_for_power(single, [("A2E", "A2M2E")]).loc[0, "seeds_needed"])
     with pytest.raises(MerError):
         stats.seeds_for_power(pm, [("A2E", "A2M2E")], power=1.5)
+
+
+# --------------------------------------------------------------------------- coverage at our sample sizes
+def _coverage(draw, interval, truth, n_sim=2000, seed=0) -> float:
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_sim):
+        low, high = interval(*draw(rng))[:2]
+        hits += low <= truth <= high
+    return hits / n_sim
+
+
+def test_intervals_over_five_models_have_nominal_coverage():
+    """Nominal 95 % intervals over n = 5 normal values cover at least 93 % (2,000 simulations, SE 0.5 %)."""
+    five = lambda rng: (rng.normal(1.0, 0.5, 5),)  # noqa: E731
+    two = lambda rng: (rng.normal(1.0, 0.5, 5), rng.normal(0.4, 1.0, 5))  # noqa: E731
+    assert _coverage(five, stats.t_interval, 1.0) >= 0.93
+    assert _coverage(five, stats.sd_interval, 0.5) >= 0.93
+    assert _coverage(two, stats.welch_interval, 0.6) >= 0.93
+    median = lambda x: stats.interval_over_models(x, "median", n_boot=1000)  # noqa: E731
+    assert _coverage(five, median, 1.0, n_sim=1000) >= 0.93
+    # a difference of medians, from system_contrasts' joint bootstrap
+    def contrast(a, b):
+        pm = pd.DataFrame({"system": ["A2E"] * 5 + ["A2M2E"] * 5, "seed": list(range(10)),
+                           "dmae": np.concatenate([a, b])})
+        row = stats.system_contrasts(pm, [("A2E", "A2M2E")], n_boot=1000).iloc[0]
+        return row["ci_low"], row["ci_high"]
+    assert _coverage(two, contrast, 0.6, n_sim=500) >= 0.93
+
+
+def test_the_coverage_check_can_fail():
+    """A percentile bootstrap of a mean of 5 covers about 84 %: the check above would catch that interval."""
+    five = lambda rng: (rng.normal(1.0, 0.5, 5),)  # noqa: E731
+    boot_mean = lambda x: stats.bootstrap_ci(x, np.mean, n_boot=1000)  # noqa: E731
+    assert _coverage(five, boot_mean, 1.0, n_sim=1000) < 0.90
+
+
+def test_interval_helpers_edge_cases():
+    assert np.isnan(stats.t_interval([1.0])).all() and np.isnan(stats.sd_interval([1.0, np.nan])).all()
+    assert stats.t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert stats.welch_interval([1.0, 1.0], [0.0, 0.0]) == (1.0, 1.0, 0.0)
+    assert np.isnan(stats.welch_interval([1.0], [0.0, 1.0])).all()
+    x = np.array([0.1, 0.4, 0.35, 0.8, 0.5])
+    low, high = stats.t_interval(x)
+    assert (low, high) == pytest.approx(sps.t.interval(0.95, 4, loc=x.mean(), scale=sps.sem(x)))
+    with pytest.raises(MerError, match="stat"):
+        stats.interval_over_models(x, "mode")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from mer_lib.analysis.stats import bootstrap_ci
+from mer_lib.analysis.stats import sd_interval, t_interval
 from mer_lib.config import MIDLEVEL
 from mer_lib.errors import MerError
 
@@ -37,15 +37,6 @@ def _within(low: float, high: float, lo_target: float, hi_target: float) -> str:
     if high < lo_target or low > hi_target:
         return "fails"
     return "inconclusive"
-
-
-def _sd_ci(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Chi-square interval of a normal sample's SD."""
-    n = len(values)
-    sd = float(np.std(values, ddof=1))
-    alpha = 1.0 - level
-    return (sd * np.sqrt((n - 1) / scipy_stats.chi2.ppf(1 - alpha / 2, n - 1)),
-            sd * np.sqrt((n - 1) / scipy_stats.chi2.ppf(alpha / 2, n - 1)))
 
 
 def _seed_table(metrics: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -83,7 +74,8 @@ def fidelity_targets(metrics: pd.DataFrame, split: str = "test", max_gap: float 
     level : float
         Confidence level of the intervals.
     n_boot, seed : int
-        Bootstrap resamples (over seeds) and their seed.
+        Accepted for a uniform signature; the intervals are t-intervals over
+        seeds (means) and the chi-square interval (the SD).
 
     Returns
     -------
@@ -108,19 +100,19 @@ def fidelity_targets(metrics: pd.DataFrame, split: str = "test", max_gap: float 
                             columns=COLUMNS)
     rows = []
     for system in ("A2E", "A2B2E", "A2M2E"):
-        low, high = bootstrap_ci(r[system].to_numpy(), n_boot=n_boot, seed=seed, level=level)
+        low, high = t_interval(r[system].to_numpy(), level)
         rows.append((f"{system} mean r", r[system].mean(), low, high, "", None, ""))
     gap = (r["A2E"] - r["A2M2E"]).to_numpy()
-    low, high = bootstrap_ci(gap, n_boot=n_boot, seed=seed, level=level)
+    low, high = t_interval(gap, level)
     rows.append(("A2E - A2M2E mean r (paired by seed)", gap.mean(), low, high, f"<= {max_gap}",
                  gap.mean() <= max_gap, _within(low, high, -np.inf, max_gap)))
     sd = float(np.std(r["A2M2E"], ddof=1))
-    low, high = _sd_ci(r["A2M2E"].to_numpy(), level)
+    low, high = sd_interval(r["A2M2E"].to_numpy(), level)
     rows.append(("seed SD of A2M2E mean r", sd, low, high, f"<= {max_sd}", sd <= max_sd,
                  _within(low, high, 0.0, max_sd)))
     lo_t, hi_t = r["A2M2E"].mean() - margin, r["A2E"].mean() + margin
     b2e = r["A2B2E"].to_numpy()
-    low, high = bootstrap_ci(b2e, n_boot=n_boot, seed=seed, level=level)
+    low, high = t_interval(b2e, level)
     rows.append(("A2B2E mean r, between A2M2E and A2E", b2e.mean(), low, high,
                  f"in [{lo_t:.3f}, {hi_t:.3f}]", bool(lo_t <= b2e.mean() <= hi_t), _within(low, high, lo_t, hi_t)))
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -130,7 +122,7 @@ def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float, float]:
     values = values[np.isfinite(values)]
     if len(values) < 2:
         return (float(values.mean()) if len(values) else np.nan), np.nan, np.nan
-    low, high = bootstrap_ci(values, level=level)
+    low, high = t_interval(values, level)
     return float(values.mean()), low, high
 
 
@@ -159,7 +151,7 @@ def feature_quality(agreement: pd.DataFrame, probe: pd.DataFrame | None = None, 
     system : str
         The bottleneck system judged.
     level : float
-        Confidence level of the bootstrap intervals over seeds.
+        Confidence level of the t-intervals over seeds.
 
     Returns
     -------

@@ -6,10 +6,10 @@ excerpt, kind and SNR; ``transfer``: one row per source model, target model and
 excerpt). As in :mod:`mer_lib.analysis.stats`, **the model is the unit**: a
 model's value is the mean over its attacked excerpts, a system's value is a
 statistic (median by default, as the paper's Figure 3) over its models, and a
-confidence interval resamples the models (seeds) with replacement
-(:func:`mer_lib.analysis.stats.bootstrap_ci`; NaN for a single model). Paired
+confidence interval is taken over the models (seeds): a percentile bootstrap
+for a median, a t-interval for a mean (NaN for a single model). Paired
 comparisons (two SNRs, attack vs noise, white-box vs transfer) pair the
-values of one model, so the interval resamples the per-model differences.
+values of one model, so the interval is over the per-model differences.
 Verdicts follow :func:`mer_lib.analysis.stats.verdict`.
 
 The sanity checks after Carlini et al. (2019), *On evaluating adversarial robustness*:
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mer_lib.analysis.stats import DEFAULT_PAIRS, bootstrap_ci, system_contrasts, verdict
+from mer_lib.analysis.stats import DEFAULT_PAIRS, bootstrap_ci, system_contrasts, t_interval, verdict
 from mer_lib.attacks.logs import MODEL_KEYS, require_columns, system_order
 from mer_lib.errors import MerError
 
@@ -56,10 +56,12 @@ def _stat(name: str, where: str) -> Callable[..., np.ndarray]:
 
 def _ci(values: np.ndarray, stat: Callable[..., np.ndarray], n_boot: int, seed: int,
         level: float) -> tuple[float, float]:
-    """Bootstrap CI over models; NaN for fewer than 2 values or a NaN value."""
+    """CI over models: t-interval of a mean, percentile bootstrap otherwise; NaN for < 2 values or a NaN."""
     values = np.asarray(values, dtype=np.float64)
     if values.size < 2 or np.isnan(values).any():
         return _NAN, _NAN
+    if stat is np.mean:
+        return t_interval(values, level)
     return bootstrap_ci(values, stat, n_boot=n_boot, seed=seed, level=level)
 
 
@@ -118,7 +120,7 @@ def robustness_curves(per_model: pd.DataFrame, quantity: str = "dmae", stat: str
     stat : {"median", "mean"}
         Statistic over the models of a system.
     n_boot, seed, level
-        Bootstrap (:func:`mer_lib.analysis.stats.bootstrap_ci`).
+        Bootstrap of a median (:func:`mer_lib.analysis.stats.bootstrap_ci`); a mean gets a t-interval.
 
     Returns
     -------
@@ -161,7 +163,7 @@ def monotonicity(per_model: pd.DataFrame, kind: str = "attack", quantity: str = 
     For each system and each pair of neighbouring SNRs (``snr_from`` >
     ``snr_to``: a larger budget), the per-model increase ``quantity(snr_to) -
     quantity(snr_from)``, paired by model, averaged over the models, with a
-    bootstrap CI of the mean and a verdict (*holds*: the damage grows).
+    t-interval of the mean and a verdict (*holds*: the damage grows).
 
     Parameters
     ----------
@@ -205,7 +207,7 @@ def attack_vs_noise(per_model: pd.DataFrame, noise: str = "white", quantity: str
     """Is the attack stronger than noise of the same SNR? Per system and SNR, paired by model.
 
     Two measures: the difference ``quantity(attack) - quantity(noise)`` (mean
-    over models, bootstrap CI, verdict: *holds* if the attack does more
+    over models, t-interval, verdict: *holds* if the attack does more
     damage), and the ratio ``ratio_quantity(attack) / ratio_quantity(noise)``
     of every model (median over models, bootstrap CI). The ratio uses the mean
     absolute prediction change by default: unlike dMAE it is positive, whereas
@@ -315,7 +317,7 @@ def gradient_masking_check(transfer: pd.DataFrame, snr_db: float | None = None, 
 
     The strongest source is the other system whose adversaries do the most
     damage to the target (``stat`` over seeds). Per seed, the white-box damage
-    minus that source's transferred damage is paired; its mean gets a bootstrap
+    minus that source's transferred damage is paired; its mean gets a t-interval
     CI and a verdict (*holds*: the white-box attack is stronger, as it should
     be; *contradicted*: transferred adversaries do more damage, a sign of
     gradient masking). ``masking_suspected`` is true where the point estimate

@@ -29,36 +29,38 @@ Conventions
 
 Uncertainty
 -----------
-Our own runs have few seeds per system, and a different CPU behaves like a
-different seed, so every estimate carries a confidence interval and no
-finding is called true on its point estimate alone.
+Our own runs have few seeds per system (5 in the quick profile), and a
+different CPU behaves like a different seed, so every estimate carries a
+confidence interval and no finding is called true on its point estimate alone.
 
-- *The model is the unit.* Per-system summaries (Table 1, the dMAE summary)
-  and the contrasts between systems (:func:`system_contrasts`,
-  :func:`paper_findings`) resample the models (seeds) of each system with
-  replacement, as many as the system has; excerpts are never resampled there.
-  A system with a single model has no interval (NaN). Models whose value is
-  NaN (e.g. an undefined clean r) are left out, like pandas' ``skipna``.
-- *Percentile bootstrap.* An interval at level ``level`` is made of the
-  ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the bootstrap
-  distribution (default 10,000 resamples, seed 0: the same inputs and seed
-  give the same interval). For a contrast between systems the models of every
-  system are resampled independently and the statistic is recomputed in each
-  resample (a joint bootstrap), so derived statistics such as "A2E minus the
-  best other system" get intervals too. The draws of one system depend only on
-  ``seed``, the system's name, the quantity, its number of models and
-  ``n_boot``, so the same contrast gets the same interval in
-  :func:`system_contrasts` and :func:`paper_findings`.
-- *The paired t-tests* (:func:`paired_ttests`) are the exception: as in the
-  paper they pool the excerpts of all seeds, and their interval resamples
-  excerpt pairs.
+- *The model is the unit.* Per-system summaries and contrasts between
+  systems use one value per model (seed); excerpts are never the unit of an
+  interval here. Models whose value is NaN are left out; a system with a
+  single model has no interval (NaN).
+- *Means: t-intervals.* The mean over models gets Student's t-interval
+  (:func:`t_interval`); a difference of two systems' means the Welch interval
+  (:func:`welch_interval`). Percentile-bootstrap intervals of a mean cover
+  only about 84 % at n = 5 (88 % for a difference), so they are not used.
+- *SDs: chi-square intervals* (:func:`sd_interval`, normal theory).
+- *Medians: percentile bootstrap* over models (10,000 resamples, seed 0,
+  deterministic). At n = 5 the interval of a median is the sample range,
+  which covers 94 %; a difference of medians covers about 96 %. The draws of
+  one system depend only on ``seed``, its name, the quantity, its number of
+  models and ``n_boot``, so a contrast gets the same interval wherever it is
+  computed, and derived statistics (the closeness finding) get intervals
+  from the same joint resamples. ``tests/test_analysis_stats.py`` simulates
+  the coverage of every kind of interval at n = 5.
+- *The paired t-tests* (:func:`paired_ttests`) reproduce the paper's test: they
+  pool the excerpts of all seeds as if independent, which overstates the
+  evidence (the same excerpts recur for every seed, and the seed is the
+  larger source of variance). No verdict of :func:`paper_findings` rests on
+  them; its "MAE after attack" findings compare the systems' per-model means.
 - *Verdicts* (:func:`verdict`). A finding predicts the sign of a statistic
   (``direction`` +1 or -1). It ``holds`` if the whole interval lies strictly
   on the predicted side of zero, is ``contradicted`` if the whole interval lies
   strictly on the other side, is ``inconclusive`` if the interval contains
   zero, and is ``undecided`` if there is no estimate or no interval (a system
-  missing, or a single model). A t-test finding additionally needs
-  ``p < alpha`` to hold or to be contradicted.
+  missing, or a single model).
 """
 from __future__ import annotations
 
@@ -99,9 +101,6 @@ VERDICTS: tuple[str, str, str, str] = ("holds", "contradicted", "inconclusive", 
 _UNIT_MODELS = "models (seeds)"
 
 
-_UNIT_PAIRS = "excerpt pairs (pooled over seeds)"
-
-
 _STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
 
 
@@ -136,15 +135,6 @@ def _format_estimate_ci(estimate: float, low: float, high: float, decimals: int)
     return f"{estimate:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
-def _ci_over_models(values: np.ndarray, stat: Callable[..., float], n_boot: int, seed: int,
-                    level: float) -> tuple[float, float]:
-    """Bootstrap CI of ``stat`` over the models of one system; NaN for < 2 models or a NaN value."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size < 2 or np.isnan(x).any():
-        return _NAN, _NAN
-    return bootstrap_ci(x, stat, n_boot=n_boot, seed=seed, level=level)
-
-
 def _percentile_ci(boot: np.ndarray, level: float) -> tuple[float, float]:
     """Percentile interval of bootstrap replicates; NaN if any replicate is not finite."""
     boot = np.asarray(boot, dtype=np.float64)
@@ -153,6 +143,64 @@ def _percentile_ci(boot: np.ndarray, level: float) -> tuple[float, float]:
     alpha = (1.0 - float(level)) / 2.0
     lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Student's t-interval of the mean of one sample (the models of a system).
+
+    NaN for fewer than 2 values or a NaN value; a zero-width interval when all values are equal.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2 or np.isnan(x).any():
+        return _NAN, _NAN
+    half = float(sps.t.ppf(0.5 + float(level) / 2.0, x.size - 1) * np.std(x, ddof=1) / math.sqrt(x.size))
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Welch's interval of ``mean(a) - mean(b)`` for two independent samples, and its two-sided p-value.
+
+    Returns ``(low, high, p)``; all NaN when a sample has fewer than 2 values
+    or a NaN value. With both variances zero the interval is the point and p is
+    0 (or 1 for equal means).
+    """
+    x, y = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b))
+    if x.size < 2 or y.size < 2 or np.isnan(x).any() or np.isnan(y).any():
+        return _NAN, _NAN, _NAN
+    vx, vy = np.var(x, ddof=1) / x.size, np.var(y, ddof=1) / y.size
+    diff, se = float(x.mean() - y.mean()), float(math.sqrt(vx + vy))
+    if se == 0.0:
+        return diff, diff, float(diff == 0.0)
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
+    half = float(sps.t.ppf(0.5 + float(level) / 2.0, df)) * se
+    return diff - half, diff + half, float(2.0 * sps.t.sf(abs(diff) / se, df))
+
+
+def sd_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Chi-square interval of the standard deviation of a normal sample (NaN for < 2 values)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2 or np.isnan(x).any():
+        return _NAN, _NAN
+    sd, dof, alpha = float(np.std(x, ddof=1)), x.size - 1, 1.0 - float(level)
+    return (sd * math.sqrt(dof / sps.chi2.ppf(1.0 - alpha / 2.0, dof)),
+            sd * math.sqrt(dof / sps.chi2.ppf(alpha / 2.0, dof)))
+
+
+def interval_over_models(values: np.ndarray, stat: str = "mean", n_boot: int = 10_000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """The interval this project uses for a statistic over the models of one system.
+
+    ``"mean"``: :func:`t_interval`; ``"median"``: percentile bootstrap
+    (:func:`bootstrap_ci`). NaN for fewer than 2 values or a NaN value.
+    """
+    if stat not in _STATS:
+        raise MerError(f"interval_over_models: stat must be one of {sorted(_STATS)}, got {stat!r}")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size < 2 or np.isnan(x).any():
+        return _NAN, _NAN
+    if stat == "mean":
+        return t_interval(x, level)
+    return bootstrap_ci(x, np.median, n_boot=n_boot, seed=seed, level=level)
 
 
 def verdict(ci_low: float, ci_high: float, direction: int = 1, estimate: float | None = None) -> str:
@@ -249,8 +297,8 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
     decimals : int
         Decimals of the formatted string columns.
     n_boot, seed, level
-        Bootstrap of the mean over the system's models (:func:`bootstrap_ci`
-        on the per-model values; the same ``seed`` for every system).
+        Confidence level (``n_boot`` and ``seed`` are accepted for a uniform
+        signature; the mean's interval is a t-interval over the models).
 
     Returns
     -------
@@ -258,8 +306,8 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
         One row per system present, in the paper's order: ``system``,
         ``n_seeds``, ``r_mean``, ``r_std``, ``r_ci_low``, ``r_ci_high``,
         ``mae_mean``, ``mae_std``, ``mae_ci_low``, ``mae_ci_high`` (std over
-        seeds with ``ddof=1``; CI: percentile bootstrap of the mean resampling
-        models; both NaN for a single seed), the formatted
+        seeds with ``ddof=1``; CI: t-interval of the mean over models; both
+        NaN for a single seed), the formatted
         ``r (mean ± std)`` and ``MAE (mean ± std)``, and
         ``r (mean, 95% CI)`` and ``MAE (mean, 95% CI)`` written like
         ``0.706 [0.690, 0.722]`` (the percentage follows ``level``).
@@ -279,8 +327,8 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
         r_mean, m_mean = float(np.mean(r)), float(np.mean(m))
         r_std = float(np.std(r, ddof=1)) if len(r) > 1 else _NAN
         m_std = float(np.std(m, ddof=1)) if len(m) > 1 else _NAN
-        r_lo, r_hi = _ci_over_models(r, np.mean, n_boot, seed, level)
-        m_lo, m_hi = _ci_over_models(m, np.mean, n_boot, seed, level)
+        r_lo, r_hi = interval_over_models(r, "mean", n_boot, seed, level)
+        m_lo, m_hi = interval_over_models(m, "mean", n_boot, seed, level)
         rows.append({"system": system, "n_seeds": int(g["seed"].nunique()),
                      "r_mean": r_mean, "r_std": r_std, "r_ci_low": r_lo, "r_ci_high": r_hi,
                      "mae_mean": m_mean, "mae_std": m_std, "mae_ci_low": m_lo, "mae_ci_high": m_hi,
@@ -291,7 +339,8 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
     return pd.DataFrame(rows)
 
 
-def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level: float = 0.95,
+                 quantity: str = "dmae") -> pd.DataFrame:
     """Distribution of dMAE over the models of each system (the numbers behind Figure 3).
 
     Parameters
@@ -299,17 +348,19 @@ def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level:
     logs : pandas.DataFrame
         Tidy attack logs or the output of :func:`per_model_metrics`.
     n_boot, seed, level
-        Bootstrap of the mean and of the median over the system's models
-        (:func:`bootstrap_ci`; the same ``seed`` for every system and statistic).
+        Intervals over the system's models (:func:`interval_over_models`: a
+        t-interval for the mean, a percentile bootstrap for the median).
+    quantity : str
+        The per-model robustness column summarised (``"dmae"``, ``"dmae_rel"``).
 
     Returns
     -------
     pandas.DataFrame
         Per system (paper order): ``n_models``, ``median``, ``q25``, ``q75``,
-        ``mean``, ``std`` (ddof=1), ``min``, ``max`` of ``dmae``,
-        ``clean_mae_median``, ``adv_mae_median``, and the percentile bootstrap
-        CIs ``mean_ci_low``, ``mean_ci_high``, ``median_ci_low``,
-        ``median_ci_high`` (resampling models; NaN for a single model).
+        ``mean``, ``std`` (ddof=1), ``min``, ``max`` of ``quantity``,
+        ``clean_mae_median``, ``adv_mae_median``, and the CIs ``mean_ci_low``,
+        ``mean_ci_high``, ``median_ci_low``, ``median_ci_high`` (over models;
+        NaN for a single model).
 
     Raises
     ------
@@ -317,14 +368,15 @@ def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level:
         On malformed input or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "dmae_summary")
-    pm = as_per_model(logs, ["dmae", "clean_mae", "adv_mae"])
+    pm = as_per_model(logs, [quantity, "clean_mae", "adv_mae"])
+    require_columns(pm, [quantity], "dmae_summary")
     rows = []
     for system in system_order(pm["system"]):
         g = pm[pm["system"] == system]
-        d = g["dmae"].to_numpy(np.float64)
+        d = g[quantity].to_numpy(np.float64)
         q25, med, q75 = np.quantile(d, [0.25, 0.5, 0.75])
-        mean_lo, mean_hi = _ci_over_models(d, np.mean, n_boot, seed, level)
-        med_lo, med_hi = _ci_over_models(d, np.median, n_boot, seed, level)
+        mean_lo, mean_hi = interval_over_models(d, "mean", n_boot, seed, level)
+        med_lo, med_hi = interval_over_models(d, "median", n_boot, seed, level)
         rows.append({"system": system, "n_models": len(d), "median": float(med), "q25": float(q25),
                      "q75": float(q75), "mean": float(d.mean()),
                      "std": float(np.std(d, ddof=1)) if len(d) > 1 else _NAN,
@@ -513,12 +565,13 @@ def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT
 def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
                      quantity: str = "dmae", stat: str = "median", n_boot: int = 10_000, seed: int = 0,
                      level: float = 0.95) -> pd.DataFrame:
-    """Differences between systems of a per-model statistic, with bootstrap CIs over models.
+    """Differences between systems of a per-model statistic, with CIs over models.
 
     For each pair ``(a, b)`` the estimate is ``stat(quantity of a's models) -
-    stat(quantity of b's models)``. Its percentile CI comes from a bootstrap
-    that resamples the models of ``a`` and those of ``b`` independently (with
-    replacement, as many as each system has) and recomputes the difference.
+    stat(quantity of b's models)``. For medians the percentile CI comes from a
+    bootstrap that resamples the models of ``a`` and those of ``b``
+    independently and recomputes the difference; for means it is Welch's
+    interval (:func:`welch_interval`).
 
     Parameters
     ----------
@@ -568,8 +621,12 @@ def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] =
     rows = []
     for a, b in pairs:
         estimate = boot.point_of(a) - boot.point_of(b)
-        lo, hi = _percentile_ci(boot.boot_of(a) - boot.boot_of(b), level) if np.isfinite(estimate) \
-            else (_NAN, _NAN)
+        if not np.isfinite(estimate):
+            lo, hi = _NAN, _NAN
+        elif stat == "mean":
+            lo, hi, _ = welch_interval(_values(pm, a, quantity), _values(pm, b, quantity), level)
+        else:
+            lo, hi = _percentile_ci(boot.boot_of(a) - boot.boot_of(b), level)
         rows.append({"a": a, "b": b, "quantity": quantity, "stat": stat, "n_a": boot.n.get(a, 0),
                      "n_b": boot.n.get(b, 0), "estimate": float(estimate), "ci_low": lo, "ci_high": hi,
                      "verdict": verdict(lo, hi, 1, estimate)})
@@ -578,42 +635,39 @@ def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] =
 
 
 # --------------------------------------------------------------------------- the paper's findings
-_FINDING_COLUMNS = ["finding", "measure", "unit", "estimate", "ci_low", "ci_high", "verdict", "value", "holds",
+_FINDING_COLUMNS = ["finding", "measure", "quantity", "unit", "estimate", "ci_low", "ci_high", "verdict", "holds",
                     "p", "level"]
 
+#: Per-model robustness measures the findings can be computed in, with the label used in ``measure``.
+ROBUSTNESS_MEASURES: dict[str, str] = {
+    "dmae": "median dMAE",
+    "dmae_rel": "median dMAE / clean spread",
+    "adv_mae": "mean MAE after attack",
+}
 
-def _finding_row(finding: str, measure: str, unit: str, estimate: float, low: float, high: float, word: str,
-                 p: float, level: float) -> dict:
+
+def _finding_row(finding: str, measure: str, quantity: str, estimate: float, low: float, high: float,
+                 direction: int, p: float, level: float) -> dict:
     estimate = float(estimate) if estimate is not None else _NAN
-    return {"finding": finding, "measure": measure, "unit": unit, "estimate": estimate, "ci_low": float(low),
-            "ci_high": float(high), "verdict": word, "value": estimate, "holds": _holds_flag(word),
-            "p": float(p), "level": float(level)}
+    word = verdict(low, high, direction, estimate)
+    return {"finding": finding, "measure": measure, "quantity": quantity, "unit": _UNIT_MODELS,
+            "estimate": estimate, "ci_low": float(low), "ci_high": float(high), "verdict": word,
+            "holds": _holds_flag(word), "p": float(p), "level": float(level)}
 
 
-def _ttest_verdict(mean_diff: float, low: float, high: float, p: float, alpha: float) -> str:
-    if not all(np.isfinite(v) for v in (mean_diff, low, high)):
-        return "undecided"
-    significant = bool(np.isfinite(p) and p < alpha)
-    if significant and low > 0:
-        return "holds"
-    if significant and high < 0:
-        return "contradicted"
-    return "inconclusive"
+def _median_findings(label: str) -> list[tuple[str, str, int, Callable]]:
+    """The robustness findings on medians over models, as (finding, measure, direction, statistic).
 
-
-def _per_model_findings(systems: Sequence[str]) -> list[tuple[str, str, str, int, Callable]]:
-    """The per-model findings as (finding, measure, quantity, direction, statistic).
-
-    ``statistic(get)`` computes the finding from ``get(system)``, the median
-    dMAE or mean clean r of a system (a float for the point estimate, an array
-    of bootstrap replicates otherwise); missing systems give NaN.
+    ``statistic(get)`` computes the finding from ``get(system)`` (a float for
+    the point estimate, an array of bootstrap replicates otherwise); missing
+    systems give NaN.
     """
-    out: list[tuple[str, str, str, int, Callable]] = []
+    out: list[tuple[str, str, int, Callable]] = []
     for other in ("A2E", "A2B2E"):
-        out.append((f"A2M2E is more robust than {other}", f"median dMAE {other} - A2M2E", "dmae", 1,
+        out.append((f"A2M2E is more robust than {other}", f"{label}: {other} - A2M2E", 1,
                     lambda get, o=other: get(o) - get("A2M2E")))
     for plain in ("A2E", "A2B2E"):
-        out.append((f"adversarial training makes {plain} more robust", f"median dMAE {plain} - a{plain}", "dmae", 1,
+        out.append((f"adversarial training makes {plain} more robust", f"{label}: {plain} - a{plain}", 1,
                     lambda get, q=plain: get(q) - get("a" + q)))
 
     def closeness(get: Callable) -> np.ndarray:
@@ -622,24 +676,42 @@ def _per_model_findings(systems: Sequence[str]) -> list[tuple[str, str, str, int
         return np.abs(get("A2M2E") - adv) - np.abs(get("A2M2E") - plain_boxes)
 
     out.append(("A2M2E's robustness is closer to the adversarially trained models' than to the plain ones'",
-                "|A2M2E - adv. trained| - |A2M2E - plain black boxes| (median dMAE)", "dmae", -1, closeness))
-    others = [s for s in systems if s != "A2E"]
-
-    def best_margin(get: Callable) -> np.ndarray:
-        if not others:
-            return get("A2E") - _NAN
-        best = get(others[0])
-        for s in others[1:]:
-            best = np.maximum(best, get(s))  # NaN propagates: an undefined system leaves it undecided
-        return get("A2E") - best
-
-    out.append(("A2E has the best clean performance", "mean clean r: A2E - best other system", "clean_r", 1,
-                best_margin))
-    out.append(("the interpretable bottleneck costs clean performance", "mean clean r: A2E - A2M2E", "clean_r", 1,
-                lambda get: get("A2E") - get("A2M2E")))
-    out.append(("adversarial training costs clean performance", "mean clean r: A2E - aA2E", "clean_r", 1,
-                lambda get: get("A2E") - get("aA2E")))
+                f"{label}: |A2M2E - adv. trained| - |A2M2E - plain black boxes|", -1, closeness))
     return out
+
+
+def _values(pm: pd.DataFrame, system: str, quantity: str) -> np.ndarray:
+    return pm.loc[pm["system"] == system, quantity].dropna().to_numpy(np.float64)
+
+
+def _mean_finding(pm: pd.DataFrame, finding: str, measure: str, quantity: str, a: str, b: str,
+                  level: float) -> dict:
+    """A finding on ``mean(a) - mean(b)`` > 0 over models, with Welch's interval and p."""
+    va, vb = _values(pm, a, quantity), _values(pm, b, quantity)
+    estimate = float(va.mean() - vb.mean()) if va.size and vb.size else _NAN
+    lo, hi, p = welch_interval(va, vb, level)
+    return _finding_row(finding, measure, quantity, estimate, lo, hi, 1, p, level)
+
+
+def _best_finding(pm: pd.DataFrame, level: float) -> dict:
+    """"A2E has the best clean performance": A2E minus the best other system's mean clean r.
+
+    Its interval holds at least ``level``: the Welch intervals against every
+    other system at the Bonferroni level ``1 - (1 - level) / k`` hold
+    simultaneously, so the minimum of their lower bounds and of their upper
+    bounds bracket ``mean(A2E) - max(other means)``.
+    """
+    others = [s for s in system_order(pm["system"]) if s != "A2E"]
+    finding, measure = "A2E has the best clean performance", "mean clean r: A2E - best other system"
+    va = _values(pm, "A2E", "clean_r")
+    if not others or va.size == 0:
+        return _finding_row(finding, measure, "clean_r", _NAN, _NAN, _NAN, 1, _NAN, level)
+    means = {s: _values(pm, s, "clean_r").mean() for s in others}
+    estimate = float(va.mean() - max(means.values()))
+    adjusted = 1.0 - (1.0 - float(level)) / len(others)
+    bounds = [welch_interval(va, _values(pm, s, "clean_r"), adjusted) for s in others]
+    lo, hi = min(b[0] for b in bounds), min(b[1] for b in bounds)
+    return _finding_row(finding, measure, "clean_r", estimate, lo, hi, 1, _NAN, level)
 
 
 def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
@@ -692,96 +764,78 @@ def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = 
     return pd.DataFrame(rows)
 
 
-def paper_findings(per_model: pd.DataFrame, tests: pd.DataFrame | None = None, alpha: float = 0.05,
-                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """The paper's qualitative findings, each measured on a set of runs with its uncertainty.
+def paper_findings(per_model: pd.DataFrame, measures: Sequence[str] = ("dmae",), n_boot: int = 10_000,
+                   seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """The paper's qualitative findings, each an estimate over models with its CI and verdict.
 
-    Every finding is a statistic computed from the runs (``estimate``), a
-    confidence interval, and a predicted sign; the :func:`verdict` says
-    whether the interval confirms the finding. Applying the same function to
-    the authors' published logs and to one's own runs gives a like-for-like
-    comparison without copying any number from the paper.
+    Applying the same function to the authors' published logs and to one's
+    own runs gives a like-for-like comparison without copying any number from
+    the paper. The model (seed) is the unit of every interval:
 
-    The eight per-model findings share one joint bootstrap: in each resample
-    the models (seeds) of every system are resampled independently with
-    replacement and every finding's statistic is recomputed, giving percentile
-    CIs also for derived statistics (the closeness finding, "A2E - best other
-    system"). The two t-test findings take their CI from ``tests``.
+    - robustness findings, once per entry of ``measures``: differences of the
+      median over models, with percentile-bootstrap intervals from one joint
+      bootstrap (the models of every system resampled independently);
+    - clean-performance findings: differences of mean clean r, Welch intervals
+      (the "best" finding: Bonferroni over the other systems);
+    - "MAE after attack" findings (the paper's t-test question, asked with the
+      model as the unit): differences of the systems' mean per-model MAE after
+      the attack, Welch intervals and p-values. The paper's pooled per-excerpt
+      test stays in :func:`paired_ttests`, without a verdict.
 
     Parameters
     ----------
     per_model : pandas.DataFrame
         Output of :func:`per_model_metrics` (or tidy attack logs).
-    tests : pandas.DataFrame, optional
-        Output of :func:`paired_ttests` (run it with the same ``level``); its
-        A2E/A2M2E and A2B2E/A2M2E rows add two findings.
-    alpha : float
-        Significance level for the t-test findings.
+    measures : sequence of str
+        Per-model robustness columns (keys of :data:`ROBUSTNESS_MEASURES`,
+        e.g. ``("dmae", "dmae_rel")``).
     n_boot, seed, level
-        Bootstrap resamples, seed and confidence level of the per-model
-        findings; deterministic for a given seed.
+        Bootstrap resamples and seed of the median findings; confidence level
+        of every interval.
 
     Returns
     -------
     pandas.DataFrame
-        One row per finding:
-
-        ``finding``, ``measure``
-            the claim and how its statistic is computed. Medians and means
-            are over the models of a system; "adv. trained" is the mean of the
-            aA2E and aA2B2E medians, "plain black boxes" the mean of the A2E
-            and A2B2E medians.
-        ``unit``
-            what the CI resamples: ``"models (seeds)"`` or
-            ``"excerpt pairs (pooled over seeds)"`` (t-tests).
-        ``estimate``, ``ci_low``, ``ci_high``
-            the statistic and its percentile CI (NaN when a system needed for
-            the finding is missing or has a single model).
-        ``verdict``
-            ``"holds"``, ``"contradicted"``, ``"inconclusive"`` or
-            ``"undecided"``. The predicted sign is positive for every finding
-            except the closeness one (negative). A t-test finding holds if
-            ``ci_low > 0`` and ``p < alpha``, is contradicted if
-            ``ci_high < 0`` and ``p < alpha``, and is inconclusive otherwise.
-        ``value``
-            the same as ``estimate`` (kept for compatibility).
-        ``holds``
-            True only when the verdict is ``"holds"``; None when undecided.
-        ``p``
-            the t-test's p-value (NaN for the per-model findings).
-        ``level``
-            the confidence level of the intervals.
+        One row per finding: ``finding``, ``measure`` (how the statistic is
+        computed; "adv. trained" is the mean of the aA2E and aA2B2E medians,
+        "plain black boxes" that of A2E and A2B2E), ``quantity`` (the
+        per-model column), ``unit`` (``"models (seeds)"``), ``estimate``,
+        ``ci_low``, ``ci_high``, ``verdict`` (:func:`verdict`; the predicted
+        sign is positive except for the closeness finding), ``holds`` (None
+        when undecided), ``p`` (Welch's p of the mean findings, else NaN) and
+        ``level``. NaN estimates or intervals (a system missing or with a
+        single model) give ``"undecided"``.
 
     Raises
     ------
     MerError
-        On malformed input, an invalid ``alpha`` or invalid bootstrap arguments.
+        On malformed input, an unknown measure or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "paper_findings")
-    if not isinstance(alpha, (int, float, np.floating)) or not (0.0 < float(alpha) < 1.0):
-        raise MerError(f"paper_findings: alpha must be in (0, 1), got {alpha!r}")
-    pm = as_per_model(per_model, ["dmae", "clean_r"])
-    stats_of = {"dmae": _SystemBootstrap(pm, "dmae", "median", n_boot, seed),
-                "clean_r": _SystemBootstrap(pm, "clean_r", "mean", n_boot, seed)}
+    if isinstance(measures, str):
+        measures = (measures,)
+    unknown = [m for m in measures if m not in ROBUSTNESS_MEASURES]
+    if unknown or not measures:
+        raise MerError(f"paper_findings: measures must be some of {list(ROBUSTNESS_MEASURES)}, got {list(measures)}")
+    pm = as_per_model(per_model, ["dmae", "clean_r", "adv_mae", *measures])
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN arithmetic for missing systems
-        for finding, measure, quantity, direction, statistic in _per_model_findings(system_order(pm["system"])):
-            sb = stats_of[quantity]
-            estimate = float(statistic(sb.point_of))
-            replicates = np.broadcast_to(np.asarray(statistic(sb.boot_of), dtype=np.float64), (n_boot,))
-            lo, hi = _percentile_ci(replicates, level) if np.isfinite(estimate) else (_NAN, _NAN)
-            rows.append(_finding_row(finding, measure, _UNIT_MODELS, estimate, lo, hi,
-                                     verdict(lo, hi, direction, estimate), _NAN, level))
-    if tests is not None:
-        require_columns(tests, ["a", "b", "mean_diff", "p", "ci_low", "ci_high"], "t-test table")
-        for rec in tests.to_dict("records"):
-            if rec["b"] != "A2M2E" or rec["a"] not in ("A2E", "A2B2E"):
-                continue
-            diff, lo, hi, p = (float(rec[k]) for k in ("mean_diff", "ci_low", "ci_high", "p"))
-            rows.append(_finding_row(f"per-excerpt MAE after attack: {rec['a']} significantly above A2M2E",
-                                     f"paired t-test mean diff {rec['a']} - A2M2E (holds if > 0 and p < {alpha:g})",
-                                     _UNIT_PAIRS, diff, lo, hi, _ttest_verdict(diff, lo, hi, p, alpha), p, level))
+        for quantity in measures:
+            sb = _SystemBootstrap(pm, quantity, "median", n_boot, seed)
+            for finding, measure, direction, statistic in _median_findings(ROBUSTNESS_MEASURES[quantity]):
+                estimate = float(statistic(sb.point_of))
+                replicates = np.broadcast_to(np.asarray(statistic(sb.boot_of), dtype=np.float64), (n_boot,))
+                lo, hi = _percentile_ci(replicates, level) if np.isfinite(estimate) else (_NAN, _NAN)
+                rows.append(_finding_row(finding, measure, quantity, estimate, lo, hi, direction, _NAN, level))
+    rows.append(_best_finding(pm, level))
+    rows.append(_mean_finding(pm, "the interpretable bottleneck costs clean performance",
+                              "mean clean r: A2E - A2M2E", "clean_r", "A2E", "A2M2E", level))
+    rows.append(_mean_finding(pm, "adversarial training costs clean performance",
+                              "mean clean r: A2E - aA2E", "clean_r", "A2E", "aA2E", level))
+    for other in ("A2E", "A2B2E"):
+        rows.append(_mean_finding(pm, f"MAE after attack: {other} above A2M2E",
+                                  f"mean MAE after attack: {other} - A2M2E", "adv_mae", other, "A2M2E", level))
     return pd.DataFrame(rows, columns=_FINDING_COLUMNS)
 
 

@@ -335,7 +335,15 @@ def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
             mean over excerpts and emotions of ``|orig - true|`` and ``|new - true|``.
         ``dmae``
             ``adv_mae - clean_mae`` (the paper's robustness measure; larger is
-            less robust).
+            less robust). It is in the units of the predictions, so it scales
+            with the model's gain: a model whose outputs move twice as far per
+            unit of input has twice the dMAE after the same walk.
+        ``clean_spread``
+            the spread of the model's clean predictions: the SD over excerpts
+            (ddof=1) of each emotion's prediction, averaged over emotions.
+        ``dmae_rel``
+            ``dmae / clean_spread``: the damage in units of the model's own
+            output range, a measure the output scale cannot decide.
 
     Raises
     ------
@@ -355,9 +363,12 @@ def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_r_emotions"] = int((~np.isnan(r)).sum())
             row[f"{name}_mae"] = float(np.mean(abs_errors(g, kind)))
         row["dmae"] = row["adv_mae"] - row["clean_mae"]
+        clean = g[tidy_columns("orig")].to_numpy(np.float64)
+        row["clean_spread"] = float(np.mean(np.std(clean, axis=0, ddof=1))) if len(g) > 1 else float("nan")
+        row["dmae_rel"] = row["dmae"] / row["clean_spread"] if row["clean_spread"] > 0 else float("nan")
         rows.append(row)
-    cols = ["system", "seed", "n_excerpts", "clean_r", "clean_mae", "adv_r", "adv_mae", "dmae",
-            "clean_r_emotions", "adv_r_emotions"]
+    cols = ["system", "seed", "n_excerpts", "clean_r", "clean_mae", "adv_r", "adv_mae", "dmae", "clean_spread",
+            "dmae_rel", "clean_r_emotions", "adv_r_emotions"]
     return sort_models(pd.DataFrame(rows)[cols])
 
 
