@@ -18,6 +18,11 @@ With K = 4 a correct run fails one check in about 16,000 (normal tails), while
 a change that moves a quantity by several seed standard deviations (a wrong
 attack step size, a dropped loss term) is caught.
 
+A quantity whose reference values are all positive (a dMAE, a norm, an r) is
+checked on a log scale: the mean of ``log(value)`` against the reference's,
+so its tolerance is a factor (``x/÷ f``) and never admits zero. A wide seed
+spread on a linear scale would let a run whose attack did nothing pass.
+
 Expected values live in ``mer_lib/expectations/<profile>.json``. They are
 derived, not typed in: every check writes the per-model values it saw to
 ``<run>/regression/<section>.csv``, and ::
@@ -53,7 +58,7 @@ from mer_lib.config import RunLayout
 from mer_lib.errors import MerError
 
 __all__ = ["K_SIGMA", "STRICT_ENV", "EXPECTATIONS_DIR", "RegressionFailure", "tolerance", "load_expectations",
-           "check_models", "derive_expectations", "strict"]
+           "check_models", "derive_expectations", "strict", "admits_zero"]
 
 #: Tolerance in standard deviations of the difference between two independent draws.
 K_SIGMA = 4.0
@@ -159,8 +164,9 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
     -------
     pandas.DataFrame
         One row per (quantity, group): ``section``, ``quantity``, ``group``,
-        ``n``, ``value`` (mean over models), ``expected``, ``tolerance``,
-        ``ok`` (None where no expectation was recorded).
+        ``n``, ``value`` (mean over models; the geometric mean on the log
+        scale), ``expected``, ``tolerance`` (a factor on the log scale),
+        ``scale`` and ``ok`` (None where no expectation was recorded).
 
     Raises
     ------
@@ -180,12 +186,10 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
         values = g["value"].to_numpy(np.float64)
         value = float(np.mean(values))
         row = {"section": section, "quantity": quantity, "group": group, "n": len(values), "value": value,
-               "expected": np.nan, "tolerance": np.nan, "ok": None}
+               "expected": np.nan, "tolerance": np.nan, "scale": None, "ok": None}
         ref = None if recorded is None else recorded.get(_key(quantity, group))
         if ref is not None:
-            tol = tolerance(float(ref["sd"]), len(values), int(ref["n"]), k)
-            row.update(expected=float(ref["mean"]), tolerance=tol,
-                       ok=bool(np.isfinite(value) and abs(value - float(ref["mean"])) <= tol))
+            row.update(_judge(values, ref, k))
         rows.append(row)
     table = pd.DataFrame(rows)
     failed = table[table["ok"] == False]  # noqa: E712 (None must not count as a failure)
@@ -193,12 +197,37 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
     if show:
         _print(table, profile, section, exp is not None)
     if exp is not None and strict() and (len(failed) or len(unknown)):
-        names = [f"{r.quantity} [{r.group}] = {r.value:.4g} (expected {r.expected:.4g} ± {r.tolerance:.3g})"
-                 for r in failed.itertuples()] + [f"{r.quantity} [{r.group}]: no expectation recorded"
+        names = [f"{r.quantity} [{r.group}] = {r.value:.4g} (expected {r.expected:.4g} "
+                 f"{'x/÷' if r.scale == 'log' else '±'} {r.tolerance:.3g})" for r in failed.itertuples()] + [f"{r.quantity} [{r.group}]: no expectation recorded"
                                                    for r in unknown.itertuples()]
         raise RegressionFailure(f"regression check {section!r} (profile {profile!r}): {len(names)} of "
                                 f"{len(table)} quantities failed:\n  " + "\n  ".join(names))
     return table
+
+
+def _judge(values: np.ndarray, ref: Mapping, k: float) -> dict:
+    """``value``, ``expected``, ``tolerance``, ``scale`` and ``ok`` of one quantity against its reference.
+
+    On the log scale ``value`` and ``expected`` are geometric means and
+    ``tolerance`` is the factor ``exp(tol)``; a non-positive value fails.
+    """
+    tol = tolerance(float(ref["sd"]), len(values), int(ref["n"]), k)
+    if ref.get("scale", "linear") != "log":
+        value = float(np.mean(values))
+        return {"value": value, "expected": float(ref["mean"]), "tolerance": tol, "scale": "linear",
+                "ok": bool(np.isfinite(value) and abs(value - float(ref["mean"])) <= tol)}
+    positive = bool(np.all(values > 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mean = float(np.mean(np.log(values))) if positive else -math.inf
+    return {"value": math.exp(log_mean), "expected": math.exp(float(ref["mean"])), "tolerance": math.exp(tol),
+            "scale": "log", "ok": bool(positive and abs(log_mean - float(ref["mean"])) <= tol)}
+
+
+def admits_zero(ref: Mapping, n: int) -> bool:
+    """Whether a check of ``n`` models against ``ref`` would pass a run whose values are all zero."""
+    if ref.get("scale", "linear") == "log":
+        return False
+    return abs(float(ref["mean"])) <= tolerance(float(ref["sd"]), n, int(ref["n"]))
 
 
 def _print(table: pd.DataFrame, profile: str, section: str, have_expectations: bool) -> None:
@@ -210,7 +239,8 @@ def _print(table: pd.DataFrame, profile: str, section: str, have_expectations: b
         if r.ok is None:
             print(f"{name}  value {r.value:9.4f}  (n={r.n})  expected    n/a")
         else:
-            print(f"{name}  value {r.value:9.4f}  (n={r.n})  expected {r.expected:9.4f} ± {r.tolerance:.4f}  "
+            band = f"x/÷ {r.tolerance:.3f}" if r.scale == "log" else f"± {r.tolerance:.4f}"
+            print(f"{name}  value {r.value:9.4f}  (n={r.n})  expected {r.expected:9.4f} {band}  "
                   f"{'ok' if r.ok else 'FAILED'}")
     n_fail = int((table["ok"] == False).sum())  # noqa: E712
     n_ok = int((table["ok"] == True).sum())  # noqa: E712
@@ -239,8 +269,10 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
     -------
     dict
         ``{"profile", "k_sigma", "draws", "created", "sections": {section:
-        {"<quantity> | <group>": {"mean", "sd", "n", "draw_means"}}}}``. Each
-        draw's models count as independent models; ``sd`` has ``ddof=1``.
+        {"<quantity> | <group>": {"mean", "sd", "n", "scale", "min",
+        "draw_means"}}}}``. Each draw's models count as independent models;
+        ``sd`` has ``ddof=1``. A quantity with only positive values gets
+        ``scale`` ``"log"``: ``mean`` and ``sd`` are then those of its logs.
     """
     if not run_dirs:
         raise MerError("derive_expectations: no run directories given")
@@ -265,9 +297,11 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         v = g["value"].to_numpy(np.float64)
         if not np.isfinite(v).all():
             raise MerError(f"derive_expectations: non-finite values of {quantity} [{group}] in section {section}")
-        sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        scale = "log" if (v > 0).all() else "linear"
+        t = np.log(v) if scale == "log" else v
+        sd = float(np.std(t, ddof=1)) if len(t) > 1 else 0.0
         sections.setdefault(section, {})[_key(quantity, group)] = {
-            "mean": float(np.mean(v)), "sd": sd, "n": int(len(v)),
+            "mean": float(np.mean(t)), "sd": sd, "n": int(len(v)), "scale": scale, "min": float(v.min()),
             "draw_means": [float(g[g["draw"] == d]["value"].mean()) for d in sorted(g["draw"].unique())]}
     return {"profile": profile, "k_sigma": K_SIGMA, "draws": labels,
             "created": _dt.date.today().isoformat(),

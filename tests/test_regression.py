@@ -42,7 +42,9 @@ def test_derive_pools_the_draws(expectations):
     sec = expectations["sections"]["05_attacks"]
     assert set(sec) == {"dmae | A", "dmae | B", "r | A", "r | B"}
     assert sec["dmae | A"]["n"] == 12 and len(sec["dmae | A"]["draw_means"]) == 2
-    assert 0.05 < sec["dmae | A"]["sd"] < 0.2
+    # positive quantities are pooled on the log scale: a per-model SD of 0.1 around 0.5 is about 0.2 in logs
+    assert sec["dmae | A"]["scale"] == "log" and 0.1 < sec["dmae | A"]["sd"] < 0.4
+    assert sec["dmae | A"]["mean"] == pytest.approx(math.log(0.5), abs=0.15)
     assert sec["r | A"]["sd"] == pytest.approx(0.0, abs=1e-12)
     assert expectations["draws"] == ["default kernels", "avx2"]
 
@@ -120,3 +122,40 @@ def test_shipped_expectations_are_valid():
         for section in doc["sections"].values():
             for ref in section.values():
                 assert ref["n"] >= 2 and ref["sd"] >= 0 and math.isfinite(ref["mean"])
+
+
+def test_log_scale_checks_never_admit_zero(expectations, monkeypatch):
+    """An attack switched off (dMAE 0) or a gain x10 (dMAE x10) fails; a linear check of the same spread would not."""
+    monkeypatch.delenv(regression.STRICT_ENV, raising=False)
+    for factor in (0.0, 1e-3, 10.0):
+        broken = draw(8)
+        broken["dmae"] *= factor
+        table = regression.check_models(broken, ["dmae"], "quick", "05_attacks", expectations=expectations,
+                                        show=False).set_index("group")
+        assert not table["ok"].any() and (table["scale"] == "log").all()
+    ref = expectations["sections"]["05_attacks"]["dmae | B"]
+    assert not regression.admits_zero(ref, 5)
+    wide = {"mean": 0.2, "sd": 0.3, "n": 10, "scale": "linear"}  # a linear tolerance wider than the mean
+    assert regression.admits_zero(wide, 5)
+
+
+def test_quantities_that_cross_zero_stay_linear(tmp_path):
+    run = tmp_path / "draw"
+    df = pd.DataFrame({"system": "A", "seed": range(6), "dmae": [-0.01, 0.02, 0.0, 0.01, -0.02, 0.03]})
+    regression.check_models(df, ["dmae"], "quick", "09_noise", run, show=False, expectations={})
+    ref = regression.derive_expectations([run, run], "quick")["sections"]["09_noise"]["dmae | A"]
+    assert ref["scale"] == "linear" and ref["mean"] == pytest.approx(df["dmae"].mean())
+    table = regression.check_models(df, ["dmae"], "quick", "09_noise", show=False,
+                                    expectations={"sections": {"09_noise": {"dmae | A": ref}}})
+    assert table["ok"].all()
+
+
+def test_no_shipped_expectation_of_a_positive_quantity_admits_zero():
+    """Every quantity whose reference values are all positive is checked so that zero fails (at 5 models)."""
+    for path in regression.EXPECTATIONS_DIR.glob("*.json"):
+        doc = regression.load_expectations(path.stem)
+        for name, section in doc["sections"].items():
+            for key, ref in section.items():
+                assert "min" in ref and "scale" in ref, f"{path.name}: {name} / {key} predates log-scale checks"
+                if ref["min"] > 0:
+                    assert not regression.admits_zero(ref, 5), f"{path.name}: {name} / {key} admits zero"
