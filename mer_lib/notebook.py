@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from PIL import Image as PILImage
 
 from mer_lib import artifacts
-from mer_lib.analysis import figures, stats
+from mer_lib.analysis import figures
 from mer_lib.attacks import logs as attack_logs
 from mer_lib.attacks.adversarial_training import train_all
 from mer_lib.attacks.stage import attack_models
@@ -447,35 +447,6 @@ def ttest_text(tests: pd.DataFrame) -> str:
     """One line per paired t-test: mean difference with its CI, Cohen's d and p."""
     return "\n".join(f"{t.a} - {t.b}: mean diff {t.mean_diff:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}], "
                      f"d = {t.cohens_d:.2f}, p = {t.p:.1e}" for t in tests.itertuples())
-
-
-def comparison_text(findings: pd.DataFrame, published: pd.DataFrame | None) -> str:
-    """How this run's verdicts compare with the published runs' (empty without published runs)."""
-    if published is None:
-        return ""
-    side = stats.compare_findings(findings, published, labels=("ours", "published"))
-    differ = side.loc[~side["agree"], "finding"].tolist()
-    text = (f"\n\nOn the published runs: {stats.findings_summary_line(published)}. "
-            f"The verdicts agree on {int(side['agree'].sum())} of {len(side)} findings")
-    return text + ("; they differ on: " + "; ".join(differ) + "." if differ else ".")
-
-
-def central_contrasts_text(contrasts: pd.DataFrame, power: pd.DataFrame) -> str:
-    """The paper's central contrasts (median dMAE), each with its verdict and, if open, the seeds it would need."""
-    central = contrasts[contrasts["stat"] == "median"].merge(power[["a", "b", "seeds_needed"]], on=["a", "b"])
-    lines = ["\n\n**The paper's central contrasts** (median dMAE, CI over models):"]
-    for c in central.itertuples():
-        if c.verdict == "holds":
-            reason = ""
-        elif not c.estimate > 0:
-            reason = "; the difference points the other way on this run"
-        elif np.isfinite(c.seeds_needed):
-            reason = (f"; this run cannot show it with {c.n_a} seeds (about {c.seeds_needed:.0f} per system would be "
-                      "needed at the observed difference of the means)")
-        else:
-            reason = "; this run cannot decide it"
-        lines.append(f"- {c.a} - {c.b} = {c.estimate:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]: **{c.verdict}**{reason}")
-    return "\n".join(lines)
 
 
 def _count(flags: pd.Series) -> str:

@@ -167,6 +167,19 @@ def test_robustness_curves(tmp_path):
         figures.robustness_curves(pd.DataFrame(rows).drop(columns="eps"))
 
 
+def test_robustness_vs_gain_has_a_point_per_model_on_log_axes():
+    pm = pd.DataFrame([{"system": s, "seed": k, "grad_l2": g * k, "dmae": 0.5 * g * k, "dmae_rel": 3.0 + k}
+                       for s, g in (("A2E", 1.0), ("A2M2E", 2.0)) for k in (1, 2, 3)])
+    fig = figures.robustness_vs_gain(pm)
+    assert len(fig.axes) == 2
+    for ax, measure in zip(fig.axes, ("dmae", "dmae_rel")):
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+        np.testing.assert_allclose(np.sort(offsets[:, 1]), np.sort(pm[measure].to_numpy()))
+    with pytest.raises(MerError, match="grad_l2"):
+        figures.robustness_vs_gain(pm.drop(columns="grad_l2"))
+
+
 def test_figure4_seed_is_one_named_constant(published):
     assert figures.FIGURE4_SEED == 21
     assert figures.figure4_seed([6, 21, 42]) == 21 and figures.figure4_seed([42, 6]) == 42

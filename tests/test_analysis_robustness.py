@@ -174,3 +174,20 @@ def test_roundtrip_summary_per_system():
     assert (out["peak_preserved"] == 0.5).all() and (out["max_error_int16"] == 1.0).all()
     with pytest.raises(MerError, match="survival"):
         rb.roundtrip_summary(pd.DataFrame(rows).drop(columns="survival"))
+
+
+# --------------------------------------------------------------------------- budgets at a fixed damage
+def test_budget_for_damage_interpolates_in_log_budget():
+    sweep = pd.DataFrame({"system": ["A2E"] * 3 + ["A2M2E"] * 3 + ["aA2E"] * 3, "seed": 1,
+                          "eps": [0.01, 0.1, 1.0] * 3,
+                          "dmae_rel": [0.2, 0.4, 0.8, 0.6, 0.9, 1.2, 0.1, 0.2, 0.3]})
+    out = rb.budget_for_damage(sweep, level=0.5).set_index("system")
+    # A2E crosses 0.5 a quarter of the way from 0.4 (eps 0.1) to 0.8 (eps 1): 10 ** (-1 + 0.25)
+    assert out.loc["A2E", "budget"] == pytest.approx(10 ** -0.75) and out.loc["A2E", "reached"]
+    assert out.loc["A2M2E", "budget"] == 0.01  # already at the smallest budget
+    assert np.isinf(out.loc["aA2E", "budget"]) and not out.loc["aA2E", "reached"]
+    assert list(out.index) == ["A2E", "aA2E", "A2M2E"]  # the paper's order
+    with pytest.raises(MerError, match="level"):
+        rb.budget_for_damage(sweep, level=0.0)
+    with pytest.raises(MerError):
+        rb.budget_for_damage(sweep.drop(columns="dmae_rel"))

@@ -293,34 +293,6 @@ def _contrast(a, estimate, low, high, verdict):
             "ci_high": high, "verdict": verdict}
 
 
-def test_central_contrasts_text_gives_each_verdict_its_reason():
-    contrasts = pd.DataFrame([_contrast("A2E", 0.5, 0.1, 0.9, "holds"),
-                              _contrast("A2B2E", -0.1, -0.3, 0.1, "inconclusive"),
-                              _contrast("aA2E", 0.2, -0.1, 0.5, "inconclusive"),
-                              _contrast("aA2B2E", 0.2, -0.1, 0.5, "inconclusive"),
-                              {**_contrast("A2E", 9.0, 0.0, 9.0, "holds"), "stat": "mean"}])
-    power = pd.DataFrame({"a": ["A2E", "A2B2E", "aA2E", "aA2B2E"], "b": "A2M2E",
-                          "seeds_needed": [3.0, 9.0, 41.0, np.nan]})
-    lines = notebook.central_contrasts_text(contrasts, power).strip().split("\n")
-    assert lines[0].startswith("**The paper's central contrasts**") and len(lines) == 5
-    assert lines[1] == "- A2E - A2M2E = 0.500 [0.100, 0.900]: **holds**"
-    assert lines[2].endswith("the difference points the other way on this run")
-    assert "with 5 seeds (about 41 per system" in lines[3]
-    assert lines[4].endswith("this run cannot decide it")
-
-
-def test_comparison_text(monkeypatch):
-    assert notebook.comparison_text(pd.DataFrame(), None) == ""
-    side = pd.DataFrame({"finding": ["x holds", "y holds"], "agree": [True, False]})
-    monkeypatch.setattr(notebook.stats, "compare_findings", lambda a, b, labels: side)
-    monkeypatch.setattr(notebook.stats, "findings_summary_line", lambda f: "2 of 2 findings hold")
-    text = notebook.comparison_text(pd.DataFrame(), pd.DataFrame())
-    assert text == ("\n\nOn the published runs: 2 of 2 findings hold. The verdicts agree on 1 of 2 findings; "
-                    "they differ on: y holds.")
-    monkeypatch.setattr(notebook.stats, "compare_findings", lambda a, b, labels: side.assign(agree=True))
-    assert notebook.comparison_text(pd.DataFrame(), pd.DataFrame()).endswith("agree on 2 of 2 findings.")
-
-
 def test_waveform_summary_text_is_written_from_the_numbers():
     curves = pd.DataFrame([{"system": s, "kind": k, "snr_db": 30.0, "estimate": e}
                            for s, k, e in (("A2E", "attack", 0.2), ("A2M2E", "attack", 0.1), ("A2E", "white", 0.004),

@@ -431,9 +431,14 @@ def clean_performance_figure(per_model: pd.DataFrame, systems: Sequence[str] | N
 
 
 # --------------------------------------------------------------------------- bounded attacks
+#: Axis labels of the per-model robustness measures.
+MEASURE_LABELS: dict[str, str] = {"dmae": "dMAE", "dmae_rel": "dMAE / clean prediction spread",
+                                  "grad_l2": "input-gradient norm (gain)", "clean_spread": "clean prediction spread"}
+
+
 def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
-                      figsize: tuple[float, float] = (6.0, 4.0)) -> Figure:
-    """dMAE against the L-infinity budget eps of a bounded attack, one line per system.
+                      figsize: tuple[float, float] = (6.0, 4.0), quantity: str = "dmae") -> Figure:
+    """Damage against the L-infinity budget eps of a bounded attack, one line per system.
 
     Parameters
     ----------
@@ -442,6 +447,8 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
         (:func:`mer_lib.attacks.stage.bounded_sweep`).
     title : str, optional
     figsize : (float, float)
+    quantity : str
+        The damage column (``"dmae"`` or ``"dmae_rel"``).
 
     Returns
     -------
@@ -449,19 +456,56 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
         Median dMAE over the seeds of each system (line and markers) and the
         range over the seeds (band), log-scaled eps axis.
     """
-    missing = [c for c in ("system", "eps", "dmae") if c not in sweep.columns]
+    missing = [c for c in ("system", "eps", quantity) if c not in sweep.columns]
     if missing:
         raise MerError(f"robustness curves: missing columns {missing}; found {list(sweep.columns)}")
     systems = attack_logs.system_order(sweep["system"])
     fig, ax = plt.subplots(figsize=figsize)
-    sns.lineplot(sweep, x="eps", y="dmae", hue="system", hue_order=systems, estimator="median",
+    sns.lineplot(sweep, x="eps", y=quantity, hue="system", hue_order=systems, estimator="median",
                  errorbar=("pi", 100), marker="o", ax=ax, palette=system_colors(systems))
-    ax.set(xscale="log", xlabel="eps (L-infinity bound, normalised units)", ylabel="dMAE")
+    ax.set(xscale="log", xlabel="eps (L-infinity bound, normalised units)",
+           ylabel=MEASURE_LABELS.get(quantity, quantity))
     eps = np.sort(sweep["eps"].unique())
     ax.set_xticks(eps, [f"{e:g}" for e in eps])  # the swept values, not log-scale minor labels
     ax.xaxis.set_minor_locator(NullLocator())
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_vs_gain(per_model: pd.DataFrame, gain: str = "grad_l2", measures: Sequence[str] = ("dmae", "dmae_rel"),
+                       figsize: tuple[float, float] = (10.0, 3.8)) -> Figure:
+    """Each model's robustness against its gain, one panel per measure, log-log axes.
+
+    Parameters
+    ----------
+    per_model : pandas.DataFrame
+        One row per model with ``system``, ``gain`` and every column of ``measures``.
+    gain : str
+        The gain column (:func:`mer_lib.models.gain.model_gains`, or ``clean_spread``).
+    measures : sequence of str
+        Robustness columns (positive values).
+    figsize : (float, float)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A point per model, coloured by system: a measure that only restates
+        the gain lies on one rising line across all systems.
+    """
+    missing = [c for c in ("system", gain, *measures) if c not in per_model.columns]
+    if missing:
+        raise MerError(f"robustness vs gain: missing columns {missing}; found {list(per_model.columns)}")
+    systems = attack_logs.system_order(per_model["system"])
+    fig, axes = plt.subplots(1, len(measures), figsize=figsize, squeeze=False)
+    for ax, measure in zip(axes[0], measures):
+        sns.scatterplot(per_model, x=gain, y=measure, hue="system", hue_order=systems, palette=system_colors(systems),
+                        s=40, edgecolor="black", linewidth=0.5, ax=ax, legend=ax is axes[0][-1])
+        ax.set(xscale="log", yscale="log", xlabel=MEASURE_LABELS.get(gain, gain),
+               ylabel=MEASURE_LABELS.get(measure, measure))
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from mer_lib.analysis.stats import sd_interval, t_interval
 from mer_lib.config import MIDLEVEL

@@ -1,4 +1,4 @@
-"""Robustness in the audio domain: curves over SNR, sanity checks and the two domains' rankings.
+"""Robustness curves over budgets: the audio domain's SNR curves and checks, the spectrogram's eps budgets.
 
 Pure analysis (DataFrames in, DataFrames out) of the tables of
 :mod:`mer_lib.attacks.waveform_stage` (``results``: one row per model,
@@ -26,6 +26,7 @@ The sanity checks after Carlini et al. (2019), *On evaluating adversarial robust
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -463,3 +464,49 @@ def roundtrip_summary(roundtrip: pd.DataFrame) -> pd.DataFrame:
         survival_min=("survival", "min"), peak_preserved=("peak_preserved", "mean"),
         max_error_int16=("max_error_int16", "max")).reset_index()
     return _order(out, "system", [])
+
+
+# --------------------------------------------------------------------------- budgets at a fixed damage
+#: Relative damage (dMAE / the model's clean prediction spread) at which :func:`budget_for_damage`
+#: reads the budget. Fixed before any result was seen: half the model's own spread of predictions.
+RELATIVE_DAMAGE = 0.5
+
+
+def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quantity: str = "dmae_rel",
+                      budget: str = "eps") -> pd.DataFrame:
+    """Per model: the smallest budget at which the damage reaches ``level``, interpolated in log budget.
+
+    Parameters
+    ----------
+    sweep : pandas.DataFrame
+        Per-model damage at several budgets (:func:`mer_lib.attacks.stage.bounded_sweep`).
+    level : float
+        Damage to reach, in units of ``quantity``.
+    quantity, budget : str
+        Damage and budget columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``system``, ``seed``, ``budget`` (the interpolated budget; ``inf`` if
+        the largest budget does not reach ``level``, and the smallest budget if
+        it already does), ``reached`` (bool). Larger is more robust.
+    """
+    require_columns(sweep, [*MODEL_KEYS, budget, quantity], "budget_for_damage")
+    if not (level > 0):
+        raise MerError(f"budget_for_damage: level must be positive, got {level!r}")
+    rows = []
+    for (system, seed), g in sweep.groupby(list(MODEL_KEYS), sort=False):
+        g = g.sort_values(budget)
+        b, d = g[budget].to_numpy(np.float64), g[quantity].to_numpy(np.float64)
+        above = np.flatnonzero(d >= level)
+        if above.size == 0:
+            value = math.inf
+        elif above[0] == 0:
+            value = float(b[0])
+        else:
+            i = above[0]
+            frac = (level - d[i - 1]) / (d[i] - d[i - 1])
+            value = float(np.exp(np.log(b[i - 1]) + frac * (np.log(b[i]) - np.log(b[i - 1]))))
+        rows.append({"system": system, "seed": seed, "budget": value, "reached": bool(above.size)})
+    return _order(pd.DataFrame(rows), "system", ["seed"])

@@ -65,7 +65,6 @@ confidence interval and no finding is called true on its point estimate alone.
 from __future__ import annotations
 
 import math
-import re
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -839,7 +838,7 @@ def paper_findings(per_model: pd.DataFrame, measures: Sequence[str] = ("dmae",),
     return pd.DataFrame(rows, columns=_FINDING_COLUMNS)
 
 
-# --------------------------------------------------------------------------- findings as text
+# --------------------------------------------------------------------------- verdict counts, comparisons
 def _verdict_counts(findings: pd.DataFrame, what: str) -> dict[str, int]:
     require_columns(findings, ["verdict"], what)
     unknown = sorted(set(findings["verdict"]) - set(VERDICTS))
@@ -870,78 +869,6 @@ def findings_summary_line(findings: pd.DataFrame) -> str:
     if counts["undecided"]:
         line += f", {counts['undecided']} undecided"
     return line
-
-
-def _number(value: float, decimals: int) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{decimals}f}"
-
-
-def _p_value(p: float) -> str:
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
-
-
-def findings_text(findings: pd.DataFrame, label: str = "this run", decimals: int = 2) -> str:
-    """A short Markdown summary of the findings, written from their numbers and verdicts.
-
-    Parameters
-    ----------
-    findings : pandas.DataFrame
-        Output of :func:`paper_findings`.
-    label : str
-        What the findings were measured on, e.g. ``"our runs"``.
-    decimals : int
-        Decimals of the estimates and bounds.
-
-    Returns
-    -------
-    str
-        A sentence with the verdict counts (:func:`findings_summary_line`) and
-        the rule behind them, then one bullet per finding:
-        ``- <finding>: **<verdict>** (<measure> = <estimate>, 95% CI [<low>,
-        <high>]<, p = ...>)``. Nothing in it is fixed in advance: every word
-        that states a result comes from the table.
-
-    Raises
-    ------
-    MerError
-        If a needed column is missing or a verdict is unknown.
-    """
-    require_columns(findings, ["finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "findings_text")
-    counts = _verdict_counts(findings, "findings_text")
-    levels = findings["level"].dropna().unique() if "level" in findings.columns else []
-    ci = _ci_label(levels[0]) if len(levels) == 1 else "CI"
-    total, held, against = len(findings), counts["holds"], counts["contradicted"]
-    if total == 0:
-        overall = "There is no finding to report."
-    elif held == total:
-        overall = "Every finding is confirmed by its interval."
-    elif against == 0:
-        one = total - held == 1
-        overall = (f"None is contradicted, but {total - held} of {total} {'is' if one else 'are'} not confirmed "
-                   f"by {'its' if one else 'their'} interval.")
-    else:
-        overall = (f"{against} of {total} {'points' if against == 1 else 'point'} the other way: "
-                   f"{'its' if against == 1 else 'their'} interval lies entirely on the opposite side of zero.")
-    units = [str(u) for u in findings["unit"].dropna().unique()] if "unit" in findings.columns else []
-    resampled = f"; the intervals resample {' or '.join(units)}" if units else ""
-    lines = [f"On {label}, {findings_summary_line(findings)}. {overall} A finding holds only where its {ci} "
-             "lies entirely on the predicted side of zero, and is contradicted where it lies entirely on the "
-             f"other side{resampled}.", ""]
-    for rec in findings.to_dict("records"):
-        measure = re.sub(r"\s*\(holds if [^)]*\)\s*$", "", str(rec["measure"]))
-        est, lo, hi = rec["estimate"], rec["ci_low"], rec["ci_high"]
-        if est is None or not np.isfinite(est):
-            detail = f"{measure}: not measurable, a system is missing"
-        elif not (np.isfinite(lo) and np.isfinite(hi)):
-            detail = f"{measure} = {_number(est, decimals)}, no {ci}: a system has a single model"
-        else:
-            detail = (f"{measure} = {_number(est, decimals)}, {ci} [{_number(lo, decimals)}, "
-                      f"{_number(hi, decimals)}]")
-        p = rec.get("p", _NAN)
-        if p is not None and np.isfinite(p):
-            detail += f", p = {_p_value(float(p))}"
-        lines.append(f"- {rec['finding']}: **{rec['verdict']}** ({detail})")
-    return "\n".join(lines) + "\n"
 
 
 def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
