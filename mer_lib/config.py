@@ -411,6 +411,7 @@ class RunLayout:
         <run>/data/cache/                   spectrograms, offsets, standardisation statistics
         <run>/data/dataset.csv              the prepared table (labels, split, frames)
         <run>/models/<system>/seed<k>-<hash>/
+        <run>/posthoc/<variant>/seed<k>-<hash>/  trained backbones with heads refit post hoc (ridge sweep, head swap)
         <run>/attacks/<tag>/<system>/seed<k>-<hash>/
         <run>/tables/own/, <run>/tables/published/
         <run>/regression/<section>.csv      values checked by mer_lib.regression
@@ -431,6 +432,7 @@ class RunLayout:
         _set(self, "cache", root / "data" / "cache")
         _set(self, "dataset_table", root / "data" / "dataset.csv")
         _set(self, "models", root / "models")
+        _set(self, "posthoc", root / "posthoc")
         _set(self, "attacks", root / "attacks")
         _set(self, "regression", root / "regression")
         _set(self, "notebooks", root / "notebooks")

@@ -574,3 +574,33 @@ def test_interval_helpers_edge_cases():
     assert (low, high) == pytest.approx(sps.t.interval(0.95, 4, loc=x.mean(), scale=sps.sem(x)))
     with pytest.raises(MerError, match="stat"):
         stats.interval_over_models(x, "mode")
+
+
+# --------------------------------------------------------------------------- controls of the head's finishing
+def test_findings_across_a_sweep_name_the_setting_that_decides():
+    rows = []
+    for ridge, a2m2e in ((0.001, 2.0), (0.1, 0.5)):  # A2M2E less robust at one ridge, more at the other
+        for k in range(5):
+            for system, d in (("A2E", 1.0), ("A2B2E", 1.0), ("aA2E", 0.6), ("aA2B2E", 0.6), ("A2M2E", a2m2e)):
+                rows.append({"system": system, "seed": k, "ridge": ridge, "dmae": d + 0.01 * k, "dmae_rel": 5 * d,
+                             "clean_r": 0.7 + 0.001 * k, "adv_mae": 0.1 + d + 0.01 * k})
+    long = stats.findings_across(pd.DataFrame(rows), "ridge", ("dmae",), n_boot=500)
+    assert set(long["ridge"]) == {0.001, 0.1} and long.columns[0] == "ridge"
+    wide = stats.verdicts_across(long, "ridge").set_index("measure")
+    assert wide.loc["median dMAE: A2E - A2M2E", "across"] == "depends on ridge"
+    assert wide.loc["median dMAE: A2E - aA2E", "across"] == "holds"
+    assert wide.loc["median dMAE: A2E - A2M2E", "ridge 0.001"].endswith("contradicted")
+    assert wide.loc["median dMAE: A2E - A2M2E", "ridge 0.1"].startswith("0.50 [")
+
+
+def test_paired_differences_pair_on_the_unit():
+    table = pd.DataFrame({"route": ["direct"] * 4 + ["units"] * 4, "seed": [1, 2, 3, 4] * 2,
+                          "dmae": [1.0, 2.0, 3.0, 4.0, 0.9, 1.8, 2.9, 3.7]})
+    out = stats.paired_differences(table, "route", "direct", "units", ["dmae"]).iloc[0]
+    diff = np.array([0.1, 0.2, 0.1, 0.3])
+    assert out["estimate"] == pytest.approx(diff.mean()) and out["n_pairs"] == 4
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx(stats.t_interval(diff))
+    assert out["verdict"] == "holds"  # the unpaired Welch interval of the same values would contain zero
+    assert stats.welch_interval(table["dmae"][:4], table["dmae"][4:])[0] < 0
+    with pytest.raises(MerError, match="repeats"):
+        stats.paired_differences(pd.concat([table, table]), "route", "direct", "units", ["dmae"])

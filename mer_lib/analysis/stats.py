@@ -959,3 +959,61 @@ def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> p
         rows.append(row)
     out = pd.DataFrame(rows)
     return sort_models(out) if "system" in by else out.sort_values(by, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- controls of the head's finishing
+def findings_across(per_model: pd.DataFrame, by: str, measures: Sequence[str] = ("dmae", "dmae_rel"),
+                    n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """:func:`paper_findings` once per value of ``by`` (e.g. the ridge of a post-hoc head refit).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The findings of every value stacked, with a ``by`` column first.
+    """
+    require_columns(per_model, [by, *MODEL_KEYS], "findings_across")
+    parts = [paper_findings(g.drop(columns=[by]), measures, n_boot, seed, level).assign(**{by: value})
+             for value, g in per_model.groupby(by, sort=True)]
+    out = pd.concat(parts, ignore_index=True)
+    return out[[by, *[c for c in out.columns if c != by]]]
+
+
+def verdicts_across(findings: pd.DataFrame, by: str, decimals: int = 2) -> pd.DataFrame:
+    """One row per finding and measure: its estimate, CI and verdict at every value of ``by``, and across them.
+
+    ``across`` is the verdict where every value of ``by`` gives the same one,
+    else ``"depends on <by>"``: the finding is then decided by that setting
+    (e.g. the head's ridge), not by the systems.
+    """
+    require_columns(findings, [by, "finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "verdicts_across")
+    cells = findings.assign(cell=[_format_estimate_ci(e, lo, hi, decimals) + f" {v}" for e, lo, hi, v in
+                                  zip(findings["estimate"], findings["ci_low"], findings["ci_high"], findings["verdict"])])
+    wide = cells.pivot_table(index=["finding", "measure"], columns=by, values="cell", aggfunc="first", sort=False)
+    wide.columns = [f"{by} {value:g}" if isinstance(value, (int, float)) else f"{by} {value}" for value in wide.columns]
+    words = findings.groupby(["finding", "measure"], sort=False)["verdict"].agg(lambda v: v.iloc[0] if v.nunique() == 1
+                                                                               else f"depends on {by}")
+    return wide.join(words.rename("across")).reset_index()
+
+
+def paired_differences(table: pd.DataFrame, column: str, a: str, b: str, quantities: Sequence[str],
+                       on: str = "seed", level: float = 0.95) -> pd.DataFrame:
+    """Differences ``quantity(a) - quantity(b)`` between two arms that share a unit (e.g. the same backbone).
+
+    Rows with ``table[column] == a`` are paired with those with ``== b`` on
+    ``on``; per quantity: the mean of the paired differences, its t-interval
+    over the pairs and the :func:`verdict` (predicted sign positive).
+    """
+    require_columns(table, [column, on, *quantities], "paired_differences")
+    left = table[table[column] == a].set_index(on)
+    right = table[table[column] == b].set_index(on)
+    both = left.index.intersection(right.index)
+    if left.index.duplicated().any() or right.index.duplicated().any():
+        raise MerError(f"paired_differences: {on!r} repeats within an arm of {column!r}")
+    rows = []
+    for quantity in quantities:
+        diff = (left.loc[both, quantity] - right.loc[both, quantity]).to_numpy(np.float64)
+        estimate = float(diff.mean()) if diff.size else _NAN
+        lo, hi = t_interval(diff, level)
+        rows.append({"quantity": quantity, "contrast": f"{a} - {b}", "n_pairs": int(diff.size), "estimate": estimate,
+                     "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, 1, estimate)})
+    return pd.DataFrame(rows)

@@ -56,7 +56,14 @@ import torch
 
 from mer_lib import artifacts
 from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, default_step_size, run_attack
-from mer_lib.attacks.logs import SUMMARY_FILE, abs_errors, per_model_metrics, read_attack_table, write_attack_log
+from mer_lib.attacks.logs import (
+    SUMMARY_FILE,
+    abs_errors,
+    per_model_metrics,
+    read_attack_table,
+    require_columns,
+    write_attack_log,
+)
 from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, run_jobs
@@ -374,7 +381,8 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     Returns
     -------
     dict
-        ``(mode, eps) -> `` the ``attack.csv`` rows of every model, with a ``result_dir`` column.
+        ``(mode, eps) -> `` the ``attack.csv`` rows of every model, with ``result_dir`` and
+        ``model_dir`` columns.
     """
     config = config or AttackConfig()
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
@@ -411,6 +419,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
                 raise MerError(f"{problem}; delete {dirs[(i, j)]} and rerun to recompute the attack")
             table = read_attack_table(dirs[(i, j)])
             table["result_dir"] = str(dirs[(i, j)])
+            table["model_dir"] = items[j]
             parts.append(table)
         tables[setting] = pd.concat(parts, ignore_index=True)
     return tables
@@ -468,3 +477,31 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     settings = [("bounded", float(eps)) for eps in eps_values]
     tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor)
     return pd.concat([per_model_metrics(tables[st]).assign(eps=st[1]) for st in settings], ignore_index=True)
+
+
+def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike, mode: str = "paper",
+                    config: AttackConfig | None = None, eps: float | None = None,
+                    executor: Executor | str | int | None = None) -> pd.DataFrame:
+    """Attack model variants that share a (system, seed), e.g. :func:`mer_lib.models.heads.posthoc_heads`' table.
+
+    Parameters
+    ----------
+    variants : pandas.DataFrame
+        One row per model with a ``model_dir`` column and any describing
+        columns (``system``, ``seed``, ``head``, ``ridge``, ...), kept as they are.
+    prepared, run_dir, mode, config, eps, executor
+        As for :func:`attack_models` (finished attacks are reused).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``variants`` joined with :func:`mer_lib.attacks.logs.per_model_metrics`
+        of each variant's attack (its ``system`` and ``seed`` are the
+        variant table's, not the attacked architecture's).
+    """
+    require_columns(variants, ["model_dir", "system", "seed"], "model variants")
+    rows = attack_models(list(variants["model_dir"]), prepared, run_dir, mode, config, eps, progress=False,
+                         executor=executor)
+    metrics = [per_model_metrics(g).drop(columns=["system", "seed"]).assign(model_dir=folder)
+               for folder, g in rows.groupby("model_dir", sort=False)]
+    return variants.merge(pd.concat(metrics, ignore_index=True), on="model_dir", how="left", validate="one_to_one")

@@ -1,0 +1,189 @@
+"""Heads refit post hoc on frozen trained backbones: the ridge sweep and the head swap.
+
+Two controls for what the head's finishing does to robustness, without
+retraining anything:
+
+- **ridge sweep**: the same trained model with its linear head layers refit
+  (:func:`mer_lib.models.refit.refit_head`) at another ridge penalty. The
+  penalty sets the head's gain, and a fixed-length attack's dMAE scales with
+  the gain, so a contrast that changes its verdict across the sweep is decided
+  by the head's finishing, not by the architecture;
+- **head swap**: one backbone, two heads fit on the same training excerpts: a
+  direct emotion layer on the pooled features (``"direct"``), or 7 units fit to
+  the mid-level annotations followed by an emotion layer on them
+  (``"units"``, A2M2E's route). On A2E's backbone this isolates what routing
+  through mid-level units does, apart from what training with them does.
+
+Each variant is written as a model folder (loadable by
+:func:`mer_lib.models.stage.load_model_dir`, so the attack stages take it
+like a trained model) under ``<run>/posthoc/<label>/``, keyed by a hash of the
+source model, the head and the ridge, and reused when present.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_lib import artifacts
+from mer_lib.config import RunLayout, TrainConfig
+from mer_lib.errors import MerError
+from mer_lib.models.nets import build_model
+from mer_lib.models.refit import refit_head
+from mer_lib.models.stage import RECORDED_FILES, is_finished, load_model_dir, split_arrays
+from mer_lib.models.train import save_torch
+
+__all__ = ["HEADS", "HEAD_SYSTEMS", "SWEEP_RIDGES", "variant_label", "posthoc_heads", "ridge_sweep", "head_swap"]
+
+#: The heads of the swap and the architecture that carries each.
+HEAD_SYSTEMS: dict[str, str] = {"direct": "A2E", "units": "A2M2E"}
+HEADS = tuple(HEAD_SYSTEMS)
+
+
+def variant_label(system: str, ridge: float, head: str | None = None) -> str:
+    """``"A2E"`` / ``"A2E, ridge 0.1"`` / ``"A2E backbone + units head, ridge 0.01"``: the name in tables."""
+    if head is None:
+        return f"{system}, ridge {ridge:g}"
+    return f"{system} backbone + {head} head, ridge {ridge:g}"
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")
+
+
+def _variant(model, head: str | None):
+    """The model to refit: the trained one, or its backbone under the swapped head's architecture."""
+    if head is None:
+        return model
+    if head not in HEAD_SYSTEMS:
+        raise MerError(f"posthoc_heads: head must be one of {list(HEAD_SYSTEMS)} or None, got {head!r}")
+    swapped = build_model(HEAD_SYSTEMS[head], model.width)
+    swapped.backbone.load_state_dict(model.backbone.state_dict())
+    return swapped.to(next(model.parameters()).device)
+
+
+def _write(out: Path, source: Path, model, key: dict, record: dict) -> None:
+    config = artifacts.read_json(source / "config.json")
+    config["config"] = {**config["config"], "system": model.system}
+    config["posthoc"] = key
+    artifacts.write_json(out / "config.json", config)
+    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in model.state_dict().items()})
+    for name in RECORDED_FILES[1:]:  # the source's history and cost: the backbone's training
+        shutil.copyfile(source / name, out / name)
+    artifacts.write_checksums(out, RECORDED_FILES)
+    metrics = artifacts.read_json(source / "metrics.json")
+    artifacts.write_json(out / "metrics.json", {**metrics, "system": model.system, "posthoc": key,
+                                                "head_refit": record})
+
+
+def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
+                  ridges: Sequence[float], heads: Sequence[str | None] = (None,)) -> pd.DataFrame:
+    """Refit the heads of trained models post hoc at every ridge, for every head; write or reuse the folders.
+
+    Parameters
+    ----------
+    model_dirs : mapping
+        ``(system, seed) -> trained model folder``.
+    prepared : PreparedData
+        The run's prepared data: the heads are fit on its clean training split.
+    run_dir : path-like
+        The run directory (``<run>/posthoc/``).
+    ridges : sequence of float
+        Relative ridge penalties (:func:`mer_lib.models.refit.least_squares_layer`).
+    heads : sequence of {None, "direct", "units"}
+        ``None`` refits the model's own head; ``"direct"`` and ``"units"``
+        put the swap's heads on its backbone.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per variant, in the order of ``model_dirs``, ``heads`` and
+        ``ridges``: ``system`` (the source model's), ``seed``, ``head``
+        (``"own"``, ``"direct"`` or ``"units"``), ``ridge``, ``label``
+        (:func:`variant_label`) and ``model_dir``.
+    """
+    if not ridges:
+        raise MerError("posthoc_heads: no ridge values")
+    x, y, m = split_arrays(prepared, "train")
+    data = {"train_x_sha256": hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest(),
+            "train_targets_sha256": hashlib.sha256(np.ascontiguousarray(np.concatenate([y, m], axis=1),
+                                                                        np.float32).tobytes()).hexdigest()}
+    rows = []
+    for (system, seed), source in model_dirs.items():
+        source = Path(source)
+        model, source_sha256 = None, artifacts.file_sha256(source / "model.pt")
+        for head in heads:
+            for ridge in ridges:
+                label = variant_label(system, float(ridge), head)
+                key = {"source_model_sha256": source_sha256, "source_system": system, "seed": int(seed),
+                       "head": head, "ridge": float(ridge), "data": data}
+                out = RunLayout(run_dir).posthoc / _slug(label) / f"seed{seed}-{artifacts.config_hash(key)}"
+                rows.append({"system": system, "seed": int(seed), "head": head or "own", "ridge": float(ridge),
+                             "label": label, "model_dir": str(out)})
+                if is_finished(out):
+                    continue
+                if model is None:
+                    model, _ = load_model_dir(source)
+                variant = _variant(model, head)
+                record = refit_head(variant, x, y, m, float(ridge))
+                _write(out, source, variant, key, record)
+    return pd.DataFrame(rows, columns=["system", "seed", "head", "ridge", "label", "model_dir"])
+
+
+#: The ridges of the sweep: a decade either side of the quick profile's refit penalty (0.01). Fixed in advance.
+SWEEP_RIDGES: tuple[float, ...] = (0.001, 0.01, 0.1)
+
+
+def _own(model_dirs: Mapping[tuple[str, int], str | os.PathLike], ridge: float, systems: Sequence[str]) -> pd.DataFrame:
+    """The trained models themselves as rows of a variants table (their head refit at ``ridge`` in training)."""
+    return pd.DataFrame([{"system": s, "seed": int(k), "head": "own", "ridge": float(ridge),
+                          "label": variant_label(s, float(ridge)), "model_dir": str(d)}
+                         for (s, k), d in model_dirs.items() if s in systems],
+                        columns=["system", "seed", "head", "ridge", "label", "model_dir"])
+
+
+def ridge_sweep(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
+                train: TrainConfig, ridges: Sequence[float] = SWEEP_RIDGES) -> pd.DataFrame:
+    """Every model with its own head refit at every ridge of the sweep (:func:`posthoc_heads` rows).
+
+    Where the profile refits its heads in training (``train.refit_head``) at a
+    ridge of the sweep, the trained models stand for that ridge as they are.
+    """
+    trained = float(train.refit_ridge) if train.refit_head else None
+    others = [r for r in ridges if trained is None or not math.isclose(float(r), trained)]
+    parts = [posthoc_heads(model_dirs, prepared, run_dir, others)] if others else []
+    if trained is not None and len(others) < len(ridges):
+        parts.append(_own(model_dirs, trained, sorted({s for s, _ in model_dirs})))
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["ridge"], kind="stable").reset_index(drop=True)
+
+
+def head_swap(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
+              train: TrainConfig) -> pd.DataFrame:
+    """A2E's and A2M2E's backbones, each under both heads, at the profile's ridge.
+
+    Returns :func:`posthoc_heads` rows plus a ``route`` column (``"direct"``
+    or ``"units"``): the trained A2E is its backbone's direct route and the
+    trained A2M2E its backbone's units route (when the profile refits heads in
+    training; otherwise both routes are refit post hoc).
+    """
+    ridge = float(train.refit_ridge)
+    a2e = {k: v for k, v in model_dirs.items() if k[0] == "A2E"}
+    a2m2e = {k: v for k, v in model_dirs.items() if k[0] == "A2M2E"}
+    if not a2e or not a2m2e:
+        raise MerError("head_swap: needs trained A2E and A2M2E models")
+    if train.refit_head:
+        parts = [_own(a2e, ridge, ["A2E"]), posthoc_heads(a2e, prepared, run_dir, [ridge], ["units"]),
+                 _own(a2m2e, ridge, ["A2M2E"]), posthoc_heads(a2m2e, prepared, run_dir, [ridge], ["direct"])]
+    else:
+        parts = [posthoc_heads({**a2e, **a2m2e}, prepared, run_dir, [ridge], ["direct", "units"])]
+    out = pd.concat(parts, ignore_index=True)
+    own_route = out["system"].map({"A2E": "direct", "A2M2E": "units"})
+    out["route"] = out["head"].where(out["head"] != "own", own_route)
+    return out
