@@ -591,6 +591,8 @@ def test_findings_across_a_sweep_name_the_setting_that_decides():
     assert wide.loc["median dMAE: A2E - aA2E", "across"] == "holds"
     assert wide.loc["median dMAE: A2E - A2M2E", "ridge 0.001"].endswith("contradicted")
     assert wide.loc["median dMAE: A2E - A2M2E", "ridge 0.1"].startswith("0.50 [")
+    assert wide.loc["median dMAE: A2E - A2M2E", "sign of the estimate"] == "changes with ridge"
+    assert wide.loc["median dMAE: A2E - aA2E", "sign of the estimate"] == "positive"
 
 
 def test_paired_differences_pair_on_the_unit():

@@ -983,16 +983,21 @@ def verdicts_across(findings: pd.DataFrame, by: str, decimals: int = 2) -> pd.Da
 
     ``across`` is the verdict where every value of ``by`` gives the same one,
     else ``"depends on <by>"``: the finding is then decided by that setting
-    (e.g. the head's ridge), not by the systems.
+    (e.g. the head's ridge), not by the systems. ``sign of the estimate`` says
+    whether the point estimates keep their sign across ``by`` (``"positive"``,
+    ``"negative"``, ``"changes with <by>"``), which matters where every
+    interval is too wide for a verdict.
     """
     require_columns(findings, [by, "finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "verdicts_across")
     cells = findings.assign(cell=[_format_estimate_ci(e, lo, hi, decimals) + f" {v}" for e, lo, hi, v in
                                   zip(findings["estimate"], findings["ci_low"], findings["ci_high"], findings["verdict"])])
     wide = cells.pivot_table(index=["finding", "measure"], columns=by, values="cell", aggfunc="first", sort=False)
     wide.columns = [f"{by} {value:g}" if isinstance(value, (int, float)) else f"{by} {value}" for value in wide.columns]
-    words = findings.groupby(["finding", "measure"], sort=False)["verdict"].agg(lambda v: v.iloc[0] if v.nunique() == 1
-                                                                               else f"depends on {by}")
-    return wide.join(words.rename("across")).reset_index()
+    groups = findings.groupby(["finding", "measure"], sort=False)
+    words = groups["verdict"].agg(lambda v: v.iloc[0] if v.nunique() == 1 else f"depends on {by}")
+    signs = groups["estimate"].agg(lambda e: "positive" if (e > 0).all() else "negative" if (e < 0).all()
+                                   else f"changes with {by}")
+    return wide.join(words.rename("across")).join(signs.rename("sign of the estimate")).reset_index()
 
 
 def paired_differences(table: pd.DataFrame, column: str, a: str, b: str, quantities: Sequence[str],
