@@ -84,3 +84,17 @@ def test_bottleneck_weights_and_column_correlations():
     b = pd.DataFrame({"x": [2.0, 4.0, 6.1], "z": [0.0, 1.0, 0.0]})
     r = tables.column_correlations(a, b)
     assert list(r.index) == ["x"] and r["x"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_refit_table_reads_each_refit_layer(tmp_path):
+    record = {"n": 16, "ridge": 0.01, "before": 0.4, "after": 0.02, "norm_before": 3.0, "norm_after": 7.0}
+    dirs = {}
+    for system, refit in (("A2M2E", {"bottleneck": record, "emotion": {**record, "before": 0.6}}),
+                          ("A2B2E", {"bottleneck": None, "emotion": record}), ("A2E", None)):
+        folder = tmp_path / system
+        artifacts.write_json(folder / "metrics.json", {"system": system, "seed": 1, "head_refit": refit})
+        dirs[(system, 1)] = folder
+    table = tables.refit_table(dirs)
+    assert list(zip(table["system"], table["layer"])) == [("A2M2E", "bottleneck"), ("A2M2E", "emotion"),
+                                                           ("A2B2E", "emotion")]
+    assert table.loc[0, "before"] == 0.4 and table.loc[1, "before"] == 0.6 and table.loc[0, "norm_after"] == 7.0

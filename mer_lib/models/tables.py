@@ -1,4 +1,4 @@
-"""Tables of trained models read from their folders: metrics, history, cost, per-target r, bottleneck weights."""
+"""Tables of trained models read from their folders: metrics, history, cost, head refit, per-target r, bottleneck weights."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -36,6 +36,25 @@ def metrics_table(dirs: dict[tuple[str, int], Path], target: str = "emotions") -
             rows.append({"system": system, "seed": seed, "split": split,
                          **{k: rep[k] for k in ("n", "mean_r", "mae", "rmse", "r2")}})
     return pd.DataFrame(rows)
+
+
+def refit_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
+    """The head refit of every model (:func:`mer_lib.models.refit.refit_head`), one row per refit layer.
+
+    Columns ``system``, ``seed``, ``layer`` (``"bottleneck"`` or ``"emotion"``)
+    and the refit record: ``before`` and ``after`` (the layer's training MSE
+    against its targets), ``norm_before`` and ``norm_after`` (its weight's
+    Frobenius norm). ``before`` is what training taught the layer: the refit
+    hides it from every test metric, so a bottleneck trained without its
+    mid-level loss shows only here. Models trained without a refit have no rows.
+    """
+    rows = []
+    for system, seed, metrics in _records(dirs, "metrics.json"):
+        for layer, record in (metrics.get("head_refit") or {}).items():
+            if record is not None:
+                rows.append({"system": system, "seed": seed, "layer": layer,
+                             **{k: record[k] for k in ("before", "after", "norm_before", "norm_after")}})
+    return pd.DataFrame(rows, columns=["system", "seed", "layer", "before", "after", "norm_before", "norm_after"])
 
 
 def per_target_r(dirs: dict[tuple[str, int], Path], split: str = "test", target: str = "emotions") -> pd.DataFrame:
