@@ -62,13 +62,8 @@ The pieces, all pure computations (tensors or arrays in, tensors or arrays out):
   attack lowered the file's peak sample: madmom's peak normalisation then
   rescales the whole file on reading (:attr:`RoundTrip.peak_preserved` says so).
 
-Cost (measured on the 2-core reference machine, one thread, width 0.125, a
-batch of 8 ten-second segments, ``/tmp`` benchmark scripts, best of 3): one
-forward + backward pass through front end and model takes 17 ms per segment
-with a float32 FFT (front end forward 7 ms, model forward 2.5 ms, backward
-8 ms) and 44 ms with a float64 FFT; with torch's own indexing and complex-FFT
-backward it took 26 and 53 ms. A forward pass without gradients (noise,
-transfer) takes 10 ms (float32) or 23 ms (float64) per segment.
+Cost: the float64 FFT that makes the chain madmom-exact is the dearest part of
+an iteration; ``docs/protocol.md`` §6.3 gives the measured per-segment times.
 """
 from __future__ import annotations
 

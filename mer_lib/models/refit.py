@@ -1,43 +1,28 @@
 """Least-squares refit of a trained model's linear head layers: the scaled-down profiles' last step.
 
-Why
----
-Every system ends in linear layers: A2E's emotion layer; the bottleneck and
-emotion layers of A2B2E, aA2B2E and A2M2E. In the paper's budget (up to 199
-epochs of Adam at lr 5e-4) they converge. In the quick profile's 10 epochs
-they do not, and A2M2E suffers most: after 10 epochs its units still vary
-little (SD 0.005-0.14 against the mid-level targets' 0.18) and correlate with
-their features far less than its backbone allows, and its emotion layer needs
-weights of several units while Adam moves each weight by at most about ``lr``
-per step (360 steps x 0.004). Measured on the quick run of generator 1.0
-(5 seeds, test split): solving the emotion layer alone by least squares,
-backbone and bottleneck frozen, took A2M2E's mean emotion r from 0.52 +- 0.11
-to 0.71 +- 0.02 (A2E: 0.70 to 0.75); the representation was learned, the last
-layer had not caught up.
+Why: in the paper's budget (up to 199 epochs) the linear head layers
+converge; in the quick profile's 10 epochs they do not, least of all
+A2M2E's, whose units vary little and whose emotion layer needs large
+weights while Adam moves each weight by about ``lr`` per step. The
+representation is learned; the last layers have not caught up (the
+measurements are in ``docs/protocol.md`` §5).
 
-What
-----
-With ``TrainConfig.refit_head`` (quick and smoke profiles; off in ``paper``),
-:func:`mer_lib.models.stage.train_system` calls :func:`refit_head` after
-training, once the best epoch's weights are restored. On the clean training
-excerpts, in eval mode and with the backbone frozen, every linear head layer
-that has a target becomes its ridge-regression solution (float64): first
-A2M2E's bottleneck (mid-level targets from the pooled backbone features; its
-units then track their features as a converged model's would), then every
-system's emotion layer (emotion targets from what it reads). A2B2E's
-unsupervised bottleneck has no target and stays as trained, as do the
-adversarially trained backbones of aA2E and aA2B2E. The refit is
-deterministic.
+What: with ``TrainConfig.refit_head`` (quick and smoke profiles; off in
+``paper``), :func:`mer_lib.models.stage.train_system` calls
+:func:`refit_head` after training, once the best epoch's weights are
+restored. On the clean training excerpts, in eval mode and with the backbone
+frozen, every linear head layer that has a target becomes its ridge-regression
+solution (float64): first A2M2E's bottleneck (mid-level targets from the
+pooled backbone features), then every system's emotion layer (emotion targets
+from what it reads). A2B2E's unsupervised bottleneck has no target and stays
+as trained. The refit is deterministic.
 
-Why a ridge and not plain least squares: A2E's 32 pooled features are nearly
-collinear, and plain least squares fits them with weights of norm 120-350
-(the trained layer: about 4). Predictions on clean inputs barely change, but
-such a layer amplifies every perturbation: in a full quick run with plain
-least squares, A2E's median dMAE under the paper-mode attack rose from 0.48
-to 10.4. The validation error is flat over the penalty (it cannot choose it),
-so the penalty is fixed: ``TrainConfig.refit_ridge`` times the number of
-excerpts times the mean variance of the layer's inputs (0.01 in the quick
-profile: emotion-layer weight norms 2-8, like a trained layer's).
+Why a ridge: the pooled features are nearly collinear, and plain least
+squares gives weights far larger than a trained layer's, which amplify every
+perturbation. Validation error cannot choose the penalty, so it is fixed:
+``TrainConfig.refit_ridge`` times the number of excerpts times the mean
+variance of the layer's inputs. The penalty sets the head's gain, which is
+why notebook 05 sweeps it (:mod:`mer_lib.models.heads`).
 """
 from __future__ import annotations
 

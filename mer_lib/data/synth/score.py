@@ -78,9 +78,7 @@ def _harmony(c: Mapping[str, float], n_slots: int, rng: np.random.Generator) -> 
     relative minor mode, where most diatonic chords are minor (i, iv, v) and
     the melody uses the minor scale, vs the major mode (I, IV, V major); the
     minor units are spread evenly (:func:`even_share`) so that every 10-s
-    window carries about that share. (Generator 1.0 drew the mode per 4-chord
-    phrase at random: a 10-s window holds 2-3 phrases, and its share of minor
-    chords correlated only 0.72 with the control.) tonal_stability:
+    window carries about that share. tonal_stability:
     functional diatonic progressions in one key (with a tonic pedal in the
     bass) vs chromatic roots, modulations and diminished/augmented triads;
     dissonance: added seconds, tritones and sevenths.
