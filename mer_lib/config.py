@@ -82,6 +82,13 @@ class AttackConfig:
         Adversarial updates happen in epochs that are multiples of this (reference: 5).
     eps_values : tuple of float
         L-infinity radii of the bounded-mode sweep (normalised-spectrogram units).
+    l2_eps_values : tuple of float
+        L2 radii of the ``"bounded-l2"`` sweep (normalised-spectrogram units, the
+        norm of the whole 313 x 149 excerpt). An L-infinity perturbation that
+        uses its radius ``e`` in every bin has L2 norm ``e * sqrt(313 * 149)``,
+        about ``216 e``: the defaults are the L-infinity defaults x 200, rounded.
+        The published paper-mode perturbations end at median L2 norms of 18-22
+        (A2E, A2B2E, A2M2E) and 51-56 (adversarially trained systems).
     bounded_steps : int
         Iteration budget of bounded mode.
     bounded_update : str
@@ -107,6 +114,7 @@ class AttackConfig:
     adv_train_lr: float = 0.002
     adv_every: int = 5
     eps_values: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    l2_eps_values: tuple[float, ...] = (2.0, 6.0, 20.0, 60.0)
     bounded_steps: int = 100
     bounded_update: str = "sign"
     bounded_step_size: float | None = None
@@ -126,7 +134,7 @@ class AttackConfig:
                 raise MerError(f"AttackConfig.{name} must be a positive number, got {value!r}")
         check_choice("bounded_update", self.bounded_update, ("sign", "adam"))
         check_choice("bounded_stop", self.bounded_stop, ("fixed", "correlation"))
-        for eps in self.eps_values:
+        for eps in self.eps_values + self.l2_eps_values:
             check_eps(eps)
         if self.bounded_step_size is not None and not (self.bounded_step_size > 0):
             raise MerError(f"AttackConfig.bounded_step_size must be positive or None, got {self.bounded_step_size!r}")

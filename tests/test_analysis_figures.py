@@ -165,6 +165,11 @@ def test_robustness_curves(tmp_path):
     assert figures.save_figure(fig, "curves", tmp_path)["png"].exists()
     with pytest.raises(MerError, match="eps"):
         figures.robustness_curves(pd.DataFrame(rows).drop(columns="eps"))
+    assert "L-infinity" in ax.get_xlabel()
+    l2 = figures.robustness_curves(pd.DataFrame(rows).assign(norm="l2"))
+    assert "L2" in l2.axes[0].get_xlabel() and "infinity" not in l2.axes[0].get_xlabel()
+    with pytest.raises(MerError, match="one norm"):
+        figures.robustness_curves(pd.DataFrame(rows).assign(norm=["l2", "linf"] * 9))
 
 
 def test_robustness_vs_gain_has_a_point_per_model_on_log_axes():

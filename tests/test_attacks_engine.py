@@ -16,6 +16,7 @@ from mer_lib.attacks.engine import (
     CorrelationStop,
     FixedSteps,
     Iterate,
+    L2Update,
     SignUpdate,
     adam_step,
     adam_tables,
@@ -23,9 +24,11 @@ from mer_lib.attacks.engine import (
     bounded_attack,
     correlation_threshold,
     default_step_size,
+    l2_step,
     linf_radius,
     paper_attack,
     pearson_rows,
+    project_l2,
     project_linf,
     run_attack,
     sign_step,
@@ -254,7 +257,7 @@ def test_sign_step_moves_every_element_by_the_step_size_up_the_gradient():
     assert new.tolist() == [0.125, 0.375, -0.25]
     update = SignUpdate(0.125)
     assert update.moments(delta) == {}
-    assert torch.equal(update(delta, -torch.sign(grad), {}, torch.tensor([1]))[0], new)
+    assert torch.equal(update(delta, grad, {}, torch.tensor([1]))[0], new)  # rules take the MSE's gradient
 
 
 def test_default_step_size_is_used_by_bounded_attack(bounded_setup):
@@ -381,6 +384,49 @@ def test_bounded_attack_beats_random_sign_noise(bounded_setup):
     attack_gain = mae(res.adv_emotions, y) - clean
     noise_gain = mae(noisy, y) - clean
     assert attack_gain > 0 and noise_gain < 0.2 * attack_gain
+
+
+def test_l2_step_moves_by_the_step_size_along_the_gradient():
+    delta = torch.zeros(2, 1, 2, 2)
+    grad = torch.tensor([[3.0, 0.0, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0]]).view(2, 1, 2, 2)
+    new = l2_step(delta, grad, 0.5)
+    assert torch.allclose(new[0].flatten(), torch.tensor([0.3, 0.0, 0.0, 0.4]))
+    assert torch.equal(new[1], delta[1])  # a zero gradient does not move its example
+    assert torch.equal(L2Update(0.5)(delta, grad, {}, torch.tensor([1, 1]))[0], new)
+
+
+def test_l2_projection_shrinks_only_what_is_outside_the_ball():
+    delta = torch.stack([torch.full((1, 3, 4), 2.0), torch.full((1, 3, 4), 0.01)])  # norms 6.93 and 0.035
+    projected = project_l2(delta, 1.5)
+    norms = projected.flatten(1).norm(dim=1)
+    assert norms[0].item() == pytest.approx(1.5, rel=1e-6)
+    assert torch.allclose(projected[0] / projected[0].flatten()[0], torch.ones_like(projected[0]))  # direction kept
+    assert torch.equal(projected[1], delta[1])
+
+
+def test_l2_bounded_attack_respects_its_radius_and_beats_random_noise_of_the_same_norm(bounded_setup):
+    model, x, y = bounded_setup
+    damage = []
+    for eps in (0.5, 2.0, 8.0):
+        res = bounded_attack(model, x, y, eps, steps=10, norm="l2")
+        assert res.mode == "bounded-l2" and (res.l2 <= eps * (1 + 1e-5)).all()
+        assert (res.l2 >= 0.99 * eps).all()  # 10 steps of 2.5 eps / 10 reach the sphere
+        with torch.no_grad():
+            np.testing.assert_allclose(res.adv_emotions, model(x + torch.from_numpy(res.delta)).emotions.numpy(),
+                                       atol=1e-6)
+        damage.append(mae(res.adv_emotions, y))
+    clean = mae(res.clean_emotions, y)
+    assert clean < damage[0] <= damage[1] <= damage[2]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    noise = 2.0 * noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    with torch.no_grad():
+        noisy = mae(model(x + noise).emotions.numpy(), y)
+    assert noisy - clean < 0.2 * (damage[1] - clean)
+    with pytest.raises(MerError, match="update"):
+        bounded_attack(model, x, y, 1.0, update="adam", norm="l2")
+    with pytest.raises(MerError, match="norm"):
+        bounded_attack(model, x, y, 1.0, norm="l1")
 
 
 def test_bounded_with_correlation_rule_and_adam_update(bounded_setup):

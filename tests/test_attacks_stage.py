@@ -109,8 +109,26 @@ def test_bounded_stage_and_model_folder(prepared, tmp_path):
     sweep = attack_stage.bounded_sweep({("aA2E", 3): folder}, prepared, run_dir, cfg, eps_values=(0.05, 0.2))
     assert sweep["eps"].tolist() == [0.05, 0.2] and (sweep["system"] == "aA2E").all()
     assert sweep.loc[0, "dmae"] == pytest.approx(artifacts.read_json(out / "summary.json")["dmae"])
-    with pytest.raises(MerError, match="no eps"):
+    with pytest.raises(MerError, match="no linf eps"):
         attack_stage.bounded_sweep([folder], prepared, run_dir, dataclasses.replace(cfg, eps_values=()))
+
+    # the L2 sweep: its own folders, its own radii
+    l2 = attack_stage.bounded_sweep({("aA2E", 3): folder}, prepared, run_dir, dataclasses.replace(cfg, l2_eps_values=(1.0, 4.0)),
+                                    norm="l2")
+    assert l2["norm"].tolist() == ["l2", "l2"] and l2["eps"].tolist() == [1.0, 4.0] and (sweep["norm"] == "linf").all()
+    assert (run_dir / "attacks" / "bounded-l2-eps4" / "aA2E").is_dir()
+    rows = read_attack_table(next((run_dir / "attacks" / "bounded-l2-eps4" / "aA2E").iterdir()))
+    assert (rows["l2"] <= 4.0 * (1 + 1e-5)).all() and (rows["mode"] == "bounded-l2").all()
+    assert l2.loc[1, "dmae"] > l2.loc[0, "dmae"] > 0
+
+    # the plateau check reuses the sweep's attack and repeats it with twice the steps
+    plateau = attack_stage.plateau_check({("aA2E", 3): folder}, prepared, run_dir, cfg, 0.05)
+    assert plateau.loc[0, "dmae_steps"] == sweep.loc[0, "dmae"]
+    assert plateau.loc[0, "more_steps"] == 2 * cfg.bounded_steps == 2 * plateau.loc[0, "steps"]
+    assert plateau.loc[0, "dmae_ratio"] == pytest.approx(plateau.loc[0, "dmae_more"] / plateau.loc[0, "dmae_steps"])
+    assert plateau.loc[0, "dmae_more"] != plateau.loc[0, "dmae_steps"]  # another attack, not the same one reread
+    with pytest.raises(MerError, match="factor"):
+        attack_stage.plateau_check([folder], prepared, run_dir, cfg, 0.05, factor=1)
 
 
 # --------------------------------------------------------------------------

@@ -436,15 +436,19 @@ MEASURE_LABELS: dict[str, str] = {"dmae": "dMAE", "dmae_rel": "dMAE / clean pred
                                   "grad_l2": "input-gradient norm (gain)", "clean_spread": "clean prediction spread"}
 
 
+#: Axis names of the bounded attacks' norms.
+NORM_LABELS: dict[str, str] = {"linf": "L-infinity", "l2": "L2"}
+
+
 def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
                       figsize: tuple[float, float] = (6.0, 4.0), quantity: str = "dmae") -> Figure:
-    """Damage against the L-infinity budget eps of a bounded attack, one line per system.
+    """Damage against the budget eps of a bounded attack (L-infinity or L2), one line per system.
 
     Parameters
     ----------
     sweep : pandas.DataFrame
-        Per-model metrics with an ``eps`` column
-        (:func:`mer_lib.attacks.stage.bounded_sweep`).
+        Per-model metrics with an ``eps`` column and optionally a ``norm``
+        column of one norm (:func:`mer_lib.attacks.stage.bounded_sweep`).
     title : str, optional
     figsize : (float, float)
     quantity : str
@@ -459,11 +463,14 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
     missing = [c for c in ("system", "eps", quantity) if c not in sweep.columns]
     if missing:
         raise MerError(f"robustness curves: missing columns {missing}; found {list(sweep.columns)}")
+    norms = sweep["norm"].unique().tolist() if "norm" in sweep.columns else ["linf"]
+    if len(norms) != 1 or norms[0] not in NORM_LABELS:
+        raise MerError(f"robustness curves: expected one norm of {list(NORM_LABELS)}, got {norms}")
     systems = attack_logs.system_order(sweep["system"])
     fig, ax = plt.subplots(figsize=figsize)
     sns.lineplot(sweep, x="eps", y=quantity, hue="system", hue_order=systems, estimator="median",
                  errorbar=("pi", 100), marker="o", ax=ax, palette=system_colors(systems))
-    ax.set(xscale="log", xlabel="eps (L-infinity bound, normalised units)",
+    ax.set(xscale="log", xlabel=f"eps ({NORM_LABELS[norms[0]]} bound, normalised units)",
            ylabel=MEASURE_LABELS.get(quantity, quantity))
     eps = np.sort(sweep["eps"].unique())
     ax.set_xticks(eps, [f"{e:g}" for e in eps])  # the swept values, not log-scale minor labels

@@ -64,7 +64,8 @@ units). The step is either a signed-gradient step of size ``step_size``
 a fixed number of steps (returns the final iterate, evaluated by one more
 forward pass) or uses the correlation stopping rule (returns the best
 iterate). The reported adversarial prediction is always that of the returned
-adversarial example.
+adversarial example. Mode ``"bounded-l2"`` is the same with the L2 ball of
+radius ``eps`` (:func:`project_l2`) and the L2 PGD step (:func:`l2_step`).
 
 Per example, :class:`AttackResult` holds the iterations, converged flag,
 final threshold, the returned perturbation, its L2 and L-infinity norm, the
@@ -79,6 +80,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Iterator, NamedTuple
 
 import librosa
@@ -103,7 +105,11 @@ ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
 ADAM_EPS: float = 1e-8
 
 
-MODES: tuple[str, ...] = ("paper", "bounded")
+MODES: tuple[str, ...] = ("paper", "bounded", "bounded-l2")
+
+
+#: Norms of the bounded attack's ball: ``"linf"`` (mode ``"bounded"``) and ``"l2"`` (mode ``"bounded-l2"``).
+NORMS: tuple[str, ...] = ("linf", "l2")
 
 
 @dataclass
@@ -113,9 +119,9 @@ class AttackResult:
     Attributes
     ----------
     mode : str
-        ``"paper"`` or ``"bounded"``.
+        ``"paper"``, ``"bounded"`` (L-infinity ball) or ``"bounded-l2"``.
     eps : float
-        L-infinity radius (``nan`` in paper mode).
+        Radius of the ball (``nan`` in paper mode).
     iterations : int64 (N,)
         Evaluated iterates (paper mode, correlation stopping) or steps taken (fixed steps).
     converged : bool (N,)
@@ -432,6 +438,41 @@ def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta.clamp(-radius, radius)
 
 
+def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the L2 ball of radius ``eps``, per example (first axis): longer perturbations are shrunk.
+
+    Parameters
+    ----------
+    delta : Tensor (B, ...)
+        Perturbations.
+    eps : float
+        Radius.
+
+    Returns
+    -------
+    Tensor
+        ``delta * min(1, eps / ||delta||_2)`` per example (float rounding may leave a norm a few ulps above ``eps``).
+    """
+    norms = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
+    factor = (eps / norms).clamp(max=1.0)
+    return delta * factor.view((-1,) + (1,) * (delta.ndim - 1))
+
+
+def l2_step(delta: torch.Tensor, grad: torch.Tensor, rate: float) -> torch.Tensor:
+    """One steepest-ascent step for the L2 norm: ``delta + rate * grad / ||grad||_2`` per example.
+
+    An example whose gradient is zero does not move.
+    """
+    norms = grad.flatten(1).norm(dim=1)
+    scale = torch.where(norms > 0, rate / norms.clamp_min(torch.finfo(grad.dtype).tiny), torch.zeros_like(norms))
+    return delta + grad * scale.view((-1,) + (1,) * (grad.ndim - 1))
+
+
+def _neg_sign(grad: torch.Tensor) -> torch.Tensor:
+    """``-sign(grad)``: the reference hands it to a minimiser, which makes its step an ascent on the MSE."""
+    return torch.sign(grad).neg_()
+
+
 @dataclass(frozen=True)
 class SignUpdate:
     """The PGD update (:func:`sign_step` with step size ``rate``); it keeps no per-example moments."""
@@ -442,10 +483,26 @@ class SignUpdate:
         """Initial per-example state: none."""
         return {}
 
-    def __call__(self, delta: torch.Tensor, neg_sign: torch.Tensor, moments: dict[str, torch.Tensor],
+    def __call__(self, delta: torch.Tensor, grad: torch.Tensor, moments: dict[str, torch.Tensor],
+                 k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """New perturbations and moments of the active examples (``grad``: of the MSE, ascended)."""
+        return sign_step(delta, _neg_sign(grad), self.rate), {}
+
+
+@dataclass(frozen=True)
+class L2Update:
+    """The L2 PGD update (:func:`l2_step` with step size ``rate``); it keeps no per-example moments."""
+
+    rate: float
+
+    def moments(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Initial per-example state: none."""
+        return {}
+
+    def __call__(self, delta: torch.Tensor, grad: torch.Tensor, moments: dict[str, torch.Tensor],
                  k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """New perturbations and moments of the active examples."""
-        return sign_step(delta, neg_sign, self.rate), {}
+        return l2_step(delta, grad, self.rate), {}
 
 
 @dataclass(frozen=True)
@@ -458,10 +515,10 @@ class AdamUpdate:
         """Initial per-example state: zero moments shaped like ``x``."""
         return {"m": torch.zeros_like(x), "v": torch.zeros_like(x)}
 
-    def __call__(self, delta: torch.Tensor, neg_sign: torch.Tensor, moments: dict[str, torch.Tensor],
+    def __call__(self, delta: torch.Tensor, grad: torch.Tensor, moments: dict[str, torch.Tensor],
                  k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """New perturbations and moments of the active examples."""
-        new, m, v = adam_step(delta, neg_sign, moments["m"], moments["v"], k, self.tables)
+        new, m, v = adam_step(delta, _neg_sign(grad), moments["m"], moments["v"], k, self.tables)
         return new, {"m": m, "v": v}
 
 
@@ -608,20 +665,22 @@ def _evaluate(model: nn.Module, state: AttackState, it: int, channels_last: bool
     return cur
 
 
-def _step(state: AttackState, update: SignUpdate | AdamUpdate, cur: Iterate, proceed: torch.Tensor | None,
-          eps: float | None) -> None:
+Update = SignUpdate | L2Update | AdamUpdate
+
+
+def _step(state: AttackState, update: Update, cur: Iterate, proceed: torch.Tensor | None,
+          project: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
     """Backward pass and one update of the active examples where ``proceed`` (all if ``None``)."""
     loss = (cur.emotions - state.take(state.y)).pow(2).mean(dim=1).sum()
     (grad,) = torch.autograd.grad(loss, cur.delta)
     state.backward += cur.delta.shape[0]
-    neg_sign = torch.sign(grad).neg_()  # the reference hands -sign(grad) to a minimiser: ascent on the MSE
     k = state.take(state.steps) + 1
     moments = {name: state.take(value) for name, value in state.moments.items()}
-    new, moments = update(cur.delta.detach(), neg_sign, moments, k)
+    new, moments = update(cur.delta.detach(), grad, moments, k)
     for name, value in moments.items():
         state.moments[name] = state.put(state.moments[name], value, proceed)
-    if eps is not None:
-        new = project_linf(new, eps)
+    if project is not None:
+        new = project(new)
     state.delta = state.put(state.delta, new, proceed)
     state.steps = state.put(state.steps, k, proceed)
 
@@ -705,10 +764,10 @@ class FixedSteps:
 # --------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------
-def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: SignUpdate | AdamUpdate,
-            stop: CorrelationStop | FixedSteps, *, max_iters: int, eps: float | None,
-            channels_last: bool) -> AttackState:
-    """The batched attack loop (see the module docstring); ``eps`` ``None``: no projection."""
+def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: Update,
+            stop: CorrelationStop | FixedSteps, *, max_iters: int,
+            project: Callable[[torch.Tensor], torch.Tensor] | None, channels_last: bool) -> AttackState:
+    """The batched attack loop (see the module docstring); ``project`` ``None``: no projection."""
     with frozen_model(model):
         state = AttackState.start(x, y, update.moments(x))
         for it in range(1, max_iters + 1):
@@ -717,7 +776,7 @@ def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: SignUpda
             still = None if proceed is None else state.active.nonzero().squeeze(1)  # the one host sync
             if still is not None and (still.numel() == 0 or it == max_iters):
                 break  # a step after the last evaluation would never be used
-            _step(state, update, cur, proceed, eps)
+            _step(state, update, cur, proceed, project)
             if still is not None and still.numel() < len(x):
                 state.idx = still
         stop.finish(model, state, channels_last)
@@ -791,7 +850,7 @@ def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 100
     xt, yt = _check_inputs(model, x, y)
     update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
     state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets), max_iters=int(max_iters),
-                    eps=None, channels_last=channels_last)
+                    project=None, channels_last=channels_last)
     info = {"mode": "paper", "lr": float(lr), "max_iters": int(max_iters)}
     return _result(state, "paper", math.nan, True, mean, std, with_db_reference, info)
 
@@ -818,28 +877,30 @@ def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     xt, yt = _check_inputs(model, x, y)
     update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
     state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets=True), max_iters=int(max_iters),
-                    eps=None, channels_last=channels_last)
+                    project=None, channels_last=channels_last)
     return (xt + state.best).detach(), int(state.forward), int(state.backward)
 
 
 def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_size: float | None = None,
                    update: str = "sign", stop: str = "fixed", lr: float = 0.002, *,
                    mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
-                   channels_last: bool = False) -> AttackResult:
-    """Bounded-mode attack (protocol §6.2): projection onto the L-infinity ball of radius ``eps``.
+                   channels_last: bool = False, norm: str = "linf") -> AttackResult:
+    """Bounded-mode attack (protocol §6.2): projection onto the ``norm`` ball of radius ``eps``.
 
     Parameters
     ----------
     model, x, y
         As in :func:`paper_attack`.
     eps : float
-        L-infinity radius in normalised-spectrogram units.
+        Radius in normalised-spectrogram units (L-infinity: per bin; L2: of the whole excerpt).
     steps : int
         Iteration budget.
     step_size : float, optional
         Step of the ``"sign"`` update (default :func:`default_step_size`).
     update : str
-        ``"sign"`` (PGD) or ``"adam"`` (signed-gradient Adam with ``lr``).
+        ``"sign"`` (PGD: the steepest-ascent step of the norm, ``sign(grad)``
+        for L-infinity, ``grad / ||grad||_2`` for L2) or ``"adam"``
+        (signed-gradient Adam with ``lr``; L-infinity only).
     stop : str
         ``"fixed"``: every step is taken and the final iterate is returned
         (``iterations`` = steps); ``"correlation"``: the paper's stopping rule,
@@ -848,15 +909,18 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
         Adam learning rate of ``update="adam"``.
     mean, std, with_db_reference, channels_last
         As in :func:`paper_attack`.
+    norm : str
+        ``"linf"`` (mode ``"bounded"``) or ``"l2"`` (mode ``"bounded-l2"``).
 
     Returns
     -------
     AttackResult
         ``adv_emotions`` is the prediction of the returned example ``x + delta``;
-        ``|delta| <= eps`` everywhere.
+        ``|delta| <= eps`` everywhere (L2: ``||delta||_2 <= eps`` up to float rounding).
     """
     eps = check_eps(eps)
-    check_choice("update", update, ("sign", "adam"))
+    check_choice("norm", norm, NORMS)
+    check_choice("update", update, ("sign", "adam") if norm == "linf" else ("sign",))
     check_choice("stop", stop, ("fixed", "correlation"))
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise MerError(f"steps must be a positive integer, got {steps!r}")
@@ -867,12 +931,18 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
     if not (rate > 0):
         raise MerError(f"step size / lr must be positive, got {rate!r}")
     xt, yt = _check_inputs(model, x, y)
-    rule = SignUpdate(rate) if update == "sign" else AdamUpdate(adam_tables(rate, int(steps), xt.device))
+    if update == "adam":
+        rule = AdamUpdate(adam_tables(rate, int(steps), xt.device))
+    else:
+        rule = SignUpdate(rate) if norm == "linf" else L2Update(rate)
     stopping = FixedSteps() if stop == "fixed" else CorrelationStop(zero_threshold_unsets=False)
-    state = _engine(model, xt, yt, rule, stopping, max_iters=int(steps), eps=eps, channels_last=channels_last)
-    info = {"mode": "bounded", "eps": eps, "steps": int(steps), "update": update, "stop": stop,
+    project = project_linf if norm == "linf" else project_l2
+    state = _engine(model, xt, yt, rule, stopping, max_iters=int(steps), project=lambda d: project(d, eps),
+                    channels_last=channels_last)
+    mode = "bounded" if norm == "linf" else "bounded-l2"
+    info = {"mode": mode, "eps": eps, "steps": int(steps), "update": update, "stop": stop,
             "step_size" if update == "sign" else "lr": rate}
-    return _result(state, "bounded", eps, False, mean, std, with_db_reference, info)
+    return _result(state, mode, eps, False, mean, std, with_db_reference, info)
 
 
 def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig | None = None,
@@ -885,12 +955,13 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     model : MERModel
     x, y : arrays (N, 1, T, F), (N, 8)
     mode : str
-        ``"paper"`` (``config.lr``, ``config.max_iters``) or ``"bounded"``
-        (``eps`` and the ``bounded_*`` settings).
+        ``"paper"`` (``config.lr``, ``config.max_iters``), ``"bounded"``
+        (L-infinity ``eps`` and the ``bounded_*`` settings) or ``"bounded-l2"``
+        (L2 ``eps``, ``bounded_steps`` and ``bounded_stop``, PGD with the default step size).
     config : AttackConfig, optional
         Default: the paper values.
     eps : float
-        Required in bounded mode.
+        Required in the bounded modes.
     mean, std : float, optional
         Standardisation statistics for the true SNR.
     batch_size : int, optional
@@ -905,8 +976,8 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     """
     config = config or AttackConfig()
     check_choice("mode", mode, MODES)
-    if mode == "bounded" and eps is None:
-        raise MerError("bounded mode needs eps")
+    if mode != "paper" and eps is None:
+        raise MerError(f"{mode} mode needs eps")
     x = _as_tensor(x)
     y = _as_tensor(y)
     bs = int(batch_size or config.batch_size)
@@ -919,9 +990,12 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
                       channels_last=config.channels_last)
         if mode == "paper":
             parts.append(paper_attack(model, xb, yb, config.lr, config.max_iters, **common))
-        else:
+        elif mode == "bounded":
             parts.append(bounded_attack(model, xb, yb, eps, config.bounded_steps, config.bounded_step_size,
                                         config.bounded_update, config.bounded_stop, config.lr, **common))
+        else:
+            parts.append(bounded_attack(model, xb, yb, eps, config.bounded_steps, None, "sign",
+                                        config.bounded_stop, **common, norm="l2"))
     return AttackResult.concat(parts)
 
 

@@ -102,15 +102,15 @@ def attack_passes(mode: str, attack: AttackConfig, n: int) -> dict[str, int]:
     """Example passes of attacking ``n`` excerpts of one model, an upper bound (as ``summary.json`` counts them).
 
     ``"paper"``: ``max_iters`` evaluations, a step after all but the last.
-    ``"bounded"``: ``bounded_steps`` steps, each after an evaluation, and a
-    last evaluation of the returned example.
+    ``"bounded"`` and ``"bounded-l2"``: ``bounded_steps`` steps, each after an
+    evaluation, and a last evaluation of the returned example.
     """
     if mode == "paper":
         return {"forward": n * attack.max_iters, "backward_weights": 0, "backward_input": n * (attack.max_iters - 1)}
-    if mode == "bounded":
+    if mode in ("bounded", "bounded-l2"):
         return {"forward": n * (attack.bounded_steps + 1), "backward_weights": 0,
                 "backward_input": n * attack.bounded_steps}
-    raise MerError(f"attack mode must be 'paper' or 'bounded', got {mode!r}")
+    raise MerError(f"attack mode must be 'paper', 'bounded' or 'bounded-l2', got {mode!r}")
 
 
 def job_gflop(system: str, width: float, passes: Mapping[str, int], input_hw: tuple[int, int] = (313, 149)) -> float:
@@ -151,7 +151,8 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
             passes = training_passes(system, train, attack, sizes)
             rows += [{"notebook": notebook, "kind": "train", "system": system, "seed": seed, "setting": "train",
                       **passes} for seed in train.seeds]
-    settings = [("paper", "paper")] + [("bounded", f"bounded-eps{eps:g}") for eps in attack.eps_values]
+    settings = ([("paper", "paper")] + [("bounded", f"bounded-eps{eps:g}") for eps in attack.eps_values]
+                + [("bounded-l2", f"bounded-l2-eps{eps:g}") for eps in attack.l2_eps_values])
     for mode, setting in settings:
         passes = attack_passes(mode, attack, sizes[2])
         rows += [{"notebook": "05", "kind": "attack", "system": system, "seed": seed, "setting": setting,

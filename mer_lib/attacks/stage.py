@@ -30,7 +30,7 @@ The attack stage
     ``checksums.json``  size and SHA-256 of ``log.csv``, ``attack.csv`` and ``adversarial.npy``
     ``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
 
-    ``<tag>`` is ``paper`` or ``bounded-eps<eps>``. The hash covers the model's
+    ``<tag>`` is ``paper``, ``bounded-eps<eps>`` or ``bounded-l2-eps<eps>``. The hash covers the model's
     weights, the attacked inputs and labels, the standardisation statistics
     and the attack settings that change results, so a rerun reuses a finished
     folder and any change gives a new one. Every file is written atomically.
@@ -55,7 +55,7 @@ import pandas as pd
 import torch
 
 from mer_lib import artifacts
-from mer_lib.attacks.engine import ATTACK_VERSION, MODES, attack_table, default_step_size, run_attack
+from mer_lib.attacks.engine import ATTACK_VERSION, MODES, NORMS, attack_table, default_step_size, run_attack
 from mer_lib.attacks.logs import (
     SUMMARY_FILE,
     abs_errors,
@@ -64,7 +64,7 @@ from mer_lib.attacks.logs import (
     require_columns,
     write_attack_log,
 )
-from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_eps
+from mer_lib.config import EMOTIONS, AttackConfig, RunLayout, check_choice, check_eps
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, run_jobs
 from mer_lib.models.nets import MERModel, memory_format_name
@@ -96,6 +96,9 @@ def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
         return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
                 "db_reference": config.db_reference, "zero_threshold_unsets": True}
     eps = check_eps(eps)
+    if mode == "bounded-l2":
+        return {"mode": mode, "eps": eps, "steps": config.bounded_steps, "update": "sign", "stop": config.bounded_stop,
+                "db_reference": config.db_reference, "step_size": default_step_size(eps, config.bounded_steps)}
     out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
            "stop": config.bounded_stop, "db_reference": config.db_reference}
     if config.bounded_update == "sign":
@@ -107,10 +110,10 @@ def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
 
 
 def attack_tag(mode: str, eps: float | None = None) -> str:
-    """``"paper"`` or ``"bounded-eps<eps>"`` (folder name of an attack setting)."""
+    """``"paper"``, ``"bounded-eps<eps>"`` or ``"bounded-l2-eps<eps>"`` (folder name of an attack setting)."""
     if mode not in MODES:
         raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
-    return "paper" if mode == "paper" else f"bounded-eps{check_eps(eps):g}"
+    return "paper" if mode == "paper" else f"{mode}-eps{check_eps(eps):g}"
 
 
 def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
@@ -173,7 +176,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     run_dir : path-like
         The run directory; results go to ``run_dir/attacks/...``.
     mode : str
-        ``"paper"`` or ``"bounded"``.
+        ``"paper"``, ``"bounded"`` or ``"bounded-l2"``.
     config : AttackConfig, optional
         Attack settings (default: the paper values).
     eps : float, optional
@@ -365,7 +368,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     run_dir : path-like
         The run directory.
     settings : sequence of (str, float or None)
-        ``("paper", None)`` and/or ``("bounded", eps)`` pairs.
+        ``("paper", None)`` and/or ``("bounded", eps)`` / ``("bounded-l2", eps)`` pairs.
     config : AttackConfig, optional
         Attack settings (default: the paper values).
     progress : bool
@@ -446,8 +449,8 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
 
 def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig,
                   eps_values: Sequence[float] | None = None, progress: bool = False,
-                  executor: Executor | str | int | None = None) -> pd.DataFrame:
-    """Bounded attacks of many models at several eps: per-model metrics with an ``eps`` column.
+                  executor: Executor | str | int | None = None, norm: str = "linf") -> pd.DataFrame:
+    """Bounded attacks of many models at several eps: per-model metrics with ``norm`` and ``eps`` columns.
 
     Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
 
@@ -460,23 +463,60 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     config : AttackConfig
         Bounded-mode settings (steps, update, step size, stopping rule).
     eps_values : sequence of float, optional
-        Default: ``config.eps_values``.
+        Default: ``config.eps_values`` (L-infinity) or ``config.l2_eps_values`` (L2).
     progress : bool
         Show a progress bar counting attack jobs.
     executor : Executor, str or int, optional
         How the jobs run (:func:`attack_many`).
+    norm : str
+        ``"linf"`` (mode ``"bounded"``) or ``"l2"`` (mode ``"bounded-l2"``).
 
     Returns
     -------
     pandas.DataFrame
-        :func:`mer_lib.attacks.logs.per_model_metrics` of every eps, stacked, with ``eps``.
+        :func:`mer_lib.attacks.logs.per_model_metrics` of every eps, stacked, with ``norm`` and ``eps``.
     """
-    eps_values = config.eps_values if eps_values is None else tuple(eps_values)
+    check_choice("norm", norm, NORMS)
+    if eps_values is None:
+        eps_values = config.eps_values if norm == "linf" else config.l2_eps_values
+    eps_values = tuple(eps_values)
     if not eps_values:
-        raise MerError("bounded_sweep: no eps values")
-    settings = [("bounded", float(eps)) for eps in eps_values]
+        raise MerError(f"bounded_sweep: no {norm} eps values")
+    mode = "bounded" if norm == "linf" else "bounded-l2"
+    settings = [(mode, float(eps)) for eps in eps_values]
     tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor)
-    return pd.concat([per_model_metrics(tables[st]).assign(eps=st[1]) for st in settings], ignore_index=True)
+    return pd.concat([per_model_metrics(tables[st]).assign(norm=norm, eps=st[1]) for st in settings],
+                     ignore_index=True)
+
+
+def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig, eps: float,
+                  norm: str = "linf", factor: int = 2, executor: Executor | str | int | None = None) -> pd.DataFrame:
+    """Whether the bounded attack's damage has plateaued: the same attack with ``factor`` x the steps.
+
+    Each model is attacked at radius ``eps`` with ``config.bounded_steps`` and
+    with ``factor * config.bounded_steps`` steps (default step size
+    ``2.5 eps / steps`` in both, so both can cross the ball); the first is
+    reused from the sweep.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model: ``system``, ``seed``, ``norm``, ``eps``, ``dmae``
+        and ``dmae_rel`` of both budgets (suffixes ``_steps`` and ``_more``) and
+        their ratios ``dmae_ratio`` (more / steps) and ``dmae_rel_ratio``.
+    """
+    check_choice("norm", norm, NORMS)
+    if not isinstance(factor, (int, np.integer)) or factor < 2:
+        raise MerError(f"plateau_check: factor must be an integer >= 2, got {factor!r}")
+    more = dataclasses.replace(config, bounded_steps=int(factor) * config.bounded_steps)
+    parts = {name: bounded_sweep(model_dirs, prepared, run_dir, cfg, (eps,), executor=executor, norm=norm)
+             for name, cfg in (("steps", config), ("more", more))}
+    keys = ["system", "seed", "norm", "eps"]
+    out = parts["steps"][keys + ["dmae", "dmae_rel"]].merge(
+        parts["more"][keys + ["dmae", "dmae_rel"]], on=keys, suffixes=("_steps", "_more"), validate="one_to_one")
+    for q in ("dmae", "dmae_rel"):
+        out[f"{q}_ratio"] = out[f"{q}_more"] / out[f"{q}_steps"]
+    return out.assign(steps=config.bounded_steps, more_steps=more.bounded_steps)
 
 
 def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike, mode: str = "paper",
