@@ -375,7 +375,7 @@ PROFILES: dict[str, Profile] = {
         # adversarial training's 5 x 0.02 matches its 50 x 0.002 (measured on quick models);
         # the bounded sweep (3 eps x 8 steps) is sized to keep notebooks 01-08 within 10 minutes
         attack=AttackConfig(lr=0.1, max_iters=20, adv_train_iters=5, adv_train_lr=0.02, adv_every=5,
-                            eps_values=(0.03, 0.1, 0.3), bounded_steps=8),
+                            eps_values=(0.03, 0.1, 0.3), l2_eps_values=(6.0, 20.0), bounded_steps=8),
     ),
     "smoke": Profile(
         name="smoke",
@@ -385,7 +385,7 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(width=0.0625, max_epochs=3, patience=1, lr=4e-3, seeds=(6, 21), val_drop_last=False,
                           refit_head=True),
         attack=AttackConfig(lr=0.1, max_iters=3, adv_train_iters=2, adv_train_lr=0.05, adv_every=2,
-                            eps_values=(0.1,), bounded_steps=3),
+                            eps_values=(0.1,), l2_eps_values=(20.0,), bounded_steps=3),
     ),
 }
 
