@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from mer_lib.analysis import robustness as rb
 from mer_lib.analysis.stats import system_contrasts
@@ -191,3 +192,18 @@ def test_budget_for_damage_interpolates_in_log_budget():
         rb.budget_for_damage(sweep, level=0.0)
     with pytest.raises(MerError):
         rb.budget_for_damage(sweep.drop(columns="dmae_rel"))
+
+
+def test_plateau_summary_is_the_mean_ratio_with_its_t_interval():
+    ratios = np.array([1.0, 1.1, 1.2, 0.9, 1.05])
+    plateau = pd.DataFrame({"system": list("ABCDE") * 2, "seed": 1, "norm": ["linf"] * 5 + ["l2"] * 5,
+                            "eps": [0.1] * 5 + [20.0] * 5, "dmae_ratio": np.r_[ratios, 2 * ratios],
+                            "dmae_rel_ratio": np.r_[ratios, ratios]})
+    out = rb.plateau_summary(plateau)
+    assert out["norm"].tolist() == ["linf", "l2"] and out["models"].tolist() == [5, 5]
+    assert out.loc[0, "dmae_ratio"] == pytest.approx(ratios.mean())
+    half = scipy_stats.t.ppf(0.975, 4) * ratios.std(ddof=1) / np.sqrt(5)
+    assert out.loc[0, "dmae_ci_low"] == pytest.approx(ratios.mean() - half)
+    assert out.loc[1, "dmae_ci_high"] == pytest.approx(2 * ratios.mean() + 2 * half)
+    with pytest.raises(MerError, match="plateau_summary"):
+        rb.plateau_summary(plateau.drop(columns="dmae_ratio"))

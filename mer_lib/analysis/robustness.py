@@ -510,3 +510,26 @@ def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quant
             value = float(np.exp(np.log(b[i - 1]) + frac * (np.log(b[i]) - np.log(b[i - 1]))))
         rows.append({"system": system, "seed": seed, "budget": value, "reached": bool(above.size)})
     return _order(pd.DataFrame(rows), "system", ["seed"])
+
+
+def plateau_summary(plateau: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per norm: how much more damage twice the steps did (:func:`mer_lib.attacks.stage.plateau_check`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``norm``, ``eps``, ``models``, and for ``dmae`` and ``dmae_rel`` the mean
+        ratio (more steps / the sweep's steps) over the models with its
+        t-interval (``*_ratio``, ``*_ci_low``, ``*_ci_high``). A ratio near 1
+        means the sweep's steps had reached the damage's plateau.
+    """
+    require_columns(plateau, ["norm", "eps", "dmae_ratio", "dmae_rel_ratio"], "plateau_summary")
+    rows = []
+    for (norm, eps), g in plateau.groupby(["norm", "eps"], sort=False):
+        row = {"norm": norm, "eps": eps, "models": len(g)}
+        for q in ("dmae", "dmae_rel"):
+            values = g[f"{q}_ratio"].to_numpy(np.float64)
+            low, high = t_interval(values, level)
+            row.update({f"{q}_ratio": float(values.mean()), f"{q}_ci_low": low, f"{q}_ci_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
