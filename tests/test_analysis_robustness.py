@@ -185,7 +185,8 @@ def test_budget_for_damage_interpolates_in_log_budget():
     out = rb.budget_for_damage(sweep, level=0.5).set_index("system")
     # A2E crosses 0.5 a quarter of the way from 0.4 (eps 0.1) to 0.8 (eps 1): 10 ** (-1 + 0.25)
     assert out.loc["A2E", "budget"] == pytest.approx(10 ** -0.75) and out.loc["A2E", "reached"]
-    assert out.loc["A2M2E", "budget"] == 0.01  # already at the smallest budget
+    assert out.loc["A2M2E", "budget"] == 0.01 and out.loc["A2M2E", "at_smallest"]  # only an upper bound
+    assert not out.loc["A2E", "at_smallest"] and not out.loc["aA2E", "at_smallest"]
     assert np.isinf(out.loc["aA2E", "budget"]) and not out.loc["aA2E", "reached"]
     assert list(out.index) == ["A2E", "aA2E", "A2M2E"]  # the paper's order
     with pytest.raises(MerError, match="level"):

@@ -490,7 +490,9 @@ def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quant
     pandas.DataFrame
         ``system``, ``seed``, ``budget`` (the interpolated budget; ``inf`` if
         the largest budget does not reach ``level``, and the smallest budget if
-        it already does), ``reached`` (bool). Larger is more robust.
+        it already does), ``reached`` (bool) and ``at_smallest`` (bool: the
+        smallest budget already reaches ``level``, so ``budget`` is only an
+        upper bound). Larger is more robust.
     """
     require_columns(sweep, [*MODEL_KEYS, budget, quantity], "budget_for_damage")
     if not (level > 0):
@@ -508,7 +510,8 @@ def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quant
             i = above[0]
             frac = (level - d[i - 1]) / (d[i] - d[i - 1])
             value = float(np.exp(np.log(b[i - 1]) + frac * (np.log(b[i]) - np.log(b[i - 1]))))
-        rows.append({"system": system, "seed": seed, "budget": value, "reached": bool(above.size)})
+        rows.append({"system": system, "seed": seed, "budget": value, "reached": bool(above.size),
+                     "at_smallest": bool(above.size) and above[0] == 0})
     return _order(pd.DataFrame(rows), "system", ["seed"])
 
 
