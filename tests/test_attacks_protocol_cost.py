@@ -87,10 +87,11 @@ def test_protocol_jobs_of_the_quick_and_paper_profiles():
     quick = pc.protocol_jobs("quick")
     seeds = get_profile("quick").train.seeds
     assert pc.split_sizes("quick") == (288, 36, 36)
-    # 05: the paper-mode attack, 3 L-infinity and 2 L2 radii, for 25 models
-    assert quick.groupby("notebook").size().to_dict() == {"02": 10, "03": 5, "04": 10, "05": 25 * 6}
+    # 05: the paper-mode attack, 3 L-infinity and 3 L2 radii, for 25 models
+    assert quick.groupby("notebook").size().to_dict() == {"02": 10, "03": 5, "04": 10, "05": 25 * 7}
     assert quick[quick["notebook"] == "05"]["setting"].unique().tolist() == [
-        "paper", "bounded-eps0.03", "bounded-eps0.1", "bounded-eps0.3", "bounded-l2-eps6", "bounded-l2-eps20"]
+        "paper", "bounded-eps0.03", "bounded-eps0.1", "bounded-eps0.3", "bounded-l2-eps2", "bounded-l2-eps6",
+        "bounded-l2-eps20"]
     adversarial = quick[quick["system"] == "aA2E"].iloc[0]
     plain = quick[quick["system"] == "A2E"].iloc[0]
     # quick: 10 epochs of 36 batches of 8, the adversary in epochs 5 and 10 (5 iterations)

@@ -127,6 +127,9 @@ def test_bounded_stage_and_model_folder(prepared, tmp_path):
     assert plateau.loc[0, "more_steps"] == 2 * cfg.bounded_steps == 2 * plateau.loc[0, "steps"]
     assert plateau.loc[0, "dmae_ratio"] == pytest.approx(plateau.loc[0, "dmae_more"] / plateau.loc[0, "dmae_steps"])
     assert plateau.loc[0, "dmae_more"] != plateau.loc[0, "dmae_steps"]  # another attack, not the same one reread
+    middle = attack_stage.plateau_check({("aA2E", 3): folder}, prepared, run_dir,
+                                        dataclasses.replace(cfg, eps_values=(0.2, 0.05, 0.4)))
+    assert middle.loc[0, "eps"] == 0.2 and middle.loc[0, "dmae_steps"] == sweep.loc[1, "dmae"]  # reused
     with pytest.raises(MerError, match="factor"):
         attack_stage.plateau_check([folder], prepared, run_dir, cfg, 0.05, factor=1)
 

@@ -489,11 +489,13 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
                      ignore_index=True)
 
 
-def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig, eps: float,
+def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig, eps: float | None = None,
                   norm: str = "linf", factor: int = 2, executor: Executor | str | int | None = None) -> pd.DataFrame:
     """Whether the bounded attack's damage has plateaued: the same attack with ``factor`` x the steps.
 
-    Each model is attacked at radius ``eps`` with ``config.bounded_steps`` and
+    Each model is attacked at radius ``eps`` (default: the middle radius of the
+    sweep of that norm, ``config.eps_values`` or ``config.l2_eps_values``, the
+    upper middle one of an even count) with ``config.bounded_steps`` and
     with ``factor * config.bounded_steps`` steps (default step size
     ``2.5 eps / steps`` in both, so both can cross the ball); the first is
     reused from the sweep.
@@ -506,6 +508,11 @@ def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
         their ratios ``dmae_ratio`` (more / steps) and ``dmae_rel_ratio``.
     """
     check_choice("norm", norm, NORMS)
+    if eps is None:
+        radii = sorted(config.eps_values if norm == "linf" else config.l2_eps_values)
+        if not radii:
+            raise MerError(f"plateau_check: no {norm} radii in the configuration and no eps given")
+        eps = radii[len(radii) // 2]
     if not isinstance(factor, (int, np.integer)) or factor < 2:
         raise MerError(f"plateau_check: factor must be an integer >= 2, got {factor!r}")
     more = dataclasses.replace(config, bounded_steps=int(factor) * config.bounded_steps)
