@@ -490,14 +490,8 @@ class SignUpdate:
 
 
 @dataclass(frozen=True)
-class L2Update:
-    """The L2 PGD update (:func:`l2_step` with step size ``rate``); it keeps no per-example moments."""
-
-    rate: float
-
-    def moments(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Initial per-example state: none."""
-        return {}
+class L2Update(SignUpdate):
+    """The L2 PGD update (:func:`l2_step` with step size ``rate``); like :class:`SignUpdate`, no moments."""
 
     def __call__(self, delta: torch.Tensor, grad: torch.Tensor, moments: dict[str, torch.Tensor],
                  k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
