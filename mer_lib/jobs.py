@@ -319,11 +319,41 @@ def _worker_init(threads: int, counter: Any, gpus: tuple[int, ...]) -> None:
         torch.cuda.set_device(gpus[index % len(gpus)])
 
 
-def _run_local(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -> Iterator[Outcome]:
+#: The local pool kept between calls: ``(key, pool)``, key = (workers, threads, GPUs, cwd, environment).
+_POOL: list = [None, None]
+
+
+def _local_pool(plan: Plan, threads: int) -> ProcessPoolExecutor:
+    """The pool for ``plan``: the one kept from the last call if its settings still hold, else a fresh one.
+
+    Keeping the workers alive saves their start (a spawned worker imports
+    torch and this package, about 2 s) on every call; jobs never depend on
+    what a worker ran before (the same holds inside one call). A change of the
+    working directory or of the environment (read by the workers when they
+    start) gives a new pool. Workers keep the code they imported: restart the
+    kernel after editing ``mer_lib``, as for in-process code.
+    """
+    key = (plan.workers, threads, plan.gpus, os.getcwd(), tuple(sorted(os.environ.items())))
+    if _POOL[0] == key and not getattr(_POOL[1], "_broken", False):
+        return _POOL[1]
+    _drop_pool()
     context = multiprocessing.get_context("spawn")
     counter = context.Value("i", 0)
-    with ProcessPoolExecutor(plan.workers, mp_context=context, initializer=_worker_init,
-                             initargs=(threads, counter, plan.gpus)) as pool:
+    _POOL[:] = [key, ProcessPoolExecutor(plan.workers, mp_context=context, initializer=_worker_init,
+                                         initargs=(threads, counter, plan.gpus))]
+    return _POOL[1]
+
+
+def _drop_pool() -> None:
+    """Shut the kept pool down (its workers exit once idle)."""
+    if _POOL[1] is not None:
+        _POOL[1].shutdown(wait=True, cancel_futures=True)
+    _POOL[:] = [None, None]
+
+
+def _run_local(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -> Iterator[Outcome]:
+    pool = _local_pool(plan, threads)
+    try:
         futures = {pool.submit(_call, fn, job, threads): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             try:
@@ -332,6 +362,11 @@ def _run_local(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -
                 yield futures[future], False, exc
                 continue
             yield futures[future], True, value
+    except BaseException:  # interrupted (or a worker died): do not keep a pool with work in flight
+        _drop_pool()
+        raise
+    if getattr(pool, "_broken", False):
+        _drop_pool()
 
 
 def _import_ray() -> Any:

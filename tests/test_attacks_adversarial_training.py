@@ -107,6 +107,27 @@ def test_train_all_trains_adversarial_systems_with_the_profiles_adversary(tmp_pa
     assert train_all(prepared, profile, run_dir, systems=("aA2E", "A2E"), progress=False, executor=0) == dirs
 
 
+@pytest.mark.parametrize("plain", ["A2E", "A2B2E"])
+def test_an_adversarial_twin_starts_from_the_plain_systems_state_with_identical_results(tmp_path, plain):
+    prepared = fake_prepared(tmp_path)
+    profile = dataclasses.replace(get_profile("smoke"), train=dataclasses.replace(CFG, max_epochs=3, seeds=(3,)),
+                                  attack=dataclasses.replace(FAST, adv_every=2))
+    twin = "a" + plain
+    alone = train_all(prepared, profile, tmp_path / "alone", systems=(twin,), progress=False, executor=0)
+    train_all(prepared, profile, tmp_path / "shared", systems=(plain,), progress=False, executor=0)  # notebook 02
+    shared = train_all(prepared, profile, tmp_path / "shared", systems=(plain, twin), progress=False, executor=0)
+    kept = shared[(plain, 3)] / model_stage.SHARED_STATE.format(epoch=1)  # the epoch before the first adversarial
+    assert kept.exists()
+    a, b = alone[(twin, 3)], shared[(twin, 3)]
+    assert a.name == b.name
+    for name in ("model.pt", "metrics.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    cost_a, cost_b = artifacts.read_json(a / "cost.json"), artifacts.read_json(b / "cost.json")
+    assert (cost_a["sessions"], cost_a["started_from"]) == (1, None)
+    assert (cost_b["sessions"], cost_b["started_from"]) == (2, f"{plain}/{kept.parent.name}/{kept.name}")
+    assert cost_a["adversarial_steps"] == cost_b["adversarial_steps"] > 0
+
+
 def test_train_all_default_systems_follow_the_notebooks():
     default = inspect.signature(train_all).parameters["systems"].default
     assert default == ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")

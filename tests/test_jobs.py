@@ -90,6 +90,20 @@ def test_plan_executor(monkeypatch):
     assert jobs.plan_executor("ray@0.5", 1, "cpu") == jobs.Plan("ray", gpu_fraction=0.0)  # CPU jobs ask no GPU
 
 
+def _pid(_):
+    return os.getpid()
+
+
+def test_the_local_pool_is_kept_between_calls_and_renewed_when_the_environment_changes(monkeypatch):
+    first = set(jobs.run_jobs(_pid, range(4), "local:2", progress=False))
+    pool = jobs._POOL[1]
+    again = set(jobs.run_jobs(_pid, range(4), "local:2", progress=False))
+    assert jobs._POOL[1] is pool and (first | again) <= set(pool._processes)
+    monkeypatch.setenv("MER_TEST_POOL_MARK", "1")  # workers read the environment when they start
+    renewed = set(jobs.run_jobs(_pid, range(4), "local:2", progress=False))
+    assert jobs._POOL[1] is not pool and not renewed & (first | again)
+
+
 def test_job_threads_fixed_and_restored():
     before = torch.get_num_threads()
     assert jobs.run_jobs(_threads, [None], 0, progress=False) == [jobs.JOB_THREADS]

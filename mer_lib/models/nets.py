@@ -41,6 +41,8 @@ BatchNorm is cancelled by its mean subtraction, so zeroing it is immaterial.)
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -113,6 +115,15 @@ def system_spec(system: str) -> SystemSpec:
         return SYSTEM_SPECS[system]
     except KeyError:
         raise MerError(f"unknown system {system!r}; expected one of {list(SYSTEM_SPECS)}") from None
+
+
+def plain_twin(system: str) -> str | None:
+    """The system an adversarially trained one is the adversarial version of (aA2E -> A2E); ``None`` for the others."""
+    spec = system_spec(system)
+    if not spec.adversarial:
+        return None
+    plain = dataclasses.replace(spec, adversarial=False)
+    return next((name for name, other in SYSTEM_SPECS.items() if other == plain), None)
 
 
 def scaled_channels(channels: int, width: float) -> int:

@@ -32,7 +32,7 @@ from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, run_jobs
 from mer_lib.metrics import regression_report
-from mer_lib.models.nets import MERModel, build_model, system_spec
+from mer_lib.models.nets import SYSTEM_SPECS, MERModel, build_model, plain_twin, system_spec
 from mer_lib.models.refit import refit_head
 from mer_lib.models.train import (
     STATE_FILE,
@@ -50,6 +50,9 @@ from mer_lib.models.train import (
 TRAINING_VERSION: int = 2
 #: The files of a finished model recorded in ``checksums.json`` (``metrics.json`` is written after it).
 RECORDED_FILES = ("model.pt", "history.csv", "cost.json")
+#: The resume state a plain system (A2E, A2B2E) keeps for its adversarial twin (aA2E, aA2B2E), which
+#: trains exactly like it until its first adversarial epoch and therefore starts from this state.
+SHARED_STATE = "state-epoch{epoch}.pt"
 
 
 # --------------------------------------------------------------------------
@@ -216,8 +219,10 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         "environment": {"torch": torch.__version__, "numpy": np.__version__}})
 
     arrays = {s: split_arrays(prepared, s) for s in ("train", "valid", "test")}
+    started_from = _start_from_twin(config, run_dir, out / STATE_FILE, adversarial_step, profile)
     result = train_model(system, *arrays["train"], *arrays["valid"], profile.train, seed, device=device,
-                         state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step)
+                         state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step,
+                         hooks=_keep_for_twin(system, out, profile))
     t0 = time.perf_counter()
     with deterministic_mode(device):
         refit = None
@@ -231,9 +236,44 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
                     "best_epoch": result.best_epoch,
                     "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
                     "epochs_run": result.epochs_run, "head_refit": refit})
-    _write_results(out, result, metrics, _cost_record(result, final_seconds, device))
+    _write_results(out, result, metrics, {**_cost_record(result, final_seconds, device),
+                                          "started_from": started_from})
     (out / STATE_FILE).unlink(missing_ok=True)
     return out
+
+
+def _keep_for_twin(system: str, out: Path, profile: Profile) -> tuple:
+    """The hook that copies the resume state at the end of the last epoch an adversarial twin shares."""
+    epoch = profile.attack.adv_every - 1
+    if epoch < 1 or not any(plain_twin(other) == system for other in SYSTEM_SPECS):
+        return ()
+
+    def keep(end) -> None:
+        if end.epoch == epoch:
+            artifacts.write_bytes(out / SHARED_STATE.format(epoch=epoch), (out / STATE_FILE).read_bytes())
+    return (keep,)
+
+
+def _start_from_twin(config: dict, run_dir, state_path: Path, adversarial_step, profile: Profile) -> str | None:
+    """Start an adversarial system from the state its plain twin kept, if there is one and no own resume state.
+
+    The twin's folder is keyed by the same configuration apart from the system
+    and the adversary, so its state is exactly the one this model would reach
+    (same seed, data order and updates until the first adversarial epoch).
+    Returns the file started from (recorded in ``cost.json``), else ``None``.
+    """
+    twin = plain_twin(config["system"])
+    active = getattr(adversarial_step, "active", None)
+    if twin is None or active is None or state_path.exists():
+        return None
+    first = next((e for e in range(1, profile.train.max_epochs + 1) if active(e)), None)
+    if first is None or first < 2:
+        return None
+    source = model_dir(run_dir, {**config, "system": twin, "adversarial": None}) / SHARED_STATE.format(epoch=first - 1)
+    if not source.exists():
+        return None
+    artifacts.write_bytes(state_path, source.read_bytes())
+    return f"{twin}/{source.parent.name}/{source.name}"
 
 
 def _cost_record(result: TrainResult, final_seconds: float, device: torch.device) -> dict:
