@@ -156,7 +156,7 @@ class Study:
     def paper_attacks(self, models: Mapping[tuple[str, int], Path]) -> pd.DataFrame:
         """The paper-mode attack logs of ``models``, run or reused (notebook 05)."""
         return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack,
-                             executor=self.executor)
+                             executor=self.executor, device=self.device)
 
 
 def check_setup_parameters(profile: object, device: object = None, prepare: object = True) -> None:

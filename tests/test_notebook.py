@@ -313,3 +313,65 @@ def test_waveform_summary_text_is_written_from_the_numbers():
     assert "Possible gradient masking for A2M2E" in text and "Kendall tau -1.00 (the orders differ)" in text
     assert "waveform: A2E - A2M2E 0.100 [0.050, 0.200] (holds)" in text
     assert "a median 90% to 100% (by system)" in text and "worst single file 80%" in text and "in 25%" in text
+
+
+# --------------------------------------------------------------------------
+# The study's device reaches every stage
+# --------------------------------------------------------------------------
+class _Submitted(Exception):
+    """Raised by the fake job runner once it has seen the jobs."""
+
+
+def test_the_studys_device_reaches_every_stages_jobs(tmp_path, monkeypatch):
+    from mer_lib.attacks import stage as attack_stage
+    from mer_lib.attacks import waveform_stage
+    from mer_lib.config import TrainConfig, get_profile
+    from mer_lib.models import gain, heads
+    from mer_lib.models import stage as model_stage
+
+    prepared = fake_prepared(tmp_path)
+    profile = dataclasses.replace(get_profile("smoke"), train=TrainConfig(
+        width=0.0625, max_epochs=1, patience=1, lr=1e-3, batch_size=4, seeds=(3,), val_drop_last=False))
+    models = model_stage.train_systems(prepared, ["A2E", "A2M2E"], profile, tmp_path / "run", device="cpu",
+                                       progress=False, executor=0)
+    study = notebook.Study(profile="smoke", cfg=profile, run=tmp_path / "run", data_dir=None, device="cuda:3",
+                           figures_dir=tmp_path, published_dir=tmp_path, prepared=prepared)
+    seen = []
+
+    def fake_run_jobs(fn, jobs, executor=None, **kw):
+        seen.append((kw.get("device"), {job.device for job in jobs}))
+        raise _Submitted
+
+    def fake_load(path, device="cpu"):
+        seen.append((str(device), {str(device)}))
+        raise _Submitted
+
+    for module in (attack_stage, waveform_stage, model_stage):
+        monkeypatch.setattr(module, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(gain, "load_model_dir", fake_load)
+    monkeypatch.setattr(heads, "load_model_dir", fake_load)
+    # the waveform stage's plan needs audio the fake data lack: every model unfinished, no peers
+    monkeypatch.setattr(waveform_stage, "_plan", lambda items, *a: ([tmp_path / "none"] * len(items),
+                                                                     [((), False)] * len(items)))
+    cfg, dev = profile.attack, study.device
+    calls = {
+        "training": lambda: study.trained_models(["A2E", "aA2E"]),
+        "paper attacks": lambda: study.paper_attacks(models),
+        "bounded sweep": lambda: attack_stage.bounded_sweep(models, prepared, study.run, cfg, device=dev),
+        "plateau check": lambda: attack_stage.plateau_check(models, prepared, study.run, cfg, norm="l2", device=dev),
+        "gains": lambda: gain.model_gains(models, prepared.excerpts(prepared.numbers("test")), dev),
+        "ridge sweep": lambda: heads.ridge_sweep(models, prepared, study.run, profile.train, device=dev),
+        "head swap": lambda: heads.head_swap(models, prepared, study.run, profile.train, dev),
+        "waveform attacks": lambda: waveform_stage.waveform_many(models, prepared, study.run, device=dev),
+    }
+    for name, call in calls.items():
+        seen.clear()
+        with pytest.raises(_Submitted):
+            call()
+        assert seen and seen[0] == ("cuda:3", {"cuda:3"}), name
+    variants = pd.DataFrame({"model_dir": [str(d) for d in models.values()], "system": ["A2E", "A2M2E"],
+                             "seed": [3, 3]})
+    seen.clear()
+    with pytest.raises(_Submitted):
+        attack_stage.attack_variants(variants, prepared, study.run, "paper", cfg, device=dev)
+    assert seen == [("cuda:3", {"cuda:3"})]

@@ -162,7 +162,7 @@ def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -
 
 def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                  config: AttackConfig | None = None, eps: float | None = None, *, split: str = "test",
-                 seed: int | None = None, device: str | torch.device | None = "cpu",
+                 seed: int | None = None, device: str | torch.device | None = None,
                  save_adversarial: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Attack one model on a split and write its logs (reused if already done).
 
@@ -352,7 +352,7 @@ def _attack_job(job: AttackJob) -> str:
 
 def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequence[tuple[str, float | None]],
                 config: AttackConfig | None = None, progress: bool = True, executor: Executor | str | int | None = None,
-                device: str | torch.device | None = "cpu", **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
+                device: str | torch.device | None = None, **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
     """Attack every trained model folder with every ``(mode, eps)`` setting; return the tidy rows.
 
     Finished attacks are reused; the missing ones run as independent jobs
@@ -377,7 +377,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
         How the jobs run (:func:`mer_lib.jobs.run_jobs`; default ``$MER_EXECUTOR``
         or ``"auto"``: one worker process per CPU core, in-process on CUDA).
     device : str or torch.device, optional
-        Where to attack.
+        Where to attack (``None``: CUDA if available, else CPU).
     **kw
         Passed to :func:`attack_model` (e.g. ``save_adversarial=True``).
 
@@ -430,7 +430,8 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
 
 def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                   config: AttackConfig | None = None, eps: float | None = None, progress: bool = True,
-                  executor: Executor | str | int | None = None, **kw) -> pd.DataFrame:
+                  executor: Executor | str | int | None = None, device: str | torch.device | None = None,
+                  **kw) -> pd.DataFrame:
     """Attack many models (e.g. ``{(system, seed): folder}`` from training) and return all tidy rows.
 
     One setting of :func:`attack_many` (finished attacks reused, missing ones
@@ -444,12 +445,13 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
     setting = (mode, None if mode == "paper" else eps)
     if mode not in MODES:
         raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
-    return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, executor, **kw)[setting]
+    return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, executor, device, **kw)[setting]
 
 
 def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig,
                   eps_values: Sequence[float] | None = None, progress: bool = False,
-                  executor: Executor | str | int | None = None, norm: str = "linf") -> pd.DataFrame:
+                  executor: Executor | str | int | None = None, norm: str = "linf",
+                  device: str | torch.device | None = None) -> pd.DataFrame:
     """Bounded attacks of many models at several eps: per-model metrics with ``norm`` and ``eps`` columns.
 
     Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
@@ -470,6 +472,8 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
         How the jobs run (:func:`attack_many`).
     norm : str
         ``"linf"`` (mode ``"bounded"``) or ``"l2"`` (mode ``"bounded-l2"``).
+    device : str or torch.device, optional
+        Where to attack (``None``: CUDA if available, else CPU).
 
     Returns
     -------
@@ -484,13 +488,15 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
         raise MerError(f"bounded_sweep: no {norm} eps values")
     mode = "bounded" if norm == "linf" else "bounded-l2"
     settings = [(mode, float(eps)) for eps in eps_values]
-    tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor)
+    tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor,
+                         device=device)
     return pd.concat([per_model_metrics(tables[st]).assign(norm=norm, eps=st[1]) for st in settings],
                      ignore_index=True)
 
 
 def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig, eps: float | None = None,
-                  norm: str = "linf", factor: int = 2, executor: Executor | str | int | None = None) -> pd.DataFrame:
+                  norm: str = "linf", factor: int = 2, executor: Executor | str | int | None = None,
+                  device: str | torch.device | None = None) -> pd.DataFrame:
     """Whether the bounded attack's damage has plateaued: the same attack with ``factor`` x the steps.
 
     Each model is attacked at radius ``eps`` (default: the middle radius of the
@@ -516,7 +522,8 @@ def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     if not isinstance(factor, (int, np.integer)) or factor < 2:
         raise MerError(f"plateau_check: factor must be an integer >= 2, got {factor!r}")
     more = dataclasses.replace(config, bounded_steps=int(factor) * config.bounded_steps)
-    parts = {name: bounded_sweep(model_dirs, prepared, run_dir, cfg, (eps,), executor=executor, norm=norm)
+    parts = {name: bounded_sweep(model_dirs, prepared, run_dir, cfg, (eps,), executor=executor, norm=norm,
+                                 device=device)
              for name, cfg in (("steps", config), ("more", more))}
     keys = ["system", "seed", "norm", "eps"]
     out = parts["steps"][keys + ["dmae", "dmae_rel"]].merge(
@@ -528,7 +535,8 @@ def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
 
 def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike, mode: str = "paper",
                     config: AttackConfig | None = None, eps: float | None = None,
-                    executor: Executor | str | int | None = None) -> pd.DataFrame:
+                    executor: Executor | str | int | None = None,
+                    device: str | torch.device | None = None) -> pd.DataFrame:
     """Attack model variants that share a (system, seed), e.g. :func:`mer_lib.models.heads.posthoc_heads`' table.
 
     Parameters
@@ -536,7 +544,7 @@ def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike
     variants : pandas.DataFrame
         One row per model with a ``model_dir`` column and any describing
         columns (``system``, ``seed``, ``head``, ``ridge``, ...), kept as they are.
-    prepared, run_dir, mode, config, eps, executor
+    prepared, run_dir, mode, config, eps, executor, device
         As for :func:`attack_models` (finished attacks are reused).
 
     Returns
@@ -548,7 +556,7 @@ def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike
     """
     require_columns(variants, ["model_dir", "system", "seed"], "model variants")
     rows = attack_models(list(variants["model_dir"]), prepared, run_dir, mode, config, eps, progress=False,
-                         executor=executor)
+                         executor=executor, device=device)
     metrics = [per_model_metrics(g).drop(columns=["system", "seed"]).assign(model_dir=folder)
                for folder, g in rows.groupby("model_dir", sort=False)]
     return variants.merge(pd.concat(metrics, ignore_index=True), on="model_dir", how="left", validate="one_to_one")

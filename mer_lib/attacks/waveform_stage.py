@@ -493,7 +493,7 @@ def _compute(model, ctx: _Context, prepared, numbers: list[int], peers: list[tup
 
 def attack_waveform_model(model_dir: str | os.PathLike, prepared: PreparedData, run_dir: str | os.PathLike,
                           config: WaveformConfig | None = None, *, peers: Sequence[str | os.PathLike] = (),
-                          listening: bool = False, device: str | torch.device | None = "cpu") -> Path:
+                          listening: bool = False, device: str | torch.device | None = None) -> Path:
     """Waveform attacks, noise baselines, transfer, round trip and listening examples of one model.
 
     Parameters
@@ -655,7 +655,7 @@ def _plan(items: list[str], prepared, run_dir, config: WaveformConfig) -> tuple[
 
 def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequence[str | os.PathLike],
                   prepared: PreparedData, run_dir: str | os.PathLike, config: WaveformConfig | None = None, *,
-                  executor: Executor | str | int | None = None, device: str | torch.device | None = "cpu",
+                  executor: Executor | str | int | None = None, device: str | torch.device | None = None,
                   progress: bool = True) -> WaveformTables:
     """Waveform attacks of many models as independent jobs; finished results are reused.
 
@@ -675,7 +675,7 @@ def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequ
         How the jobs run (:func:`mer_lib.jobs.run_jobs`: an executor name or
         object, or a worker count; ``0``: in this process).
     device : str or torch.device, optional
-        Where to attack.
+        Where to attack (``None``: CUDA if available, else CPU).
     progress : bool
         Progress bar counting jobs.
 

@@ -20,6 +20,7 @@ from torch import nn
 from mer_lib.errors import MerError
 from mer_lib.models.nets import memory_format_name
 from mer_lib.models.stage import load_model_dir
+from mer_lib.models.train import resolve_device
 
 __all__ = ["input_gradient_norms", "model_gains"]
 
@@ -68,15 +69,18 @@ def input_gradient_norms(model: nn.Module, x, batch_size: int = 12) -> np.ndarra
     return np.concatenate(out, axis=0)
 
 
-def model_gains(model_dirs: Mapping[tuple[str, int], str | os.PathLike], x, device: str = "cpu") -> pd.DataFrame:
+def model_gains(model_dirs: Mapping[tuple[str, int], str | os.PathLike], x,
+                device: str | torch.device | None = None) -> pd.DataFrame:
     """The mean gradient norms of every model over the same inputs (e.g. the clean test excerpts).
 
     Returns
     -------
     pandas.DataFrame
         One row per model: ``system``, ``seed``, ``grad_l2`` and ``grad_l1``
-        (means over the excerpts of :func:`input_gradient_norms`).
+        (means over the excerpts of :func:`input_gradient_norms`), computed on
+        ``device`` (``None``: CUDA if available, else CPU).
     """
+    device = resolve_device(device)
     rows = []
     for (system, seed), folder in model_dirs.items():
         model, _ = load_model_dir(Path(folder), device)

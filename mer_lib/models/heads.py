@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mer_lib import artifacts
 from mer_lib.config import RunLayout, TrainConfig
@@ -37,7 +38,7 @@ from mer_lib.errors import MerError
 from mer_lib.models.nets import build_model
 from mer_lib.models.refit import refit_head
 from mer_lib.models.stage import RECORDED_FILES, is_finished, load_model_dir, split_arrays
-from mer_lib.models.train import save_torch
+from mer_lib.models.train import resolve_device, save_torch
 
 __all__ = ["HEADS", "HEAD_SYSTEMS", "SWEEP_RIDGES", "variant_label", "posthoc_heads", "ridge_sweep", "head_swap"]
 
@@ -83,7 +84,8 @@ def _write(out: Path, source: Path, model, key: dict, record: dict) -> None:
 
 
 def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
-                  ridges: Sequence[float], heads: Sequence[str | None] = (None,)) -> pd.DataFrame:
+                  ridges: Sequence[float], heads: Sequence[str | None] = (None,),
+                  device: str | torch.device | None = None) -> pd.DataFrame:
     """Refit the heads of trained models post hoc at every ridge, for every head; write or reuse the folders.
 
     Parameters
@@ -99,6 +101,8 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
     heads : sequence of {None, "direct", "units"}
         ``None`` refits the model's own head; ``"direct"`` and ``"units"``
         put the swap's heads on its backbone.
+    device : str or torch.device, optional
+        Where to compute the features the heads are fit on (``None``: CUDA if available, else CPU).
 
     Returns
     -------
@@ -129,9 +133,9 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
                 if is_finished(out):
                     continue
                 if model is None:
-                    model, _ = load_model_dir(source)
+                    model, _ = load_model_dir(source, resolve_device(device))
                 variant = _variant(model, head)
-                record = refit_head(variant, x, y, m, float(ridge))
+                record = refit_head(variant, x, y, m, float(ridge), device=resolve_device(device))
                 _write(out, source, variant, key, record)
     return pd.DataFrame(rows, columns=["system", "seed", "head", "ridge", "label", "model_dir"])
 
@@ -149,7 +153,8 @@ def _own(model_dirs: Mapping[tuple[str, int], str | os.PathLike], ridge: float, 
 
 
 def ridge_sweep(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
-                train: TrainConfig, ridges: Sequence[float] = SWEEP_RIDGES) -> pd.DataFrame:
+                train: TrainConfig, ridges: Sequence[float] = SWEEP_RIDGES,
+                device: str | torch.device | None = None) -> pd.DataFrame:
     """Every model with its own head refit at every ridge of the sweep (:func:`posthoc_heads` rows).
 
     Where the profile refits its heads in training (``train.refit_head``) at a
@@ -157,7 +162,7 @@ def ridge_sweep(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepare
     """
     trained = float(train.refit_ridge) if train.refit_head else None
     others = [r for r in ridges if trained is None or not math.isclose(float(r), trained)]
-    parts = [posthoc_heads(model_dirs, prepared, run_dir, others)] if others else []
+    parts = [posthoc_heads(model_dirs, prepared, run_dir, others, device=device)] if others else []
     if trained is not None and len(others) < len(ridges):
         parts.append(_own(model_dirs, trained, sorted({s for s, _ in model_dirs})))
     out = pd.concat(parts, ignore_index=True)
@@ -165,7 +170,7 @@ def ridge_sweep(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepare
 
 
 def head_swap(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
-              train: TrainConfig) -> pd.DataFrame:
+              train: TrainConfig, device: str | torch.device | None = None) -> pd.DataFrame:
     """A2E's and A2M2E's backbones, each under both heads, at the profile's ridge.
 
     Returns :func:`posthoc_heads` rows plus a ``route`` column (``"direct"``
@@ -179,10 +184,10 @@ def head_swap(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared,
     if not a2e or not a2m2e:
         raise MerError("head_swap: needs trained A2E and A2M2E models")
     if train.refit_head:
-        parts = [_own(a2e, ridge, ["A2E"]), posthoc_heads(a2e, prepared, run_dir, [ridge], ["units"]),
-                 _own(a2m2e, ridge, ["A2M2E"]), posthoc_heads(a2m2e, prepared, run_dir, [ridge], ["direct"])]
+        parts = [_own(a2e, ridge, ["A2E"]), posthoc_heads(a2e, prepared, run_dir, [ridge], ["units"], device),
+                 _own(a2m2e, ridge, ["A2M2E"]), posthoc_heads(a2m2e, prepared, run_dir, [ridge], ["direct"], device)]
     else:
-        parts = [posthoc_heads({**a2e, **a2m2e}, prepared, run_dir, [ridge], ["direct", "units"])]
+        parts = [posthoc_heads({**a2e, **a2m2e}, prepared, run_dir, [ridge], ["direct", "units"], device)]
     out = pd.concat(parts, ignore_index=True)
     own_route = out["system"].map({"A2E": "direct", "A2M2E": "units"})
     out["route"] = out["head"].where(out["head"] != "own", own_route)
