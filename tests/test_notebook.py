@@ -172,7 +172,7 @@ def test_setup_prepares_and_the_study_runs_the_stages(tmp_path, monkeypatch):
     assert calls["train"][1]["systems"] == ("A2E",)
     study.paper_attacks({("A2E", 1): tmp_path})
     assert calls["attack"] == (({("A2E", 1): tmp_path}, prepared, study.run, "paper", study.cfg.attack),
-                               {"executor": executor})
+                               {"executor": executor, "device": "cpu"})
     assert study.prepare(progress=True).prepared is prepared and calls["prepare"][3] is True
 
 
