@@ -359,7 +359,7 @@ PROFILES: dict[str, Profile] = {
         name="paper-synthetic",
         description="The reference protocol and model unchanged (width 1.0, 199 epochs, 10 seeds, 1000-iteration "
                     "attacks, adversarial training) on the embedded synthetic dataset: the whole study without the "
-                    "datasets, for a GPU (README: one GPU, several, a Ray cluster).",
+                    "datasets, for a GPU (docs/running.md: one GPU, several, a Ray cluster).",
         data=DataConfig(source="synthetic", n_excerpts=360, duration_s=12.0),
     ),
     "quick": Profile(

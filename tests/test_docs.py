@@ -32,6 +32,7 @@ def _sources() -> list[Path]:
     for pattern in ("mer_lib/**/*.py", "tests/**/*.py", "notebooks/*.ipynb", "benchmarks/**/*.py"):
         files += sorted(REPO.glob(pattern))
     files.append(REPO / "README.md")
+    files += sorted((REPO / "docs").glob("*.md"))
     return [p for p in files if p.is_file() and ".ipynb_checkpoints" not in p.parts]
 
 
@@ -115,7 +116,8 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize("path", [REPO / "README.md", PROTOCOL, REPO / "reference" / "README.md",
+@pytest.mark.parametrize("path", [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
+                                  REPO / "reference" / "README.md",
                                   *sorted(REPO.glob("mer_lib/**/*.py")), *sorted(REPO.glob("notebooks/*.ipynb"))],
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_library_names_in_docs_exist(path: Path) -> None:

@@ -91,7 +91,7 @@ def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os
         return Path(data_dir).expanduser().resolve()
     if profile.data.source == "real":
         raise MerError(f"profile {profile.name!r} reads the real datasets: pass data_dir=/path/to/data "
-                       "(see the README for the expected layout)")
+                       "(see docs/running.md for the expected layout)")
     return RunLayout(Path(run_dir).resolve()).synthetic_dataset
 
 
