@@ -1,4 +1,4 @@
-"""What the numbered notebooks share: one set-up call, displays, and the text of their summaries.
+"""What the numbered notebooks share: one set-up call and displays.
 
 Every notebook starts with::
 
@@ -10,9 +10,8 @@ style and prepares the data (reusing notebook 01's cache); the returned :class:`
 what the cells need (``study.cfg``, ``study.run``, ``study.prepared``, ...).
 The other functions keep logic out of the cells: labelled audio players that
 play in an untrusted notebook (:func:`show_listening_examples`), compact
-spectrogram images (:func:`show_compact`), repository-relative paths
-(:func:`short_path`) and the sentences of the closing summaries, written
-from the numbers.
+spectrogram images (:func:`show_compact`) and repository-relative paths
+(:func:`short_path`). Conclusions are tables, built in the cells.
 """
 from __future__ import annotations
 
@@ -415,113 +414,3 @@ def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.Da
         clean, adversarial = listening_spectrograms(listening, prepared, system)
         show_compact(figures.plot_attack_example(clean, adversarial - clean, study.cfg.features.fps,
                                                  f"{system} #{row['number']:03d}", row["achieved_snr_db"]))
-
-
-# --------------------------------------------------------------------------- summary text
-def range_text(values: pd.Series, fmt: str = "{:.2f}") -> str:
-    """``"0.28 (minorness) to 0.83 (dissonance)"``, or ``"0.97 for all 7"`` when both ends print alike."""
-    low, high = fmt.format(values.min()), fmt.format(values.max())
-    if low == high:
-        return f"{low} for all {len(values)}"
-    return f"{low} ({values.idxmin()}) to {high} ({values.idxmax()})"
-
-
-def values_text(values: pd.Series, fmt: str = "{:.3f}") -> str:
-    """``"A2E 0.695, A2B2E 0.597"``: a series as ``index value`` pairs."""
-    return ", ".join(f"{key} {fmt.format(value)}" for key, value in values.items())
-
-
-def ranking_text(values: pd.Series, lower_is_better: bool = False, fmt: str = "{:.3f}") -> str:
-    """``"A2E (0.695) > A2B2E (0.597)"``: systems from best to worst."""
-    ordered = values.sort_values(ascending=lower_is_better, kind="stable")
-    sign = " < " if lower_is_better else " > "
-    return sign.join(f"{key} ({fmt.format(value)})" for key, value in ordered.items())
-
-
-def saved_figures_text(saved: Mapping[str, Mapping[str, Path]]) -> str:
-    """One line per saved figure: ``"Figure 3: a.png, a.pdf"``."""
-    return "\n".join(f"{name}: " + ", ".join(Path(p).name for p in files.values()) for name, files in saved.items())
-
-
-def ttest_text(tests: pd.DataFrame) -> str:
-    """One line per paired t-test: mean difference with its CI, Cohen's d and p."""
-    return "\n".join(f"{t.a} - {t.b}: mean diff {t.mean_diff:.3f} [{t.ci_low:.3f}, {t.ci_high:.3f}], "
-                     f"d = {t.cohens_d:.2f}, p = {t.p:.1e}" for t in tests.itertuples())
-
-
-def _count(flags: pd.Series) -> str:
-    return f"{int(flags.sum())} of {len(flags)}"
-
-
-def waveform_summary_text(curves: pd.DataFrame, noise: pd.DataFrame, monotone: pd.DataFrame,
-                          masking: pd.DataFrame, ranking: pd.DataFrame, contrasts: pd.DataFrame,
-                          roundtrip: pd.DataFrame, snr_db: float) -> str:
-    """Notebook 09's closing summary, written from its tables.
-
-    Parameters
-    ----------
-    curves : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.robustness_curves` (every kind).
-    noise : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.attack_vs_noise` rows of every noise kind.
-    monotone : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.monotonicity` of the attack.
-    masking : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.gradient_masking_check`.
-    ranking : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.domain_ranking` (with ``attrs["kendall_tau"]``).
-    contrasts : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.domain_contrasts`.
-    roundtrip : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.roundtrip_summary`.
-    snr_db : float
-        The SNR the ranking, contrasts and round trip refer to.
-
-    Returns
-    -------
-    str
-        Markdown.
-    """
-    at = curves[(curves["kind"] == "attack") & (curves["snr_db"] == snr_db)].set_index("system")["estimate"]
-    noisy = curves[(curves["kind"] != "attack") & (curves["snr_db"] == snr_db)]
-    lines = [f"**At {snr_db:g} dB SNR** the waveform attack raises the median dMAE to "
-             f"{ranking_text(at, lower_is_better=True)} (most robust first); white and pink noise at the same SNR "
-             f"move it by at most {noisy['estimate'].abs().max():.3f}.",
-             "- The attack beats noise (dMAE difference with its CI above zero) in "
-             f"{_count(noise['verdict'] == 'holds')} (system, SNR, noise) comparisons.",
-             f"- Damage grows with the budget in {_count(monotone['verdict'] == 'holds')} steps between neighbouring "
-             "SNRs (system by system, CI over models).",
-             _masking_line(masking),
-             f"- Ranking of the systems, waveform vs spectrogram domain: Kendall tau "
-             f"{ranking.attrs.get('kendall_tau', float('nan')):.2f}"
-             + (" (the same order)." if ranking.attrs.get("same_order") else " (the orders differ)."),
-             _contrast_lines(contrasts),
-             _roundtrip_line(roundtrip)]
-    return "\n".join(lines)
-
-
-def _roundtrip_line(roundtrip: pd.DataFrame) -> str:
-    low, high = f"{roundtrip['survival'].min():.0%}", f"{roundtrip['survival'].max():.0%}"
-    kept = low if low == high else f"{low} to {high} (by system)"
-    changed = 1.0 - float(np.average(roundtrip["peak_preserved"], weights=roundtrip["n"]))
-    return (f"- Written as 16-bit WAV files and read back, the adversaries keep a median {kept} of their dMAE "
-            f"(worst single file {roundtrip['survival_min'].min():.0%}); the file's peak sample changed in "
-            f"{changed:.0%} of them, so that madmom's normalisation rescaled the file on reading.")
-
-
-def _masking_line(masking: pd.DataFrame) -> str:
-    suspects = masking.loc[masking["masking_suspected"].astype(bool), "target_system"].tolist()
-    if not suspects:
-        return ("- No sign of gradient masking: every system is damaged more by its own white-box attack than by "
-                f"the best attack transferred from another system ({_count(masking['verdict'] == 'holds')} with CIs "
-                "above zero).")
-    return (f"- Possible gradient masking for {', '.join(suspects)}: an attack transferred from another system "
-            "damages it at least as much as its own white-box attack.")
-
-
-def _contrast_lines(contrasts: pd.DataFrame) -> str:
-    parts = [f"{c.a} - {c.b} {c.estimate:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}] ({c.verdict})"
-             for c in contrasts.itertuples()]
-    domains = contrasts["domain"].tolist()
-    return ("- The paper's contrasts (median dMAE; positive: the interpretable system suffers less): "
-            + "; ".join(f"{d}: {p}" for d, p in zip(domains, parts)) + ".")

@@ -50,12 +50,6 @@ def test_cost_table_adds_the_passes_and_summary_averages_per_system(dirs):
         tables.cost_summary(dirs, ["joules"])
 
 
-def test_epochs_note_is_written_from_the_numbers(dirs):
-    cost = tables.cost_table(dirs)
-    assert tables.epochs_note(cost) == "epochs run differ: A2E 8-10, aA2E 10"
-    assert tables.epochs_note(cost[cost["system"] == "aA2E"]) == "every run trained for 10 epochs"
-
-
 def test_missing_cost_file_names_the_run(dirs):
     (dirs[("A2E", 2)] / "cost.json").unlink()
     with pytest.raises(MerError, match="A2E seed 2"):

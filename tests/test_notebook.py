@@ -1,4 +1,4 @@
-"""The notebooks' set-up call, their displays (audio players, compact images) and summary text."""
+"""The notebooks' set-up call, their displays (audio players, compact images) and the study's device."""
 from __future__ import annotations
 
 import base64
@@ -268,51 +268,6 @@ def test_show_listening_examples_writes_labelled_snippets(tmp_path, shown, monke
     before = {p: p.stat().st_mtime_ns for p in written.values()}
     notebook.show_listening_examples(study, ("tension", "happy"), seconds=1.5)
     assert {p: p.stat().st_mtime_ns for p in written.values()} == before  # identical snippets are not rewritten
-
-
-def test_value_and_ranking_text():
-    values = pd.Series({"A2E": 0.6951, "A2M2E": 0.52, "aA2E": 0.7})
-    assert notebook.values_text(values) == "A2E 0.695, A2M2E 0.520, aA2E 0.700"
-    assert notebook.values_text(pd.Series({"train": 288}), "{}") == "train 288"
-    assert notebook.ranking_text(values) == "aA2E (0.700) > A2E (0.695) > A2M2E (0.520)"
-    assert notebook.ranking_text(values, lower_is_better=True, fmt="{:.1f}") == "A2M2E (0.5) < A2E (0.7) < aA2E (0.7)"
-    assert notebook.range_text(values) == "0.52 (A2M2E) to 0.70 (aA2E)"
-    assert notebook.range_text(pd.Series({"a": 0.971, "b": 0.968})) == "0.97 for all 2"
-
-
-def test_saved_figures_and_ttest_text(tmp_path):
-    saved = {"Figure 3": {"png": tmp_path / "f3.png", "pdf": tmp_path / "f3.pdf"}}
-    assert notebook.saved_figures_text(saved) == "Figure 3: f3.png, f3.pdf"
-    tests = pd.DataFrame([{"a": "A2E", "b": "A2M2E", "mean_diff": 0.62812, "ci_low": 0.5351, "ci_high": 0.7249,
-                           "cohens_d": 0.687, "p": 4.57e-32}])
-    assert notebook.ttest_text(tests) == "A2E - A2M2E: mean diff 0.628 [0.535, 0.725], d = 0.69, p = 4.6e-32"
-
-
-def _contrast(a, estimate, low, high, verdict):
-    return {"a": a, "b": "A2M2E", "stat": "median", "n_a": 5, "estimate": estimate, "ci_low": low,
-            "ci_high": high, "verdict": verdict}
-
-
-def test_waveform_summary_text_is_written_from_the_numbers():
-    curves = pd.DataFrame([{"system": s, "kind": k, "snr_db": 30.0, "estimate": e}
-                           for s, k, e in (("A2E", "attack", 0.2), ("A2M2E", "attack", 0.1), ("A2E", "white", 0.004),
-                                           ("A2M2E", "pink", -0.003))])
-    noise = pd.DataFrame({"verdict": ["holds", "holds", "inconclusive"]})
-    monotone = pd.DataFrame({"verdict": ["holds", "holds"]})
-    masking = pd.DataFrame({"target_system": ["A2E", "A2M2E"], "masking_suspected": [False, True],
-                            "verdict": ["holds", "contradicted"]})
-    ranking = pd.DataFrame({"system": ["A2E"]})
-    ranking.attrs.update(kendall_tau=-1.0, same_order=False)
-    contrasts = pd.DataFrame({"domain": ["waveform"], "a": ["A2E"], "b": ["A2M2E"], "estimate": [0.1],
-                              "ci_low": [0.05], "ci_high": [0.2], "verdict": ["holds"]})
-    roundtrip = pd.DataFrame({"survival": [1.0, 0.9], "survival_min": [0.95, 0.8], "peak_preserved": [1.0, 0.5],
-                              "n": [2, 2]})
-    text = notebook.waveform_summary_text(curves, noise, monotone, masking, ranking, contrasts, roundtrip, 30.0)
-    assert "A2M2E (0.100) < A2E (0.200)" in text and "at most 0.004" in text
-    assert "in 2 of 3 (system, SNR, noise)" in text and "in 2 of 2 steps" in text
-    assert "Possible gradient masking for A2M2E" in text and "Kendall tau -1.00 (the orders differ)" in text
-    assert "waveform: A2E - A2M2E 0.100 [0.050, 0.200] (holds)" in text
-    assert "a median 90% to 100% (by system)" in text and "worst single file 80%" in text and "in 25%" in text
 
 
 # --------------------------------------------------------------------------

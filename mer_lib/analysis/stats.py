@@ -838,39 +838,7 @@ def paper_findings(per_model: pd.DataFrame, measures: Sequence[str] = ("dmae",),
     return pd.DataFrame(rows, columns=_FINDING_COLUMNS)
 
 
-# --------------------------------------------------------------------------- verdict counts, comparisons
-def _verdict_counts(findings: pd.DataFrame, what: str) -> dict[str, int]:
-    require_columns(findings, ["verdict"], what)
-    unknown = sorted(set(findings["verdict"]) - set(VERDICTS))
-    if unknown:
-        raise MerError(f"{what}: unknown verdicts {unknown}; expected one of {list(VERDICTS)} "
-                       "(is this the output of paper_findings?)")
-    return {word: int((findings["verdict"] == word).sum()) for word in VERDICTS}
-
-
-def findings_summary_line(findings: pd.DataFrame) -> str:
-    """One line counting the verdicts, e.g. ``"7 of 10 findings hold, 0 contradicted, 3 inconclusive"``.
-
-    Parameters
-    ----------
-    findings : pandas.DataFrame
-        Output of :func:`paper_findings` (any table with a ``verdict`` column).
-
-    Returns
-    -------
-    str
-        The counts of ``holds``, ``contradicted`` and ``inconclusive``, with
-        ``", k undecided"`` appended when some finding is undecided.
-    """
-    counts = _verdict_counts(findings, "findings_summary_line")
-    total, held = len(findings), counts["holds"]
-    line = (f"{held} of {total} finding{'' if total == 1 else 's'} hold{'s' if held == 1 else ''}, "
-            f"{counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive")
-    if counts["undecided"]:
-        line += f", {counts['undecided']} undecided"
-    return line
-
-
+# --------------------------------------------------------------------------- comparisons
 def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
                      labels: tuple[str, str] = ("default kernels", "avx2-capped")) -> pd.DataFrame:
     """Two sets of findings (e.g. two independent draws of the runs) side by side.

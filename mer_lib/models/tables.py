@@ -123,20 +123,6 @@ def cost_summary(dirs: dict[tuple[str, int], Path], columns: Sequence[str] = COS
     return table.groupby("system", sort=False)[list(columns)].mean()
 
 
-def epochs_note(cost: pd.DataFrame) -> str:
-    """A sentence on how many epochs the runs of a :func:`cost_table` trained for.
-
-    ``"every run trained for 10 epochs"`` when all agree, else the range per
-    system, e.g. ``"epochs run differ: A2E 8-10, aA2E 10"``.
-    """
-    epochs = cost["epochs_run"].astype(int)
-    if epochs.nunique() == 1:
-        return f"every run trained for {epochs.iloc[0]} epochs"
-    ranges = cost.assign(epochs_run=epochs).groupby("system", sort=False)["epochs_run"].agg(["min", "max"])
-    parts = [f"{system} {lo}" if lo == hi else f"{system} {lo}-{hi}" for system, lo, hi in ranges.itertuples()]
-    return "epochs run differ: " + ", ".join(parts)
-
-
 def bottleneck_weights(model: MERModel) -> pd.DataFrame:
     """The learned mid-level -> emotion weights (7 x 8) of a bottleneck model.
 
