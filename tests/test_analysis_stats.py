@@ -172,7 +172,6 @@ def test_verdict_rule():
     assert stats.verdict(np.nan, 0.3) == "undecided" and stats.verdict(0.1, 0.3, estimate=np.nan) == "undecided"
     with pytest.raises(MerError, match="direction"):
         stats.verdict(0.1, 0.3, direction=0)
-    assert stats.VERDICTS == ("holds", "contradicted", "inconclusive", "undecided")
 
 
 def _models(values: dict, quantity: str = "dmae") -> pd.DataFrame:

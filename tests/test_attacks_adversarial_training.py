@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import numpy as np
 import pytest
@@ -126,8 +125,3 @@ def test_an_adversarial_twin_starts_from_the_plain_systems_state_with_identical_
     assert (cost_a["sessions"], cost_a["started_from"]) == (1, None)
     assert (cost_b["sessions"], cost_b["started_from"]) == (2, f"{plain}/{kept.parent.name}/{kept.name}")
     assert cost_a["adversarial_steps"] == cost_b["adversarial_steps"] > 0
-
-
-def test_train_all_default_systems_follow_the_notebooks():
-    default = inspect.signature(train_all).parameters["systems"].default
-    assert default == ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E")

@@ -192,6 +192,7 @@ def test_lists_are_kept_as_tuples_and_batch_size_is_not_hashed():
     assert dataclasses.replace(CONFIG, steps=3).settings() != CONFIG.settings()
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_in_process_results(study, tmp_path):
     run, prepared, models, tables = study
     pair = {key: models[key] for key in (("A2E", 1), ("A2M2E", 1))}

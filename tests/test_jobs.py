@@ -45,6 +45,7 @@ def test_a_failing_job_is_reported_after_the_others_ran(executor, tmp_path):
         jobs.run_jobs(math.factorial, [3, -1, 4], executor, names=["three", "minus one", "four"], progress=False)
 
 
+@pytest.mark.slow
 def test_ray_runs_jobs_in_order_and_reports_a_failing_one(ray_cluster):
     assert jobs.run_jobs(math.factorial, [5, 3, 4, 0], ray_cluster, progress=False) == [120, 6, 24, 1]
     with pytest.raises(MerError, match=r"1 of 3 jobs .*\n  - minus one: ValueError: .*negative"):
@@ -94,6 +95,7 @@ def _pid(_):
     return os.getpid()
 
 
+@pytest.mark.slow
 def test_the_local_pool_is_kept_between_calls_and_renewed_when_the_environment_changes(monkeypatch):
     first = set(jobs.run_jobs(_pid, range(4), "local:2", progress=False))
     pool = jobs._POOL[1]
@@ -127,6 +129,7 @@ def test_default_workers(monkeypatch):
         jobs.run_jobs(math.factorial, [1, 2], -1, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local:2", "ray"])
 def test_training_is_bit_identical_to_in_process(executor, tmp_path, request):
     if executor == "ray":
@@ -149,6 +152,7 @@ def test_training_is_bit_identical_to_in_process(executor, tmp_path, request):
     assert again == pooled
 
 
+@pytest.mark.slow
 def test_pool_attacks_are_bit_identical_to_in_process(tmp_path):
     from mer_lib.attacks.stage import attack_many
     from mer_lib.config import AttackConfig

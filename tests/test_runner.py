@@ -210,6 +210,7 @@ def test_runner_passes_absolute_paths_and_removes_stale_temps(tmp_path, monkeypa
     assert os.listdir(tmp_path / "run" / "notebooks") == ["01_ok.ipynb"]
 
 
+@pytest.mark.slow
 def test_runner_keeps_the_last_good_notebook_and_names_the_failed_one(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
