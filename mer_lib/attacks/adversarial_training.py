@@ -1,8 +1,7 @@
-"""Adversarial training (aA2E, aA2B2E): the paper's adversary inside the training loop, and the five-system stage.
+"""Adversarial training (aA2E, aA2B2E; protocol §5): the paper's adversary inside training, and the five-system stage.
 
-:class:`PaperAdversary` is the hook :func:`mer_lib.models.train.train_model`
-calls every batch (protocol §5); :func:`train_all` trains the study's five
-systems, the adversarial ones with the profile's adversary.
+:class:`PaperAdversary` is the hook :func:`mer_lib.models.train.train_model` calls every batch; :func:`train_all`
+trains the study's five systems.
 """
 from __future__ import annotations
 
@@ -23,24 +22,19 @@ from mer_lib.models.stage import train_systems
 # Adversarial training
 # --------------------------------------------------------------------------
 class PaperAdversary:
-    """Adversarial-training step of aA2E / aA2B2E (see the module docstring).
+    """Adversarial-training step of aA2E / aA2B2E: paper-mode examples ``x + best`` in every ``adv_every``-th epoch.
 
     Parameters
     ----------
     config : AttackConfig, optional
         Supplies ``adv_train_lr``, ``adv_train_iters`` and ``adv_every`` (paper values by default).
     channels_last : bool
-        Feed the model channels-last inputs during the attack (use the
-        training's ``TrainConfig.channels_last``).
+        Feed channels-last inputs during the attack (use the training's ``TrainConfig.channels_last``).
 
     Attributes
     ----------
-    calls : int
-        Times the training loop called the step.
-    attacked_batches : int
-        Batches for which adversarial examples were produced.
-    epochs : list of int
-        The epoch of every attacked batch.
+    calls, attacked_batches, epochs : int, int, list of int
+        Times the training loop called the step; batches attacked; the epoch of every attacked batch.
     forward_passes, backward_passes : int
         Example passes spent by the attacks (also added to the training cost).
     """
@@ -85,9 +79,7 @@ class PaperAdversary:
 def adversarial_training(profile=None, channels_last: bool | None = None) -> tuple[PaperAdversary, dict]:
     """``(step, adversarial_config)`` for :func:`mer_lib.models.stage.train_system` from a profile.
 
-    Uses ``profile.attack`` (an :class:`AttackConfig`) if the profile has one,
-    else the paper values; ``channels_last`` defaults to the profile's
-    ``train.channels_last``.
+    Uses the profile's ``attack`` (else the paper values); ``channels_last`` defaults to its ``train.channels_last``.
     """
     config = AttackConfig()
     if profile is not None:
@@ -105,11 +97,8 @@ def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
               progress: bool = True, executor: Executor | str | int | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every listed system for every seed, adversarial ones included.
 
-    The default order is the notebooks' (02: black-box, 03: interpretable, 04:
-    adversarial); the returned dict and everything derived from it follow it.
-
-    :func:`mer_lib.models.stage.train_systems` with the profile's paper-mode adversary
-    (:func:`adversarial_training`) for aA2E and aA2B2E.
+    :func:`mer_lib.models.stage.train_systems` with :func:`adversarial_training` for aA2E and aA2B2E. The default
+    order is the notebooks' (02 black-box, 03 interpretable, 04 adversarial); the returned dict follows it.
     """
     return train_systems(prepared, systems, profile, run_dir, device, progress, executor,
                          adversary=adversarial_training)

@@ -1,32 +1,17 @@
 """The white-box attack of the study (protocol §6): a batched engine, paper mode and bounded mode.
 
-One engine attacks a whole batch of excerpts at once. Every example carries
-its own state: perturbation ``delta``, Adam moments and step count, the
-correlation threshold ``t``, the best perturbation so far, its iteration
-count and a converged flag. Examples that are done are frozen (they are no
-longer fed through the model and their state does not advance), so a batch
-gives the per-example results of attacking one excerpt at a time (up to the
-last bits of the model's batched arithmetic, which depends on the batch).
-During an attack the model is in eval mode and its parameters do not require
-gradients (both restored afterwards); the only host synchronisation per
-iteration is the count of still-active examples (none at all in bounded mode
-with a fixed number of steps).
+One engine attacks a batch of excerpts at once: every example carries its own state and is frozen once done, so a
+batch gives the results of attacking one excerpt at a time (up to the last bits of the model's batched arithmetic).
+Parts: :class:`AttackState`, an update rule (:class:`AdamUpdate`, :class:`SignUpdate`, :class:`L2Update`), a
+projection and a stopping rule (:class:`CorrelationStop`, :class:`FixedSteps`). The model is frozen in eval mode.
 
-The engine is built from small parts: :class:`AttackState` holds the running
-batch; an update rule, :class:`AdamUpdate` (:func:`adam_step`) or
-:class:`SignUpdate` (:func:`sign_step`), moves the perturbations of the
-active examples and :func:`project_linf` keeps them in the eps-ball; a
-stopping rule, :class:`CorrelationStop` (:func:`correlation_threshold`) or
-:class:`FixedSteps`, decides which examples go on and what is returned; a
-short driver loop alternates forward pass, stopping rule and step.
-
-Paper mode (:func:`paper_attack`, protocol §6.1) reproduces the reference
-attack, bugs included. Per excerpt ``x`` with labels ``y``::
+Paper mode (:func:`paper_attack`, protocol §6.1) reproduces the reference attack, bugs included. Per excerpt ``x``
+with labels ``y``::
 
     delta = 0; Adam(lr=0.002, betas=(0.9, 0.999), eps=1e-8); best = delta; t unset
     for it = 1 .. max_iters:
         p = f(x + delta);  r = Pearson(y, p) over the 8 emotions (float64)
-        if t unset: t = ceil(10 r) / 10
+        if t unset: t = ceil(10 r) / 10        (unset: None or exactly 0.0, the reference's ``if not t``)
         if r <= t:
             best = delta
             if t >= -0.9: t = t - 0.1          (float64: -0.8999999999999998 ...)
@@ -34,45 +19,13 @@ attack, bugs included. Per excerpt ``x`` with labels ``y``::
         Adam step on delta with gradient -sign(d MSE(p, y) / d delta)   (ascent)
     (no clamp: the reference's clamp result is discarded, delta is unbounded)
 
-Details that decide the logged numbers:
+``iterations`` counts evaluated iterates (a converged example took ``iterations - 1`` steps). The logged adversarial
+prediction is that of the last evaluated iterate; ``norm`` and the example ``x + best`` come from ``best``. A NaN
+correlation leaves ``t`` unset and never hits; the reference's unused step after the last iteration is skipped.
 
-* ``iterations`` is the number of evaluated iterates: the iteration at which
-  the example converged, else ``max_iters``. A converged example took
-  ``iterations - 1`` Adam steps;
-* the logged adversarial prediction (``new_*``) is that of the **last
-  evaluated iterate**, not of ``best``; ``norm`` is the L2 norm of ``best``
-  and the adversarial example is ``x + best``;
-* ``t`` counts as unset while it is ``None`` **or exactly 0.0**: the reference
-  tests ``if not t``, so after ``0.1 - 0.1 == 0.0`` (or an initial
-  ``ceil(10 r) / 10 == 0``) the threshold is re-initialised from the current
-  ``r`` at the next iteration. protocol §6.1 does not mention this; paper mode
-  reproduces it (``zero_threshold_unsets=True``), bounded mode does not;
-* the reference takes an Adam step after the last iteration too; its result
-  is never evaluated or returned, so the engine skips it (identical output,
-  one backward pass less per example);
-* Adam is elementwise, with per-example bias correction (each example's own
-  step count); the update replicates ``torch.optim.Adam``'s arithmetic op by
-  op, so given the same gradients it is bit-identical to one optimiser per
-  excerpt;
-* a correlation that is undefined (constant predictions) leaves ``t`` unset
-  and never counts as ``r <= t`` (the reference would crash on ``ceil(nan)``).
-
-Bounded mode (:func:`bounded_attack`, protocol §6.2): after every step delta is
-projected onto the L-infinity ball of radius ``eps`` (normalised-spectrogram
-units). The step is either a signed-gradient step of size ``step_size``
-(PGD, default :func:`default_step_size`) or the paper's signed Adam step. It runs
-a fixed number of steps (returns the final iterate, evaluated by one more
-forward pass) or uses the correlation stopping rule (returns the best
-iterate). The reported adversarial prediction is always that of the returned
-adversarial example. Mode ``"bounded-l2"`` is the same with the L2 ball of
-radius ``eps`` (:func:`project_l2`) and the L2 PGD step (:func:`l2_step`).
-
-Per example, :class:`AttackResult` holds the iterations, converged flag,
-final threshold, the returned perturbation, its L2 and L-infinity norm, the
-true spectral SNR (:func:`spectral_snr_db`), clean and adversarial
-predictions and bottleneck activations, and optionally the reference's
-pseudo-SNR :func:`db_reference`. :func:`attack_table` turns it into the tidy
-table of :mod:`mer_lib.attacks.logs` (plus extra columns).
+Bounded mode (:func:`bounded_attack`, protocol §6.2) projects ``delta`` onto the L-infinity (``"bounded"``) or L2
+(``"bounded-l2"``) ball of radius ``eps`` after every step; it logs the prediction of the returned example.
+:class:`AttackResult` holds the outcome, :func:`attack_table` makes it a tidy table (:mod:`mer_lib.attacks.logs`).
 """
 from __future__ import annotations
 
@@ -118,10 +71,8 @@ class AttackResult:
 
     Attributes
     ----------
-    mode : str
-        ``"paper"``, ``"bounded"`` (L-infinity ball) or ``"bounded-l2"``.
-    eps : float
-        Radius of the ball (``nan`` in paper mode).
+    mode, eps : str, float
+        ``"paper"``, ``"bounded"`` (L-infinity ball) or ``"bounded-l2"``; the ball's radius (``nan`` in paper mode).
     iterations : int64 (N,)
         Evaluated iterates (paper mode, correlation stopping) or steps taken (fixed steps).
     converged : bool (N,)
@@ -131,16 +82,13 @@ class AttackResult:
     delta : float32 (N, 1, T, F)
         The returned perturbation (paper: ``best``); the adversarial example is ``x + delta``.
     clean_emotions, adv_emotions : float32 (N, 8)
-        Clean predictions and the logged adversarial predictions (paper: last
-        evaluated iterate; bounded: the returned example).
+        Clean and logged adversarial predictions (paper: last evaluated iterate; bounded: the returned example).
     clean_bottleneck, adv_bottleneck : float32 (N, 7) or None
         Bottleneck activations of bottleneck models, same iterates.
     l2, linf : float64 (N,)
         Norms of ``delta`` (``l2`` is the log's ``norm``, computed in float32 as the reference does).
-    snr_db : float64 (N,)
-        True spectral SNR (:func:`spectral_snr_db`); ``nan`` without standardisation statistics.
-    db_reference : float64 (N,)
-        The reference's pseudo-SNR (:func:`db_reference`); ``nan`` unless requested.
+    snr_db, db_reference : float64 (N,)
+        :func:`spectral_snr_db` (``nan`` without ``mean``/``std``); :func:`db_reference` (``nan`` unless requested).
     forward_passes, backward_passes : int
         Example passes through the model spent (for training cost counters).
     """
@@ -205,11 +153,7 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pearson r between matching rows of ``a`` and ``b`` ``(B, K)``, in float64, clipped to [-1, 1].
-
-    Computed like ``scipy.stats.pearsonr`` (centre, normalise, dot); ``nan``
-    for a constant row.
-    """
+    """Pearson r of matching rows of ``a`` and ``b`` (B, K), float64, clipped to [-1, 1]; ``nan`` for a constant row."""
     a = a.double()
     b = b.double()
     am = a - a.mean(dim=1, keepdim=True)
@@ -219,25 +163,10 @@ def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def spectral_snr_db(x, delta, mean: float, std: float) -> np.ndarray:
-    """True spectral SNR in dB of perturbations of standardised log spectrograms.
+    """True spectral SNR in dB (protocol §6.2) of perturbations of standardised log spectrograms, float64 ``(N,)``.
 
-    The linear-magnitude spectrograms are recovered by undoing the
-    standardisation and the ``log10(1 + S)`` of the front end
-    (``S = 10 ** (x * std + mean) - 1``); the SNR is
-    ``10 log10(sum S_clean^2 / sum (S_adv - S_clean)^2)`` per example, in
-    float64. An unbounded perturbation can push ``S_adv`` below zero (not a
-    realisable magnitude); it is not clipped. ``inf`` for a zero perturbation.
-
-    Parameters
-    ----------
-    x, delta : array or Tensor (N, ...)
-        Clean standardised inputs and perturbations.
-    mean, std : float
-        The global standardisation statistics (``PreparedData.mean``, ``.std``).
-
-    Returns
-    -------
-    ndarray (N,)
+    ``x``, ``delta``: clean inputs and perturbations ``(N, ...)``; ``mean``, ``std``: the global standardisation
+    statistics (``PreparedData.mean``, ``.std``). ``S_adv < 0`` is not clipped; ``inf`` for a zero perturbation.
     """
     x = torch.as_tensor(x).detach().double().cpu()
     d = torch.as_tensor(delta).detach().double().cpu()
@@ -250,30 +179,11 @@ def spectral_snr_db(x, delta, mean: float, std: float) -> np.ndarray:
 
 
 def db_reference(x, delta, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """The reference's pseudo-SNR ("db" of the published logs), per example.
+    """The reference's pseudo-SNR (``db`` of the published logs, protocol §6.1), float64 per example; slow.
 
-    Our reading of protocol §6.1 (checked against the published values' range):
-    each normalised log spectrogram ``(T=313, F=149)`` and its perturbation are
-    passed to ``librosa.feature.inverse.mel_to_stft(..., sr=22050)`` as if they
-    were a 313-band mel power spectrogram with 149 frames (librosa defaults:
-    ``n_fft=2048``, Slaney mel filters, ``power=2``; the inversion is a
-    non-negative least-squares fit, so negative inputs are clipped away), both
-    are converted with ``librosa.amplitude_to_db`` (``ref=1``, ``amin=1e-5``,
-    ``top_db=80``) and the mean of ``db_x - db_delta`` over all bins is the
-    value. It is not an SNR (the spectrogram is neither mel nor power, and the
-    dB values are not energy ratios). A zero perturbation gives
-    ``mean(db_x) + 100``. Uncertain: the exact librosa version of the
-    reference (its NNLS solver and defaults may have changed); we use the
-    project's pinned librosa. Slow (an L-BFGS NNLS per call, several seconds).
-
-    Parameters
-    ----------
-    x, delta : array or Tensor (N, 1, T, F)
-        Clean standardised inputs and perturbations.
-
-    Returns
-    -------
-    ndarray (N,) float64
+    Each input ``x`` ``(N, 1, T, F)`` and its perturbation ``delta`` go through ``librosa.feature.inverse.mel_to_stft``
+    as if they were 313-band mel power spectrograms, then ``librosa.amplitude_to_db``; the value is the mean of
+    ``db_x - db_delta``. Uses the project's pinned librosa (the reference's version is unknown).
     """
     x = torch.as_tensor(x).detach().cpu().float().numpy()
     d = torch.as_tensor(delta).detach().cpu().float().numpy()
@@ -309,14 +219,9 @@ def _check_inputs(model: nn.Module, x, y) -> tuple[torch.Tensor, torch.Tensor]:
 # Update rules: a step on the perturbation of the active examples
 # --------------------------------------------------------------------------
 class AdamTables(NamedTuple):
-    """Adam's per-step factors, indexed by the step count ``k = 0 .. steps`` (float32, on the attack's device).
+    """Adam's per-step factors by step count ``k = 0 .. steps`` (float32, on the attack's device).
 
-    Attributes
-    ----------
-    neg_step : Tensor (steps + 1,)
-        ``-lr / (1 - beta1**k)`` (0 at ``k = 0``).
-    bc2_sqrt : Tensor (steps + 1,)
-        ``sqrt(1 - beta2**k)`` (1 at ``k = 0``).
+    ``neg_step`` is ``-lr / (1 - beta1**k)`` (0 at ``k = 0``), ``bc2_sqrt`` is ``sqrt(1 - beta2**k)`` (1 at ``k = 0``).
     """
 
     neg_step: torch.Tensor
@@ -324,21 +229,9 @@ class AdamTables(NamedTuple):
 
 
 def adam_tables(lr: float, steps: int, device: torch.device) -> AdamTables:
-    """The factors of :class:`AdamTables`, computed in Python floats exactly as ``torch.optim.Adam``
-    does, then converted to float32 (how its kernels use them).
+    """:class:`AdamTables` for learning rate ``lr`` and step counts up to ``steps``, on ``device``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate.
-    steps : int
-        Largest step count needed.
-    device : torch.device
-        Where the tables live.
-
-    Returns
-    -------
-    AdamTables
+    Computed in Python floats exactly as ``torch.optim.Adam`` does, then converted to float32 (as its kernels use them).
     """
     b1, b2 = ADAM_BETAS
     neg = [0.0] + [-(lr / (1 - b1 ** k)) for k in range(1, steps + 1)]
@@ -352,26 +245,16 @@ def _float32(values: list[float], device: torch.device) -> torch.Tensor:
 
 def adam_step(delta: torch.Tensor, neg_sign: torch.Tensor, m: torch.Tensor, v: torch.Tensor, k: torch.Tensor,
               tables: AdamTables) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Adam step per example, op by op as ``torch.optim.Adam`` (one optimiser per example).
+    """One Adam step per example, op by op as ``torch.optim.Adam``; returns new ``(delta, m, v)``, inputs unchanged.
 
     Parameters
     ----------
-    delta : Tensor (B, 1, T, F)
-        Current perturbations.
+    delta, m, v : Tensor (B, 1, T, F)
+        Perturbations and the first and second moments before the step.
     neg_sign : Tensor (B, 1, T, F)
-        ``-sign(dMSE / d delta)``, the "gradient" the reference hands to its
-        optimiser (descending on it is an ascent on the loss).
-    m, v : Tensor (B, 1, T, F)
-        First and second moments before the step.
-    k : int64 Tensor (B,)
-        Step count of each example after this step (1 for the first step).
-    tables : AdamTables
-        From :func:`adam_tables`.
-
-    Returns
-    -------
-    delta, m, v : Tensor
-        New perturbations and moments (new tensors; the inputs are not modified).
+        ``-sign(dMSE / d delta)``, the reference's "gradient" (descending on it ascends the loss).
+    k, tables : int64 Tensor (B,), AdamTables
+        Step count of each example after this step (1 for the first step); from :func:`adam_tables`.
     """
     b1, b2 = ADAM_BETAS
     m = torch.lerp(m, neg_sign, 1 - b1)
@@ -381,36 +264,12 @@ def adam_step(delta: torch.Tensor, neg_sign: torch.Tensor, m: torch.Tensor, v: t
 
 
 def sign_step(delta: torch.Tensor, neg_sign: torch.Tensor, rate: float) -> torch.Tensor:
-    """One PGD step ``delta + rate * sign(dMSE / d delta)``, computed as ``delta - rate * neg_sign``.
-
-    Parameters
-    ----------
-    delta, neg_sign : Tensor
-        Current perturbations and ``-sign(dMSE / d delta)`` (as in :func:`adam_step`).
-    rate : float
-        Step size.
-
-    Returns
-    -------
-    Tensor
-    """
+    """One PGD step ``delta + rate * sign(dMSE / d delta)``, as ``delta - rate * neg_sign`` (see :func:`adam_step`)."""
     return delta - rate * neg_sign
 
 
 def default_step_size(eps: float, steps: int) -> float:
-    """Default PGD step of the bounded attack: ``2.5 * eps / steps`` (protocol §6.2).
-
-    Parameters
-    ----------
-    eps : float
-        L-infinity radius.
-    steps : int
-        Number of steps.
-
-    Returns
-    -------
-    float
-    """
+    """Default PGD step of the bounded attack: ``2.5 * eps / steps`` (protocol §6.2)."""
     return 2.5 * eps / steps
 
 
@@ -421,37 +280,15 @@ def linf_radius(eps: float) -> float:
 
 
 def project_linf(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Projection onto the L-infinity ball of radius ``eps``: every element of the result is in [-eps, eps].
-
-    Parameters
-    ----------
-    delta : Tensor
-        Perturbations (float32).
-    eps : float
-        Radius (rounded down to float32 by :func:`linf_radius`).
-
-    Returns
-    -------
-    Tensor
-    """
+    """Projection onto the L-infinity ball of radius ``eps`` (rounded down to float32 by :func:`linf_radius`)."""
     radius = linf_radius(eps)
     return delta.clamp(-radius, radius)
 
 
 def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
-    """Projection onto the L2 ball of radius ``eps``, per example (first axis): longer perturbations are shrunk.
+    """Projection onto the L2 ball of radius ``eps`` per example (first axis): ``delta * min(1, eps / ||delta||_2)``.
 
-    Parameters
-    ----------
-    delta : Tensor (B, ...)
-        Perturbations.
-    eps : float
-        Radius.
-
-    Returns
-    -------
-    Tensor
-        ``delta * min(1, eps / ||delta||_2)`` per example (float rounding may leave a norm a few ulps above ``eps``).
+    Float rounding may leave a norm a few ulps above ``eps``.
     """
     norms = delta.flatten(1).norm(dim=1).clamp_min(torch.finfo(delta.dtype).tiny)
     factor = (eps / norms).clamp(max=1.0)
@@ -459,10 +296,7 @@ def project_l2(delta: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def l2_step(delta: torch.Tensor, grad: torch.Tensor, rate: float) -> torch.Tensor:
-    """One steepest-ascent step for the L2 norm: ``delta + rate * grad / ||grad||_2`` per example.
-
-    An example whose gradient is zero does not move.
-    """
+    """One L2 steepest-ascent step ``delta + rate * grad / ||grad||_2`` per example; a zero gradient does not move."""
     norms = grad.flatten(1).norm(dim=1)
     scale = torch.where(norms > 0, rate / norms.clamp_min(torch.finfo(grad.dtype).tiny), torch.zeros_like(norms))
     return delta + grad * scale.view((-1,) + (1,) * (grad.ndim - 1))
@@ -522,16 +356,8 @@ class AdamUpdate:
 class Iterate(NamedTuple):
     """One evaluation of the active examples.
 
-    Attributes
-    ----------
-    delta : Tensor (B, 1, T, F)
-        Their perturbations (a leaf that requires gradients).
-    emotions : Tensor (B, 8)
-        Their predictions, attached to the graph.
-    pred : Tensor (B, 8)
-        The same, detached.
-    bottleneck : Tensor (B, 7) or None
-        Detached bottleneck activations of bottleneck models.
+    ``delta`` (B, 1, T, F): a leaf that requires gradients; predictions (B, 8), ``emotions`` on the graph and ``pred``
+    detached; ``bottleneck`` (B, 7), detached, or None.
     """
 
     delta: torch.Tensor
@@ -544,33 +370,26 @@ class Iterate(NamedTuple):
 class AttackState:
     """The running batch of an attack (tensors on the model's device, first axis = example).
 
-    Examples that are done leave the active set: ``idx`` lists the rows still
-    attacked (``None``: all of them), :meth:`take` selects them from a
-    per-example tensor and :meth:`put` writes values of the active rows back.
+    Done examples leave the active set: ``idx`` lists the rows still attacked (``None``: all of them).
 
     Attributes
     ----------
     x, y : Tensor (N, 1, T, F), (N, 8)
         Clean inputs and labels.
     delta, best : Tensor (N, 1, T, F)
-        Current perturbation; the returned one (correlation rule: the best
-        iterate; fixed steps: the final iterate).
+        Current perturbation; the returned one (correlation rule: the best iterate; fixed steps: the final iterate).
     moments : dict of str to Tensor
         Per-example state of the update rule (Adam's ``m`` and ``v``; none for PGD).
-    steps : int64 (N,)
-        Steps taken.
+    steps, iterations : int64 (N,)
+        Steps taken; evaluated iterates (fixed steps: steps taken, at the end).
     t : float64 (N,)
         Correlation threshold (``nan`` = unset).
-    iterations : int64 (N,)
-        Evaluated iterates (fixed steps: steps taken, at the end).
     converged, active : bool (N,)
         Stopped by the correlation rule; still attacked.
     last_p, best_p, clean_p : Tensor (N, 8)
         Predictions of the last evaluated iterate, of ``best`` and of the clean input.
     last_b, best_b, clean_b : Tensor (N, 7) or None
         The same for the bottleneck activations (bottleneck models only).
-    idx : int64 Tensor or None
-        Rows still attacked; ``None`` while all are.
     forward, backward : int
         Example passes spent.
     """
@@ -686,24 +505,17 @@ def correlation_threshold(r: torch.Tensor, t: torch.Tensor,
                           zero_threshold_unsets: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The paper's stopping rule for one evaluation (protocol §6.1), elementwise over examples.
 
-    An unset threshold (``nan``; also ``0.0`` with ``zero_threshold_unsets``)
-    becomes ``ceil(10 r) / 10``. If ``r <= t`` the iterate becomes the best
-    one (``hit``) and ``t`` is lowered by 0.1, unless ``t < -0.9``: then the
-    example has converged (``done``). A ``nan`` correlation never hits.
-
     Parameters
     ----------
-    r : float64 Tensor (B,)
-        Pearson correlation of labels and predictions.
-    t : float64 Tensor (B,)
-        Thresholds before this evaluation.
+    r, t : float64 Tensor (B,)
+        Pearson correlation of labels and predictions (``nan`` never hits); thresholds before (``nan``: unset).
     zero_threshold_unsets : bool
         Treat a threshold of exactly 0.0 as unset (the reference's ``if not t``).
 
     Returns
     -------
     t, hit, done : Tensor (B,)
-        New thresholds; whether the iterate is the new best; whether the example stops here.
+        New thresholds; whether the iterate is the new best; whether the example converged and stops here.
     """
     unset = torch.isnan(t)
     if zero_threshold_unsets:
@@ -783,8 +595,7 @@ def _numpy32(a: torch.Tensor | None) -> np.ndarray | None:
 
 def _result(state: AttackState, mode: str, eps: float, report_last: bool, mean: float | None,
             std: float | None, with_db_reference: bool, info: dict) -> AttackResult:
-    """The :class:`AttackResult` of a finished state; ``report_last``: log the last evaluated iterate's
-    predictions (paper mode), else those of the returned example."""
+    """The :class:`AttackResult` of a finished state; ``report_last``: log the last evaluated iterate (paper mode)."""
     delta = state.best.detach()
     flat = delta.flatten(1)
     l2 = torch.sqrt((flat ** 2).sum(dim=1))  # float32, as the reference's torch.sqrt((d ** 2).sum())
@@ -808,34 +619,24 @@ def _result(state: AttackState, mode: str, eps: float, report_last: bool, mean: 
 def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 1000, *,
                  mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
                  channels_last: bool = False, zero_threshold_unsets: bool = True) -> AttackResult:
-    """Paper-mode attack (protocol §6.1) of a batch of excerpts; see the module docstring.
+    """Paper-mode attack (protocol §6.1) of a batch of excerpts; the loop is in the module docstring.
+
+    The result's ``delta`` is ``best``; its ``adv_emotions`` are the predictions of the last evaluated iterate.
 
     Parameters
     ----------
     model : MERModel
         The attacked model (any module returning ``.emotions`` and ``.bottleneck``).
-    x : array or Tensor (N, 1, T, F)
-        Standardised inputs.
-    y : array or Tensor (N, 8)
-        Emotion labels (divided by 10).
-    lr : float
-        Adam learning rate (reference: 0.002).
-    max_iters : int
-        Iteration budget (reference: 1000; 50 inside adversarial training).
+    x, y : array or Tensor (N, 1, T, F), (N, 8)
+        Standardised inputs and emotion labels (divided by 10).
+    lr, max_iters : float, int
+        Adam learning rate and iteration budget (reference: 0.002 and 1000; 50 inside adversarial training).
     mean, std : float, optional
         Standardisation statistics, for the true SNR.
-    with_db_reference : bool
-        Also compute the reference's pseudo-SNR (slow).
-    channels_last : bool
-        Feed channels-last inputs to the model.
+    with_db_reference, channels_last : bool
+        Also compute the reference's pseudo-SNR (slow); feed channels-last inputs to the model.
     zero_threshold_unsets : bool
-        Reproduce the reference's ``if not t`` (a threshold of exactly 0.0
-        counts as unset). Keep ``True`` to reproduce the published runs.
-
-    Returns
-    -------
-    AttackResult
-        ``delta`` = ``best``; ``adv_emotions`` = prediction of the last evaluated iterate.
+        Reproduce the reference's ``if not t``; keep ``True`` to reproduce the published runs.
     """
     if not isinstance(max_iters, (int, np.integer)) or max_iters < 1:
         raise MerError(f"max_iters must be a positive integer, got {max_iters!r}")
@@ -851,22 +652,15 @@ def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 100
 
 def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.002,
                                max_iters: int = 50, channels_last: bool = False) -> tuple[torch.Tensor, int, int]:
-    """Paper-mode adversarial examples ``x + best`` of a batch, kept on the model's device.
+    """Paper-mode adversarial examples ``x + best`` for adversarial training (protocol §5), kept on the model's device.
 
-    What adversarial training needs (protocol §5): no host copies, no metrics.
-    The model is put in eval mode (and restored) by :func:`frozen_model`.
-
-    Parameters
-    ----------
-    model, x, y, lr, max_iters, channels_last
-        As in :func:`paper_attack` (default budget: 50 iterations, the adversarial-training value).
+    No host copies, no metrics; the model is frozen in eval mode (:func:`frozen_model`) and restored. Arguments as in
+    :func:`paper_attack` (default budget: 50 iterations, the adversarial-training value).
 
     Returns
     -------
-    x_adv : Tensor (B, 1, T, F)
-        Detached, same device and dtype as the model's inputs.
-    forward_passes, backward_passes : int
-        Example passes spent.
+    x_adv, forward_passes, backward_passes : Tensor (B, 1, T, F), int, int
+        The examples (detached, same device and dtype as the model's inputs); the example passes spent.
     """
     xt, yt = _check_inputs(model, x, y)
     update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
@@ -881,36 +675,25 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
                    channels_last: bool = False, norm: str = "linf") -> AttackResult:
     """Bounded-mode attack (protocol §6.2): projection onto the ``norm`` ball of radius ``eps``.
 
+    ``adv_emotions`` are the predictions of the returned example ``x + delta``; ``|delta| <= eps`` everywhere (L2:
+    ``||delta||_2 <= eps`` up to float rounding).
+
     Parameters
     ----------
-    model, x, y
+    model, x, y, mean, std, with_db_reference, channels_last
         As in :func:`paper_attack`.
     eps : float
         Radius in normalised-spectrogram units (L-infinity: per bin; L2: of the whole excerpt).
-    steps : int
-        Iteration budget.
-    step_size : float, optional
-        Step of the ``"sign"`` update (default :func:`default_step_size`).
-    update : str
-        ``"sign"`` (PGD: the steepest-ascent step of the norm, ``sign(grad)``
-        for L-infinity, ``grad / ||grad||_2`` for L2) or ``"adam"``
-        (signed-gradient Adam with ``lr``; L-infinity only).
+    steps, step_size : int, float
+        Iteration budget; step of the ``"sign"`` update (default :func:`default_step_size`).
+    update, lr : str, float
+        ``"sign"`` (PGD: ``sign(grad)`` for L-infinity, ``grad / ||grad||_2`` for L2) or ``"adam"`` (signed-gradient
+        Adam at learning rate ``lr``; L-infinity only).
     stop : str
-        ``"fixed"``: every step is taken and the final iterate is returned
-        (``iterations`` = steps); ``"correlation"``: the paper's stopping rule,
-        the best iterate is returned (``iterations`` = evaluated iterates).
-    lr : float
-        Adam learning rate of ``update="adam"``.
-    mean, std, with_db_reference, channels_last
-        As in :func:`paper_attack`.
+        ``"fixed"``: every step taken, final iterate returned (``iterations`` = steps); ``"correlation"``: the paper's
+        rule, best iterate returned (``iterations`` = evaluated iterates).
     norm : str
         ``"linf"`` (mode ``"bounded"``) or ``"l2"`` (mode ``"bounded-l2"``).
-
-    Returns
-    -------
-    AttackResult
-        ``adv_emotions`` is the prediction of the returned example ``x + delta``;
-        ``|delta| <= eps`` everywhere (L2: ``||delta||_2 <= eps`` up to float rounding).
     """
     eps = check_eps(eps)
     check_choice("norm", norm, NORMS)
@@ -942,31 +725,21 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
 def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig | None = None,
                eps: float | None = None, *, mean: float | None = None, std: float | None = None,
                batch_size: int | None = None, progress: bool = False) -> AttackResult:
-    """Attack many excerpts in batches of ``config.batch_size`` with the settings of ``config``.
+    """Attack many excerpts in batches with the settings of ``config``; the results are concatenated in input order.
 
     Parameters
     ----------
-    model : MERModel
-    x, y : arrays (N, 1, T, F), (N, 8)
+    model, x, y
+        As in :func:`paper_attack`.
     mode : str
-        ``"paper"`` (``config.lr``, ``config.max_iters``), ``"bounded"``
-        (L-infinity ``eps`` and the ``bounded_*`` settings) or ``"bounded-l2"``
-        (L2 ``eps``, ``bounded_steps`` and ``bounded_stop``, PGD with the default step size).
-    config : AttackConfig, optional
-        Default: the paper values.
-    eps : float
-        Required in the bounded modes.
+        ``"paper"`` (``config.lr``, ``config.max_iters``), ``"bounded"`` (L-infinity ``eps``, the ``bounded_*``
+        settings) or ``"bounded-l2"`` (L2 ``eps``, ``bounded_steps``, ``bounded_stop``; PGD at the default step size).
+    config, eps : AttackConfig, optional; float
+        The settings (default: the paper values); the radius, required in the bounded modes.
     mean, std : float, optional
         Standardisation statistics for the true SNR.
-    batch_size : int, optional
-        Overrides ``config.batch_size``.
-    progress : bool
-        Show a progress bar over batches.
-
-    Returns
-    -------
-    AttackResult
-        The batches' results, concatenated in input order.
+    batch_size, progress : int, optional; bool
+        Overrides ``config.batch_size``; show a progress bar over batches.
     """
     config = config or AttackConfig()
     check_choice("mode", mode, MODES)
@@ -996,19 +769,10 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
 def attack_table(result: AttackResult, numbers, y_true) -> pd.DataFrame:
     """One row per excerpt: the tidy columns of :mod:`mer_lib.attacks.logs` plus extras.
 
-    Columns: ``number, iterations, db_reference, norm, converged, adv_target,
-    true_*, orig_*, new_*`` (what :func:`mer_lib.attacks.logs.write_attack_log`
-    writes in the published format), then ``mode, eps, l2, linf, snr_db`` and,
-    for bottleneck models, ``orig_bottleneck_*`` and ``new_bottleneck_*``.
-
-    Parameters
-    ----------
-    result : AttackResult
-    numbers : sequence of int
-        Excerpt IDs, in the order of ``result``.
-    y_true : array (N, 8)
-        Labels (divided by 10). Pass the float64 values of the data table to
-        keep the published log's ``true-label`` column exact.
+    Columns ``number, iterations, db_reference, norm, converged, adv_target, true_*, orig_*, new_*`` (what
+    :func:`mer_lib.attacks.logs.write_attack_log` writes), then ``mode, eps, l2, linf, snr_db`` and, for bottleneck
+    models, ``orig_bottleneck_*`` and ``new_bottleneck_*``. ``numbers``: excerpt IDs in the order of ``result``;
+    ``y_true`` ``(N, 8)``: labels divided by 10 (the data table's float64 values keep the log's ``true-label`` exact).
     """
     numbers = np.asarray(numbers).astype(np.int64)
     y_true = np.asarray(y_true, dtype=np.float64)

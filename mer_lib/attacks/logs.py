@@ -1,26 +1,9 @@
-"""Attack logs in the published format (reference ``log.csv``) and as tidy tables.
+"""Attack logs in the published format (the reference's ``log.csv``, protocol §6.1) and as tidy tables.
 
-The authors released one ``log.csv`` per attacked model (36 test excerpts):
-
-======================  ===================================================
-column                  content
-======================  ===================================================
-``file``                excerpt id as a Python list repr, ``['146.mp3.spec']``
-``epoch``               attack iterations run
-``db``                  the reference's pseudo-SNR (not a true SNR)
-``norm``                L2 norm of the stored perturbation
-``converged``           ``True``/``False``
-``true-label``          8 ratings / 10, numpy repr ``[[a b ...]]``
-``orig-pred``           clean predictions, same encoding (may wrap lines)
-``new-pred``            predictions at the attack's last iterate
-``adv-target``          correlation threshold when the attack stopped
-======================  ===================================================
-
-:func:`read_attack_log` turns such a file (the authors' or the project's) into a
-tidy table with one row per excerpt and one column per value
-(``true_valence`` ... ``new_tender``); :func:`write_attack_log` writes a tidy
-table back in the published format, so that a round trip is lossless for
-float32 predictions.
+:func:`read_attack_log` turns a ``log.csv`` (the authors' or the project's) into a tidy table, one row per excerpt and
+one column per value (``true_valence`` ... ``new_tender``); :func:`write_attack_log` writes it back, losslessly for
+float32 predictions. In the file, ``file`` is a list repr (``['146.mp3.spec']``) and the label and prediction
+arrays are numpy reprs ``[[a b ...]]`` that may wrap lines.
 """
 from __future__ import annotations
 
@@ -92,15 +75,10 @@ def parse_file_id(text: str, where: str = "") -> int:
 
 
 def read_attack_log(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``log.csv`` (published or the project's) into a tidy table.
+    """Read a ``log.csv`` (published or the project's) into a tidy table, one row per excerpt, in file order.
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per excerpt, in file order: ``number``, ``iterations``,
-        ``db_reference``, ``norm``, ``converged`` (bool), ``adv_target`` and the
-        24 columns ``true_*``, ``orig_*``, ``new_*`` (emotion order of
-        :data:`mer_lib.config.EMOTIONS`).
+    Columns: ``number``, ``iterations``, ``db_reference``, ``norm``, ``converged`` (bool), ``adv_target`` and the 24
+    ``true_*``, ``orig_*``, ``new_*`` (emotion order of :data:`mer_lib.config.EMOTIONS`).
 
     Raises
     ------
@@ -157,25 +135,15 @@ def write_attack_log(tidy: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def read_published_runs(folder: str | os.PathLike, runs_csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """All attack logs of a folder of runs, with their system and seed.
+    """All attack logs of a folder of runs, with ``system``, ``seed`` and ``run_dir`` columns prepended.
 
     Parameters
     ----------
     folder : path-like
-        A folder of run directories, each holding a ``log.csv`` (e.g.
-        ``reference/published_runs`` in the repository or the reference repository's
-        ``runs/adversaries``).
+        A folder of run directories, each holding a ``log.csv`` (e.g. ``reference/published_runs``).
     runs_csv : path-like, optional
-        ``system,seed,run_dir`` table naming every run (default:
-        ``folder/runs.csv``). The logs themselves do not say which system
-        produced them (``hparams.yaml`` names only the architecture), so this
-        table is required.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The tidy rows of every log with ``system``, ``seed`` and ``run_dir``
-        columns prepended.
+        ``system,seed,run_dir`` table naming every run (default: ``folder/runs.csv``); required, since the logs do not
+        record their system.
     """
     folder = Path(folder)
     runs_csv = Path(runs_csv) if runs_csv else folder / "runs.csv"
@@ -200,13 +168,7 @@ SUMMARY_FILE = "summary.json"
 
 
 def read_attack_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``attack.csv`` of a result folder (or the file itself) as a tidy table.
-
-    Raises
-    ------
-    MerError
-        If the folder holds no finished attack.
-    """
+    """Read ``attack.csv`` of a result folder (or the file itself); :class:`MerError` if the attack is not finished."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     if not (folder / SUMMARY_FILE).exists():
@@ -252,18 +214,7 @@ def prediction_columns(which: str) -> list[str]:
 
 
 def system_order(systems: Iterable[str]) -> list[str]:
-    """Sort system names: the paper's order (:data:`SYSTEMS`) first, then any others alphabetically.
-
-    Parameters
-    ----------
-    systems : iterable of str
-        System names, possibly repeated.
-
-    Returns
-    -------
-    list of str
-        The distinct names, ordered.
-    """
+    """The distinct system names: the paper's order (:data:`SYSTEMS`) first, then any others alphabetically."""
     present = set(systems)
     known = [s for s in SYSTEMS if s in present]
     return known + sorted(present - set(SYSTEMS))
@@ -278,7 +229,7 @@ def sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:
 
 
 def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame:
-    """Pearson r per model and emotion.
+    """Pearson r per model and emotion: ``system``, ``seed`` and one column per emotion (NaN where r is undefined).
 
     Parameters
     ----------
@@ -286,12 +237,6 @@ def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame
         Tidy attack logs (see the module docstring).
     which : {"orig", "new"}
         Clean predictions or predictions after the attack.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``system``, ``seed`` and one column per emotion (NaN where the
-        emotion's r is undefined), one row per model.
     """
     check_prediction_kind(which)
     require_columns(logs, prediction_columns(which))
@@ -305,50 +250,23 @@ def per_emotion_pearson(logs: pd.DataFrame, which: str = "orig") -> pd.DataFrame
 
 # --------------------------------------------------------------------------- per model
 def abs_errors(logs: pd.DataFrame, which: str) -> np.ndarray:
-    """``|prediction - true|`` per excerpt and emotion, float64; ``which`` is ``"orig"`` (clean) or ``"new"`` (attacked)."""
+    """``|prediction - true|`` per excerpt and emotion (float64); ``which``: ``"orig"`` (clean) or ``"new"``."""
     return np.abs(logs[tidy_columns(which)].to_numpy(np.float64) - logs[tidy_columns("true")].to_numpy(np.float64))
 
 
 def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
-    """Clean and adversarial performance of every model (system, seed).
+    """Clean and adversarial performance of every model (system, seed), from tidy attack logs (protocol §7).
 
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs with ``system``, ``seed``, ``number``, ``true_*``,
-        ``orig_*`` and ``new_*`` columns.
+    ``logs`` needs ``system``, ``seed``, ``number``, ``true_*``, ``orig_*`` and ``new_*``; missing columns or a
+    repeated (system, seed, number) raise :class:`MerError`. One row per model (the paper's system order, then seed):
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per model, systems in the paper's order, then by seed:
-
-        ``n_excerpts``
-            test excerpts of the model.
-        ``clean_r``, ``adv_r``
-            average Pearson r over the emotions (r per emotion across the
-            excerpts, then averaged; undefined emotions left out) of the clean
-            predictions and of the predictions after the attack.
-        ``clean_r_emotions``, ``adv_r_emotions``
-            how many emotions entered each average (8 unless some r is undefined).
-        ``clean_mae``, ``adv_mae``
-            mean over excerpts and emotions of ``|orig - true|`` and ``|new - true|``.
-        ``dmae``
-            ``adv_mae - clean_mae`` (the paper's robustness measure; larger is
-            less robust). It is in the units of the predictions, so it scales
-            with the model's gain: a model whose outputs move twice as far per
-            unit of input has twice the dMAE after the same walk.
-        ``clean_spread``
-            the spread of the model's clean predictions: the SD over excerpts
-            (ddof=1) of each emotion's prediction, averaged over emotions.
-        ``dmae_rel``
-            ``dmae / clean_spread``: the damage in units of the model's own
-            output range, a measure the output scale cannot decide.
-
-    Raises
-    ------
-    MerError
-        On missing columns or a repeated (system, seed, number).
+    - ``n_excerpts``: test excerpts of the model;
+    - ``clean_r``, ``adv_r``: Pearson r per emotion across the excerpts, averaged over the emotions where it is defined
+      (their count: ``clean_r_emotions``, ``adv_r_emotions``), for the clean and the attacked predictions;
+    - ``clean_mae``, ``adv_mae``: mean of ``|orig - true|`` and ``|new - true|`` over excerpts and emotions;
+    - ``dmae``: ``adv_mae - clean_mae``, the paper's robustness measure (larger: less robust; scales with the gain);
+    - ``clean_spread``: SD over excerpts (ddof=1) of each emotion's clean prediction, averaged over the emotions;
+    - ``dmae_rel``: ``dmae / clean_spread``, the damage in units of the model's own output range.
     """
     require_columns(logs, [*MODEL_KEYS, "number", *tidy_columns("true"), *tidy_columns("orig"), *tidy_columns("new")])
     check_unique_excerpts(logs)
@@ -373,17 +291,11 @@ def per_model_metrics(logs: pd.DataFrame) -> pd.DataFrame:
 
 
 def as_per_model(data: pd.DataFrame, needed: Sequence[str] = ()) -> pd.DataFrame:
-    """Accept either tidy attack logs or a per-model table (the output of :func:`per_model_metrics`).
+    """Accept tidy attack logs or a per-model table (the output of :func:`per_model_metrics`).
 
-    A table without a ``number`` column that has every ``needed`` column is
-    taken as per-model (checked: one row per system and seed); anything else
-    is treated as attack logs and summarised by :func:`per_model_metrics`.
-
-    Raises
-    ------
-    MerError
-        If ``data`` is not a DataFrame, a per-model table lacks ``system``/``seed``
-        or repeats a model, or attack logs lack a column.
+    A table without ``number`` that has every ``needed`` column is per-model (one row per system and seed, checked);
+    anything else is summarised by :func:`per_model_metrics`. :class:`MerError` for a non-DataFrame, a per-model table
+    lacking ``system``/``seed`` or repeating a model, or logs lacking a column.
     """
     if not isinstance(data, pd.DataFrame):
         raise MerError(f"expected a pandas DataFrame, got {type(data).__name__}")

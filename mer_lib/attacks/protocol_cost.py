@@ -1,34 +1,10 @@
 """What a profile's protocol costs: example passes and arithmetic of every training and attack job.
 
-The study's work is a list of independent jobs (:mod:`mer_lib.jobs`): one
-training per system and seed (notebooks 02-04) and one attack per model and
-setting (notebook 05: the paper-mode attack and the bounded sweep). This
-module counts, for each job, the example passes it makes, the way the
-training loop and the attack engine count them in ``cost.json`` and
-``summary.json``:
-
-``forward``
-    Example forward passes (training steps, evaluations, attack iterations).
-``backward_weights``
-    Backward passes of training steps (gradients of the weights and of
-    every activation).
-``backward_input``
-    Backward passes of attack iterations (gradient of the input only, the
-    weights frozen).
-
-Counts are upper bounds: they assume that no training stops early and that
-no attacked excerpt stops before the iteration budget. For the quick and
-smoke profiles (patience = epoch budget) training counts are exact; the
-paper-mode attack's stopping rule can only lower the attack counts.
-
-Arithmetic (:func:`job_gflop`) uses the usual estimate: a forward pass is
-``2 x`` the multiply-accumulates of :func:`mer_lib.models.nets.forward_macs`,
-a backward pass through the weights and activations twice that, a backward
-pass to the input alone once that. :func:`predict_seconds` turns the counts
-into a wall-time prediction from measured per-pass times (see
-``benchmarks/protocol_cost.py``), scheduling the jobs in order on a number
-of workers as :func:`mer_lib.jobs.run_jobs` does. The waveform attacks of
-notebook 09 are not part of the paper's protocol and not counted here.
+One job per trained model (notebooks 02-04) and per attacked model and setting (notebook 05; not the waveform attacks
+of notebook 09), counted as ``cost.json`` and ``summary.json`` count them: ``forward`` passes, ``backward_weights``
+(training steps) and ``backward_input`` (attack iterations, weights frozen). Counts are upper bounds (nothing stops
+early), exact for training in the quick and smoke profiles (patience = epoch budget). GFLOP: a forward pass is
+``2 x`` :func:`mer_lib.models.nets.forward_macs`, a backward pass through the weights twice that, to the input once.
 """
 from __future__ import annotations
 
@@ -51,7 +27,7 @@ PASS_COLUMNS: tuple[str, ...] = ("forward", "backward_weights", "backward_input"
 
 
 def split_sizes(profile: str | Profile) -> tuple[int, int, int]:
-    """``(train, valid, test)`` excerpt counts of a profile's dataset (the reference split of 360: 288, 36, 36)."""
+    """``(train, valid, test)`` excerpt counts of a profile's dataset (360 excerpts: 288, 36, 36)."""
     profile = get_profile(profile)
     n_train, n_valid, n_test = split_lengths(profile.data.n_excerpts, profile.split.fractions)
     return n_train, n_valid, n_test
@@ -61,25 +37,19 @@ def training_passes(system: str, train: TrainConfig, attack: AttackConfig, sizes
                     epochs: int | None = None) -> dict[str, int]:
     """Example passes of training one model (as ``cost.json`` counts them), an upper bound.
 
+    Returns a dict of ``forward``, ``backward_weights``, ``backward_input`` and ``epochs``.
+
     Parameters
     ----------
     system : str
         One of the five systems; aA2E and aA2B2E add the in-loop adversary.
-    train : TrainConfig
-        Epoch budget, batch size, validation quirk and head refit.
-    attack : AttackConfig
-        The in-loop adversary: ``adv_train_iters`` iterations on every batch
-        of every ``adv_every``-th epoch, then one more training step on the
-        adversarial batch.
+    train, attack : TrainConfig, AttackConfig
+        Epoch budget, batch size, validation quirk, head refit; the adversary (``adv_train_iters`` iterations on every
+        batch of every ``adv_every``-th epoch, then one more training step on the adversarial batch).
     sizes : sequence of int
         ``(train, valid, test)`` excerpt counts.
     epochs : int, optional
         Epochs run (default: the whole budget ``train.max_epochs``).
-
-    Returns
-    -------
-    dict
-        ``forward``, ``backward_weights``, ``backward_input`` and ``epochs``.
     """
     n_train, n_valid, n_test = (int(s) for s in sizes)
     epochs = int(train.max_epochs if epochs is None else epochs)
@@ -101,9 +71,8 @@ def training_passes(system: str, train: TrainConfig, attack: AttackConfig, sizes
 def attack_passes(mode: str, attack: AttackConfig, n: int) -> dict[str, int]:
     """Example passes of attacking ``n`` excerpts of one model, an upper bound (as ``summary.json`` counts them).
 
-    ``"paper"``: ``max_iters`` evaluations, a step after all but the last.
-    ``"bounded"`` and ``"bounded-l2"``: ``bounded_steps`` steps, each after an
-    evaluation, and a last evaluation of the returned example.
+    ``"paper"``: ``max_iters`` evaluations, a step after all but the last; ``"bounded"``, ``"bounded-l2"``:
+    ``bounded_steps`` steps, each after an evaluation, and a last evaluation of the returned example.
     """
     if mode == "paper":
         return {"forward": n * attack.max_iters, "backward_weights": 0, "backward_input": n * (attack.max_iters - 1)}
@@ -125,22 +94,9 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
                   input_hw: tuple[int, int] = (313, 149)) -> pd.DataFrame:
     """Every job of notebooks 02-05 under a profile, in the notebooks' order, with its passes and GFLOP.
 
-    Parameters
-    ----------
-    profile : str or Profile
-    sizes : sequence of int, optional
-        ``(train, valid, test)`` excerpt counts (default: :func:`split_sizes`).
-    systems : sequence of str
-        The systems trained and attacked.
-    input_hw : tuple of int
-        Input frames x bands (the paper's 313 x 149).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per job: ``notebook``, ``kind`` (``train``/``attack``),
-        ``system``, ``seed``, ``setting``, the pass counts, ``epochs``
-        (training) and ``gflop``.
+    One row per job: ``notebook``, ``kind`` (``train``/``attack``), ``system``, ``seed``, ``setting``, the pass counts,
+    ``epochs`` (training) and ``gflop``. ``sizes``: ``(train, valid, test)`` excerpt counts (default
+    :func:`split_sizes`); ``systems``: those trained and attacked; ``input_hw``: frames x bands (313 x 149).
     """
     profile = get_profile(profile)
     sizes = split_sizes(profile) if sizes is None else tuple(int(s) for s in sizes)
@@ -163,12 +119,7 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
 
 
 def job_seconds(jobs: pd.DataFrame, seconds_per_pass: Mapping[str, float]) -> pd.Series:
-    """Predicted seconds of every job from measured per-example times.
-
-    ``seconds_per_pass`` holds ``train_step`` (forward and backward through
-    the weights), ``attack_iteration`` (forward and backward to the input)
-    and ``forward`` (evaluation), each per example.
-    """
+    """Predicted seconds of every job from per-example times ``train_step``, ``attack_iteration`` and ``forward``."""
     missing = {"train_step", "attack_iteration", "forward"} - set(seconds_per_pass)
     if missing:
         raise MerError(f"seconds_per_pass lacks {sorted(missing)}")
@@ -188,18 +139,11 @@ def makespan(seconds: Sequence[float], workers: int) -> float:
 
 
 def predict_seconds(jobs: pd.DataFrame, seconds_per_pass: Mapping[str, float], workers: int = 1) -> pd.DataFrame:
-    """Predicted compute and wall seconds per notebook.
+    """Predicted compute and wall seconds per notebook, from measured per-pass times (``benchmarks/protocol_cost.py``).
 
-    Jobs of one notebook run as one list (notebook 05: the paper-mode
-    attacks, then the bounded sweep as a second list); each worker runs at
-    the measured per-pass times. Start-up, data loading and analysis cells
-    are not included.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per notebook: ``jobs``, ``gflop``, ``job_seconds`` (summed)
-        and ``wall_seconds`` (on ``workers`` workers).
+    Each notebook's jobs form one list (notebook 05: the paper-mode attacks, then the bounded sweep), taken in order by
+    the first free of ``workers`` workers as :func:`mer_lib.jobs.run_jobs` does; start-up, data loading and analysis
+    cells are not counted. Columns: ``notebook``, ``jobs``, ``gflop``, ``job_seconds`` (summed), ``wall_seconds``.
     """
     seconds = job_seconds(jobs, seconds_per_pass)
     rows = []

@@ -1,69 +1,14 @@
-"""Waveform attacks: adversarial audio through the madmom-exact front end (beyond the paper).
+"""Waveform attacks: adversarial audio through the madmom-exact front end (protocol §6.3, beyond the paper).
 
-The paper perturbs standardised log spectrograms, which have no audio. Here the
-attacker changes the music itself: the perturbation lives on the samples of the
-normalised signal, and the whole chain is differentiable::
+The attacker changes the samples of the normalised signal, and the whole chain is differentiable::
 
     segment (samples) -> frames at the file's own starts -> Hann -> |FFT| -> 149 log bands
     -> log10(1 + x) -> (x - mean) / std -> (1, 313, 149) excerpt -> model
 
-The pieces, all pure computations (tensors or arrays in, tensors or arrays out):
-
-* **The audio behind an excerpt** (:func:`excerpt_audio`). The cached excerpt of a
-  file is frames ``offset .. offset + 312`` of the spectrogram of its normalised,
-  zero-trimmed signal (:func:`mer_lib.data.frontend.madmom_normalize`). Frame
-  ``i`` starts at sample ``int(i * hop)`` of the *whole* signal, and the hop
-  ``22050 / 31.3`` is not an integer, so a cut segment must be framed at the
-  file's own starts (:class:`ExcerptAudio` keeps them, relative to the
-  segment). Files shorter than the excerpt were wrap-padded by the data stage:
-  they are refused (their excerpt has no contiguous audio).
-* **Segment -> excerpt** (:func:`segment_excerpt`): batched and differentiable;
-  it reproduces the prepared excerpt exactly with a float64 FFT (the cache's
-  front end) and within 1e-5 with a float32 FFT (``fft_dtype=None``, 6e-6 on
-  the smoke data, 2.6x faster). One custom autograd function (framing, window, FFT, magnitude)
-  makes the backward pass cheap: one inverse real FFT and an overlap-add
-  instead of torch's full complex FFT and indexing backward.
-* **Budgets** (:class:`Budget`): an SNR in dB is an L2 ball per example,
-  ``||delta||_2 <= ||x||_2 * 10 ** (-snr / 20)`` with ``x`` the clean segment
-  (:func:`snr_radius`, :func:`project_snr`); an L-infinity bound is given in
-  **int16 units** (1 = one least significant bit of the normalised 16-bit
-  signal, i.e. ``1 / 32767`` of full scale; :func:`project_linf`). Every
-  iterate also stays in the int16 range ``[-1, 1]`` of the normalised signal
-  (:func:`clip_to_range`) and is zero on samples the file does not have.
-  :func:`project_perturbation` applies all of them: after the clip and the
-  L-infinity clamp (clamping moves ``x + delta`` towards ``x``, so the clip
-  still holds), scaling towards zero keeps both (the box and the L-infinity
-  ball contain the segment and are convex), so the result satisfies every
-  constraint at once (the range up to float32 rounding of ``x + delta``).
-* **The attack** (:func:`waveform_attack`): projected gradient ascent on the
-  paper's untargeted objective, the MSE between the 8 emotion predictions and
-  the **true labels** (as :mod:`mer_lib.attacks.engine`), with ``"sign"`` or
-  ``"l2"`` (L2-normalised gradient) steps of ``step_scale * radius / steps``,
-  a fixed number of steps, from zero or from a given start (``init``: the
-  adversary of a smaller budget is feasible in a larger one). The iterate
-  with the largest MSE among all evaluated ones (the start and the final
-  iterate included) is returned, so more steps never return a weaker
-  adversary. Deterministic.
-* **Damage** (:func:`emotion_damage`): the project's dMAE (``mer_lib.attacks.logs.per_model_metrics``),
-  per excerpt ``mean |adv - true| - mean |clean - true|`` over the 8 emotions,
-  and the mean absolute change of the predictions ``mean |adv - clean|``.
-* **Noise at the same SNR** (:func:`noise_perturbation`): white or pink noise
-  (1/f power by spectral shaping of seeded white noise, :func:`colored_noise`)
-  scaled by ``torchaudio.functional.add_noise``; loudness of a perturbation
-  relative to the signal in LU (:func:`relative_loudness`, ITU-R BS.1770 via
-  ``torchaudio.functional.loudness``).
-* **The 16-bit round trip** (:func:`roundtrip_excerpt`): the adversarial segment
-  is written back into the file's own int16 samples (each sample the int16
-  value whose madmom normalisation comes closest to the target), the file is
-  written as a 16-bit WAV (atomically) and read back through the normal
-  pipeline (``read_audio_int16 -> madmom_normalize -> front end ->
-  standardisation -> excerpt``). A clean segment comes back bit-exact; an
-  adversarial one within about one step of the file's int16 grid, unless the
-  attack lowered the file's peak sample: madmom's peak normalisation then
-  rescales the whole file on reading (:attr:`RoundTrip.peak_preserved` says so).
-
-Cost: the float64 FFT that makes the chain madmom-exact is the dearest part of
-an iteration; ``docs/protocol.md`` §6.3 gives the measured per-segment times.
+The parts: the audio behind a cached excerpt (:func:`excerpt_audio`); segment -> excerpt (:func:`segment_excerpt`);
+budgets and projections (:class:`Budget`, :func:`project_perturbation`); the attack (:func:`waveform_attack`) and its
+damage (:func:`emotion_damage`); noise at the same SNR and loudness (:func:`noise_perturbation`,
+:func:`relative_loudness`); the 16-bit WAV round trip (:func:`roundtrip_excerpt`). Per-segment costs: protocol §6.3.
 """
 from __future__ import annotations
 
@@ -112,19 +57,9 @@ _SNR_MARGIN = 2.0 ** -20
 # --------------------------------------------------------------------------
 def attack_frontend(features: FeatureConfig | None = None, fft_dtype: torch.dtype | None = None
                     ) -> LogFilteredSpectrogram:
-    """The front end of a feature configuration, with the FFT precision of an attack.
+    """The front end of ``features`` (default: the reference's) with the FFT precision of an attack.
 
-    Parameters
-    ----------
-    features : FeatureConfig, optional
-        Front-end parameters (default: the reference's).
-    fft_dtype : torch.dtype, optional
-        ``None`` (float32 FFT for float32 segments: fast) or ``torch.float64``
-        (the cache's precision).
-
-    Returns
-    -------
-    LogFilteredSpectrogram
+    ``fft_dtype``: ``None`` (float32 FFT for float32 segments: fast) or ``torch.float64`` (the cache's precision).
     """
     f = features or FeatureConfig()
     return LogFilteredSpectrogram(sample_rate=f.sample_rate, fps=f.fps, frame_size=f.frame_size,
@@ -138,24 +73,14 @@ class ExcerptAudio:
 
     Attributes
     ----------
-    number : int
-        Excerpt ID.
-    audio_path : str
-        The audio file.
+    number, audio_path, offset : int, str, int
+        Excerpt ID, audio file, the excerpt's first frame.
     signal : ndarray, float32 (n,)
-        Samples ``start .. start + n`` of the file's normalised, zero-trimmed
-        signal: every sample the excerpt's frames read (frames running past the
-        end of the signal read zeros there, which are not part of ``signal``).
+        Samples ``start .. start + n`` of the normalised, zero-trimmed file signal: all the excerpt's frames read.
     starts : ndarray, int64 (excerpt_frames,)
-        First sample of every excerpt frame, relative to ``start``.
-    start : int
-        Position of ``signal[0]`` in the normalised, trimmed signal.
-    trim_start : int
-        Samples trimmed from the beginning of the file (zeros after normalisation).
-    signal_samples : int
-        Length of the normalised, trimmed signal of the whole file.
-    offset : int
-        The excerpt's first frame.
+        First sample of every excerpt frame, relative to ``start`` (the file's own frame starts, protocol §3).
+    start, trim_start, signal_samples : int
+        Position of ``signal[0]`` in the trimmed signal; samples trimmed from the file's start; trimmed length.
     """
 
     number: int
@@ -187,24 +112,16 @@ def excerpt_audio(prepared: PreparedData, number: int, frontend: LogFilteredSpec
 
     Parameters
     ----------
-    prepared : PreparedData
-        The run's prepared data (``audio_path``, ``frames`` and ``offset`` of
-        every excerpt, :attr:`excerpt_frames`).
-    number : int
-        Excerpt ID.
+    prepared, number : PreparedData, int
+        The run's prepared data (``audio_path``, ``frames``, ``offset``, ``excerpt_frames``) and the excerpt ID.
     frontend : LogFilteredSpectrogram, optional
         Gives the sample rate, hop and frame size (default: the reference's).
-
-    Returns
-    -------
-    ExcerptAudio
 
     Raises
     ------
     MerError
-        Naming the file: if the excerpt is unknown, the audio cannot be read,
-        its length no longer matches the cache (``frames``), or the file is
-        shorter than the excerpt (its excerpt was padded by wrapping around).
+        Naming the file: unknown excerpt, unreadable audio, length changed since caching, or a file shorter than the
+        excerpt (wrap-padded by the data stage: no contiguous audio).
     """
     frontend = frontend or attack_frontend()
     table, length = prepared.table, int(prepared.excerpt_frames)
@@ -230,16 +147,12 @@ def excerpt_audio(prepared: PreparedData, number: int, frontend: LogFilteredSpec
 
 
 class SegmentBatch(NamedTuple):
-    """Segments of several excerpts, zero-padded to one length.
+    """Segments of several excerpts, zero-padded to one length ``S``.
 
     Attributes
     ----------
-    signal : Tensor, float32 (B, S)
-        The segments (zeros after each one's length).
-    starts : Tensor, int64 (B, T)
-        Frame starts within each segment.
-    lengths : Tensor, int64 (B,)
-        Samples of each segment that belong to its file (the perturbable ones).
+    signal, starts, lengths : Tensor, float32 (B, S); int64 (B, T); int64 (B,)
+        The segments; frame starts within each; samples of each that belong to its file (the perturbable ones).
     numbers : tuple of int
         Excerpt IDs.
     """
@@ -255,18 +168,9 @@ class SegmentBatch(NamedTuple):
 
 
 def stack_segments(items: Sequence[ExcerptAudio], frame_size: int = 2048) -> SegmentBatch:
-    """Stack :class:`ExcerptAudio` segments into a :class:`SegmentBatch` (CPU tensors).
+    """Stack :class:`ExcerptAudio` segments (at least one, equal frame counts) into a :class:`SegmentBatch` on the CPU.
 
-    Parameters
-    ----------
-    items : sequence of ExcerptAudio
-        At least one; every one with the same number of frames.
-    frame_size : int
-        Frame length: the batch is long enough for every frame.
-
-    Returns
-    -------
-    SegmentBatch
+    The batch is long enough for every frame of ``frame_size`` samples.
     """
     if not items:
         raise MerError("stack_segments: no segments")
@@ -285,16 +189,10 @@ def stack_segments(items: Sequence[ExcerptAudio], frame_size: int = 2048) -> Seg
 # Segment -> standardised excerpt (differentiable)
 # --------------------------------------------------------------------------
 class _FrameMagnitude(torch.autograd.Function):
-    """``|rfft(window * frame)|`` of frames at given starts, bins ``0 .. bins - 1``.
+    """``|rfft(window * frame)|`` at given frame starts, bins ``0 .. bins - 1``, with a cheap backward pass.
 
-    Forward: gather the frames, window them (in the window's dtype), FFT,
-    magnitude. Backward, without torch's full complex FFT and its
-    intermediate copies: the magnitude's gradient ``g`` becomes
-    ``g * X / |X|`` per bin (0 where ``|X| = 0``, as torch's ``abs``), the
-    bins a real signal's spectrum holds twice are halved, one inverse real FFT
-    (times ``n * window``) gives the frames' gradient, and an overlap-add
-    (``index_add_``: deterministic on CPU, and on CUDA in deterministic mode)
-    the signal's.
+    Backward: one inverse real FFT and an overlap-add (``index_add_``: deterministic on CPU, and on CUDA in
+    deterministic mode) instead of torch's complex FFT backward.
     """
 
     @staticmethod
@@ -323,25 +221,17 @@ class _FrameMagnitude(torch.autograd.Function):
 
 
 def segment_spectrogram(signal: torch.Tensor, starts: torch.Tensor, frontend: LogFilteredSpectrogram) -> torch.Tensor:
-    """Log-filtered spectrogram of the frames of segments, at given frame starts (differentiable).
+    """Log-filtered spectrogram ``(B, T, bands)`` of segments, frames at given starts (differentiable).
 
-    The same arithmetic as :func:`mer_lib.data.frontend.log_filtered_spectrogram`
-    (window and FFT in ``frontend.fft_dtype``, the rest in the signal's dtype),
-    but every frame starts where ``starts`` says and frames past a segment's
-    end read the zeros that pad it.
+    The arithmetic of :func:`mer_lib.data.frontend.log_filtered_spectrogram` (window and FFT in ``frontend.fft_dtype``,
+    the rest in the signal's dtype); frames past a segment's end read its zero padding.
 
     Parameters
     ----------
-    signal : Tensor (B, S)
-        Segments (normalised float samples).
-    starts : Tensor, int64 (B, T)
-        Frame starts within each segment (every frame must fit into ``S``).
+    signal, starts : Tensor (B, S), int64 Tensor (B, T)
+        Normalised segments; frame starts within each (every frame must fit into ``S``).
     frontend : LogFilteredSpectrogram
         Window, filterbank and FFT precision (``peak_normalize`` must be off).
-
-    Returns
-    -------
-    Tensor (B, T, bands)
     """
     if frontend.peak_normalize:
         raise MerError("segment_spectrogram: the front end must not peak-normalise (segments are normalised already)")
@@ -360,16 +250,8 @@ def segment_excerpt(signal: torch.Tensor, starts: torch.Tensor, frontend: LogFil
                     mean: float, std: float) -> torch.Tensor:
     """Segments -> standardised excerpts ``(B, 1, T, bands)``, the model's input (differentiable).
 
-    Parameters
-    ----------
-    signal, starts, frontend
-        As for :func:`segment_spectrogram`.
-    mean, std : float
-        The run's standardisation statistics (``PreparedData.mean``, ``.std``).
-
-    Returns
-    -------
-    Tensor (B, 1, T, bands)
+    :func:`segment_spectrogram`, then ``(x - mean) / std`` with the run's statistics (``PreparedData.mean``, ``.std``).
+    Reproduces the prepared excerpt exactly with a float64 FFT (the cache's front end), within 1e-5 with float32.
     """
     return ((segment_spectrogram(signal, starts, frontend) - mean) / std).unsqueeze(1)
 
@@ -383,21 +265,14 @@ def _is_real(value: object) -> bool:
 
 @dataclass(frozen=True)
 class Budget:
-    """What the attacker may change: an SNR (an L2 ball), an L-infinity bound, or both.
+    """What the attacker may change: an SNR (an L2 ball), an L-infinity bound, or both (:class:`MerError` for neither).
 
     Attributes
     ----------
     snr_db : float, optional
-        Lowest SNR in dB: ``||delta||_2 <= ||x||_2 * 10 ** (-snr_db / 20)``.
+        Lowest SNR in dB, finite: ``||delta||_2 <= ||x||_2 * 10 ** (-snr_db / 20)``, ``x`` the clean segment.
     linf : float, optional
-        Largest change of a sample in **int16 units** (``1 / 32767`` of the
-        normalised signal's full scale).
-
-    Raises
-    ------
-    MerError
-        If neither is given, the SNR is not a finite number, or the L-infinity
-        bound is not a finite positive number.
+        Largest change of a sample in **int16 units** (1 = ``1 / 32767`` of the normalised signal's full scale), > 0.
     """
 
     snr_db: float | None = None
@@ -419,10 +294,7 @@ class Budget:
 def snr_radius(clean: torch.Tensor, snr_db: float) -> torch.Tensor:
     """L2 radius of the SNR ball of every segment: ``||x||_2 * 10 ** (-snr_db / 20)`` (float64, (B,)).
 
-    Raises
-    ------
-    MerError
-        For a non-finite SNR or a silent segment (no SNR is defined).
+    Raises :class:`MerError` for a non-finite SNR or a silent segment (no SNR is defined).
     """
     Budget(snr_db=snr_db)
     norms = clean.detach().double().flatten(1).norm(dim=1)
@@ -432,22 +304,10 @@ def snr_radius(clean: torch.Tensor, snr_db: float) -> torch.Tensor:
 
 
 def project_snr(delta: torch.Tensor, radius: torch.Tensor | float) -> torch.Tensor:
-    """Projection of every perturbation onto its L2 ball (the SNR budget).
+    """Projection of every perturbation ``(B, S)`` onto its L2 ball, radii ``(B,)`` or a float (:func:`snr_radius`).
 
-    A perturbation inside its ball is returned unchanged; one outside is scaled
-    onto the ball and then by ``1 - 2**-20``, so that float32 rounding cannot
-    leave it outside (and a second projection changes nothing).
-
-    Parameters
-    ----------
-    delta : Tensor (B, S)
-        Perturbations.
-    radius : Tensor (B,) or float
-        Radii (:func:`snr_radius`), finite and non-negative.
-
-    Returns
-    -------
-    Tensor (B, S), same dtype as ``delta``
+    One outside is scaled onto the ball and then by ``1 - 2**-20``, so that float32 rounding cannot leave it outside
+    (and a second projection changes nothing); one inside is returned unchanged. Radii must be finite and non-negative.
     """
     radius = torch.as_tensor(radius, dtype=torch.float64, device=delta.device).expand(delta.shape[0])
     if not bool(torch.isfinite(radius).all()) or bool((radius < 0).any()):
@@ -459,11 +319,7 @@ def project_snr(delta: torch.Tensor, radius: torch.Tensor | float) -> torch.Tens
 
 
 def project_linf(delta: torch.Tensor, linf: float) -> torch.Tensor:
-    """Clamp every sample of the perturbations to ``[-linf, linf]``, ``linf`` in int16 units.
-
-    The bound is converted to the normalised signal's units (``linf / 32767``)
-    and rounded down to float32 (:func:`mer_lib.attacks.engine.linf_radius`).
-    """
+    """Clamp to ``[-linf, linf]``, ``linf`` in int16 units (converted and rounded down by :func:`linf_radius`)."""
     Budget(linf=linf)
     bound = linf_radius(float(linf) / INT16_FULL_SCALE)
     return delta.clamp(-bound, bound)
@@ -476,22 +332,16 @@ def clip_to_range(clean: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 def project_perturbation(delta: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor,
                          radius: torch.Tensor | None, linf: float | None) -> torch.Tensor:
-    """Every constraint at once: the file's samples only, int16 range, L-infinity, then the SNR ball.
+    """Every constraint at once: the file's samples only, the int16 range, L-infinity, then the SNR ball.
+
+    The result satisfies all of them (the range up to float32 rounding of ``clean + delta``).
 
     Parameters
     ----------
-    delta, clean : Tensor (B, S)
-        Perturbations and clean segments.
-    mask : Tensor, bool (B, S)
-        Samples that belong to the file (:meth:`SegmentBatch.mask`).
-    radius : Tensor (B,), optional
-        SNR-ball radii (:func:`snr_radius`).
-    linf : float, optional
-        L-infinity bound in int16 units.
-
-    Returns
-    -------
-    Tensor (B, S)
+    delta, clean, mask : Tensor (B, S)
+        Perturbations, clean segments, and (bool) the samples that belong to the file (:meth:`SegmentBatch.mask`).
+    radius, linf : Tensor (B,), float, optional
+        SNR-ball radii (:func:`snr_radius`); L-infinity bound in int16 units.
     """
     delta = clip_to_range(clean, delta * mask) * mask
     if linf is not None:  # after the clip: float32 rounding of (clean + delta) - clean can exceed the bound by an ulp
@@ -516,10 +366,8 @@ def step_sizes(update: str, steps: int, step_scale: float, radius: torch.Tensor 
                lengths: torch.Tensor) -> torch.Tensor:
     """Step of every example: ``step_scale * size / steps`` (float64, (B,)).
 
-    ``size`` is the L2 radius for ``"l2"`` steps and the L-infinity radius for
-    ``"sign"`` steps; a budget of the other kind is converted with the number
-    of samples ``n`` (an L-infinity ball of radius ``r`` reaches ``r sqrt(n)``
-    in L2), and with both the smaller one counts.
+    ``size``: the L2 radius for ``"l2"`` steps, the L-infinity radius for ``"sign"`` steps; a budget of the other kind
+    is converted with the sample count ``n`` (L-infinity ``r`` reaches ``r sqrt(n)`` in L2); with both, the smaller.
     """
     check_choice("update", update, UPDATES)
     n = lengths.double().to(radius.device if radius is not None else lengths.device)
@@ -541,10 +389,8 @@ class WaveformAttackResult:
 
     Attributes
     ----------
-    delta : Tensor, float32 (B, S)
-        The returned perturbation.
-    adversarial : Tensor, float32 (B, S)
-        The adversarial segments ``clean + delta`` (zero-padded like the batch).
+    delta, adversarial : Tensor, float32 (B, S)
+        The returned perturbation and ``clean + delta`` (zero-padded like the batch).
     snr_db, linf : ndarray, float64 (B,)
         Achieved SNR (dB) and L-infinity norm (int16 units) of ``delta``.
     clean_emotions, adv_emotions : ndarray, float32 (B, 8)
@@ -575,19 +421,13 @@ class WaveformAttackResult:
 
 
 def emotion_damage(clean: np.ndarray, adversarial: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """dMAE and mean absolute prediction change of every example.
-
-    Parameters
-    ----------
-    clean, adversarial, y_true : array (B, 8)
-        Clean and adversarial predictions, true labels (divided by 10).
+    """dMAE and mean absolute prediction change of every example, from ``(B, 8)`` arrays (labels divided by 10).
 
     Returns
     -------
     dmae : ndarray (B,)
-        ``mean |adversarial - true| - mean |clean - true|`` over the emotions:
-        per excerpt, the project's dMAE (its mean over excerpts is
-        :func:`mer_lib.attacks.logs.per_model_metrics`'s ``dmae``).
+        ``mean |adversarial - true| - mean |clean - true|`` over the emotions (its mean over excerpts is the ``dmae``
+        of :func:`mer_lib.attacks.logs.per_model_metrics`).
     pred_change : ndarray (B,)
         ``mean |adversarial - clean|``.
     """
@@ -602,13 +442,7 @@ def _model_input(excerpt: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def predict_segments(model: nn.Module, batch: SegmentBatch, frontend: LogFilteredSpectrogram, mean: float,
                      std: float, delta: torch.Tensor | None = None, channels_last: bool = False
                      ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predictions for segments (plus ``delta``), without gradients.
-
-    Returns
-    -------
-    emotions : ndarray, float32 (B, 8)
-    bottleneck : ndarray, float32 (B, 7) or None
-    """
+    """Predictions for segments plus ``delta``, no gradients: float32 emotions (B, 8), bottleneck (B, 7) or None."""
     device = next(model.parameters()).device
     signal = batch.signal.to(device) + (0.0 if delta is None else delta.to(device))
     with frozen_model(model), torch.no_grad():
@@ -676,6 +510,10 @@ def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch
                     init: torch.Tensor | None = None, channels_last: bool = False) -> WaveformAttackResult:
     """Projected gradient ascent on the emotion MSE, through front end, standardisation and model.
 
+    Maximises the paper's untargeted objective, the MSE between predictions and the **true labels**, for a fixed number
+    of steps, and returns per example the evaluated iterate with the largest MSE (start and final included), so more
+    steps never return a weaker adversary. Deterministic.
+
     Parameters
     ----------
     model : MERModel
@@ -683,32 +521,20 @@ def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch
     batch : SegmentBatch
         Clean segments (:func:`stack_segments`).
     y : array (B, 8)
-        True labels (divided by 10): the objective is the paper's untargeted
-        MSE between predictions and labels, maximised.
-    frontend : LogFilteredSpectrogram
-        Front end (its ``fft_dtype`` sets the FFT precision).
-    mean, std : float
-        Standardisation statistics.
+        True labels (divided by 10).
+    frontend, mean, std
+        As for :func:`segment_excerpt` (``frontend.fft_dtype`` sets the FFT precision).
     budget : Budget
         SNR and/or L-infinity bound.
     steps : int
         Gradient steps (``steps + 1`` evaluations).
-    update : str
-        ``"l2"`` (L2-normalised gradient) or ``"sign"``.
-    step_scale : float
-        Step size as a multiple of ``radius / steps`` (:func:`step_sizes`).
+    update, step_scale : str, float
+        ``"l2"`` (L2-normalised gradient) or ``"sign"``; step as a multiple of ``radius / steps`` (:func:`step_sizes`).
     init : Tensor (B, S), optional
-        Starting perturbation (projected onto the budget first), e.g. the
-        adversary of a smaller budget; default zero. With a start, the clean
-        segment is evaluated once more for the clean predictions, and
-        ``best_step`` 0 means the (projected) start.
+        Start, projected onto the budget first (e.g. the adversary of a smaller budget); default zero. With a start the
+        clean segment is evaluated once more, and ``best_step`` 0 means the projected start.
     channels_last : bool
         Feed channels-last inputs to the model.
-
-    Returns
-    -------
-    WaveformAttackResult
-        The iterate with the largest MSE of every example (see the module docstring).
     """
     _check_attack_args(batch, y, budget, steps, update, step_scale)
     device = next(model.parameters()).device
@@ -749,20 +575,9 @@ def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch
 # Noise at the same SNR, loudness
 # --------------------------------------------------------------------------
 def colored_noise(kind: str, length: int, seed: int | Sequence[int]) -> np.ndarray:
-    """White or pink noise of unit RMS (float32), reproducible from ``seed``.
+    """White or pink noise of unit RMS (float32, ``length >= 2`` samples), reproducible from ``seed`` (``default_rng``).
 
-    Pink noise is seeded white noise shaped in the frequency domain: every
-    real-FFT bin ``k >= 1`` is divided by ``sqrt(k)`` (power falling as
-    ``1/f``) and the DC bin is zeroed.
-
-    Parameters
-    ----------
-    kind : str
-        ``"white"`` or ``"pink"``.
-    length : int
-        Samples (at least 2).
-    seed : int or sequence of int
-        Seed of ``numpy.random.default_rng``.
+    Pink: seeded white noise with every real-FFT bin ``k >= 1`` divided by ``sqrt(k)`` (power ~ ``1/f``), DC zeroed.
     """
     check_choice("noise kind", kind, NOISE_KINDS)
     if not isinstance(length, (int, np.integer)) or length < 2:
@@ -777,12 +592,7 @@ def colored_noise(kind: str, length: int, seed: int | Sequence[int]) -> np.ndarr
 
 
 def unit_noise(batch: SegmentBatch, kind: str, seeds: Sequence) -> torch.Tensor:
-    """Unit-RMS noise of every segment's length (:func:`colored_noise`, one seed per example), zero-padded.
-
-    Returns
-    -------
-    Tensor, float64 (B, S)
-    """
+    """Unit-RMS noise (:func:`colored_noise`, one seed per example) of every segment's length, zero-padded (float64)."""
     if len(seeds) != len(batch.numbers):
         raise MerError(f"unit_noise: {len(seeds)} seeds for {len(batch.numbers)} segments")
     noise = torch.zeros(batch.signal.shape, dtype=torch.float64)
@@ -793,30 +603,19 @@ def unit_noise(batch: SegmentBatch, kind: str, seeds: Sequence) -> torch.Tensor:
 
 def noise_perturbation(batch: SegmentBatch, kind: str, snr_db: float, seeds: Sequence,
                        noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Noise perturbations at an SNR: ``torchaudio.functional.add_noise`` on each segment's own samples.
+    """Noise perturbations at an SNR (``torchaudio.functional.add_noise``): float32 (B, S), zero outside the file.
 
-    The noise (:func:`unit_noise`) is scaled to the SNR over the file's
-    samples (float64), then kept in the int16 range (:func:`clip_to_range`),
-    which can raise the SNR a little where the signal is near full scale
-    (:func:`achieved_snr_db` tells).
+    The noise is scaled to the SNR over the file's samples (float64), then clipped to the int16 range
+    (:func:`clip_to_range`), which can raise the SNR a little near full scale (:func:`achieved_snr_db` tells).
 
     Parameters
     ----------
-    batch : SegmentBatch
-        Clean segments.
-    kind : str
-        ``"white"`` or ``"pink"``.
-    snr_db : float
-        Target SNR in dB.
-    seeds : sequence
-        One seed (int or sequence of ints) per example.
+    batch, seeds : SegmentBatch, sequence
+        Clean segments; one seed (int or sequence of ints) per example.
+    kind, snr_db : str, float
+        ``"white"`` or ``"pink"``; the target SNR in dB.
     noise : Tensor (B, S), optional
-        ``unit_noise(batch, kind, seeds)`` computed already (the same noise at several SNRs).
-
-    Returns
-    -------
-    Tensor, float32 (B, S)
-        The perturbations (zero outside each file's samples).
+        ``unit_noise(batch, kind, seeds)``, if computed already (the same noise at several SNRs).
     """
     Budget(snr_db=snr_db)
     check_choice("noise kind", kind, NOISE_KINDS)
@@ -836,28 +635,17 @@ def loudness_lufs(signal: torch.Tensor, lengths: torch.Tensor, sample_rate: int)
 
 def relative_loudness(clean: torch.Tensor, delta: torch.Tensor, lengths: torch.Tensor, sample_rate: int,
                       reference: np.ndarray | None = None) -> np.ndarray:
-    """Loudness of each perturbation relative to its signal, in LU (ITU-R BS.1770).
+    """Loudness of each perturbation relative to its signal, in LU (ITU-R BS.1770); ``-inf`` for a zero perturbation.
 
-    ``torchaudio.functional.loudness`` gates blocks below -70 LUFS; a quiet
-    perturbation (60 dB below the music) would be gated away entirely. Its
-    loudness is therefore measured after scaling it to the signal's energy
-    (gain ``g``) and corrected by ``-20 log10 g``: K-weighted energy scales
-    with ``g**2``, so this is the perturbation's loudness without the absolute
-    gate (its relative gate still applies). ``-inf`` for a zero perturbation.
+    The perturbation is scaled to the signal's energy (gain ``g``) before ``torchaudio.functional.loudness`` and
+    corrected by ``-20 log10 g``, so its absolute gate (-70 LUFS) cannot drop a quiet one (the relative gate applies).
 
     Parameters
     ----------
-    clean, delta : Tensor (B, S)
-        Signals and perturbations.
-    lengths : Tensor (B,)
-        Samples of each that count.
-    sample_rate : int
-    reference : ndarray (B,), optional
-        :func:`loudness_lufs` of ``clean``, if computed already.
-
-    Returns
-    -------
-    ndarray, float64 (B,)
+    clean, delta, lengths : Tensor (B, S), (B, S), (B,)
+        Signals, perturbations, and the samples of each that count.
+    sample_rate, reference : int, ndarray (B,), optional
+        Sample rate; :func:`loudness_lufs` of ``clean``, if computed already.
     """
     reference = loudness_lufs(clean, lengths, sample_rate) if reference is None else np.asarray(reference)
     out = np.full(len(clean), -math.inf, dtype=np.float64)
@@ -884,23 +672,11 @@ def write_wav_int16(path: str | os.PathLike, samples: np.ndarray, sample_rate: i
 
 
 def int16_for_normalized(target: np.ndarray, peak: int) -> np.ndarray:
-    """The int16 samples whose madmom normalisation comes closest to ``target``.
+    """The int16 samples whose madmom normalisation ``trunc(w / (peak / 32767))`` comes closest to ``target``.
 
-    madmom maps a file sample ``w`` of a file with peak ``peak`` to
-    ``trunc(w / (peak / 32767))``; among the five integers nearest to
-    ``target * peak / 32767`` (within ``[-peak, peak]``) the one whose image is
-    nearest to ``target`` is chosen (ties: the nearest to that estimate).
-
-    Parameters
-    ----------
-    target : array of int
-        Wanted normalised values in int16 units (``round(32767 * x)``).
-    peak : int
-        The file's largest absolute int16 sample (1 .. 32768).
-
-    Returns
-    -------
-    ndarray, int16
+    ``target``: wanted normalised values in int16 units (``round(32767 * x)``); ``peak``: the file's largest absolute
+    int16 sample (1 .. 32768). Chosen among the five integers nearest to ``target * peak / 32767`` within
+    ``[-peak, peak]`` (ties: the nearest to that estimate).
     """
     if not 1 <= int(peak) <= 32768:
         raise MerError(f"peak must be a file's largest absolute int16 sample (1..32768), got {peak!r}")
@@ -913,24 +689,11 @@ def int16_for_normalized(target: np.ndarray, peak: int) -> np.ndarray:
 
 
 def quantize_into_file(x16: np.ndarray, audio: ExcerptAudio, adversarial: np.ndarray) -> np.ndarray:
-    """The file's int16 samples with the adversarial segment written in (:func:`int16_for_normalized`).
+    """The file's int16 samples ``x16`` with the adversarial segment written in (:func:`int16_for_normalized`).
 
-    The file's first and last samples that survive zero trimming are kept
-    non-zero (smallest non-zero value of their sign), else reading back would
-    trim them and shift every frame.
-
-    Parameters
-    ----------
-    x16 : ndarray, int16
-        The file's samples, as :func:`mer_lib.data.frontend.read_audio_int16` reads them.
-    audio : ExcerptAudio
-        Where the segment lies in the file.
-    adversarial : array (n,)
-        The adversarial segment (normalised floats, clipped to ``[-1, 1]``).
-
-    Returns
-    -------
-    ndarray, int16
+    ``x16`` as :func:`mer_lib.data.frontend.read_audio_int16` reads it; ``adversarial``: the segment's normalised floats
+    (clipped to ``[-1, 1]``), placed where ``audio`` says. The first and last samples that survive zero trimming stay
+    non-zero, else reading back would shift every frame.
     """
     adversarial = np.asarray(adversarial, np.float64)[: len(audio.signal)]
     if adversarial.shape != audio.signal.shape:
@@ -959,10 +722,10 @@ class RoundTrip:
     path : Path
         The WAV file (the whole file, adversarial segment written in).
     peak_preserved : bool
-        The file's peak is unchanged, so madmom's normalisation scales it as before.
+        The file's peak is unchanged; if not, madmom's peak normalisation rescales the whole file on reading.
     max_error : float
-        Largest difference between the read-back segment and the adversarial
-        one, in int16 units (quantisation; larger if the peak changed).
+        Largest difference between the read-back and the adversarial segment in int16 units (about one step of the
+        file's int16 grid; larger if the peak changed). A clean segment comes back bit-exact.
     """
 
     excerpt: np.ndarray
@@ -973,32 +736,19 @@ class RoundTrip:
 
 def roundtrip_excerpt(audio: ExcerptAudio, adversarial: np.ndarray | torch.Tensor, path: str | os.PathLike,
                       frontend: LogFilteredSpectrogram, mean: float, std: float, excerpt_frames: int) -> RoundTrip:
-    """Write an adversarial segment into its file as a 16-bit WAV and read the excerpt back.
+    """Write an adversarial segment into its file as a 16-bit WAV (atomically) and read the excerpt back.
 
-    The file is read as the data stage reads it, the segment is written into
-    its samples (:func:`quantize_into_file`), the whole file is written to
-    ``path`` (atomically) and read back through
-    :func:`mer_lib.data.frontend.spectrogram_from_file` (``read_audio_int16 ->
-    madmom_normalize -> front end``), cut at the excerpt's offset and standardised.
+    Read back as the data stage reads it (:func:`mer_lib.data.frontend.spectrogram_from_file`), cut at the excerpt's
+    offset and standardised.
 
     Parameters
     ----------
-    audio : ExcerptAudio
-        The excerpt's segment.
-    adversarial : array or Tensor (>= n,)
-        The adversarial segment (samples past ``n`` are ignored).
+    audio, adversarial : ExcerptAudio, array or Tensor (>= n,)
+        The excerpt's segment; the adversarial segment (samples past ``n`` are ignored).
     path : path-like
         The WAV file to write.
-    frontend : LogFilteredSpectrogram
-        The pipeline's front end (the cache's: a float64 FFT).
-    mean, std : float
-        Standardisation statistics.
-    excerpt_frames : int
-        Excerpt length in frames.
-
-    Returns
-    -------
-    RoundTrip
+    frontend, mean, std, excerpt_frames
+        The pipeline's front end (the cache's: a float64 FFT), standardisation statistics, excerpt length in frames.
     """
     adv = torch.as_tensor(adversarial).detach().double().cpu().numpy()[: len(audio.signal)]
     x16 = read_audio_int16(audio.audio_path, frontend.sample_rate)
