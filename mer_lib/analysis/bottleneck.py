@@ -1,19 +1,6 @@
 """A2M2E's bottleneck as an explanation: does it carry the mid-level features, and how do attacks move it?
 
-- :func:`read_controls` and :func:`controls_vs_annotations`: the synthetic
-  dataset's ground truth (the latent controls each excerpt was rendered from)
-  and how well the noisy annotations measure it;
-- :func:`bottleneck_units` and :func:`bottleneck_agreement`: a trained
-  model's bottleneck activations, correlated with the controls and with the
-  annotations;
-- :func:`embedding_probe`: how well a linear probe on a black box's
-  embedding (A2E's pooled backbone features) recovers the same features,
-  i.e. whether the audio the models hear carries them at all;
-- :func:`unit_moves`: how far the paper-mode attack moved each unit, from the
-  clean and adversarial activations stored in the attack logs.
-
-The units of a bottleneck model are trained on the mid-level annotations
-divided by 10, so activations and their changes are in those units.
+Units are trained on the mid-level annotations / 10, so activations and their changes are in those units.
 """
 from __future__ import annotations
 
@@ -38,24 +25,18 @@ MOVES_PER = ("excerpt", "model", "unit")
 
 
 def read_controls(data_dir: str | os.PathLike) -> pd.DataFrame | None:
-    """The ground-truth controls of a synthetic dataset, indexed by excerpt ``number``.
-
-    Parameters
-    ----------
-    data_dir : path-like
-        The dataset folder (:func:`mer_lib.data.stage.dataset_dir`).
+    """The ground-truth controls of a synthetic dataset (:func:`mer_lib.data.stage.dataset_dir`), indexed by ``number``.
 
     Returns
     -------
     pandas.DataFrame or None
-        One row per excerpt with the 7 mid-level controls (on the annotations'
-        scale divided by 10) and the nuisance controls; None for a dataset
-        without ``synthetic/controls.csv`` (the real data).
+        The 7 mid-level controls (annotation scale / 10) and the nuisance controls; None without
+        ``synthetic/controls.csv`` (the real data).
 
     Raises
     ------
     MerError
-        If the file lacks the ``number`` column or a mid-level control.
+        If the file lacks ``number`` or a mid-level control.
     """
     path = layout.controls_path(data_dir)
     if not path.exists():
@@ -75,21 +56,10 @@ def _rows(frame: pd.DataFrame, numbers, what: str) -> pd.DataFrame:
 
 
 def controls_vs_annotations(controls: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
-    """Pearson r between each mid-level control and its annotation, over the excerpts of ``table``.
+    """Pearson r of each mid-level control with its annotation over the excerpts of the prepared ``table``.
 
-    Parameters
-    ----------
-    controls : pandas.DataFrame
-        :func:`read_controls`.
-    table : pandas.DataFrame
-        The prepared table (``table`` of a :class:`mer_lib.data.cache.PreparedData`).
-
-    Returns
-    -------
-    pandas.Series
-        Indexed by feature, named ``r(control, annotation)``. The annotations
-        are the controls plus rater noise, so this bounds how well a model
-        can recover a feature from the annotations.
+    The annotations are the controls plus rater noise, so this bounds how well a model can recover a feature from
+    them. Returns a Series indexed by feature, named ``r(control, annotation)``.
     """
     aligned = _rows(controls, table.index, "controls")
     return pd.Series({f: np.corrcoef(aligned[f], table[f])[0, 1] for f in MIDLEVEL}, name="r(control, annotation)")
@@ -104,21 +74,9 @@ def _references(prepared: PreparedData, controls: pd.DataFrame | None, numbers) 
 
 
 def bottleneck_units(model_dir: str | os.PathLike, prepared: PreparedData, numbers) -> pd.DataFrame:
-    """The bottleneck activations of a trained model on some excerpts.
+    """Bottleneck activations of a trained bottleneck model (A2M2E, A2B2E, aA2B2E) on the excerpts ``numbers``.
 
-    Parameters
-    ----------
-    model_dir : path-like
-        A finished model folder of a bottleneck system (A2M2E, A2B2E, aA2B2E).
-    prepared : PreparedData
-    numbers : sequence of int
-        Excerpt IDs.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per excerpt (indexed by ``number``), one column per unit,
-        named after the mid-level feature it is trained on (for A2M2E).
+    Returns a DataFrame indexed by ``number``, one column per unit, named after its mid-level feature.
     """
     model, _ = load_model_dir(model_dir)
     _, units = predict(model, prepared.excerpts(numbers))
@@ -135,19 +93,14 @@ def bottleneck_agreement(dirs: dict[tuple[str, int], Path], prepared: PreparedDa
     ----------
     dirs : dict
         ``{(system, seed): model folder}`` of bottleneck models.
-    prepared : PreparedData
     controls : pandas.DataFrame or None
         :func:`read_controls`; None (real data) gives the annotation rows only.
-    split : str
-        Excerpts to evaluate on.
 
     Returns
     -------
     pandas.DataFrame
-        Two rows per model: ``system``, ``seed``, ``against`` (``"controls"``
-        or ``"annotations"``) and one column of r per mid-level feature. If
-        the bottleneck learned the features (not the raters' noise), both rows
-        are about equal.
+        Per model and reference: ``system``, ``seed``, ``against`` (``"controls"``, ``"annotations"``), one r per
+        feature. Both rows about equal: the units learned the features, not the raters' noise.
     """
     numbers = prepared.numbers(split)
     references = _references(prepared, controls, numbers)
@@ -164,28 +117,14 @@ def embedding_probe(dirs: dict[tuple[str, int], Path], prepared: PreparedData, c
                     split: str = "test") -> pd.DataFrame:
     """A linear probe of the mid-level features on each model's emotion-layer input.
 
-    For A2E and aA2E that input is the pooled backbone embedding: the probe
-    asks whether the black box's representation carries each feature,
-    although it was never trained on it. The probe is an ordinary
-    least-squares map (:func:`mer_lib.models.refit.least_squares_layer`)
-    fitted on the training excerpts' annotations and scored on ``split``.
+    For A2E and aA2E that is the pooled backbone embedding: does the black box carry each feature without being
+    trained on it? Least squares (:func:`mer_lib.models.refit.least_squares_layer`) fitted on the training excerpts'
+    annotations, scored on ``split``.
 
     Parameters
     ----------
-    dirs : dict
-        ``{(system, seed): model folder}``.
-    prepared : PreparedData
-    controls : pandas.DataFrame or None
-        :func:`read_controls`; None (real data) scores against the annotations only.
-    split : str
-        Excerpts the probe is scored on.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Rows as :func:`bottleneck_agreement` (``system``, ``seed``,
-        ``against``, one r per feature), ``against`` being ``"controls"``
-        and ``"annotations"``.
+    dirs, controls
+        As for :func:`bottleneck_agreement`, whose rows it returns in the same form.
     """
     fit, numbers = prepared.numbers("train"), prepared.numbers(split)
     references = _references(prepared, controls, numbers)
@@ -203,26 +142,17 @@ def embedding_probe(dirs: dict[tuple[str, int], Path], prepared: PreparedData, c
 
 
 def unit_moves(logs: pd.DataFrame, per: str = "excerpt", system: str = "A2M2E") -> pd.DataFrame:
-    """How far an attack moved each bottleneck unit (adversarial minus clean activation).
+    """How far an attack moved each bottleneck unit of ``system`` (adversarial minus clean activation).
 
     Parameters
     ----------
     logs : pandas.DataFrame
-        Tidy attack logs of the project (:func:`mer_lib.attacks.stage.attack_models`),
-        with the ``orig_bottleneck_*`` and ``new_bottleneck_*`` columns.
+        The project's tidy attack logs (:func:`mer_lib.attacks.stage.attack_models`) with ``orig_bottleneck_*``
+        and ``new_bottleneck_*``.
     per : {"excerpt", "model", "unit"}
-        ``"excerpt"``: long table, one row per (attacked excerpt, unit) with
-        ``system``, ``seed``, ``number``, ``unit`` and ``change``;
-        ``"model"``: one row per (system, seed) with the median |change| of
-        every unit (one column per unit); ``"unit"``: one row per unit with
-        the ``median change`` and the ``median |change|`` over every excerpt
-        and seed.
-    system : str
-        The attacked system to look at.
-
-    Returns
-    -------
-    pandas.DataFrame
+        ``"excerpt"``: one row per excerpt and unit (``system``, ``seed``, ``number``, ``unit``, ``change``);
+        ``"model"``: per (system, seed), each unit's median |change|; ``"unit"``: per unit, ``median change`` and
+        ``median |change|`` over all excerpts and seeds.
     """
     if per not in MOVES_PER:
         raise MerError(f"unit_moves: per must be one of {list(MOVES_PER)}, got {per!r}")

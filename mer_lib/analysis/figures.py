@@ -1,26 +1,7 @@
-"""The paper's figures (protocol §7), drawn from attack logs or per-model metrics.
+"""The paper's figures (protocol §7) and the notebooks' other plots, drawn from attack logs or per-model metrics.
 
-- :func:`figure3_dmae`: box plot of dMAE per model, one box per system
-  (A2E, aA2E, A2B2E, aA2B2E, A2M2E), every model as a point, with an axis
-  break when an outlier would squash the boxes (rule: :func:`axis_break_limits`).
-- :func:`figure4_true_vs_pred`: true vs predicted ratings, clean (x) and after
-  the attack (o), one panel per emotion (rows) and system (columns), one seed.
-- :func:`clean_performance_figure`: clean average Pearson r and MAE per
-  system, one point per seed and the mean.
-- :func:`robustness_curves`: dMAE of bounded attacks against eps (beyond
-  the paper).
-
-The notebooks' other plots live here too: learning curves
-(:func:`plot_learning_curves`), per-target test r (:func:`plot_per_target_r`),
-training cost (:func:`plot_training_passes`), spectrograms
-(:func:`plot_spectrogram_row`, :func:`plot_attack_example`) and the moves of
-A2M2E's bottleneck units under attack (:func:`plot_unit_moves`).
-
-Every system has one colour in every figure (:data:`SYSTEM_COLORS`, taken
-from seaborn's colour-blind palette: plain and adversarially trained versions
-of a model share a hue family, the interpretable A2M2E is green). Functions
-return the :class:`matplotlib.figure.Figure` and do not change global
-matplotlib state; :func:`save_figure` writes PNG and PDF atomically.
+Each system keeps one colour (:data:`SYSTEM_COLORS`). Functions return the :class:`matplotlib.figure.Figure`
+without changing global matplotlib state; :func:`save_figure` writes PNG and PDF atomically.
 """
 from __future__ import annotations
 
@@ -74,7 +55,7 @@ def plot_target_distributions(table: pd.DataFrame):
 
 def plot_correlation_pair(corr: pd.DataFrame, reference: pd.DataFrame, left_title: str,
                           right_title: str = "real data (values quoted in protocol §2.2)"):
-    """Two emotion x feature heatmaps side by side, on the same colour scale."""
+    """Two emotion x feature heatmaps side by side, on one colour scale."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     for ax, mat, title in ((axes[0], corr, left_title), (axes[1], reference, right_title)):
         sns.heatmap(mat, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=True, fmt=".2f",
@@ -85,9 +66,8 @@ def plot_correlation_pair(corr: pd.DataFrame, reference: pd.DataFrame, left_titl
     return fig
 
 
-#: One colour per system, from seaborn's "colorblind" palette (Okabe-Ito-like):
-#: blue / light blue for A2E / aA2E, vermillion / orange for A2B2E / aA2B2E,
-#: green for the interpretable A2M2E.
+#: One colour per system (seaborn's "colorblind" palette): a hue family per plain / adversarially trained pair
+#: (blue: A2E, aA2E; vermillion, orange: A2B2E, aA2B2E), green for the interpretable A2M2E.
 SYSTEM_COLORS: dict[str, str] = {
     "A2E": "#0173b2",
     "aA2E": "#56b4e9",
@@ -102,18 +82,7 @@ _SPARE_COLORS: tuple[str, ...] = ("#cc78bc", "#ca9161", "#949494", "#fbafe4", "#
 
 
 def system_colors(systems: Iterable[str]) -> dict[str, str]:
-    """Colours of the given systems: :data:`SYSTEM_COLORS`, spare colours for unknown names.
-
-    Parameters
-    ----------
-    systems : iterable of str
-
-    Returns
-    -------
-    dict
-        ``{system: hex colour}`` in :func:`mer_lib.attacks.logs.system_order`.
-        Unknown systems get the spare colours in alphabetical order (cycling).
-    """
+    """``{system: hex colour}`` in :func:`mer_lib.attacks.logs.system_order`; unknown systems cycle spare colours."""
     out: dict[str, str] = {}
     spare = 0
     for s in attack_logs.system_order(systems):
@@ -155,28 +124,14 @@ def _select_systems(available: Iterable[str], systems: Sequence[str] | None) -> 
 def axis_break_limits(values: Mapping[str, Sequence[float]], ratio: float = 1.0) -> tuple[float, float] | None:
     """Decide whether a box plot needs an axis break, and where.
 
-    Rule: per system, the whiskers end at the most extreme values within
-    1.5 IQR of the quartiles (as drawn by matplotlib and seaborn). Let
-    ``core`` span the lowest lower whisker to the highest upper whisker over
-    all systems. A value more than ``ratio * core`` *above* the top of the
-    core would squash the boxes (with ``ratio=1`` they would fill less than
-    half of an unbroken axis), so the axis is broken: the lower panel shows
-    everything up to ``top + ratio * core`` and the upper panel the values
-    above it. No value can fall into the gap. Only high outliers are
-    considered (attacks raise the error; low values stay in the lower panel).
-
-    Parameters
-    ----------
-    values : mapping of str to sequence of float
-        The values of each box.
-    ratio : float
-        Tolerated outlier distance, in units of the core span.
+    ``core`` spans all boxes' 1.5-IQR whiskers. A value more than ``ratio * core`` above the core would squash the
+    boxes (at ``ratio=1`` into less than half the axis); the lower panel then ends at ``top + ratio * core``, with
+    no value in the gap. Only high outliers count: attacks raise the error.
 
     Returns
     -------
     (float, float) or None
-        ``(highest value of the lower panel, lowest value of the upper
-        panel)`` when a break is needed, else None.
+        ``(highest value of the lower panel, lowest value of the upper panel)``, or None if no break is needed.
     """
     if ratio <= 0:
         raise MerError(f"axis_break_limits: ratio must be positive, got {ratio}")
@@ -226,30 +181,22 @@ def _draw_boxes(ax, per_system: list[np.ndarray], systems: list[str], colors: di
 def figure3_dmae(per_model: pd.DataFrame, axis_break: bool | str = "auto", ratio: float = 1.0,
                  systems: Sequence[str] | None = None, figsize: tuple[float, float] = (6.0, 4.0),
                  title: str | None = None) -> Figure:
-    """Figure 3: dMAE per model, one box per system, with an optional axis break.
+    """Figure 3: dMAE per model, one box per system, every model a point, with an optional axis break.
 
     Parameters
     ----------
     per_model : pandas.DataFrame
-        Output of :func:`mer_lib.attacks.logs.per_model_metrics` (or tidy attack
-        logs, from which it is computed).
+        :func:`mer_lib.attacks.logs.per_model_metrics` output (or tidy attack logs).
     axis_break : {"auto", True, False}
-        ``"auto"`` breaks the y axis when :func:`axis_break_limits` says an
-        outlier would squash the boxes; ``True`` forces a break (if there is no
-        outlier by the rule, the break isolates the largest value); ``False``
-        never breaks.
-    ratio : float
-        Parameter of the rule (see :func:`axis_break_limits`).
+        ``"auto"``: break where :func:`axis_break_limits` says so (with ``ratio``); ``True``: always (without an
+        outlier, the largest value goes up); ``False``: never.
     systems : sequence of str, optional
-        Systems and order (default: all present, in the paper's order).
-    figsize : (float, float)
-    title : str, optional
+        Systems and order (default: all present, paper order).
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axes, or two stacked axes sharing x (upper: outliers) when the
-        axis is broken. Boxes: quartiles and 1.5-IQR whiskers; points: models.
+        One axes, or two stacked axes sharing x (upper: outliers) when broken.
     """
     if axis_break not in ("auto", True, False):
         raise MerError(f"axis_break={axis_break!r}: expected 'auto', True or False")
@@ -302,13 +249,7 @@ FIGURE4_SEED = 21
 
 
 def figure4_seed(seeds: Iterable[int]) -> int:
-    """The seed to draw Figure 4 for: :data:`FIGURE4_SEED` if among ``seeds``, else the first of ``seeds``.
-
-    Raises
-    ------
-    MerError
-        If ``seeds`` is empty.
-    """
+    """:data:`FIGURE4_SEED` if among ``seeds``, else the first of them; ``MerError`` if ``seeds`` is empty."""
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise MerError("figure4_seed: no seeds")
@@ -319,29 +260,21 @@ def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = FIGURE4_SEED,
                          systems: Sequence[str] = ("A2B2E", "A2M2E", "aA2B2E"),
                          emotions: Sequence[str] = ("tension", "tender"),
                          panel_size: float = 2.8) -> Figure:
-    """Figure 4: true vs predicted ratings before (x) and after (o) the attack.
+    """Figure 4: true vs predicted ratings, clean (``x``) and after the attack (hollow ``o``), in a grid.
 
     Parameters
     ----------
     logs : pandas.DataFrame
         Tidy attack logs (``system``, ``seed``, ``true_*``, ``orig_*``, ``new_*``).
     seed : int or None
-        Training seed of the models shown (the paper: :data:`FIGURE4_SEED`).
-        None picks :func:`figure4_seed` of the seeds present, in ascending order.
-    systems : sequence of str
-        Columns of the grid.
-    emotions : sequence of str
-        Rows of the grid (names from :data:`mer_lib.config.EMOTIONS`).
-    panel_size : float
-        Size of one panel in inches.
+        Training seed of the models shown; None: :func:`figure4_seed` of the seeds present.
+    systems, emotions : sequence of str
+        Columns and rows of the grid (emotions from :data:`mer_lib.config.EMOTIONS`).
 
     Returns
     -------
     matplotlib.figure.Figure
-        ``len(emotions) x len(systems)`` panels; x: true rating (/10), y:
-        prediction; clean predictions as ``x`` and adversarial ones as hollow
-        ``o`` in the system's colour; dashed identity line. Panels of a row
-        share the y axis.
+        x: true rating / 10, y: prediction, dashed identity line; panels of a row share y.
 
     Raises
     ------
@@ -394,20 +327,14 @@ def figure4_true_vs_pred(logs: pd.DataFrame, seed: int | None = FIGURE4_SEED,
 # --------------------------------------------------------------------------- clean performance
 def clean_performance_figure(per_model: pd.DataFrame, systems: Sequence[str] | None = None,
                              figsize: tuple[float, float] = (9.0, 3.6)) -> Figure:
-    """Clean average Pearson r and clean MAE per system: one point per seed, a bar at the mean.
+    """Table 1 as a figure: clean average Pearson r (left) and MAE (right), a point per seed, a bar at the mean.
 
     Parameters
     ----------
     per_model : pandas.DataFrame
-        Output of :func:`mer_lib.attacks.logs.per_model_metrics` (or tidy attack logs).
+        :func:`mer_lib.attacks.logs.per_model_metrics` output (or tidy attack logs).
     systems : sequence of str, optional
-        Systems and order (default: all present, in the paper's order).
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Two panels (r left, MAE right), the visual form of Table 1.
+        Systems and order (default: all present, paper order).
     """
     pm = _per_model(per_model, "clean_r")
     if "clean_mae" not in pm.columns:
@@ -442,23 +369,19 @@ NORM_LABELS: dict[str, str] = {"linf": "L-infinity", "l2": "L2"}
 
 def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
                       figsize: tuple[float, float] = (6.0, 4.0), quantity: str = "dmae") -> Figure:
-    """Damage against the budget eps of a bounded attack (L-infinity or L2), one line per system.
+    """Damage against the budget eps of a bounded attack of one norm, one line per system, log eps axis.
 
     Parameters
     ----------
     sweep : pandas.DataFrame
-        Per-model metrics with an ``eps`` column and optionally a ``norm``
-        column of one norm (:func:`mer_lib.attacks.stage.bounded_sweep`).
-    title : str, optional
-    figsize : (float, float)
+        Per-model metrics with ``eps`` and optionally ``norm`` (:func:`mer_lib.attacks.stage.bounded_sweep`).
     quantity : str
-        The damage column (``"dmae"`` or ``"dmae_rel"``).
+        ``"dmae"`` or ``"dmae_rel"``.
 
     Returns
     -------
     matplotlib.figure.Figure
-        Median dMAE over the seeds of each system (line and markers) and the
-        range over the seeds (band), log-scaled eps axis.
+        The median over each system's seeds (line) and their range (band).
     """
     missing = [c for c in ("system", "eps", quantity) if c not in sweep.columns]
     if missing:
@@ -483,23 +406,10 @@ def robustness_curves(sweep: pd.DataFrame, title: str | None = None,
 
 def robustness_vs_gain(per_model: pd.DataFrame, gain: str = "grad_l2", measures: Sequence[str] = ("dmae", "dmae_rel"),
                        figsize: tuple[float, float] = (10.0, 3.8)) -> Figure:
-    """Each model's robustness against its gain, one panel per measure, log-log axes.
+    """Each model's robustness ``measures`` against its ``gain``, one log-log panel per measure.
 
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        One row per model with ``system``, ``gain`` and every column of ``measures``.
-    gain : str
-        The gain column (:func:`mer_lib.models.gain.model_gains`, or ``clean_spread``).
-    measures : sequence of str
-        Robustness columns (positive values).
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        A point per model, coloured by system: a measure that only restates
-        the gain lies on one rising line across all systems.
+    ``gain``: a column such as :func:`mer_lib.models.gain.model_gains`' ``grad_l2`` or ``clean_spread``; measures
+    must be positive. A measure that only restates the gain lies on one rising line across all systems.
     """
     missing = [c for c in ("system", gain, *measures) if c not in per_model.columns]
     if missing:
@@ -519,23 +429,10 @@ def robustness_vs_gain(per_model: pd.DataFrame, gain: str = "grad_l2", measures:
 
 def waveform_curves(curves: pd.DataFrame, title: str | None = None,
                     figsize: tuple[float, float] = (10.0, 3.8)) -> Figure:
-    """dMAE against the SNR budget of the waveform attack, next to noise at the same SNRs.
+    """dMAE against the SNR of the waveform attack, next to noise at the same SNRs, one panel per kind.
 
-    Parameters
-    ----------
-    curves : pandas.DataFrame
-        :func:`mer_lib.analysis.robustness.robustness_curves` of the waveform
-        results: ``system, kind, snr_db, estimate, ci_low, ci_high``.
-    title : str, optional
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One panel per kind (the attack first, then the noises), sharing the
-        dMAE axis; one line per system (its statistic over seeds) with its
-        bootstrap CI as a band; the SNR axis runs from the quietest
-        perturbation (left) to the loudest.
+    ``curves``: :func:`mer_lib.analysis.robustness.robustness_curves` of the waveform results. Each system is a line
+    with its CI as a band; the SNR axis runs from the quietest perturbation (left) to the loudest.
     """
     missing = [c for c in ("system", "kind", "snr_db", "estimate", "ci_low", "ci_high") if c not in curves.columns]
     if missing:
@@ -564,24 +461,17 @@ def waveform_curves(curves: pd.DataFrame, title: str | None = None,
 # --------------------------------------------------------------------------- saving
 def save_figure(fig: Figure, stem: str, figures_dir: str | os.PathLike = "figures",
                 formats: Sequence[str] = ("png", "pdf"), dpi: int = 150) -> dict[str, Path]:
-    """Write a figure as ``<figures_dir>/<stem>.png`` and ``.pdf``, each atomically.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-    stem : str
-        File name without suffix (e.g. ``"figure3_dmae"``).
-    figures_dir : path-like
-        Destination folder (created if needed).
-    formats : sequence of str
-        File formats understood by matplotlib.
-    dpi : int
-        Resolution of raster formats.
+    """Write a figure as ``<figures_dir>/<stem>.<format>`` for each of ``formats``, atomically (folders created).
 
     Returns
     -------
     dict
         ``{format: path}``.
+
+    Raises
+    ------
+    MerError
+        If ``stem`` is not a plain file name.
     """
     if not stem or Path(stem).name != stem:
         raise MerError(f"save_figure: stem must be a plain file name without folders, got {stem!r}")
@@ -612,26 +502,18 @@ CURVE_LABELS: dict[str, tuple[str, str]] = {
 
 def plot_learning_curves(history: pd.DataFrame, quantities: Sequence[str], hue_order: Sequence[str] | None = None,
                          panel_size: tuple[float, float] = (4.2, 3.2)) -> Figure:
-    """Learning curves: one panel per quantity, one line per (system, seed).
+    """Learning curves: one panel per quantity, one line per (system, seed); colour: system, line style: seed.
 
     Parameters
     ----------
     history : pandas.DataFrame
-        :func:`mer_lib.models.tables.history_table`: ``system``, ``seed``,
-        ``epoch`` and the per-epoch columns of ``history.csv``.
+        :func:`mer_lib.models.tables.history_table` (``system``, ``seed``, ``epoch`` and ``history.csv`` columns).
     quantities : sequence of str
-        Columns to draw; labels from :data:`CURVE_LABELS` (the column name
-        otherwise). Epochs where a quantity is missing (the adversarial loss
-        outside adversarial epochs) are left out, and every epoch is a marker.
+        Columns to draw (labels from :data:`CURVE_LABELS`); epochs where one is missing are left out.
     hue_order : sequence of str, optional
-        Systems and order (default: all present, in the paper's order).
+        Systems and order (default: all present, paper order).
     panel_size : (float, float)
-        Width and height of one panel in inches.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Colour: system (:data:`SYSTEM_COLORS`); line style: seed.
+        One panel's width and height in inches.
     """
     missing = [c for c in ("system", "seed", "epoch", *quantities) if c not in history.columns]
     if missing:
@@ -652,22 +534,9 @@ def plot_learning_curves(history: pd.DataFrame, quantities: Sequence[str], hue_o
 
 
 def plot_per_target_r(per_target: pd.DataFrame, ylabel: str, figsize: tuple[float, float] = (8.0, 3.4)) -> Figure:
-    """Test Pearson r per target (emotion or mid-level feature): bars at the mean over seeds, SD whiskers.
+    """Test Pearson r per target (:func:`mer_lib.models.tables.per_target_r`): bars at the mean over seeds, SD whiskers.
 
-    Targets in the order of :data:`mer_lib.config.EMOTIONS` and
-    :data:`mer_lib.config.MIDLEVEL`; a legend only for several systems.
-
-    Parameters
-    ----------
-    per_target : pandas.DataFrame
-        :func:`mer_lib.models.tables.per_target_r`: ``system``, ``seed``, ``target``, ``r``.
-    ylabel : str
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One bar per target and system, in the system's colour.
+    Targets in the order of ``EMOTIONS`` then ``MIDLEVEL``; a legend only for several systems.
     """
     systems = attack_logs.system_order(per_target["system"])
     present = set(per_target["target"])
@@ -684,18 +553,7 @@ def plot_per_target_r(per_target: pd.DataFrame, ylabel: str, figsize: tuple[floa
 
 
 def plot_training_passes(cost: pd.DataFrame, figsize: tuple[float, float] = (6.0, 3.6)) -> Figure:
-    """Forward + backward example passes of training per system: bar at the mean over seeds, SD whiskers.
-
-    Parameters
-    ----------
-    cost : pandas.DataFrame
-        :func:`mer_lib.models.tables.cost_table` (``system`` and ``passes``).
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
+    """Training cost (:func:`mer_lib.models.tables.cost_table`): forward + backward example passes, mean and SD."""
     systems = attack_logs.system_order(cost["system"])
     fig, ax = plt.subplots(figsize=figsize)
     sns.barplot(cost, x="system", y="passes", hue="system", order=systems, hue_order=systems,
@@ -712,22 +570,7 @@ STANDARDISED_LABEL = "standardised log magnitude (SD)"
 
 def plot_spectrogram_row(images: Sequence[np.ndarray], titles: Sequence[str], fps: float,
                          figsize: tuple[float, float] = (12.0, 3.2)) -> Figure:
-    """Standardised spectrograms side by side, on one colour scale with one colour bar.
-
-    Parameters
-    ----------
-    images : sequence of numpy.ndarray
-        ``(frames, bands)`` standardised spectrograms.
-    titles : sequence of str
-        One title per image.
-    fps : float
-        Frames per second (time axis).
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
+    """Standardised ``(frames, bands)`` spectrograms side by side, one title each, one colour scale and colour bar."""
     if len(images) != len(titles) or len(images) == 0:
         raise MerError(f"spectrogram row: {len(images)} images and {len(titles)} titles")
     vmin = min(float(np.min(im)) for im in images)
@@ -744,27 +587,9 @@ def plot_spectrogram_row(images: Sequence[np.ndarray], titles: Sequence[str], fp
 
 def plot_attack_example(clean: np.ndarray, delta: np.ndarray, fps: float, label: str,
                         snr_db: float | None = None, figsize: tuple[float, float] = (12.0, 3.2)) -> Figure:
-    """A clean spectrogram, its adversarial version and the perturbation.
+    """A clean ``(frames, bands)`` standardised spectrogram, its adversarial version and the perturbation ``delta``.
 
-    Parameters
-    ----------
-    clean : numpy.ndarray
-        ``(frames, bands)`` standardised input.
-    delta : numpy.ndarray
-        The perturbation, same shape and units.
-    fps : float
-        Frames per second (time axis).
-    label : str
-        Prefix of the titles (e.g. the excerpt and the attacked model).
-    snr_db : float, optional
-        True spectral SNR of the perturbation, shown in its title.
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        Clean and adversarial share one colour scale; the perturbation has its
-        own diverging scale, symmetric around zero.
+    Clean and adversarial share a colour scale; the perturbation's is symmetric around 0, its title shows ``snr_db``.
     """
     if clean.shape != delta.shape:
         raise MerError(f"attack example: clean {clean.shape} and perturbation {delta.shape} differ in shape")
@@ -791,20 +616,8 @@ def plot_attack_example(clean: np.ndarray, delta: np.ndarray, fps: float, label:
 def plot_unit_moves(moves: pd.DataFrame, system: str = "A2M2E", figsize: tuple[float, float] = (8.0, 3.6)) -> Figure:
     """How far an attack moved each bottleneck unit: one box per unit over excerpts and seeds.
 
-    Parameters
-    ----------
-    moves : pandas.DataFrame
-        :func:`mer_lib.analysis.bottleneck.unit_moves` with ``per="excerpt"``
-        (columns ``unit`` and ``change``).
-    system : str
-        The attacked system (colour).
-    figsize : (float, float)
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        y: adversarial minus clean activation of the unit, in the units of
-        the mid-level annotations it was trained on (ratings / 10).
+    ``moves``: :func:`mer_lib.analysis.bottleneck.unit_moves` with ``per="excerpt"``. y: adversarial minus clean
+    activation, in the units of the mid-level annotations (ratings / 10).
     """
     fig, ax = plt.subplots(figsize=figsize)
     sns.boxplot(moves, x="unit", y="change", color=system_colors([system])[system], saturation=1.0, ax=ax)

@@ -1,14 +1,7 @@
 """Is the benchmark fair to the interpretable model? Accuracy targets and per-feature bottleneck quality.
 
-The paper compares the robustness of models of about equal quality: on the
-real data A2M2E gives up little accuracy for its interpretable bottleneck
-(the authors' 50 published runs: mean Pearson r A2E 0.732, A2M2E 0.680, a gap
-of 0.052 with a seed SD of about 0.02). A synthetic benchmark that mirrors the
-study must do the same, or its robustness comparison compares a good model
-with a broken one. :func:`fidelity_targets` checks that, with confidence
-intervals over the training seeds; :func:`feature_quality` says, per
-mid-level feature, how well A2M2E's unit learned it and whether the audio
-carries it at all (a linear probe on A2E's embedding).
+As on the real data, A2M2E must give up little accuracy for its bottleneck, or the robustness comparison
+compares a good model with a broken one. :func:`feature_quality` also asks whether the audio carries each feature.
 """
 from __future__ import annotations
 
@@ -28,7 +21,7 @@ LEARNED_R = 0.4
 
 
 def _within(low: float, high: float, lo_target: float, hi_target: float) -> str:
-    """``holds`` if [low, high] lies inside the target range, ``fails`` if outside it, else ``inconclusive``."""
+    """``holds`` inside the target range, ``fails`` outside it, else ``inconclusive`` (``undecided`` for NaN)."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return "undecided"
     if lo_target <= low and high <= hi_target:
@@ -58,35 +51,24 @@ COLUMNS = ["quantity", "estimate", "ci_low", "ci_high", "target", "meets", "verd
 def fidelity_targets(metrics: pd.DataFrame, split: str = "test", max_gap: float = MAX_GAP,
                      max_sd: float = MAX_SD, margin: float = MARGIN, level: float = 0.95,
                      n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Does A2M2E reach about A2E's accuracy, reliably? The benchmark's accuracy targets.
+    """Does A2M2E reach about A2E's accuracy, reliably? The benchmark's accuracy targets, with CIs over seeds.
 
     Parameters
     ----------
     metrics : pandas.DataFrame
-        :func:`mer_lib.models.tables.metrics_table` of the emotions (columns
-        ``system``, ``seed``, ``split``, ``mean_r``), with A2E, A2B2E and
-        A2M2E trained on the same seeds.
-    split : str
-        Split the targets are judged on.
+        :func:`mer_lib.models.tables.metrics_table` of the emotions (``system``, ``seed``, ``split``, ``mean_r``),
+        A2E, A2B2E and A2M2E trained on the same seeds.
     max_gap, max_sd, margin : float
         The targets (:data:`MAX_GAP`, :data:`MAX_SD`, :data:`MARGIN`).
-    level : float
-        Confidence level of the intervals.
     n_boot, seed : int
-        Accepted for a uniform signature; the intervals are t-intervals over
-        seeds (means) and the chi-square interval (the SD).
+        Unused (uniform signature): t-intervals over seeds, the chi-square interval for the SD.
 
     Returns
     -------
     pandas.DataFrame
-        One row per quantity: ``quantity``, ``estimate``, ``ci_low``,
-        ``ci_high``, ``target``, ``meets`` (the point estimate meets the
-        target) and ``verdict``: ``holds`` only if the whole interval meets
-        it, ``fails`` if the whole interval misses it, else ``inconclusive``.
-        The gap is paired by seed (the systems share seeds and test
-        excerpts); the SD's interval is the normal-theory chi-square one.
-        Fewer than 2 seeds with a defined r for all three systems (e.g. the
-        smoke profile's 3 test excerpts) give NaN and ``undecided``.
+        Per quantity: ``quantity``, ``estimate``, ``ci_low``, ``ci_high``, ``target``, ``meets`` (the estimate does),
+        ``verdict`` (``holds``: the whole interval meets it, ``fails``: misses it, else ``inconclusive``). The gap is
+        paired by seed. Fewer than 2 seeds with r defined for all three systems give NaN and ``undecided``.
 
     Raises
     ------
@@ -137,27 +119,20 @@ def _why(unit_r: float, probe_r: float) -> str:
 
 def feature_quality(agreement: pd.DataFrame, probe: pd.DataFrame | None = None, system: str = "A2M2E",
                     level: float = 0.95) -> pd.DataFrame:
-    """Per mid-level feature: how well the bottleneck learned it, with CIs over seeds, and why not where not.
+    """Per mid-level feature: how well the bottleneck of ``system`` learned it, with CIs over seeds, and why not.
 
     Parameters
     ----------
     agreement : pandas.DataFrame
         :func:`mer_lib.analysis.bottleneck.bottleneck_agreement` rows.
     probe : pandas.DataFrame, optional
-        :func:`mer_lib.analysis.bottleneck.embedding_probe` rows of the
-        black box (A2E); their mean r with the annotations is reported and
-        used to explain a feature below :data:`LEARNED_R`.
-    system : str
-        The bottleneck system judged.
-    level : float
-        Confidence level of the t-intervals over seeds.
+        :func:`mer_lib.analysis.bottleneck.embedding_probe` rows of A2E, to explain a feature below :data:`LEARNED_R`.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by feature: ``r_annotations`` with ``ci_low`` / ``ci_high``,
-        ``r_controls`` (NaN without ground truth), ``probe_r_annotations``,
-        ``learned`` (``r_annotations >= LEARNED_R``) and ``why_not``.
+        By feature: ``r_annotations``, ``ci_low``, ``ci_high``, ``r_controls`` (NaN without ground truth),
+        ``probe_r_annotations``, ``learned`` (``r_annotations >= LEARNED_R``) and ``why_not``.
     """
     ours = agreement[agreement["system"] == system]
     if ours.empty:

@@ -1,27 +1,10 @@
-"""Robustness curves over budgets: the audio domain's SNR curves and checks, the spectrogram's eps budgets.
+"""Robustness over budgets: the waveform attack's SNR curves and sanity checks, and the spectrogram's eps budgets.
 
-Pure analysis (DataFrames in, DataFrames out) of the tables of
-:mod:`mer_lib.attacks.waveform_stage` (``results``: one row per model,
-excerpt, kind and SNR; ``transfer``: one row per source model, target model and
-excerpt). As in :mod:`mer_lib.analysis.stats`, **the model is the unit**: a
-model's value is the mean over its attacked excerpts, a system's value is a
-statistic (median by default, as the paper's Figure 3) over its models, and a
-confidence interval is taken over the models (seeds): a percentile bootstrap
-for a median, a t-interval for a mean (NaN for a single model). Paired
-comparisons (two SNRs, attack vs noise, white-box vs transfer) pair the
-values of one model, so the interval is over the per-model differences.
-Verdicts follow :func:`mer_lib.analysis.stats.verdict`.
-
-The sanity checks after Carlini et al. (2019), *On evaluating adversarial robustness*:
-
-* :func:`monotonicity`: damage grows as the budget grows (the SNR falls);
-* :func:`attack_vs_noise`: the attack beats white and pink noise of the same SNR;
-* :func:`transfer_summary`, :func:`transfer_matrix`, :func:`gradient_masking_check`:
-  adversaries of one system fed to the others; a system that suffers more from
-  transferred adversaries than from its own white-box attack hides its
-  gradients (masking) rather than being robust;
-* :func:`domain_ranking`, :func:`domain_contrasts`: the systems ranked by
-  damage in the waveform and in the spectrogram domain, side by side.
+Pure analysis of the tables of :mod:`mer_lib.attacks.waveform_stage` (``results``: a row per model, excerpt, kind
+and SNR; ``transfer``: a row per source model, target model and excerpt). As in :mod:`mer_lib.analysis.stats` the
+model is the unit: its value is the mean over its excerpts, CIs are over models (bootstrap for a median, t for a
+mean, NaN for one model), and paired comparisons pair one model's values. The sanity checks follow Carlini et
+al. (2019), *On evaluating adversarial robustness*.
 """
 from __future__ import annotations
 
@@ -85,9 +68,8 @@ def per_model_curves(results: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``system, seed, kind, snr_db, n_excerpts, dmae, pred_change`` (means),
-        and the medians ``achieved_snr_db, linf, loudness_lu`` where present;
-        systems in the paper's order, SNRs from high (small budget) to low.
+        ``system, seed, kind, snr_db, n_excerpts, dmae, pred_change`` (means), the medians ``achieved_snr_db,
+        linf, loudness_lu`` where present; paper order, SNR from high (small budget) to low.
 
     Raises
     ------
@@ -110,24 +92,19 @@ def per_model_curves(results: pd.DataFrame) -> pd.DataFrame:
 
 def robustness_curves(per_model: pd.DataFrame, quantity: str = "dmae", stat: str = "median",
                       n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Damage against SNR per system and kind, with bootstrap CIs over its models.
+    """Damage against SNR per system and kind, with CIs over its models.
 
     Parameters
     ----------
     per_model : pandas.DataFrame
-        :func:`per_model_curves` (or a ``results`` table, summarised first).
+        :func:`per_model_curves` output (or a ``results`` table, summarised first).
     quantity : str
-        Per-model column (``"dmae"``, ``"pred_change"``).
-    stat : {"median", "mean"}
-        Statistic over the models of a system.
-    n_boot, seed, level
-        Bootstrap of a median (:func:`mer_lib.analysis.stats.bootstrap_ci`); a mean gets a t-interval.
+        ``"dmae"`` or ``"pred_change"``.
 
     Returns
     -------
     pandas.DataFrame
-        ``system, kind, snr_db, n_models, estimate, ci_low, ci_high`` (CI NaN
-        for one model), systems in the paper's order, SNR from high to low.
+        ``system, kind, snr_db, n_models, estimate, ci_low, ci_high``; paper order, SNR from high to low.
     """
     pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
     require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity], "per-model curves")
@@ -159,30 +136,16 @@ def _paired_row(diff: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
 
 def monotonicity(per_model: pd.DataFrame, kind: str = "attack", quantity: str = "dmae", n_boot: int = 10_000,
                  seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Does the damage grow with the budget? Every step between neighbouring SNRs, per system.
+    """Does the damage grow with the budget? Every step between neighbouring SNRs of one ``kind``, per system.
 
-    For each system and each pair of neighbouring SNRs (``snr_from`` >
-    ``snr_to``: a larger budget), the per-model increase ``quantity(snr_to) -
-    quantity(snr_from)``, paired by model, averaged over the models, with a
-    t-interval of the mean and a verdict (*holds*: the damage grows).
-
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        :func:`per_model_curves` (or a ``results`` table).
-    kind : str
-        ``"attack"``, ``"white"`` or ``"pink"``.
-    quantity : str
-        Per-model column.
-    n_boot, seed, level
-        Bootstrap.
+    Per step (``snr_from`` > ``snr_to``: a larger budget), the per-model increase of ``quantity``: mean over models,
+    t-interval and verdict (*holds*: the damage grows). ``per_model`` as for :func:`robustness_curves`.
 
     Returns
     -------
     pandas.DataFrame
-        ``system, kind, snr_from, snr_to, n_models, estimate, ci_low, ci_high,
-        verdict, models_increasing`` (models whose own value grew), ``increases``
-        (the estimate is positive).
+        ``system, kind, snr_from, snr_to, n_models, estimate, ci_low, ci_high, verdict, models_increasing``
+        (models whose own value grew), ``increases`` (positive estimate).
     """
     pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
     require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity], "per-model curves")
@@ -205,31 +168,17 @@ def monotonicity(per_model: pd.DataFrame, kind: str = "attack", quantity: str = 
 def attack_vs_noise(per_model: pd.DataFrame, noise: str = "white", quantity: str = "dmae",
                     ratio_quantity: str = "pred_change", n_boot: int = 10_000, seed: int = 0,
                     level: float = 0.95) -> pd.DataFrame:
-    """Is the attack stronger than noise of the same SNR? Per system and SNR, paired by model.
+    """Is the attack stronger than ``noise`` (``"white"``, ``"pink"``) of the same SNR? Per system and SNR, by model.
 
-    Two measures: the difference ``quantity(attack) - quantity(noise)`` (mean
-    over models, t-interval, verdict: *holds* if the attack does more
-    damage), and the ratio ``ratio_quantity(attack) / ratio_quantity(noise)``
-    of every model (median over models, bootstrap CI). The ratio uses the mean
-    absolute prediction change by default: unlike dMAE it is positive, whereas
-    noise can lower the MAE by chance and make a dMAE ratio meaningless.
-
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        :func:`per_model_curves` (or a ``results`` table).
-    noise : str
-        ``"white"`` or ``"pink"``.
-    quantity, ratio_quantity : str
-        Per-model columns.
-    n_boot, seed, level
-        Bootstrap.
+    Two measures: ``quantity(attack) - quantity(noise)`` (mean, t-interval, *holds* if the attack does more damage)
+    and the per-model ratio of ``ratio_quantity`` (median, bootstrap CI): the prediction change by default, as it is
+    positive where noise can lower the MAE by chance.
 
     Returns
     -------
     pandas.DataFrame
-        ``system, snr_db, noise, n_models, attack, noise_value, estimate,
-        ci_low, ci_high, verdict, ratio, ratio_ci_low, ratio_ci_high``.
+        ``system, snr_db, noise, n_models, attack, noise_value, estimate, ci_low, ci_high, verdict, ratio,
+        ratio_ci_low, ratio_ci_high``.
     """
     pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
     require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity, ratio_quantity], "per-model curves")
@@ -280,17 +229,13 @@ def transfer_summary(transfer: pd.DataFrame, snr_db: float | None = None, stat: 
     transfer : pandas.DataFrame
         The ``transfer`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
     snr_db : float, optional
-        Which SNR (needed if the table holds several).
-    stat : {"median", "mean"}
-        Statistic over the model pairs (one per seed).
-    n_boot, seed, level
-        Bootstrap over the model pairs.
+        Needed if the table holds several SNRs.
 
     Returns
     -------
     pandas.DataFrame
-        ``source_system, target_system, white_box`` (source = target),
-        ``n_models, estimate, ci_low, ci_high``.
+        ``source_system, target_system, white_box`` (source = target), ``n_models, estimate, ci_low, ci_high``
+        (``stat`` over the model pairs, one per seed).
     """
     pairs = _transfer_per_pair(transfer, snr_db)
     func = _stat(stat, "transfer_summary")
@@ -314,21 +259,17 @@ def transfer_matrix(summary: pd.DataFrame) -> pd.DataFrame:
 
 def gradient_masking_check(transfer: pd.DataFrame, snr_db: float | None = None, stat: str = "median",
                            n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Per target system: its own white-box damage against the strongest transferred one.
+    """Per target system: its white-box damage against the strongest transferred one, a check for gradient masking.
 
-    The strongest source is the other system whose adversaries do the most
-    damage to the target (``stat`` over seeds). Per seed, the white-box damage
-    minus that source's transferred damage is paired; its mean gets a t-interval
-    CI and a verdict (*holds*: the white-box attack is stronger, as it should
-    be; *contradicted*: transferred adversaries do more damage, a sign of
-    gradient masking). ``masking_suspected`` is true where the point estimate
-    is not positive.
+    The strongest source is the other system whose adversaries hurt the target most. The per-seed difference gets a
+    t-interval and a verdict: *holds* if the white-box attack is stronger, as it should be; *contradicted* hints at
+    gradient masking.
 
     Returns
     -------
     pandas.DataFrame
-        ``target_system, white_box, best_source, transferred, n_models,
-        estimate, ci_low, ci_high, verdict, masking_suspected``.
+        ``target_system, white_box, best_source, transferred, n_models, estimate, ci_low, ci_high, verdict,
+        masking_suspected`` (the estimate is not positive).
     """
     pairs = _transfer_per_pair(transfer, snr_db)
     func = _stat(stat, "gradient_masking_check")
@@ -366,24 +307,15 @@ def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: 
 
     Parameters
     ----------
-    waveform : pandas.DataFrame
-        One row per model (``system, seed, <quantity>``): e.g. the attack rows
-        of :func:`per_model_curves` at one SNR.
-    spectrogram : pandas.DataFrame
-        The same for the spectrogram-domain attack
-        (:func:`mer_lib.attacks.logs.per_model_metrics`).
-    quantity : str
-        Per-model column of both.
-    stat : {"median", "mean"}
-        Statistic over the models of a system.
+    waveform, spectrogram : pandas.DataFrame
+        One row per model (``system, seed, <quantity>``), e.g. :func:`per_model_curves` attack rows at one SNR and
+        :func:`mer_lib.attacks.logs.per_model_metrics`.
 
     Returns
     -------
     pandas.DataFrame
-        ``system, waveform, waveform_rank, spectrogram, spectrogram_rank,
-        rank_change`` (rank 1 = least damage = most robust; the paper's order
-        of systems), with ``attrs["kendall_tau"]`` between the two domains'
-        values and ``attrs["same_order"]``.
+        ``system, waveform, waveform_rank, spectrogram, spectrogram_rank, rank_change`` (rank 1: least damage),
+        with ``attrs["kendall_tau"]`` between the domains and ``attrs["same_order"]``.
     """
     func = _stat(stat, "domain_ranking")
     wave = _system_values(waveform, quantity, func, "waveform per-model table")
@@ -405,12 +337,7 @@ def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: 
 def domain_contrasts(waveform: pd.DataFrame, spectrogram: pd.DataFrame,
                      pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS, quantity: str = "dmae",
                      stat: str = "median", n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """The paper's contrasts (e.g. A2E - A2M2E damage) in both domains, with CIs over models.
-
-    :func:`mer_lib.analysis.stats.system_contrasts` of each per-model table,
-    stacked with a ``domain`` column (``"waveform"``, ``"spectrogram"``). A
-    positive estimate means the second system of the pair suffers less damage.
-    """
+    """:func:`mer_lib.analysis.stats.system_contrasts` per domain (``domain`` first); > 0: the second is hurt less."""
     parts = [system_contrasts(table, pairs, quantity, stat, n_boot, seed, level).assign(domain=name)
              for name, table in (("waveform", waveform), ("spectrogram", spectrogram))]
     out = pd.concat(parts, ignore_index=True)
@@ -419,15 +346,10 @@ def domain_contrasts(waveform: pd.DataFrame, spectrogram: pd.DataFrame,
 
 # --------------------------------------------------------------------------- tables for checks and summaries
 def snr_table(per_model: pd.DataFrame, kind: str = "attack", quantity: str = "dmae") -> pd.DataFrame:
-    """One row per model, one column per SNR (``<quantity>_<snr>dB``) of one kind of perturbation.
+    """One row per model, one column ``<quantity>_<snr>dB`` per SNR of one ``kind``: the shape
+    :func:`mer_lib.regression.check_models` checks.
 
-    The shape :func:`mer_lib.regression.check_models` checks (one value per
-    model and quantity).
-
-    Raises
-    ------
-    MerError
-        On missing columns or if ``kind`` is absent.
+    Raises ``MerError`` on missing columns or an absent ``kind``.
     """
     require_columns(per_model, [*MODEL_KEYS, "kind", "snr_db", quantity], "waveform per-model table")
     sub = per_model[per_model["kind"] == kind]
@@ -442,19 +364,13 @@ def snr_table(per_model: pd.DataFrame, kind: str = "attack", quantity: str = "dm
 def roundtrip_summary(roundtrip: pd.DataFrame) -> pd.DataFrame:
     """How much of the waveform attack survives writing the audio as a 16-bit WAV, per system.
 
-    Parameters
-    ----------
-    roundtrip : pandas.DataFrame
-        The ``roundtrip`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
-
     Returns
     -------
     pandas.DataFrame
-        Per system: ``n`` excerpts, ``snr_db``, median ``dmae_attack`` and
-        ``dmae_roundtrip``, the median and minimum ``survival`` (round-trip
-        dMAE over attack dMAE), the share of files whose peak sample stayed
-        (``peak_preserved``: otherwise madmom's normalisation rescaled the file
-        on reading) and the largest quantisation error in int16 steps.
+        From the ``roundtrip`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`: ``n`` excerpts,
+        ``snr_db``, median ``dmae_attack`` and ``dmae_roundtrip``, median and minimum ``survival`` (round-trip over
+        attack dMAE), ``peak_preserved`` (share of files whose peak stayed, so madmom's normalisation did not rescale
+        them) and the largest ``max_error_int16``.
     """
     require_columns(roundtrip, [*MODEL_KEYS, "number", "snr_db", "dmae_attack", "dmae_roundtrip", "survival",
                                 "peak_preserved", "max_error_int16"], "round-trip table")
@@ -467,32 +383,24 @@ def roundtrip_summary(roundtrip: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- budgets at a fixed damage
-#: Relative damage (dMAE / the model's clean prediction spread) at which :func:`budget_for_damage`
-#: reads the budget. Fixed before any result was seen: half the model's own spread of predictions.
+#: Relative damage (dMAE / clean prediction spread) at which :func:`budget_for_damage` reads budgets (protocol §7).
 RELATIVE_DAMAGE = 0.5
 
 
 def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quantity: str = "dmae_rel",
                       budget: str = "eps") -> pd.DataFrame:
-    """Per model: the smallest budget at which the damage reaches ``level``, interpolated in log budget.
+    """Per model: the smallest budget at which ``quantity`` reaches ``level``, interpolated in log budget (protocol §7).
 
     Parameters
     ----------
     sweep : pandas.DataFrame
         Per-model damage at several budgets (:func:`mer_lib.attacks.stage.bounded_sweep`).
-    level : float
-        Damage to reach, in units of ``quantity``.
-    quantity, budget : str
-        Damage and budget columns.
 
     Returns
     -------
     pandas.DataFrame
-        ``system``, ``seed``, ``budget`` (the interpolated budget; ``inf`` if
-        the largest budget does not reach ``level``, and the smallest budget if
-        it already does), ``reached`` (bool) and ``at_smallest`` (bool: the
-        smallest budget already reaches ``level``, so ``budget`` is only an
-        upper bound). Larger is more robust.
+        ``system``, ``seed``, ``budget`` (larger is more robust; ``inf`` if never reached), ``reached``,
+        ``at_smallest`` (the smallest budget already reaches ``level``; ``budget`` is then that budget, an upper bound).
     """
     require_columns(sweep, [*MODEL_KEYS, budget, quantity], "budget_for_damage")
     if not (level > 0):
@@ -516,15 +424,13 @@ def budget_for_damage(sweep: pd.DataFrame, level: float = RELATIVE_DAMAGE, quant
 
 
 def plateau_summary(plateau: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per norm: how much more damage twice the steps did (:func:`mer_lib.attacks.stage.plateau_check`).
+    """Per norm and eps: how much more damage twice the steps did (:func:`mer_lib.attacks.stage.plateau_check`).
 
     Returns
     -------
     pandas.DataFrame
-        ``norm``, ``eps``, ``models``, and for ``dmae`` and ``dmae_rel`` the mean
-        ratio (more steps / the sweep's steps) over the models with its
-        t-interval (``*_ratio``, ``*_ci_low``, ``*_ci_high``). A ratio near 1
-        means the sweep's steps had reached the damage's plateau.
+        ``norm``, ``eps``, ``models`` and, for ``dmae`` and ``dmae_rel``, the mean ratio (more steps / the sweep's)
+        with its t-interval (``*_ratio``, ``*_ci_low``, ``*_ci_high``); near 1: the damage had plateaued.
     """
     require_columns(plateau, ["norm", "eps", "dmae_ratio", "dmae_rel_ratio"], "plateau_summary")
     rows = []

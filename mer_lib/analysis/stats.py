@@ -1,66 +1,14 @@
 """The paper's analysis (protocol §7), computed from attack logs.
 
-Every function takes a *tidy table of attack logs*: one row per attacked test
-excerpt, with the columns ``system``, ``seed``, ``number`` and the columns of
-:func:`mer_lib.attacks.logs.read_attack_log` (``true_*``, ``orig_*``,
-``new_*`` for the 8 emotions, ``iterations``, ``norm``, ...). Any mix of
-systems and seeds works: :func:`mer_lib.attacks.logs.read_published_runs`
-returns such a table for the authors' 50 published logs, and the project's own
-runs produce the same columns (plus ``snr_db`` for bounded attacks).
+Every function takes a *tidy table of attack logs*: one row per attacked test excerpt, with ``system``, ``seed``,
+``number`` and the columns of :func:`mer_lib.attacks.logs.read_attack_log`, as the published runs
+(:func:`mer_lib.attacks.logs.read_published_runs`) and the project's own runs give it. A ``per_model`` argument
+also accepts :func:`mer_lib.attacks.logs.per_model_metrics` output. Functions are pure; MAE is on the ratings/10
+scale, SDs over seeds use ``ddof=1``, paired differences are "first minus second".
 
-One *model* is one (system, seed) pair. Predictions and labels are on the
-logs' scale (ratings divided by 10), so MAE values are on that scale too.
-
-Functions here are pure (DataFrame in, DataFrame out); only
-:func:`save_table` writes files. Nothing depends on :mod:`mer_lib.metrics`:
-the few formulas needed are written out below and tested against scipy.
-
-Conventions
------------
-- Average Pearson r (Table 1): r of one emotion is computed across the
-  model's test excerpts, then the 8 values are averaged. An emotion whose
-  labels or predictions are constant over the excerpts has no defined r; it
-  is left out of the average (a NaN-ignoring mean) and the number of emotions
-  that entered the average is reported beside it (``clean_r_emotions``,
-  ``adv_r_emotions``). If no emotion has a defined r the average is NaN.
-- Spread over seeds is the sample standard deviation (``ddof=1``); it is NaN
-  for a system with a single seed.
-- Paired differences are always "first system minus second system".
-
-Uncertainty
------------
-Our own runs have few seeds per system (5 in the quick profile), and a
-different CPU behaves like a different seed, so every estimate carries a
-confidence interval and no finding is called true on its point estimate alone.
-
-- *The model is the unit.* Per-system summaries and contrasts between
-  systems use one value per model (seed); excerpts are never the unit of an
-  interval here. Models whose value is NaN are left out; a system with a
-  single model has no interval (NaN).
-- *Means: t-intervals.* The mean over models gets Student's t-interval
-  (:func:`t_interval`); a difference of two systems' means the Welch interval
-  (:func:`welch_interval`). Percentile-bootstrap intervals of a mean cover
-  only about 84 % at n = 5 (88 % for a difference), so they are not used.
-- *SDs: chi-square intervals* (:func:`sd_interval`, normal theory).
-- *Medians: percentile bootstrap* over models (10,000 resamples, seed 0,
-  deterministic). At n = 5 the interval of a median is the sample range,
-  which covers 94 %; a difference of medians covers about 96 %. The draws of
-  one system depend only on ``seed``, its name, the quantity, its number of
-  models and ``n_boot``, so a contrast gets the same interval wherever it is
-  computed, and derived statistics (the closeness finding) get intervals
-  from the same joint resamples. ``tests/test_analysis_stats.py`` simulates
-  the coverage of every kind of interval at n = 5.
-- *The paired t-tests* (:func:`paired_ttests`) reproduce the paper's test: they
-  pool the excerpts of all seeds as if independent, which overstates the
-  evidence (the same excerpts recur for every seed, and the seed is the
-  larger source of variance). No verdict of :func:`paper_findings` rests on
-  them; its "MAE after attack" findings compare the systems' per-model means.
-- *Verdicts* (:func:`verdict`). A finding predicts the sign of a statistic
-  (``direction`` +1 or -1). It ``holds`` if the whole interval lies strictly
-  on the predicted side of zero, is ``contradicted`` if the whole interval lies
-  strictly on the other side, is ``inconclusive`` if the interval contains
-  zero, and is ``undecided`` if there is no estimate or no interval (a system
-  missing, or a single model).
+Uncertainty follows protocol §7: the model (seed) is the unit of every interval (NaN for a single model), and
+``n_boot``, ``seed``, ``level`` are always the bootstrap's resamples, its seed and the confidence level.
+:func:`paired_ttests` reproduce the paper's pooled test; no verdict of :func:`paper_findings` rests on it.
 """
 from __future__ import annotations
 
@@ -145,10 +93,7 @@ def _percentile_ci(boot: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student's t-interval of the mean of one sample (the models of a system).
-
-    NaN for fewer than 2 values or a NaN value; a zero-width interval when all values are equal.
-    """
+    """Student's t-interval of the mean of one sample; NaN for < 2 values or a NaN, zero width if all are equal."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2 or np.isnan(x).any():
         return _NAN, _NAN
@@ -157,11 +102,9 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Welch's interval of ``mean(a) - mean(b)`` for two independent samples, and its two-sided p-value.
+    """Welch's interval of ``mean(a) - mean(b)`` and its two-sided p-value, as ``(low, high, p)``.
 
-    Returns ``(low, high, p)``; all NaN when a sample has fewer than 2 values
-    or a NaN value. With both variances zero the interval is the point and p is
-    0 (or 1 for equal means).
+    All NaN if a sample has < 2 values or a NaN; with both variances zero, the point and p 0 (1 for equal means).
     """
     x, y = (np.asarray(v, dtype=np.float64).ravel() for v in (a, b))
     if x.size < 2 or y.size < 2 or np.isnan(x).any() or np.isnan(y).any():
@@ -187,11 +130,7 @@ def sd_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 def interval_over_models(values: np.ndarray, stat: str = "mean", n_boot: int = 10_000, seed: int = 0,
                          level: float = 0.95) -> tuple[float, float]:
-    """The interval this project uses for a statistic over the models of one system.
-
-    ``"mean"``: :func:`t_interval`; ``"median"``: percentile bootstrap
-    (:func:`bootstrap_ci`). NaN for fewer than 2 values or a NaN value.
-    """
+    """Interval over one system's models: :func:`t_interval` (mean) or :func:`bootstrap_ci` (median); NaN for < 2."""
     if stat not in _STATS:
         raise MerError(f"interval_over_models: stat must be one of {sorted(_STATS)}, got {stat!r}")
     x = np.asarray(values, dtype=np.float64).ravel()
@@ -203,24 +142,13 @@ def interval_over_models(values: np.ndarray, stat: str = "mean", n_boot: int = 1
 
 
 def verdict(ci_low: float, ci_high: float, direction: int = 1, estimate: float | None = None) -> str:
-    """Whether a confidence interval confirms the predicted sign of a statistic.
-
-    Parameters
-    ----------
-    ci_low, ci_high : float
-        The interval's bounds.
-    direction : {1, -1}
-        The sign the finding predicts (+1: the statistic is positive).
-    estimate : float, optional
-        The point estimate; if given and not finite the verdict is ``"undecided"``.
+    """Whether the interval ``[ci_low, ci_high]`` confirms the sign ``direction`` (+1 or -1) predicted for a statistic.
 
     Returns
     -------
     str
-        ``"holds"`` if the whole interval lies strictly on the predicted side of
-        0, ``"contradicted"`` if it lies strictly on the other side,
-        ``"inconclusive"`` if it touches or contains 0, ``"undecided"`` if a
-        bound (or the estimate) is NaN.
+        ``"holds"``: strictly on the predicted side of 0; ``"contradicted"``: strictly on the other side;
+        ``"inconclusive"``: touches or contains 0; ``"undecided"``: a bound or the given ``estimate`` is NaN.
 
     Raises
     ------
@@ -247,14 +175,9 @@ def _holds_flag(word: str) -> bool | None:
 
 
 class _SystemBootstrap:
-    """One statistic of one quantity per system, with its bootstrap replicates over models.
+    """Per system: a statistic over its models (sorted by seed) and its bootstrap replicates (NaN for < 2 models).
 
-    For every system the models with a defined ``quantity`` are sorted by seed;
-    ``point[s]`` is the statistic over them and ``boot[s]`` the statistic in
-    each of ``n_boot`` resamples of them (with replacement, as many as there
-    are). The resampling of one system uses its own generator seeded by
-    ``(seed, crc32(system), crc32(quantity))``, so it does not depend on which
-    other systems are in the table. Replicates are NaN for fewer than 2 models.
+    Seeded per system by ``(seed, crc32(system), crc32(quantity))``, so draws do not depend on the other systems.
     """
 
     def __init__(self, pm: pd.DataFrame, quantity: str, stat: str, n_boot: int, seed: int) -> None:
@@ -286,30 +209,22 @@ class _SystemBootstrap:
 
 def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: int = 0,
            level: float = 0.95) -> pd.DataFrame:
-    """Table 1 of the paper: clean performance per system over its models (seeds).
+    """Table 1 of the paper: clean performance per system over its models.
 
     Parameters
     ----------
     logs : pandas.DataFrame
-        Tidy attack logs, or the output of :func:`per_model_metrics` (recognised
-        by its ``clean_r``/``clean_mae`` columns and the absence of ``number``).
-    decimals : int
-        Decimals of the formatted string columns.
-    n_boot, seed, level
-        Confidence level (``n_boot`` and ``seed`` are accepted for a uniform
-        signature; the mean's interval is a t-interval over the models).
+        Tidy attack logs or :func:`per_model_metrics` output (``clean_r``/``clean_mae``, no ``number``).
+    n_boot, seed
+        Checked but unused: the intervals are t-intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row per system present, in the paper's order: ``system``,
-        ``n_seeds``, ``r_mean``, ``r_std``, ``r_ci_low``, ``r_ci_high``,
-        ``mae_mean``, ``mae_std``, ``mae_ci_low``, ``mae_ci_high`` (std over
-        seeds with ``ddof=1``; CI: t-interval of the mean over models; both
-        NaN for a single seed), the formatted
-        ``r (mean ± std)`` and ``MAE (mean ± std)``, and
-        ``r (mean, 95% CI)`` and ``MAE (mean, 95% CI)`` written like
-        ``0.706 [0.690, 0.722]`` (the percentage follows ``level``).
+        Per system (paper order): ``system``, ``n_seeds``, ``r_mean``, ``r_std``, ``r_ci_low``, ``r_ci_high``,
+        ``mae_mean``, ``mae_std``, ``mae_ci_low``, ``mae_ci_high`` (NaN for one seed), and the formatted
+        ``r (mean ± std)``, ``MAE (mean ± std)``, ``r (mean, 95% CI)``, ``MAE (mean, 95% CI)`` (% from ``level``)
+        written like ``0.706 [0.690, 0.722]``.
 
     Raises
     ------
@@ -340,26 +255,14 @@ def table1(logs: pd.DataFrame, decimals: int = 3, n_boot: int = 10_000, seed: in
 
 def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level: float = 0.95,
                  quantity: str = "dmae") -> pd.DataFrame:
-    """Distribution of dMAE over the models of each system (the numbers behind Figure 3).
-
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs or the output of :func:`per_model_metrics`.
-    n_boot, seed, level
-        Intervals over the system's models (:func:`interval_over_models`: a
-        t-interval for the mean, a percentile bootstrap for the median).
-    quantity : str
-        The per-model robustness column summarised (``"dmae"``, ``"dmae_rel"``).
+    """Distribution of ``quantity`` (``"dmae"``, ``"dmae_rel"``) over each system's models: the numbers of Figure 3.
 
     Returns
     -------
     pandas.DataFrame
-        Per system (paper order): ``n_models``, ``median``, ``q25``, ``q75``,
-        ``mean``, ``std`` (ddof=1), ``min``, ``max`` of ``quantity``,
-        ``clean_mae_median``, ``adv_mae_median``, and the CIs ``mean_ci_low``,
-        ``mean_ci_high``, ``median_ci_low``, ``median_ci_high`` (over models;
-        NaN for a single model).
+        Per system (paper order): ``n_models``, ``median``, ``q25``, ``q75``, ``mean``, ``std``, ``min``, ``max``,
+        ``clean_mae_median``, ``adv_mae_median``, ``mean_ci_low``, ``mean_ci_high``, ``median_ci_low``,
+        ``median_ci_high`` (:func:`interval_over_models`).
 
     Raises
     ------
@@ -389,20 +292,12 @@ def dmae_summary(logs: pd.DataFrame, n_boot: int = 10_000, seed: int = 0, level:
 
 # --------------------------------------------------------------------------- per excerpt, tests
 def per_excerpt_mae(logs: pd.DataFrame, which: str = "new") -> pd.DataFrame:
-    """MAE over the 8 emotions of every attacked excerpt.
-
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs.
-    which : {"new", "orig"}
-        ``"new"``: predictions after the attack; ``"orig"``: clean predictions.
+    """MAE over the 8 emotions of every excerpt, after the attack (``which="new"``) or clean (``"orig"``).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``system``, ``seed``, ``number``, ``mae``; one row per excerpt,
-        sorted by system (paper order), seed and number.
+        ``system``, ``seed``, ``number``, ``mae``, sorted by system (paper order), seed and number.
     """
     check_prediction_kind(which)
     require_columns(logs, prediction_columns(which))
@@ -419,24 +314,14 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[..., float] = np.mean, n_boo
     Parameters
     ----------
     values : array_like, shape (n,)
-        The sample (for paired data: the per-pair differences, so that pairs
-        are resampled together).
+        The sample; for paired data the per-pair differences, so that pairs are resampled together.
     stat : callable
-        Statistic of a 1-d sample. If it accepts ``axis=`` (like ``np.mean``,
-        ``np.median``) all resamples are evaluated at once; otherwise one by one.
-    n_boot : int
-        Number of bootstrap resamples.
-    seed : int
-        Seed of the resampling (``numpy.random.default_rng``); same inputs and
-        seed give the same interval.
-    level : float
-        Confidence level in (0, 1).
+        Statistic of a 1-d sample; evaluated on all resamples at once if it accepts ``axis=``.
 
     Returns
     -------
     (float, float)
-        The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
-        bootstrap distribution of ``stat``.
+        The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles; same inputs and ``seed``, same interval.
 
     Raises
     ------
@@ -472,17 +357,9 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[..., float] = np.mean, n_boo
 
 
 def cohens_d_paired(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's d for paired samples (often called d_z): mean(a - b) / SD(a - b), SD with ddof=1.
+    """Cohen's d for paired samples (d_z): mean(a - b) / SD(a - b), ddof=1; NaN if all differences are equal.
 
-    Parameters
-    ----------
-    a, b : array_like, shape (n,)
-        Paired observations.
-
-    Returns
-    -------
-    float
-        The standardised mean difference; NaN if all differences are equal.
+    Raises ``MerError`` for fewer than 2 pairs.
     """
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.size < 2:
@@ -512,33 +389,21 @@ def _paired_values(per_excerpt: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
 
 def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS, which: str = "new",
                   n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Paired t-tests of per-excerpt MAE between systems, pooled over seeds (protocol §7).
+    """The paper's paired t-tests of per-excerpt MAE, pooled over seeds (protocol §7).
 
-    For each pair ``(a, b)`` the per-excerpt MAE (:func:`per_excerpt_mae`) of
-    system ``a`` is paired with that of system ``b`` on the same seed and
-    excerpt (36 excerpts x 10 seeds = 360 pairs on the published runs), and
-    :func:`scipy.stats.ttest_rel` (two-sided) is applied, as in the paper.
-    Beside it: Cohen's d for paired samples and a percentile bootstrap CI of
-    the mean difference that resamples pairs. Note that the pairs are not
-    independent (the same excerpts recur for every seed); the t-test of the
-    paper and this bootstrap both ignore that clustering.
+    Per pair ``(a, b)``: :func:`per_excerpt_mae` paired on (seed, excerpt), a two-sided :func:`scipy.stats.ttest_rel`,
+    Cohen's d and a bootstrap CI over pairs, all ignoring that the same excerpts recur for every seed.
 
     Parameters
     ----------
-    logs : pandas.DataFrame
-        Tidy attack logs.
-    pairs : sequence of (str, str)
-        System pairs; the difference is always ``a - b``.
     which : {"new", "orig"}
-        MAE after the attack (the paper's test) or on clean data.
-    n_boot, seed, level
-        Passed to :func:`bootstrap_ci`; the same ``seed`` is used for every pair.
+        MAE after the attack (the paper's test) or clean.
 
     Returns
     -------
     pandas.DataFrame
-        One row per pair: ``a``, ``b``, ``n_pairs``, ``mean_a``, ``mean_b``,
-        ``mean_diff``, ``t``, ``df``, ``p``, ``cohens_d``, ``ci_low``, ``ci_high``.
+        Per pair: ``a``, ``b``, ``n_pairs``, ``mean_a``, ``mean_b``, ``mean_diff``, ``t``, ``df``, ``p``,
+        ``cohens_d``, ``ci_low``, ``ci_high``.
 
     Raises
     ------
@@ -564,42 +429,21 @@ def paired_ttests(logs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT
 def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
                      quantity: str = "dmae", stat: str = "median", n_boot: int = 10_000, seed: int = 0,
                      level: float = 0.95) -> pd.DataFrame:
-    """Differences between systems of a per-model statistic, with CIs over models.
+    """Differences ``stat(a's models) - stat(b's models)`` of a per-model ``quantity``, with CIs over models.
 
-    For each pair ``(a, b)`` the estimate is ``stat(quantity of a's models) -
-    stat(quantity of b's models)``. For medians the percentile CI comes from a
-    bootstrap that resamples the models of ``a`` and those of ``b``
-    independently and recomputes the difference; for means it is Welch's
-    interval (:func:`welch_interval`).
-
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        Output of :func:`per_model_metrics` (or tidy attack logs).
-    pairs : sequence of (str, str)
-        System pairs; the difference is always ``a - b``.
-    quantity : str
-        Per-model column, e.g. ``"dmae"``, ``"clean_r"``, ``"adv_mae"``.
-    stat : {"median", "mean"}
-        Statistic over the models of one system.
-    n_boot, seed, level
-        Bootstrap resamples, seed and confidence level. Deterministic for a
-        given seed; the draws of a system do not depend on the other pairs.
+    Medians: percentile bootstrap resampling the models of ``a`` and ``b`` independently; means: :func:`welch_interval`.
 
     Returns
     -------
     pandas.DataFrame
-        One row per pair: ``a``, ``b``, ``quantity``, ``stat``, ``n_a``,
-        ``n_b`` (models with a defined value), ``estimate``, ``ci_low``,
-        ``ci_high`` and ``verdict`` (:func:`verdict` with the expected sign
-        ``a - b > 0``; ``"undecided"`` when a system is missing or has a
-        single model, ``estimate`` then being NaN or the CI NaN).
+        Per pair: ``a``, ``b``, ``quantity``, ``stat``, ``n_a``, ``n_b`` (models with a value), ``estimate``,
+        ``ci_low``, ``ci_high``, ``verdict`` (predicted sign ``a - b > 0``; ``"undecided"`` for a missing system
+        or a single model).
 
     Raises
     ------
     MerError
-        On an unknown ``stat``, a missing ``quantity`` column, malformed pairs
-        or invalid bootstrap arguments.
+        On an unknown ``stat``, a missing ``quantity`` column, malformed pairs or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "system_contrasts")
     if stat not in _STATS:
@@ -655,12 +499,7 @@ def _finding_row(finding: str, measure: str, quantity: str, estimate: float, low
 
 
 def _median_findings(label: str) -> list[tuple[str, str, int, Callable]]:
-    """The robustness findings on medians over models, as (finding, measure, direction, statistic).
-
-    ``statistic(get)`` computes the finding from ``get(system)`` (a float for
-    the point estimate, an array of bootstrap replicates otherwise); missing
-    systems give NaN.
-    """
+    """Median robustness findings: (finding, measure, direction, statistic of ``get(system)``, point or replicates)."""
     out: list[tuple[str, str, int, Callable]] = []
     for other in ("A2E", "A2B2E"):
         out.append((f"A2M2E is more robust than {other}", f"{label}: {other} - A2M2E", 1,
@@ -693,13 +532,7 @@ def _mean_finding(pm: pd.DataFrame, finding: str, measure: str, quantity: str, a
 
 
 def _best_finding(pm: pd.DataFrame, level: float) -> dict:
-    """"A2E has the best clean performance": A2E minus the best other system's mean clean r.
-
-    Its interval holds at least ``level``: the Welch intervals against every
-    other system at the Bonferroni level ``1 - (1 - level) / k`` hold
-    simultaneously, so the minimum of their lower bounds and of their upper
-    bounds bracket ``mean(A2E) - max(other means)``.
-    """
+    """"A2E has the best clean performance": A2E minus the best other mean clean r, Bonferroni bounds (protocol §7)."""
     others = [s for s in system_order(pm["system"]) if s != "A2E"]
     finding, measure = "A2E has the best clean performance", "mean clean r: A2E - best other system"
     va = _values(pm, "A2E", "clean_r")
@@ -715,33 +548,22 @@ def _best_finding(pm: pd.DataFrame, level: float) -> dict:
 
 def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
                     quantity: str = "dmae", power: float = 0.8, level: float = 0.95) -> pd.DataFrame:
-    """Seeds per system needed for a contrast's CI to exclude zero, from the measured seed spread.
+    """Seeds per system for a contrast's CI to exclude zero with probability ``power``, from the measured seed spread.
 
-    Normal approximation for the difference of two system means with equal
-    numbers of models: ``n = 2 (z_(1+level)/2 + z_power)^2 * s^2 / d^2`` with
-    ``d`` the observed difference of the means and ``s^2`` the average of the
-    two per-model variances (``ddof=1``). It treats the observed difference as
-    the true one, so it is a planning figure, not a guarantee.
-
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        Output of :func:`per_model_metrics` (or tidy attack logs).
-    pairs : sequence of (str, str)
-        Contrasts ``a - b``.
-    quantity : str
-        Per-model column (default ``dmae``).
-    power : float
-        Probability that the CI excludes zero if the difference is real, in (0, 1).
-    level : float
-        Confidence level of the CI, in (0, 1).
+    Normal approximation for two system means with equal numbers of models:
+    ``n = 2 (z_(1+level)/2 + z_power)^2 * s^2 / d^2``, ``d`` the observed difference, ``s^2`` the mean of the two
+    variances (ddof=1). A planning figure only: it takes ``d`` as the true difference.
 
     Returns
     -------
     pandas.DataFrame
-        Per pair: ``a``, ``b``, ``quantity``, ``n_a``, ``n_b``, ``difference``
-        (mean a - mean b), ``sd_a``, ``sd_b``, ``seeds_needed`` (per system;
-        NaN if a system has fewer than 2 models or the difference is 0).
+        Per pair: ``a``, ``b``, ``quantity``, ``n_a``, ``n_b``, ``difference`` (mean a - mean b), ``sd_a``,
+        ``sd_b``, ``seeds_needed`` (NaN for < 2 models or a zero difference).
+
+    Raises
+    ------
+    MerError
+        If ``power`` or ``level`` is outside (0, 1).
     """
     if not (0.0 < power < 1.0) or not (0.0 < level < 1.0):
         raise MerError(f"seeds_for_power: power and level must be in (0, 1), got {power}, {level}")
@@ -765,45 +587,19 @@ def seeds_for_power(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] = 
 
 def paper_findings(per_model: pd.DataFrame, measures: Sequence[str] = ("dmae",), n_boot: int = 10_000,
                    seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """The paper's qualitative findings, each an estimate over models with its CI and verdict.
+    """The paper's qualitative findings, each an estimate over models with its CI and verdict (protocol §7).
 
-    Applying the same function to the authors' published logs and to one's
-    own runs gives a like-for-like comparison without copying any number from
-    the paper. The model (seed) is the unit of every interval:
-
-    - robustness findings, once per entry of ``measures``: differences of the
-      median over models, with percentile-bootstrap intervals from one joint
-      bootstrap (the models of every system resampled independently);
-    - clean-performance findings: differences of mean clean r, Welch intervals
-      (the "best" finding: Bonferroni over the other systems);
-    - "MAE after attack" findings (the paper's t-test question, asked with the
-      model as the unit): differences of the systems' mean per-model MAE after
-      the attack, Welch intervals and p-values. The paper's pooled per-excerpt
-      test stays in :func:`paired_ttests`, without a verdict.
-
-    Parameters
-    ----------
-    per_model : pandas.DataFrame
-        Output of :func:`per_model_metrics` (or tidy attack logs).
-    measures : sequence of str
-        Per-model robustness columns (keys of :data:`ROBUSTNESS_MEASURES`,
-        e.g. ``("dmae", "dmae_rel")``).
-    n_boot, seed, level
-        Bootstrap resamples and seed of the median findings; confidence level
-        of every interval.
+    The same call on the published logs and on one's own runs compares them without copying the paper's numbers.
+    Robustness findings (one set per entry of ``measures``, keys of :data:`ROBUSTNESS_MEASURES`) compare medians
+    with one joint bootstrap; clean-performance and "MAE after attack" findings compare means with Welch intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row per finding: ``finding``, ``measure`` (how the statistic is
-        computed; "adv. trained" is the mean of the aA2E and aA2B2E medians,
-        "plain black boxes" that of A2E and A2B2E), ``quantity`` (the
-        per-model column), ``unit`` (``"models (seeds)"``), ``estimate``,
-        ``ci_low``, ``ci_high``, ``verdict`` (:func:`verdict`; the predicted
-        sign is positive except for the closeness finding), ``holds`` (None
-        when undecided), ``p`` (Welch's p of the mean findings, else NaN) and
-        ``level``. NaN estimates or intervals (a system missing or with a
-        single model) give ``"undecided"``.
+        Per finding: ``finding``, ``measure`` ("adv. trained": mean of the aA2E and aA2B2E medians, "plain black
+        boxes": of A2E and A2B2E), ``quantity``, ``unit``, ``estimate``, ``ci_low``, ``ci_high``, ``verdict``
+        (predicted sign positive except for the closeness finding), ``holds`` (None when undecided), ``p`` (Welch's,
+        mean findings only) and ``level``.
 
     Raises
     ------
@@ -841,29 +637,18 @@ def paper_findings(per_model: pd.DataFrame, measures: Sequence[str] = ("dmae",),
 # --------------------------------------------------------------------------- comparisons
 def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
                      labels: tuple[str, str] = ("default kernels", "avx2-capped")) -> pd.DataFrame:
-    """Two sets of findings (e.g. two independent draws of the runs) side by side.
-
-    Parameters
-    ----------
-    a, b : pandas.DataFrame
-        Outputs of :func:`paper_findings`.
-    labels : (str, str)
-        Names of the two sets, used in the column names.
+    """Two :func:`paper_findings` tables (e.g. two independent draws of the runs) side by side.
 
     Returns
     -------
     pandas.DataFrame
-        One row per ``measure`` (``a``'s order, then measures only in ``b``):
-        ``finding``, ``measure``, then for each label ``estimate (<label>)``,
-        ``ci_low (<label>)``, ``ci_high (<label>)``, ``verdict (<label>)``, and
-        ``agree`` (True when both verdicts are equal; False when a measure is
-        missing from one set).
+        Per ``measure`` (``a``'s order first): ``finding``, ``measure``, then per label ``estimate (<label>)``,
+        ``ci_low (<label>)``, ``ci_high (<label>)``, ``verdict (<label>)``, and ``agree`` (equal verdicts).
 
     Raises
     ------
     MerError
-        If a needed column is missing, a measure repeats, or the labels are not
-        two distinct strings.
+        If a needed column is missing, a measure repeats, or the labels are not two distinct strings.
     """
     if isinstance(labels, str) or len(labels) != 2 or labels[0] == labels[1]:
         raise MerError(f"compare_findings: labels must be two distinct names, got {labels!r}")
@@ -888,25 +673,14 @@ def compare_findings(a: pd.DataFrame, b: pd.DataFrame,
 
 # --------------------------------------------------------------------------- perturbations
 def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> pd.DataFrame:
-    """Size and cost of the adversarial perturbations per system.
-
-    Parameters
-    ----------
-    logs : pandas.DataFrame
-        Tidy attack logs with ``iterations``, ``norm``, ``db_reference`` and
-        ``converged``; an optional ``snr_db`` column (the project's true
-        spectral SNR, protocol §6.2) is summarised when present.
-    by : sequence of str
-        Grouping columns (default per system; ``("system", "seed")`` gives one
-        row per model).
+    """Size and cost of the adversarial perturbations per group of ``by`` (``("system", "seed")``: per model).
 
     Returns
     -------
     pandas.DataFrame
-        Per group: ``n_excerpts``, ``iterations_mean``, ``iterations_median``,
-        ``norm_median``, ``norm_q25``, ``norm_q75``, ``norm_iqr`` (L2 norm of
-        the perturbation), ``db_reference_median`` (the reference's pseudo-SNR,
-        not a true SNR), ``converged_share`` and, if available, ``snr_db_median``.
+        ``n_excerpts``, ``iterations_mean``, ``iterations_median``, ``norm_median``, ``norm_q25``, ``norm_q75``,
+        ``norm_iqr`` (L2 norm), ``db_reference_median`` (the reference's pseudo-SNR, not an SNR),
+        ``converged_share`` and, if ``logs`` has ``snr_db`` (true SNR, protocol §6.2), ``snr_db_median``.
     """
     by = list(by)
     require_columns(logs, [*by, "iterations", "norm", "db_reference", "converged"])
@@ -932,13 +706,7 @@ def perturbation_stats(logs: pd.DataFrame, by: Sequence[str] = ("system",)) -> p
 # --------------------------------------------------------------------------- controls of the head's finishing
 def findings_across(per_model: pd.DataFrame, by: str, measures: Sequence[str] = ("dmae", "dmae_rel"),
                     n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """:func:`paper_findings` once per value of ``by`` (e.g. the ridge of a post-hoc head refit).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The findings of every value stacked, with a ``by`` column first.
-    """
+    """:func:`paper_findings` per value of ``by`` (e.g. the ridge of a post-hoc head refit), stacked, ``by`` first."""
     require_columns(per_model, [by, *MODEL_KEYS], "findings_across")
     parts = [paper_findings(g.drop(columns=[by]), measures, n_boot, seed, level).assign(**{by: value})
              for value, g in per_model.groupby(by, sort=True)]
@@ -947,14 +715,10 @@ def findings_across(per_model: pd.DataFrame, by: str, measures: Sequence[str] = 
 
 
 def verdicts_across(findings: pd.DataFrame, by: str, decimals: int = 2) -> pd.DataFrame:
-    """One row per finding and measure: its estimate, CI and verdict at every value of ``by``, and across them.
+    """Per finding and measure: estimate, CI and verdict at every value of ``by``, and across them.
 
-    ``across`` is the verdict where every value of ``by`` gives the same one,
-    else ``"depends on <by>"``: the finding is then decided by that setting
-    (e.g. the head's ridge), not by the systems. ``sign of the estimate`` says
-    whether the point estimates keep their sign across ``by`` (``"positive"``,
-    ``"negative"``, ``"changes with <by>"``), which matters where every
-    interval is too wide for a verdict.
+    ``across``: the common verdict, else ``"depends on <by>"``; ``sign of the estimate``: ``"positive"``,
+    ``"negative"`` or ``"changes with <by>"``.
     """
     require_columns(findings, [by, "finding", "measure", "estimate", "ci_low", "ci_high", "verdict"], "verdicts_across")
     cells = findings.assign(cell=[_format_estimate_ci(e, lo, hi, decimals) + f" {v}" for e, lo, hi, v in
@@ -970,11 +734,9 @@ def verdicts_across(findings: pd.DataFrame, by: str, decimals: int = 2) -> pd.Da
 
 def paired_differences(table: pd.DataFrame, column: str, a: str, b: str, quantities: Sequence[str],
                        on: str = "seed", level: float = 0.95) -> pd.DataFrame:
-    """Differences ``quantity(a) - quantity(b)`` between two arms that share a unit (e.g. the same backbone).
+    """Differences ``quantity(a) - quantity(b)`` between the arms ``table[column] == a`` / ``b``, paired on ``on``.
 
-    Rows with ``table[column] == a`` are paired with those with ``== b`` on
-    ``on``; per quantity: the mean of the paired differences, its t-interval
-    over the pairs and the :func:`verdict` (predicted sign positive).
+    Per quantity: the mean difference, its t-interval over the pairs and :func:`verdict` (predicted sign positive).
     """
     require_columns(table, [column, on, *quantities], "paired_differences")
     left = table[table[column] == a].set_index(on)

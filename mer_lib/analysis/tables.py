@@ -52,21 +52,10 @@ def _with_index(df: pd.DataFrame, index: bool) -> pd.DataFrame:
 
 
 def table_to_markdown(df: pd.DataFrame, decimals: int = 3, index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table (no dependency on ``tabulate``).
+    """A GitHub-flavoured Markdown table, without ``tabulate``.
 
-    Parameters
-    ----------
-    df : pandas.DataFrame
-    decimals : int
-        Decimals of float cells; NaN is written as ``n/a``.
-    index : bool
-        Include the index as the first column(s).
-
-    Returns
-    -------
-    str
-        Header, alignment row (numbers right-aligned) and one line per row,
-        ending with a newline. ``|`` inside cells is escaped.
+    Float cells get ``decimals`` decimals and NaN is ``n/a``; ``index=True`` adds the index as first column(s).
+    Numbers are right-aligned, ``|`` in cells is escaped, and the text ends with a newline.
     """
     df = _with_index(df, index)
     header = [str(c).replace("|", "\\|") for c in df.columns]
@@ -88,20 +77,10 @@ def _latex_escape(text: str) -> str:
 
 def table_to_latex(df: pd.DataFrame, decimals: int = 3, index: bool = False, caption: str | None = None,
                    label: str | None = None) -> str:
-    """A booktabs LaTeX ``tabular`` (wrapped in a ``table`` when a caption or label is given).
+    """A booktabs LaTeX ``tabular``, in a ``table`` when a ``caption`` or ``label`` is given.
 
-    Parameters
-    ----------
-    df, decimals, index
-        As for :func:`table_to_markdown`.
-    caption, label : str, optional
-        Caption text (escaped) and ``\\label`` key.
-
-    Returns
-    -------
-    str
-        LaTeX source needing ``\\usepackage{booktabs}``; special characters are
-        escaped and ``±`` becomes ``$\\pm$``.
+    ``df``, ``decimals``, ``index`` as for :func:`table_to_markdown`. Special characters are escaped and ``±``
+    becomes ``$\\pm$``; the output needs ``\\usepackage{booktabs}``.
     """
     df = _with_index(df, index)
     spec = "".join("r" if _is_numeric(df[c]) else "l" for c in df.columns)
@@ -126,10 +105,8 @@ def save_table(df: pd.DataFrame, stem: str | os.PathLike, decimals: int = 3, ind
 
     Parameters
     ----------
-    df : pandas.DataFrame
     stem : path-like
-        Destination without suffix, e.g. ``runs/quick/tables/table1``; parent
-        folders are created.
+        Destination without suffix (folders created), e.g. ``runs/quick/tables/table1``.
     decimals, index, caption, label
         Passed to :func:`table_to_markdown` / :func:`table_to_latex`.
 
