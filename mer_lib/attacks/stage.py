@@ -1,44 +1,18 @@
-"""Adversarial training (protocol §5) and the attack stage (protocol §6) of the pipeline.
+"""The attack stage of the pipeline (protocol §6): attack trained models and keep the results.
 
-Adversarial training
-    :class:`PaperAdversary` is the :class:`mer_lib.models.train.AdversarialStep`
-    of aA2E and aA2B2E. In every epoch whose number (from 1) is a multiple of
-    ``adv_every`` (5), after each batch's clean update, every example of the
-    batch gets a paper-mode adversary (:func:`mer_lib.attacks.engine.paper_attack`
-    semantics, ``adv_train_iters`` = 50 iterations, model in eval mode,
-    adversarial example ``x + best``); the training loop then takes one more
-    optimiser step on the emotion MSE of the adversarial batch in train mode
-    (``mer_lib.models.train.train_epoch``). The batch is attacked at once by the
-    batched engine (identical per-example results). The attack's example
-    forward/backward passes are added to the training :class:`Cost`, so the
-    training cost of the adversarial systems includes them.
+:func:`attack_model` attacks the test split of one model and writes
+``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/`` (``<tag>``: :func:`attack_tag`):
 
-    Usage::
+``config.json``     everything the result depends on (hashed into the folder name)
+``log.csv``         the published format (:func:`mer_lib.attacks.logs.write_attack_log`)
+``attack.csv``      the tidy table (:func:`mer_lib.attacks.engine.attack_table`) with ``system``, ``seed``
+``adversarial.npy`` optional: the adversarial inputs ``(N, 1, T, F)`` in ``attack.csv`` order
+``checksums.json``  size and SHA-256 of the files above that are present
+``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
 
-        step = PaperAdversary(attack_config, channels_last=profile.train.channels_last)
-        train_system(prepared, "aA2E", seed, profile, run_dir,
-                     adversarial_step=step, adversarial_config=step.config)
-
-The attack stage
-    :func:`attack_model` attacks the test split of one trained model and writes
-    ``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/``:
-
-    ``config.json``     everything the result depends on (hashed into the folder name)
-    ``log.csv``         the published format (:func:`mer_lib.attacks.logs.write_attack_log`)
-    ``attack.csv``      the tidy table (:func:`mer_lib.attacks.engine.attack_table`) with ``system``, ``seed``
-    ``adversarial.npy`` optional: the adversarial inputs ``(N, 1, T, F)`` in ``attack.csv`` order
-    ``checksums.json``  size and SHA-256 of ``log.csv``, ``attack.csv`` and ``adversarial.npy``
-    ``summary.json``    written last (its presence marks a finished attack): aggregates, timing, passes
-
-    ``<tag>`` is ``paper``, ``bounded-eps<eps>`` or ``bounded-l2-eps<eps>``. The hash covers the model's
-    weights, the attacked inputs and labels, the standardisation statistics
-    and the attack settings that change results, so a rerun reuses a finished
-    folder and any change gives a new one. Every file is written atomically.
-    A finished folder is reused only if ``summary.json`` is readable and every
-    recorded file matches ``checksums.json``; otherwise the attack is run again
-    with a warning naming the damaged file (attacks are deterministic: the same
-    result again). Folders finished before ``checksums.json`` existed are checked
-    for readability instead.
+The hash covers the model's weights, the attacked inputs and labels, the standardisation statistics and the
+settings that change results. Every file is written atomically. A finished folder is reused unless
+:func:`attack_problem` finds it damaged; then the (deterministic) attack runs again, with a warning naming the file.
 """
 from __future__ import annotations
 
@@ -90,8 +64,7 @@ def _array_sha256(a: np.ndarray) -> str:
 
 
 def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
-    """The attack settings that change results (hashed); the batch size does not (the model's memory layout
-    is keyed apart, see :func:`attack_model`)."""
+    """The attack settings that change results (hashed); the batch size does not."""
     if mode == "paper":
         return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
                 "db_reference": config.db_reference, "zero_threshold_unsets": True}
@@ -140,13 +113,7 @@ def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, config: AttackConfig,
                 eps: float | None, split: str, data: dict, memory_format: str) -> dict:
-    """Everything one attack's result depends on (hashed into its folder name).
-
-    ``memory_format`` (:func:`mer_lib.models.nets.memory_format_name` of the
-    attacked model) changes the float rounding of the convolutions, which
-    the attack's iterations amplify: it is part of the key so that a rerun
-    on one machine reproduces a result bit for bit.
-    """
+    """Everything one attack's result depends on, the model's memory layout included (for bit-identical reruns)."""
     return {"attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
             "model_sha256": model_sha256, "model_memory_format": memory_format, "system": system, "seed": seed,
             "split": split, "data": data}
@@ -169,36 +136,22 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     Parameters
     ----------
     model_or_dir : MERModel or path-like
-        A model, or an artifact folder of :func:`mer_lib.models.stage.train_system`
-        (system and seed are read from it).
+        A model, or a folder of :func:`mer_lib.models.stage.train_system` (system and seed are read from it).
     prepared : PreparedData
         The run's prepared data (inputs, labels, standardisation statistics).
-    run_dir : path-like
-        The run directory; results go to ``run_dir/attacks/...``.
-    mode : str
-        ``"paper"``, ``"bounded"`` or ``"bounded-l2"``.
+    mode, eps : str, float or None
+        ``"paper"``, ``"bounded"`` or ``"bounded-l2"``; the bounded modes need the radius ``eps``.
     config : AttackConfig, optional
-        Attack settings (default: the paper values).
-    eps : float, optional
-        L-infinity radius; required in bounded mode.
-    split : str
-        Which split to attack (the study: ``"test"``).
+        Default: the paper values.
     seed : int, optional
         Training seed, for the folder name and tables when ``model_or_dir`` is a model.
-    device : str or torch.device, optional
-        Where to attack (``None``: CUDA if available).
-    save_adversarial : bool
-        Also write ``adversarial.npy`` (a folder recomputed without it holds none).
-    overwrite : bool
-        Recompute even if a finished result exists (a damaged one is always
-        recomputed, with a warning naming the damaged file).
-    progress : bool
-        Progress bar over batches.
+    save_adversarial, overwrite : bool
+        Also write ``adversarial.npy``; recompute even if a finished result exists.
 
     Returns
     -------
     Path
-        The result folder (see the module docstring).
+        The result folder (module docstring).
     """
     config = config or AttackConfig()
     tag = attack_tag(mode, eps)
@@ -244,7 +197,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
 
 
 def _unrecorded_problem(out: Path, summary: dict) -> str | None:
-    """Readability check of a folder finished before ``checksums.json`` was written."""
+    """Readability check of a finished folder without ``checksums.json``."""
     try:
         rows = len(pd.read_csv(out / "attack.csv"))
     except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
@@ -261,19 +214,11 @@ def _unrecorded_problem(out: Path, summary: dict) -> str | None:
 
 
 def attack_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished attack folder, or ``None`` if it is intact.
+    """What is wrong with a finished attack folder (a sentence starting with the damaged file's path), or ``None``.
 
-    ``summary.json`` must be readable JSON and every file recorded in
-    ``checksums.json`` must match its size and SHA-256
-    (:func:`mer_lib.artifacts.checksum_problem`); a folder without
-    ``checksums.json`` (finished by an earlier version) must have a readable
-    ``attack.csv`` with the rows ``summary.json`` counts and, if present, a
-    readable ``adversarial.npy``.
-
-    Returns
-    -------
-    str or None
-        A sentence starting with the damaged file's path.
+    ``summary.json`` must be readable JSON and the files recorded in ``checksums.json`` must match it
+    (:func:`mer_lib.artifacts.checksum_problem`); a folder without ``checksums.json`` must have a readable
+    ``attack.csv`` with the rows ``summary.json`` counts and, if present, a readable ``adversarial.npy``.
     """
     out = Path(out)
     try:
@@ -286,23 +231,9 @@ def attack_problem(out: str | os.PathLike) -> str | None:
 
 
 def is_attack_finished(out: str | os.PathLike, need_adversarial: bool = False) -> bool:
-    """Whether an attack folder holds an intact finished attack (with ``adversarial.npy`` if needed).
+    """Whether an attack folder holds an intact finished attack (with ``adversarial.npy`` if ``need_adversarial``).
 
-    A finished folder that fails :func:`attack_problem` is not: a warning names
-    the damaged file and ``summary.json`` is removed, so that the attack is run
-    again.
-
-    Parameters
-    ----------
-    out : path-like
-        An attack result folder.
-    need_adversarial : bool
-        Whether ``adversarial.npy`` is wanted too.
-
-    Returns
-    -------
-    bool
-        ``True`` if the result can be reused as it is.
+    If :func:`attack_problem` finds a fault, a warning names the file and ``summary.json`` is removed to rerun it.
     """
     out = Path(out)
     if not (out / SUMMARY_FILE).exists():
@@ -355,37 +286,25 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
                 device: str | torch.device | None = None, **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
     """Attack every trained model folder with every ``(mode, eps)`` setting; return the tidy rows.
 
-    Finished attacks are reused; the missing ones run as independent jobs
-    (:func:`mer_lib.jobs.run_jobs`: in worker processes, one CPU thread each,
-    with results identical to an in-process run).
+    Finished attacks are reused; the missing ones run as independent jobs (:func:`mer_lib.jobs.run_jobs`: worker
+    processes, one CPU thread each, results identical to an in-process run).
 
     Parameters
     ----------
     model_dirs : dict or sequence
         Trained model folders (e.g. ``{(system, seed): folder}`` from training).
-    prepared : PreparedData
-        The run's prepared data.
-    run_dir : path-like
-        The run directory.
     settings : sequence of (str, float or None)
-        ``("paper", None)`` and/or ``("bounded", eps)`` / ``("bounded-l2", eps)`` pairs.
-    config : AttackConfig, optional
-        Attack settings (default: the paper values).
-    progress : bool
-        Progress bar counting attack jobs.
+        ``("paper", None)``, ``("bounded", eps)`` or ``("bounded-l2", eps)`` pairs.
     executor : Executor, str or int, optional
-        How the jobs run (:func:`mer_lib.jobs.run_jobs`; default ``$MER_EXECUTOR``
-        or ``"auto"``: one worker process per CPU core, in-process on CUDA).
-    device : str or torch.device, optional
-        Where to attack (``None``: CUDA if available, else CPU).
+        How the jobs run (:func:`mer_lib.jobs.run_jobs`; default ``$MER_EXECUTOR`` or ``"auto"``: one worker process
+        per CPU core, in-process on CUDA).
     **kw
         Passed to :func:`attack_model` (e.g. ``save_adversarial=True``).
 
     Returns
     -------
     dict
-        ``(mode, eps) -> `` the ``attack.csv`` rows of every model, with ``result_dir`` and
-        ``model_dir`` columns.
+        ``(mode, eps) ->`` the ``attack.csv`` rows of every model, with ``result_dir`` and ``model_dir`` columns.
     """
     config = config or AttackConfig()
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
@@ -432,16 +351,7 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
                   config: AttackConfig | None = None, eps: float | None = None, progress: bool = True,
                   executor: Executor | str | int | None = None, device: str | torch.device | None = None,
                   **kw) -> pd.DataFrame:
-    """Attack many models (e.g. ``{(system, seed): folder}`` from training) and return all tidy rows.
-
-    One setting of :func:`attack_many` (finished attacks reused, missing ones
-    run as parallel jobs).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The ``attack.csv`` rows of every model with a ``result_dir`` column.
-    """
+    """Attack many models with one setting of :func:`attack_many`; return their ``attack.csv`` rows."""
     setting = (mode, None if mode == "paper" else eps)
     if mode not in MODES:
         raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
@@ -452,33 +362,23 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
                   eps_values: Sequence[float] | None = None, progress: bool = False,
                   executor: Executor | str | int | None = None, norm: str = "linf",
                   device: str | torch.device | None = None) -> pd.DataFrame:
-    """Bounded attacks of many models at several eps: per-model metrics with ``norm`` and ``eps`` columns.
-
-    Each (model, eps) attack is run, or reused from ``run_dir``, by :func:`attack_models`.
+    """Bounded attacks of many models at several radii (protocol §6.2), run or reused by :func:`attack_many`.
 
     Parameters
     ----------
-    model_dirs
-        As for :func:`attack_models`.
-    prepared, run_dir
-        The run's prepared data and directory.
     config : AttackConfig
         Bounded-mode settings (steps, update, step size, stopping rule).
     eps_values : sequence of float, optional
         Default: ``config.eps_values`` (L-infinity) or ``config.l2_eps_values`` (L2).
-    progress : bool
-        Show a progress bar counting attack jobs.
-    executor : Executor, str or int, optional
-        How the jobs run (:func:`attack_many`).
     norm : str
         ``"linf"`` (mode ``"bounded"``) or ``"l2"`` (mode ``"bounded-l2"``).
-    device : str or torch.device, optional
-        Where to attack (``None``: CUDA if available, else CPU).
+    model_dirs, prepared, run_dir, progress, executor, device
+        As for :func:`attack_many`.
 
     Returns
     -------
     pandas.DataFrame
-        :func:`mer_lib.attacks.logs.per_model_metrics` of every eps, stacked, with ``norm`` and ``eps``.
+        :func:`mer_lib.attacks.logs.per_model_metrics` of every radius, stacked, with ``norm`` and ``eps`` columns.
     """
     check_choice("norm", norm, NORMS)
     if eps_values is None:
@@ -497,21 +397,16 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
 def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: AttackConfig, eps: float | None = None,
                   norm: str = "linf", factor: int = 2, executor: Executor | str | int | None = None,
                   device: str | torch.device | None = None) -> pd.DataFrame:
-    """Whether the bounded attack's damage has plateaued: the same attack with ``factor`` x the steps.
+    """Whether the bounded attack's damage has plateaued: the same attack with ``factor`` x the steps (protocol §6.2).
 
-    Each model is attacked at radius ``eps`` (default: the middle radius of the
-    sweep of that norm, ``config.eps_values`` or ``config.l2_eps_values``, the
-    upper middle one of an even count) with ``config.bounded_steps`` and
-    with ``factor * config.bounded_steps`` steps (default step size
-    ``2.5 eps / steps`` in both, so both can cross the ball); the first is
-    reused from the sweep.
+    The radius ``eps`` defaults to the middle one of the norm's sweep (the upper middle one of an even count); both
+    runs use the default step size ``2.5 eps / steps`` (so both can cross the ball); the first is reused from the sweep.
 
     Returns
     -------
     pandas.DataFrame
-        One row per model: ``system``, ``seed``, ``norm``, ``eps``, ``dmae``
-        and ``dmae_rel`` of both budgets (suffixes ``_steps`` and ``_more``) and
-        their ratios ``dmae_ratio`` (more / steps) and ``dmae_rel_ratio``.
+        One row per model: ``system``, ``seed``, ``norm``, ``eps``, ``dmae`` and ``dmae_rel`` of both budgets
+        (suffixes ``_steps`` and ``_more``) and their ratios ``dmae_ratio`` (more / steps) and ``dmae_rel_ratio``.
     """
     check_choice("norm", norm, NORMS)
     if eps is None:
@@ -539,20 +434,9 @@ def attack_variants(variants: pd.DataFrame, prepared, run_dir: str | os.PathLike
                     device: str | torch.device | None = None) -> pd.DataFrame:
     """Attack model variants that share a (system, seed), e.g. :func:`mer_lib.models.heads.posthoc_heads`' table.
 
-    Parameters
-    ----------
-    variants : pandas.DataFrame
-        One row per model with a ``model_dir`` column and any describing
-        columns (``system``, ``seed``, ``head``, ``ridge``, ...), kept as they are.
-    prepared, run_dir, mode, config, eps, executor, device
-        As for :func:`attack_models` (finished attacks are reused).
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``variants`` joined with :func:`mer_lib.attacks.logs.per_model_metrics`
-        of each variant's attack (its ``system`` and ``seed`` are the
-        variant table's, not the attacked architecture's).
+    ``variants`` has one row per model: a ``model_dir`` column and describing columns (``system``, ``seed``, ``head``,
+    ``ridge``, ...), kept as they are; the other parameters are :func:`attack_models`'. Returns ``variants`` joined with
+    :func:`mer_lib.attacks.logs.per_model_metrics` of each variant's attack (``system`` and ``seed`` from the table).
     """
     require_columns(variants, ["model_dir", "system", "seed"], "model variants")
     rows = attack_models(list(variants["model_dir"]), prepared, run_dir, mode, config, eps, progress=False,

@@ -1,22 +1,16 @@
-"""The waveform-attack stage: many trained models attacked in the audio domain, resumable, as jobs.
+"""The waveform-attack stage (protocol §6.3): many trained models attacked in the audio domain, resumable, as jobs.
 
-:func:`waveform_many` attacks every trained model folder (e.g. ``{(system,
-seed): folder}`` from training, as :func:`mer_lib.attacks.stage.attack_many`
-takes them) with the waveform attack of :mod:`mer_lib.attacks.waveform` at
-every SNR of a :class:`WaveformConfig`, next to white and pink noise at the same
-SNRs, on the first ``n_excerpts`` test excerpts whose file is at least as long
-as the excerpt (shorter files were wrap-padded and have no contiguous audio;
-they are skipped and listed). One model is one job of
-:func:`mer_lib.jobs.run_jobs`; each job also
+:func:`waveform_many` attacks every trained model folder with :mod:`mer_lib.attacks.waveform` at every SNR of a
+:class:`WaveformConfig`, next to white and pink noise at the same SNRs, on the first ``n_excerpts`` test excerpts
+whose file is at least as long as the excerpt (wrap-padded ones have no contiguous audio: skipped and listed).
+One model is one job of :func:`mer_lib.jobs.run_jobs`; each job also
 
-* feeds its adversaries at ``transfer_snr_db`` to the other systems' models of
-  the same seed (and to its own model: the diagonal), a gradient-masking check;
-* writes its adversaries at ``roundtrip_snr_db`` into 16-bit WAV copies of their
-  files and reads them back through the data pipeline
+* feeds its adversaries at ``transfer_snr_db`` to the other systems' models of its seed and to its own (the
+  diagonal), a gradient-masking check;
+* writes those at ``roundtrip_snr_db`` to 16-bit WAV and reads them back through the data pipeline
   (:func:`mer_lib.attacks.waveform.roundtrip_excerpt`): how much dMAE survives;
-* for the first seed of every system, writes listening examples of its first
-  excerpt at ``listening_snr_db``: the clean segment, the adversarial segment
-  and the perturbation alone, amplified (its gain in the file name).
+* for every system's first seed, writes listening examples of its first excerpt at ``listening_snr_db`` (clean,
+  adversarial, and the perturbation alone, amplified by the gain in its file name).
 
 Every job writes ``run_dir/attacks/waveform/<system>/seed<seed>-<hash>/``:
 
@@ -26,26 +20,11 @@ Every job writes ``run_dir/attacks/waveform/<system>/seed<seed>-<hash>/``:
 ``roundtrip.csv``    one row per excerpt
 ``listening.csv``    the listening examples (files in ``listening/``)
 ``checksums.json``   size and SHA-256 of every file above
-``summary.json``     written last (its presence marks a finished result)
+``summary.json``     written last (marks a finished result); also counts the example passes
 
-The hash covers the model's weights, the transfer targets' weights, the data
-(audio, front end, statistics, offsets, labels and the attacked excerpts), the
-settings that change results (not ``batch_size``) and
-:data:`WAVEFORM_VERSION`. A finished folder is reused, never recomputed or
-overwritten; a damaged one (``summary.json`` unreadable or a file differing
-from ``checksums.json``) is computed again with a warning naming the file.
-Every file is written atomically. ``summary.json`` also counts the attacks'
-example passes through front end and model.
-
-Cost (2-core reference machine, another process busy at times; width 0.125,
-float32 FFT, 25 models of 5 systems x 5 seeds, 2 worker processes): with the
-defaults (5 excerpts, 4 SNRs, 4 steps, warm start, both noises, transfer to
-the 4 other systems of the seed, round trip and listening at 30 dB) one job
-takes about 4.5 s on one core and :func:`waveform_many` 64 s for all 25
-models (6 excerpts and 5 steps: 5.7 s and 82 s); a rerun that reuses every
-result takes 0.4 s. The attack is about half of a job; the noise baselines
-(8 forward passes per excerpt), the transfer (8 per excerpt), the loudness
-measurements and the round trip make up the rest.
+The hash covers the model's and the transfer targets' weights, the data (audio, front end, statistics, offsets,
+labels, attacked excerpts), the settings that change results and :data:`WAVEFORM_VERSION`. Files are written
+atomically. A finished folder is reused, never overwritten; a damaged one is computed again with a warning.
 """
 from __future__ import annotations
 
@@ -96,7 +75,6 @@ from mer_lib.models.stage import data_fingerprint, load_model_dir
 from mer_lib.models.train import deterministic_mode, resolve_device
 
 #: Bumped whenever a code change alters waveform-attack results; part of every result's hash.
-#: 2: the models are loaded in their training's memory layout (channels-last weights).
 WAVEFORM_VERSION: int = 2
 
 #: Kinds of perturbation in ``results.csv``.
@@ -121,50 +99,33 @@ def _positive_int(value: object) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class WaveformConfig:
-    """Settings of the waveform-attack stage.
-
-    The defaults fit the quick profile's budget (25 models in about a minute
-    on 2 cores; module docstring); a run with a GPU can afford every test
-    excerpt (``n_excerpts=None``), more steps and more SNRs.
+    """Settings of the waveform-attack stage; the defaults fit the quick profile's budget.
 
     Attributes
     ----------
     snr_db : tuple of float
         SNR budgets in dB (each an L2 ball per excerpt); attacked from high (small budget) to low.
-    steps : int
-        Gradient steps of every attack.
-    update : str
-        ``"l2"`` (L2-normalised gradient) or ``"sign"``.
-    step_scale : float
-        Step size as a multiple of ``radius / steps``.
+    steps, update, step_scale : int, str, float
+        Steps of every attack; ``"l2"`` (L2-normalised gradient) or ``"sign"``; step size in ``radius / steps``.
     warm_start : bool
-        Attack the SNRs from high to low, each starting from the adversary of
-        the previous (smaller) budget, which is feasible because the SNR balls
-        are nested: ``k`` budgets of ``steps`` steps then reach the lowest SNR
-        after ``k * steps`` steps, and the objective (MSE) cannot fall as the
-        budget grows, so :func:`mer_lib.analysis.robustness.monotonicity` then
-        checks the dMAE and the models, not the optimiser. ``False``: every
-        budget is attacked from zero (independent attacks, a stricter check).
+        Start each SNR from the previous (smaller, nested) budget's adversary: the objective cannot fall as the budget
+        grows, so :func:`mer_lib.analysis.robustness.monotonicity` checks the models, not the optimiser. ``False``:
+        independent attacks, a stricter check.
     linf : float, optional
         An L-infinity bound in int16 units applied together with every SNR.
     n_excerpts : int, optional
-        Test excerpts attacked: the first ones (split order) whose file is at
-        least as long as the excerpt; ``None``: all of them.
+        The first test excerpts (split order) whose file is long enough; ``None``: all of them.
     noise_kinds : tuple of str
         Noise baselines at every SNR (``"white"``, ``"pink"``).
     noise_seed : int
         Seed of the noise (per excerpt ``[noise_seed, number, kind]``).
     fft_dtype : str
-        ``"float32"`` (fast) or ``"float64"`` (the cache's precision) FFT of the attack.
+        ``"float32"`` (fast) or ``"float64"`` (the cache's precision).
     batch_size : int
         Excerpts attacked together (memory and speed only, not hashed).
     transfer_snr_db, roundtrip_snr_db, listening_snr_db : float, optional
-        The SNR (one of ``snr_db``) of the transfer check, of the 16-bit round
-        trip and of the listening examples; ``None`` skips it.
-    channels_last : bool
-        Feed channels-last inputs to the model.
-    split : str
-        The attacked split.
+        The SNR (one of ``snr_db``) of the transfer check, the 16-bit round trip and the listening examples; ``None``
+        skips it.
     """
 
     snr_db: tuple[float, ...] = (50.0, 40.0, 30.0, 20.0)
@@ -228,14 +189,8 @@ def select_excerpts(prepared: PreparedData, n_excerpts: int | None = None,
                     split: str = "test") -> tuple[list[int], list[int]]:
     """The excerpts a waveform attack can use: ``(chosen, skipped)`` numbers, in split order.
 
-    Excerpts whose file has fewer frames than the excerpt were padded by
-    wrapping around (no contiguous audio): they are skipped. ``chosen`` are
-    the first ``n_excerpts`` of the others (all if ``None``).
-
-    Raises
-    ------
-    MerError
-        If no excerpt of the split is long enough (naming the files).
+    Excerpts whose file is shorter than the excerpt were wrap-padded and are skipped; ``chosen`` are the first
+    ``n_excerpts`` of the others (all if ``None``). Raises :class:`MerError` if none is long enough (naming files).
     """
     numbers = [int(n) for n in prepared.numbers(split)]
     frames = prepared.table.loc[numbers, "frames"].astype(int)
@@ -266,13 +221,7 @@ def waveform_dir(run_dir: str | os.PathLike, system: str, seed: int, digest: str
 
 
 def waveform_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished result folder, or ``None`` if it is intact.
-
-    Returns
-    -------
-    str or None
-        A sentence starting with the damaged file's path.
-    """
+    """What is wrong with a finished result folder (a sentence starting with the damaged file's path), or ``None``."""
     out = Path(out)
     try:
         artifacts.read_json(out / SUMMARY_FILE)
@@ -368,8 +317,7 @@ def _attack_batch(model, ctx: _Context, part: _Batch) -> tuple[list[pd.DataFrame
 
 def _transfer_rows(ctx: _Context, peers: Sequence[tuple], parts: Sequence[tuple],
                    results: pd.DataFrame) -> pd.DataFrame:
-    """The adversaries at ``transfer_snr_db`` fed to every peer ``(model, system, seed)``; the model's own
-    (white-box) rows are its attack rows at that SNR."""
+    """Adversaries at ``transfer_snr_db`` fed to each peer ``(model, system, seed)``, plus the model's own rows."""
     snr = ctx.config.transfer_snr_db
     own = results[(results["kind"] == "attack") & (results["snr_db"] == float(snr))]
     rows = [pd.DataFrame({"source_system": ctx.system, "source_seed": ctx.seed, "target_system": ctx.system,
@@ -496,27 +444,16 @@ def attack_waveform_model(model_dir: str | os.PathLike, prepared: PreparedData, 
                           listening: bool = False, device: str | torch.device | None = None) -> Path:
     """Waveform attacks, noise baselines, transfer, round trip and listening examples of one model.
 
+    Returns the result folder; a finished one is reused as it is.
+
     Parameters
     ----------
     model_dir : path-like
         A trained model folder (:func:`mer_lib.models.stage.train_system`).
-    prepared : PreparedData
-        The run's prepared data.
-    run_dir : path-like
-        The run directory; the result goes to ``run_dir/attacks/waveform/...``.
-    config : WaveformConfig, optional
-        Settings (default: :class:`WaveformConfig`'s).
     peers : sequence of path-like
         Model folders the adversaries are transferred to (the model itself is always a target).
     listening : bool
         Write listening examples.
-    device : str or torch.device, optional
-        Where to attack (``None``: CUDA if available).
-
-    Returns
-    -------
-    Path
-        The result folder; a finished one is reused as it is.
     """
     config = config or WaveformConfig()
     device = resolve_device(device)
@@ -577,22 +514,14 @@ def _waveform_job(job: WaveformJob) -> str:
 
 
 class WaveformTables(NamedTuple):
-    """The tables of many waveform results (every one with ``result_dir`` where it has rows).
+    """The stacked tables of many waveform results, each with ``result_dir`` where it has rows.
 
-    Attributes
-    ----------
-    results : DataFrame
-        ``results.csv`` of every model: ``system, seed, number, kind, snr_db,
-        achieved_snr_db, linf, loudness_lu, mae_clean, mae_adv, dmae,
-        pred_change, best_step``, the ``true_*, orig_*, new_*`` columns and, for
-        bottleneck models, ``orig_bottleneck_*, new_bottleneck_*``.
-    transfer : DataFrame
-        ``source_system, source_seed, target_system, target_seed, number, snr_db, dmae, pred_change``.
-    roundtrip : DataFrame
-        ``system, seed, number, snr_db, dmae_roundtrip, peak_preserved,
-        max_error_int16, dmae_attack, survival``.
-    listening : DataFrame
-        ``system, seed, number, snr_db, role, file, gain_db, label`` (``file``: absolute path).
+    ``results`` (``results.csv``): ``system, seed, number, kind, snr_db, achieved_snr_db, linf, loudness_lu,
+    mae_clean, mae_adv, dmae, pred_change, best_step``, ``true_*, orig_*, new_*`` and, for bottleneck models,
+    ``orig_bottleneck_*, new_bottleneck_*``. ``transfer``: ``source_system, source_seed, target_system, target_seed,
+    number, snr_db, dmae, pred_change``. ``roundtrip``: ``system, seed, number, snr_db, dmae_roundtrip,
+    peak_preserved, max_error_int16, dmae_attack, survival``. ``listening``: ``system, seed, number, snr_db, role,
+    file, gain_db, label`` (``file``: absolute path).
     """
 
     results: pd.DataFrame
@@ -609,13 +538,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def read_waveform_tables(folders: Sequence[str | os.PathLike]) -> WaveformTables:
-    """Read and stack the tables of finished result folders.
-
-    Raises
-    ------
-    MerError
-        For a folder that is not an intact finished result (naming the file).
-    """
+    """Read and stack the tables of finished result folders (:class:`MerError` for one that is not intact)."""
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in RESULT_FILES}
     for folder in folders:
         folder = Path(folder)
@@ -657,31 +580,15 @@ def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequ
                   prepared: PreparedData, run_dir: str | os.PathLike, config: WaveformConfig | None = None, *,
                   executor: Executor | str | int | None = None, device: str | torch.device | None = None,
                   progress: bool = True) -> WaveformTables:
-    """Waveform attacks of many models as independent jobs; finished results are reused.
+    """Waveform attacks of many models as independent jobs, read back as :class:`WaveformTables`; finished ones reused.
 
     Parameters
     ----------
     model_dirs : dict or sequence
-        Trained model folders (e.g. ``{(system, seed): folder}`` from training).
-        Transfer targets of a model are the other systems' models of its seed;
-        listening examples come from every system's first seed.
-    prepared : PreparedData
-        The run's prepared data.
-    run_dir : path-like
-        The run directory.
-    config : WaveformConfig, optional
-        Settings (default: :class:`WaveformConfig`'s).
+        Trained model folders. A model's transfer targets are the other systems' models of its seed; listening examples
+        come from every system's first seed.
     executor : str or int, optional
-        How the jobs run (:func:`mer_lib.jobs.run_jobs`: an executor name or
-        object, or a worker count; ``0``: in this process).
-    device : str or torch.device, optional
-        Where to attack (``None``: CUDA if available, else CPU).
-    progress : bool
-        Progress bar counting jobs.
-
-    Returns
-    -------
-    WaveformTables
+        How the jobs run (:func:`mer_lib.jobs.run_jobs`: an executor name or object, a worker count; ``0``: here).
     """
     config = config or WaveformConfig()
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, Mapping) else model_dirs)]
@@ -702,17 +609,15 @@ def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequ
 # Settings per profile; what a listener hears, as spectrograms
 # --------------------------------------------------------------------------
 #: The waveform-attack settings of the full-size profiles: every test excerpt, five SNRs (60 dB is the
-#: quietest perturbation), 20 steps per SNR. The scaled-down profiles use :class:`WaveformConfig`'s
-#: defaults, sized to add about a minute to the quick run on 2 cores.
+#: quietest perturbation), 20 steps per SNR. The scaled-down profiles use :class:`WaveformConfig`'s defaults.
 FULL_SIZE_WAVEFORM = WaveformConfig(snr_db=(60.0, 50.0, 40.0, 30.0, 20.0), steps=20, n_excerpts=None)
 
 
 def waveform_config(profile: Profile) -> WaveformConfig:
     """The waveform-attack settings of a run profile.
 
-    ``paper`` and ``paper-synthetic`` (the paper's model width and protocol)
-    get :data:`FULL_SIZE_WAVEFORM`; ``quick`` and ``smoke`` the defaults of
-    :class:`WaveformConfig` (5 test excerpts, 50-20 dB, 4 warm-started steps).
+    Full-size profiles (``paper``, ``paper-synthetic``: the paper's width and epochs) get :data:`FULL_SIZE_WAVEFORM`;
+    ``quick`` and ``smoke`` the defaults of :class:`WaveformConfig`.
     """
     full = profile.train.width >= 1.0 and profile.train.max_epochs >= 100
     return FULL_SIZE_WAVEFORM if full else WaveformConfig()
@@ -720,22 +625,11 @@ def waveform_config(profile: Profile) -> WaveformConfig:
 
 def listening_spectrograms(listening: pd.DataFrame, prepared: PreparedData,
                            system: str) -> tuple[np.ndarray, np.ndarray]:
-    """The standardised spectrograms of one system's clean and adversarial listening files.
+    """The standardised ``(frames, bands)`` spectrograms of one system's clean and adversarial listening files.
 
-    Each WAV file is read as the data stage reads audio (16 bits, madmom's
-    normalisation, the front end) and standardised with the run's statistics,
-    so what is shown is what the written audio gives the model, framed from
-    the start of the 10-s segment.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(frames, bands)`` clean and adversarial spectrograms.
-
-    Raises
-    ------
-    MerError
-        If the table has no clean and adversarial file of ``system``, or a file is missing.
+    Each WAV file is read as the data stage reads audio and standardised with the run's statistics, so what is shown is
+    what the written audio gives the model, framed from the start of the 10-s segment. Raises ``MerError`` if the
+    table has no clean and adversarial file of ``system``, or a file is missing.
     """
     rows = listening[listening["system"] == system].set_index("role")
     if not {"clean", "adversarial"} <= set(rows.index):

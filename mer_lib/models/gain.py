@@ -1,10 +1,7 @@
-"""A model's gain: how far its predictions move per unit of change of its input.
+"""A model's gain: how far its predictions move per unit change of its input.
 
-The paper-mode attack is, in practice, a fixed-length walk of signed steps
-(every bin moves by about the learning rate per step, whatever the model), so
-the output distance it travels, dMAE, grows with this gain. Reporting the gain
-beside every robustness number lets a reader see whether a ranking is a
-ranking of gains (protocol §7, "what dMAE measures").
+A fixed-length walk of signed steps such as the paper-mode attack travels an output distance (dMAE) that grows with
+the gain, so the gain is reported beside every robustness number (protocol §7, "what dMAE measures").
 """
 from __future__ import annotations
 
@@ -31,19 +28,16 @@ def input_gradient_norms(model: nn.Module, x, batch_size: int = 12) -> np.ndarra
     Parameters
     ----------
     model : MERModel
-        A model in eval mode (its outputs must not mix the excerpts of a batch).
+        In eval mode (batch statistics would mix the excerpts).
     x : array or Tensor (N, 1, T, F)
         Standardised inputs.
-    batch_size : int
-        Excerpts per forward pass.
 
     Returns
     -------
     numpy.ndarray (N, 2)
-        Column 0: the Frobenius norm of the Jacobian of the 8 emotions
-        (``sqrt(sum_k ||grad_x f_k||_2^2)``); column 1: the L1 norm of each
-        emotion's gradient, averaged over the emotions (the first-order
-        change of an output under a signed step of size 1 in every bin).
+        Column 0: the Frobenius norm of the Jacobian of the 8 emotions (``sqrt(sum_k ||grad_x f_k||_2^2)``); column 1:
+        the mean over the emotions of each gradient's L1 norm (the first-order change of an output under a signed step
+        of size 1 in every bin).
     """
     if model.training:
         raise MerError("input_gradient_norms: put the model in eval mode (batch statistics would mix excerpts)")
@@ -73,12 +67,8 @@ def model_gains(model_dirs: Mapping[tuple[str, int], str | os.PathLike], x,
                 device: str | torch.device | None = None) -> pd.DataFrame:
     """The mean gradient norms of every model over the same inputs (e.g. the clean test excerpts).
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per model: ``system``, ``seed``, ``grad_l2`` and ``grad_l1``
-        (means over the excerpts of :func:`input_gradient_norms`), computed on
-        ``device`` (``None``: CUDA if available, else CPU).
+    Returns one row per model: ``system``, ``seed``, ``grad_l2`` and ``grad_l1`` (means of
+    :func:`input_gradient_norms`), computed on ``device`` (``None``: CUDA if available, else CPU).
     """
     device = resolve_device(device)
     rows = []

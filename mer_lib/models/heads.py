@@ -1,23 +1,10 @@
-"""Heads refit post hoc on frozen trained backbones: the ridge sweep and the head swap.
+"""Heads refit post hoc on frozen trained backbones: the ridge sweep and the head swap (protocol §7).
 
-Two controls for what the head's finishing does to robustness, without
-retraining anything:
-
-- **ridge sweep**: the same trained model with its linear head layers refit
-  (:func:`mer_lib.models.refit.refit_head`) at another ridge penalty. The
-  penalty sets the head's gain, and a fixed-length attack's dMAE scales with
-  the gain, so a contrast that changes its verdict across the sweep is decided
-  by the head's finishing, not by the architecture;
-- **head swap**: one backbone, two heads fit on the same training excerpts: a
-  direct emotion layer on the pooled features (``"direct"``), or 7 units fit to
-  the mid-level annotations followed by an emotion layer on them
-  (``"units"``, A2M2E's route). On A2E's backbone this isolates what routing
-  through mid-level units does, apart from what training with them does.
-
-Each variant is written as a model folder (loadable by
-:func:`mer_lib.models.stage.load_model_dir`, so the attack stages take it
-like a trained model) under ``<run>/posthoc/<label>/``, keyed by a hash of the
-source model, the head and the ridge, and reused when present.
+:func:`ridge_sweep` refits a trained model's own head layers at other ridge penalties (the penalty sets the head's
+gain); :func:`head_swap` puts a direct emotion layer (``"direct"``) or 7 units fit to the mid-level annotations plus an
+emotion layer (``"units"``, A2M2E's route) on one backbone. Each variant is a model folder under
+``<run>/posthoc/<label>/`` (loadable by :func:`mer_lib.models.stage.load_model_dir`), keyed by a hash of the source
+model, the head and the ridge, and reused when present.
 """
 from __future__ import annotations
 
@@ -48,7 +35,7 @@ HEADS = tuple(HEAD_SYSTEMS)
 
 
 def variant_label(system: str, ridge: float, head: str | None = None) -> str:
-    """``"A2E"`` / ``"A2E, ridge 0.1"`` / ``"A2E backbone + units head, ridge 0.01"``: the name in tables."""
+    """The name in tables: ``"A2E, ridge 0.1"`` or ``"A2E backbone + units head, ridge 0.01"``."""
     if head is None:
         return f"{system}, ridge {ridge:g}"
     return f"{system} backbone + {head} head, ridge {ridge:g}"
@@ -93,24 +80,17 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
     model_dirs : mapping
         ``(system, seed) -> trained model folder``.
     prepared : PreparedData
-        The run's prepared data: the heads are fit on its clean training split.
-    run_dir : path-like
-        The run directory (``<run>/posthoc/``).
+        The heads are fit on its clean training split.
     ridges : sequence of float
         Relative ridge penalties (:func:`mer_lib.models.refit.least_squares_layer`).
     heads : sequence of {None, "direct", "units"}
-        ``None`` refits the model's own head; ``"direct"`` and ``"units"``
-        put the swap's heads on its backbone.
-    device : str or torch.device, optional
-        Where to compute the features the heads are fit on (``None``: CUDA if available, else CPU).
+        ``None`` refits the model's own head; the others put that head of the swap on its backbone.
 
     Returns
     -------
     pandas.DataFrame
-        One row per variant, in the order of ``model_dirs``, ``heads`` and
-        ``ridges``: ``system`` (the source model's), ``seed``, ``head``
-        (``"own"``, ``"direct"`` or ``"units"``), ``ridge``, ``label``
-        (:func:`variant_label`) and ``model_dir``.
+        One row per variant (in the order of ``model_dirs``, ``heads``, ``ridges``): ``system`` (the source's),
+        ``seed``, ``head`` (``"own"``, ``"direct"``, ``"units"``), ``ridge``, ``label`` and ``model_dir``.
     """
     if not ridges:
         raise MerError("posthoc_heads: no ridge values")
@@ -145,7 +125,7 @@ SWEEP_RIDGES: tuple[float, ...] = (0.001, 0.01, 0.1)
 
 
 def _own(model_dirs: Mapping[tuple[str, int], str | os.PathLike], ridge: float, systems: Sequence[str]) -> pd.DataFrame:
-    """The trained models themselves as rows of a variants table (their head refit at ``ridge`` in training)."""
+    """The trained models as rows of a variants table (their head refit at ``ridge`` in training)."""
     return pd.DataFrame([{"system": s, "seed": int(k), "head": "own", "ridge": float(ridge),
                           "label": variant_label(s, float(ridge)), "model_dir": str(d)}
                          for (s, k), d in model_dirs.items() if s in systems],
@@ -157,8 +137,7 @@ def ridge_sweep(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepare
                 device: str | torch.device | None = None) -> pd.DataFrame:
     """Every model with its own head refit at every ridge of the sweep (:func:`posthoc_heads` rows).
 
-    Where the profile refits its heads in training (``train.refit_head``) at a
-    ridge of the sweep, the trained models stand for that ridge as they are.
+    At the ridge the profile refits with in training (``train.refit_head``), the trained models stand as they are.
     """
     trained = float(train.refit_ridge) if train.refit_head else None
     others = [r for r in ridges if trained is None or not math.isclose(float(r), trained)]
@@ -173,10 +152,8 @@ def head_swap(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared,
               train: TrainConfig, device: str | torch.device | None = None) -> pd.DataFrame:
     """A2E's and A2M2E's backbones, each under both heads, at the profile's ridge.
 
-    Returns :func:`posthoc_heads` rows plus a ``route`` column (``"direct"``
-    or ``"units"``): the trained A2E is its backbone's direct route and the
-    trained A2M2E its backbone's units route (when the profile refits heads in
-    training; otherwise both routes are refit post hoc).
+    Returns :func:`posthoc_heads` rows plus ``route`` (``"direct"`` or ``"units"``). If the profile refits heads in
+    training, the trained A2E and A2M2E are their backbones' own routes; otherwise both routes are refit post hoc.
     """
     ridge = float(train.refit_ridge)
     a2e = {k: v for k, v in model_dirs.items() if k[0] == "A2E"}

@@ -1,43 +1,14 @@
-"""The VGG-style emotion models of the study (protocol §5) with a width multiplier.
+"""The VGG-style emotion models of the study (protocol §5), with a width multiplier.
 
-Backbone (channel counts at ``width = 1.0``; input ``(B, 1, T, F)``, in the
-paper ``T x F = 313 x 149``)::
-
-    conv5x5 stride 2   64     -> 157 x 75
-    conv3x3            64
-    maxpool2 + dropout2d(0.3) -> 78 x 37
-    conv3x3            128
-    conv3x3            128
-    maxpool2 + dropout2d(0.3) -> 39 x 18
-    conv3x3            256
-    conv3x3            256
-    conv3x3            384
-    conv3x3            512
-    conv1x1            256
-    global average pool       -> 256
-
-Every convolution has a bias and is followed by ``BatchNorm2d`` and ``ReLU``.
-Padding is "same"-style: ``k // 2`` (5x5 -> 2, 3x3 -> 1, 1x1 -> 0), so the
-stride-1 convolutions keep the time x frequency size, the stride-2 one gives
-``ceil(T / 2) x ceil(F / 2)`` and each max-pool floors the size by 2. Any
-``T x F`` of at least 7 x 7 works (:data:`MIN_INPUT`). The global average pool is a mean over the
-two spatial axes (equivalent to ``AdaptiveAvgPool2d(1)``, whose CUDA backward
-is not deterministic).
-
+The backbone is :data:`BACKBONE_LAYERS` (the table of protocol §5). Every convolution has a bias and is followed by
+``BatchNorm2d`` and ``ReLU``; padding is ``k // 2``, so stride-1 convolutions keep ``T x F``, the stride-2 one gives
+``ceil(T / 2) x ceil(F / 2)`` and each max-pool floors the size by 2 (inputs of at least :data:`MIN_INPUT`). The
+global average pool is a mean over both axes (``AdaptiveAvgPool2d(1)``'s CUDA backward is not deterministic).
 ``width`` scales every backbone channel count ``c`` to ``max(1, round(c * width))``.
 
-Heads (``D`` = scaled 256):
-
-* A2E, aA2E: ``Linear(D, 8)``.
-* A2B2E, aA2B2E, A2M2E: ``Linear(D, 7) -> Linear(7, 8)`` with no nonlinearity
-  in between; the 7 bottleneck activations are returned too. A2M2E trains them
-  on the mid-level features, A2B2E leaves them unsupervised.
-
-Initialisation (:func:`init_weights`): Kaiming-normal (fan_in, ReLU gain, i.e.
-std ``sqrt(2 / fan_in)``) for every conv and linear weight, zero biases,
-BatchNorm weight 1 and bias 0. (The reference zeroes the linear biases but
-leaves the conv biases at PyTorch's default; a conv bias directly followed by
-BatchNorm is cancelled by its mean subtraction, so zeroing it is immaterial.)
+Heads (``D`` = scaled 256): ``Linear(D, 8)`` for A2E and aA2E; ``Linear(D, 7) -> Linear(7, 8)`` with no
+nonlinearity for A2B2E, aA2B2E and A2M2E, which also return the 7 bottleneck activations.
+:func:`init_weights` zeroes the conv biases too, unlike the reference (immaterial before BatchNorm: protocol §5).
 """
 from __future__ import annotations
 
@@ -78,14 +49,8 @@ MIN_INPUT = 7
 class SystemSpec:
     """What distinguishes the five systems.
 
-    Attributes
-    ----------
-    bottleneck : bool
-        The head is ``Linear(D, 7) -> Linear(7, 8)``.
-    midlevel_supervised : bool
-        The bottleneck is trained on the mid-level features (A2M2E only).
-    adversarial : bool
-        Trained adversarially (aA2E, aA2B2E).
+    ``bottleneck``: the head is ``Linear(D, 7) -> Linear(7, 8)``; ``midlevel_supervised``: the bottleneck is trained on
+    the mid-level features (A2M2E); ``adversarial``: trained adversarially (aA2E, aA2B2E).
     """
 
     bottleneck: bool
@@ -104,13 +69,7 @@ assert set(SYSTEM_SPECS) == set(SYSTEMS)
 
 
 def system_spec(system: str) -> SystemSpec:
-    """The :class:`SystemSpec` of a system name.
-
-    Raises
-    ------
-    MerError
-        For an unknown system.
-    """
+    """The :class:`SystemSpec` of a system name (``MerError`` for an unknown one)."""
     try:
         return SYSTEM_SPECS[system]
     except KeyError:
@@ -132,15 +91,7 @@ def scaled_channels(channels: int, width: float) -> int:
 
 
 class ModelOutput(NamedTuple):
-    """What a model returns.
-
-    Attributes
-    ----------
-    emotions : Tensor
-        ``(B, 8)`` emotion predictions (targets divided by 10).
-    bottleneck : Tensor or None
-        ``(B, 7)`` bottleneck activations of bottleneck models, else ``None``.
-    """
+    """What a model returns: ``emotions`` (B, 8), ratings divided by 10, and ``bottleneck`` (B, 7) or ``None``."""
 
     emotions: torch.Tensor
     bottleneck: torch.Tensor | None
@@ -175,15 +126,7 @@ class Backbone(nn.Module):
 
 
 class MERModel(nn.Module):
-    """Backbone plus the head of one of the five systems.
-
-    Parameters
-    ----------
-    system : str
-        One of :data:`mer_lib.config.SYSTEMS`.
-    width : float
-        Backbone channel multiplier (1.0 = the paper's model).
-    """
+    """Backbone plus the head of ``system``; ``width`` multiplies the backbone's channels (1.0: the paper's model)."""
 
     def __init__(self, system: str, width: float = 1.0) -> None:
         super().__init__()
@@ -211,16 +154,13 @@ class MERModel(nn.Module):
         return ModelOutput(self.emotion(z), None if self.bottleneck is None else z)
 
     def head_input(self, x: torch.Tensor) -> torch.Tensor:
-        """What the emotion layer reads: the 7 bottleneck activations, or the ``D`` pooled backbone features.
-
-        No input check (:meth:`forward` checks); ``(B, 1, T, F) -> (B, 7)`` or ``(B, D)``.
-        """
+        """What the emotion layer reads: ``(B, 7)`` bottleneck activations or ``(B, D)`` pooled features (unchecked)."""
         h = self.backbone(x)
         return h if self.bottleneck is None else self.bottleneck(h)
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """Reference initialisation, in place (see the module docstring); returns ``model``."""
+    """Reference initialisation, in place (protocol §5); returns ``model``."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -233,28 +173,15 @@ def init_weights(model: nn.Module) -> nn.Module:
 
 
 def build_model(system: str, width: float = 1.0) -> MERModel:
-    """A freshly initialised model of ``system`` (draws from torch's global RNG).
-
-    Parameters
-    ----------
-    system : str
-        ``"A2E"``, ``"aA2E"``, ``"A2B2E"``, ``"aA2B2E"`` or ``"A2M2E"``.
-    width : float
-        Backbone channel multiplier.
-
-    Returns
-    -------
-    MERModel
-    """
+    """A freshly initialised :class:`MERModel` of ``system`` at ``width`` (draws from torch's global RNG)."""
     return MERModel(system, width)
 
 
 def memory_format_name(model: nn.Module) -> str:
     """``"channels_last"`` or ``"contiguous"``: how the model's convolution weights lie in memory.
 
-    Judged on the convolutions with more than one input channel and a kernel
-    wider than 1 (for the others both layouts coincide); ``"contiguous"`` for
-    a model without such a convolution.
+    Judged on the convolutions with more than one input channel and a kernel wider than 1 (for the others both layouts
+    coincide); ``"contiguous"`` for a model without such a convolution.
     """
     weights = [m.weight for m in model.modules()
                if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[2:].numel() > 1]
@@ -270,15 +197,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def conv_shapes(input_hw: tuple[int, int] = (313, 149), width: float = 1.0) -> list[dict]:
-    """Per convolution: channels, kernel, stride and output size for an input ``T x F``.
-
-    Pure arithmetic over :data:`BACKBONE_LAYERS`, used for FLOP counts.
-
-    Returns
-    -------
-    list of dict
-        ``c_in, c_out, kernel, stride, h_out, w_out`` of every conv in order.
-    """
+    """Per convolution: ``c_in, c_out, kernel, stride, h_out, w_out`` for an input ``T x F`` (for FLOP counts)."""
     h, w = input_hw
     c_in = 1
     out = []
@@ -298,8 +217,7 @@ def conv_shapes(input_hw: tuple[int, int] = (313, 149), width: float = 1.0) -> l
 def forward_macs(system: str, width: float = 1.0, input_hw: tuple[int, int] = (313, 149)) -> int:
     """Multiply-accumulates of one example's forward pass (convolutions and linear layers).
 
-    Conv: ``c_out * c_in * k * k * h_out * w_out``; linear: ``in * out``.
-    BatchNorm, ReLU, pooling and biases are ignored (they are a few percent at most).
+    Conv: ``c_out * c_in * k * k * h_out * w_out``; linear: ``in * out``; the rest is ignored (a few percent at most).
     """
     convs = conv_shapes(input_hw, width)
     macs = sum(c["c_out"] * c["c_in"] * c["kernel"] ** 2 * c["h_out"] * c["w_out"] for c in convs)

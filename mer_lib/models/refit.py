@@ -1,28 +1,10 @@
-"""Least-squares refit of a trained model's linear head layers: the scaled-down profiles' last step.
+"""Ridge refit of a trained model's linear head layers: the scaled-down profiles' last step (protocol §5).
 
-Why: in the paper's budget (up to 199 epochs) the linear head layers
-converge; in the quick profile's 10 epochs they do not, least of all
-A2M2E's, whose units vary little and whose emotion layer needs large
-weights while Adam moves each weight by about ``lr`` per step. The
-representation is learned; the last layers have not caught up (the
-measurements are in ``docs/protocol.md`` §5).
-
-What: with ``TrainConfig.refit_head`` (quick and smoke profiles; off in
-``paper``), :func:`mer_lib.models.stage.train_system` calls
-:func:`refit_head` after training, once the best epoch's weights are
-restored. On the clean training excerpts, in eval mode and with the backbone
-frozen, every linear head layer that has a target becomes its ridge-regression
-solution (float64): first A2M2E's bottleneck (mid-level targets from the
-pooled backbone features), then every system's emotion layer (emotion targets
-from what it reads). A2B2E's unsupervised bottleneck has no target and stays
-as trained. The refit is deterministic.
-
-Why a ridge: the pooled features are nearly collinear, and plain least
-squares gives weights far larger than a trained layer's, which amplify every
-perturbation. Validation error cannot choose the penalty, so it is fixed:
-``TrainConfig.refit_ridge`` times the number of excerpts times the mean
-variance of the layer's inputs. The penalty sets the head's gain, which is
-why notebook 05 sweeps it (:mod:`mer_lib.models.heads`).
+With ``TrainConfig.refit_head`` (quick and smoke; off in ``paper``), :func:`mer_lib.models.stage.train_system` calls
+:func:`refit_head` once the best epoch is restored: on the clean training excerpts, in eval mode with the backbone
+frozen, every head layer that has a target becomes its ridge-regression solution (float64, deterministic). The
+penalty is fixed (``TrainConfig.refit_ridge``, relative to the inputs' variance) and sets the head's gain, which is why
+notebook 05 sweeps it (:mod:`mer_lib.models.heads`).
 """
 from __future__ import annotations
 
@@ -50,15 +32,9 @@ def _batched(fn, model: MERModel, x, device, batch_size: int, channels_last: boo
 
 def head_inputs(model: MERModel, x, device: str | torch.device | None = None, batch_size: int = EVAL_BATCH,
                 channels_last: bool = True) -> np.ndarray:
-    """What the emotion layer reads, in eval mode.
+    """What the emotion layer reads, in eval mode, float64: the bottleneck ``(N, 7)`` or the pooled features ``(N, D)``.
 
-    The parameters are those of :func:`mer_lib.models.train.predict`.
-
-    Returns
-    -------
-    ndarray (N, 7) or (N, D)
-        Bottleneck activations (bottleneck systems) or pooled backbone
-        features (A2E, aA2E), float64.
+    Parameters as for :func:`mer_lib.models.train.predict`.
     """
     return _batched(model.head_input, model, x, device, batch_size, channels_last)
 
@@ -75,27 +51,23 @@ def least_squares_layer(inputs: np.ndarray, targets: np.ndarray,
 
     Parameters
     ----------
-    inputs : ndarray (N, k)
-    targets : ndarray (N, m)
+    inputs, targets : ndarray (N, k), (N, m)
     ridge : float
-        Relative L2 penalty ``r >= 0`` on the weight (not the bias): the
-        solution minimises ``|Y - X W^T - b|^2 + r * N * mean(var(X)) * |W|^2``,
-        so ``r`` does not depend on the inputs' scale. 0 gives plain least
-        squares (minimum-norm where the inputs are rank-deficient).
+        Relative L2 penalty ``r >= 0`` on the weight (not the bias): minimises
+        ``|Y - X W^T - b|^2 + r * N * mean(var(X)) * |W|^2``, so ``r`` does not depend on the inputs' scale.
+        0: plain least squares (minimum-norm where the inputs are rank-deficient).
 
     Returns
     -------
     weight : ndarray (m, k)
-        Solved on the centred data (so constant input columns, e.g. dead ReLU
-        features, get weight 0).
+        Solved on the centred data (constant input columns, e.g. dead ReLU features, get weight 0).
     bias : ndarray (m,)
         ``mean(targets) - weight @ mean(inputs)``.
 
     Raises
     ------
     MerError
-        If the shapes disagree, there are fewer than 2 rows, a value is not
-        finite or ``ridge`` is negative.
+        On mismatched shapes, fewer than 2 rows, a non-finite value or a negative ``ridge``.
     """
     x, y = np.asarray(inputs, dtype=np.float64), np.asarray(targets, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) < 2:
@@ -125,26 +97,15 @@ def _layer_output(layer: torch.nn.Linear, inputs: np.ndarray) -> np.ndarray:
 
 
 def refit_linear(layer: torch.nn.Linear, inputs: np.ndarray, targets: np.ndarray, ridge: float = 0.0) -> dict:
-    """Replace a linear layer's weight and bias by the (ridge) least-squares map from ``inputs`` to ``targets``.
+    """Replace a linear layer's weight and bias, in place, by the ridge least-squares map from inputs to targets.
 
-    Parameters
-    ----------
-    layer : torch.nn.Linear
-        Changed in place.
-    inputs : ndarray (N, in_features)
-        What the layer reads.
-    targets : ndarray (N, out_features)
-        What it should output.
-    ridge : float
-        Relative penalty of :func:`least_squares_layer`.
+    ``inputs`` ``(N, in_features)``, ``targets`` ``(N, out_features)``; ``ridge`` as in :func:`least_squares_layer`.
 
     Returns
     -------
     dict
-        ``n`` (rows used), ``ridge``, the layer's mean squared error on the
-        rows ``before`` and ``after`` (float64; ``after <= before`` for
-        ``ridge = 0``) and the Frobenius norm of its weight ``norm_before``
-        and ``norm_after``.
+        ``n`` (rows), ``ridge``, the layer's mean squared error on the rows ``before`` and ``after``
+        (``after <= before`` for ``ridge = 0``) and its weight's Frobenius norm ``norm_before`` and ``norm_after``.
     """
     inputs, targets = _as_float64(inputs), _as_float64(targets)
     before = float(np.mean((_layer_output(layer, inputs) - targets) ** 2))
@@ -160,38 +121,24 @@ def refit_linear(layer: torch.nn.Linear, inputs: np.ndarray, targets: np.ndarray
 
 def refit_head(model: MERModel, x, y, m=None, ridge: float = 0.0, device: str | torch.device | None = None,
                channels_last: bool = True) -> dict:
-    """Refit every linear layer of the head that has a target, in place: the scaled-down profiles' last step.
+    """Refit every linear layer of the head that has a target, in place (the model is left in eval mode).
 
-    A2M2E's bottleneck is refit first, on the mid-level targets ``m`` and the
-    pooled backbone features; then every system's emotion layer, on the
-    emotion targets ``y`` and what it reads (the new bottleneck for A2M2E).
-    A2B2E's unsupervised bottleneck has no target and stays as trained.
+    A2M2E's bottleneck first (mid-level targets from the pooled backbone features), then every system's emotion layer
+    (emotion targets from what it reads); A2B2E's unsupervised bottleneck stays as trained.
 
     Parameters
     ----------
-    model : MERModel
-        A trained model (left in eval mode).
     x : array or Tensor (N, 1, T, F)
         The clean training inputs.
-    y : array or Tensor (N, 8)
-        Their emotion targets (divided by 10).
-    m : array or Tensor (N, 7), optional
-        Their mid-level targets (divided by 10); required for A2M2E.
+    y, m : array or Tensor (N, 8), (N, 7)
+        Emotion and mid-level targets (divided by 10); ``m`` is required for A2M2E (else ``MerError``).
     ridge : float
         Relative penalty of :func:`least_squares_layer`.
-    device, channels_last
-        As in :func:`mer_lib.models.train.predict`.
 
     Returns
     -------
     dict
-        ``{"bottleneck": record or None, "emotion": record}`` with
-        :func:`refit_linear`'s records.
-
-    Raises
-    ------
-    MerError
-        If ``m`` is missing for A2M2E.
+        ``{"bottleneck": record or None, "emotion": record}``, records of :func:`refit_linear`.
     """
     if model.spec.midlevel_supervised and m is None:
         raise MerError(f"refit_head: {model.system} needs the mid-level targets m")

@@ -1,15 +1,9 @@
 """The training stage: train (or reuse) each system x seed of a profile in the run directory.
 
-Models are keyed by a hash of their configuration (system, seed, training
-settings, data fingerprint, adversary): ``<run>/models/<system>/seed<k>-<hash>/``
-holds ``model.pt``, ``config.json``, ``history.csv``, ``cost.json``,
-``checksums.json`` (size and SHA-256 of ``model.pt``, ``history.csv`` and
-``cost.json``), ``metrics.json`` (written last: it marks a finished model) and,
-while training, the resume file ``state.pt``. The data fingerprint covers the
-content of the cached spectrograms, not only the audio. A finished model whose
-files no longer match their record (or whose ``metrics.json`` is damaged) is
-retrained with a warning naming the file; :func:`load_model_dir` refuses it.
-Independent jobs run through :func:`mer_lib.jobs.run_jobs`.
+A model's folder ``<run>/models/<system>/seed<k>-<hash>/`` is keyed by a hash of :func:`run_config` and holds
+``model.pt``, ``config.json``, ``history.csv``, ``cost.json``, ``checksums.json`` (size and SHA-256 of
+:data:`RECORDED_FILES`), ``metrics.json`` (written last: it marks a finished model) and, while training, the resume
+file ``state.pt``. A damaged finished model is retrained with a warning (:func:`is_finished`).
 """
 from __future__ import annotations
 
@@ -67,12 +61,10 @@ def split_arrays(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def data_fingerprint(prepared) -> dict:
-    """What the trained model depends on in the prepared data, independent of where the run lives.
+    """What a trained model depends on in the prepared data, independent of where the run lives.
 
-    Audio content, front end and the content of the cached spectrograms (from
-    the cache manifest, whose records the cache checks the files against),
-    standardisation statistics, excerpt offsets and length, the split and every
-    target value.
+    Audio, front end, the content of the cached spectrograms (from the cache manifest), standardisation statistics,
+    excerpt offsets and length, the split and every target value.
     """
     manifest = artifacts.read_json(Path(prepared.cache_dir) / "manifest.json")
     audio = {name: entry["audio_sha256"] for name, entry in sorted(manifest["files"].items())}
@@ -94,12 +86,10 @@ def data_fingerprint(prepared) -> dict:
 
 def run_config(system: str, seed: int, train: TrainConfig, data: dict,
                adversarial: dict | None = None) -> dict:
-    """The hashed configuration of one trained model.
+    """The hashed configuration of one trained model (system, seed, training settings, data fingerprint, adversary).
 
-    ``train.seeds`` is left out (the list of seeds to run does not change any
-    single model); the seed itself is in. The speed options of
-    :data:`mer_lib.config.TRAIN_HASH_OPTIONAL` are in only where they leave
-    their defaults.
+    ``train.seeds`` is left out, the seed itself is in; the speed options of :data:`mer_lib.config.TRAIN_HASH_OPTIONAL`
+    count only where they leave their defaults.
     """
     train_values = {k: v for k, v in dataclasses.asdict(train).items()
                     if k != "seeds" and not (k in TRAIN_HASH_OPTIONAL and v == TRAIN_HASH_OPTIONAL[k])}
@@ -124,25 +114,9 @@ def model_config(prepared, system: str, seed: int, profile: Profile,
 def final_metrics(model: MERModel, arrays: dict, device: torch.device, channels_last: bool, cost: Cost) -> dict:
     """Regression metrics on every excerpt of each split (the per-split part of ``metrics.json``).
 
-    Parameters
-    ----------
-    model : MERModel
-        The trained model.
-    arrays : dict
-        ``split -> (x, y, m)`` as given by :func:`split_arrays`.
-    device : torch.device
-        Where to compute.
-    channels_last : bool
-        Input memory layout (as in training).
-    cost : Cost
-        Counts the forward passes.
-
-    Returns
-    -------
-    dict
-        ``split -> {"emotions": report, "midlevel": report}`` (``midlevel``
-        for bottleneck models only), reports of
-        :func:`mer_lib.metrics.regression_report`.
+    ``arrays`` maps ``split -> (x, y, m)`` (:func:`split_arrays`); the forward passes are counted in ``cost``. Returns
+    ``split -> {"emotions": report, "midlevel": report}`` (:func:`mer_lib.metrics.regression_report`; ``midlevel`` for
+    bottleneck models only).
     """
     out = {}
     for split, (x, y, m) in arrays.items():
@@ -156,10 +130,7 @@ def final_metrics(model: MERModel, arrays: dict, device: torch.device, channels_
 
 def trained_dir(prepared, system: str, seed: int, profile: str | Profile, run_dir: str | os.PathLike,
                 adversarial_config: dict | None = None) -> Path:
-    """The artifact folder :func:`train_system` uses for (system, seed), without training.
-
-    It holds ``metrics.json`` once the model is finished.
-    """
+    """The artifact folder :func:`train_system` uses for (system, seed), without training."""
     return model_dir(run_dir, model_config(prepared, system, seed, get_profile(profile), adversarial_config))
 
 
@@ -169,25 +140,16 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
                  overwrite: bool = False) -> Path:
     """Train (or reuse) one (system, seed) of a profile and write its artifacts.
 
+    An adversarially trained system starts from the state its plain twin kept, if there is one (protocol §5).
+
     Parameters
     ----------
     prepared : PreparedData
         The run's prepared data (:func:`mer_lib.data.stage.prepare_data`).
-    system : str
-        One of the five systems.
-    seed : int
-        Training seed.
     profile : str or Profile
         Supplies the :class:`TrainConfig`.
-    run_dir : path-like
-        The run directory.
-    device : str or torch.device, optional
-        Default: CUDA if available, else CPU.
-    progress : bool
-        Show a progress bar.
     adversarial_step : AdversarialStep, optional
-        Required for aA2E / aA2B2E (protocol §5; see
-        :class:`mer_lib.attacks.adversarial_training.PaperAdversary`).
+        Required for, and only for, aA2E / aA2B2E (:class:`mer_lib.attacks.adversarial_training.PaperAdversary`).
     adversarial_config : dict, optional
         The attack settings of ``adversarial_step``; hashed into the artifact.
     overwrite : bool
@@ -196,12 +158,8 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
     Returns
     -------
     Path
-        The artifact folder holding ``config.json``, ``model.pt``,
-        ``history.csv``, ``cost.json`` and ``metrics.json`` (written last: its
-        presence marks a finished run; its ``head_refit`` is the record of
-        :func:`mer_lib.models.refit.refit_head` when the profile's
-        ``refit_head`` is on, else None). While training, ``state.pt`` holds the
-        resume state; it is deleted at the end.
+        The artifact folder (module docstring). ``metrics.json``'s ``head_refit`` is the record of
+        :func:`mer_lib.models.refit.refit_head` if the profile refits heads, else None.
     """
     profile = get_profile(profile)
     if system_spec(system).adversarial != (adversarial_step is not None):
@@ -255,13 +213,7 @@ def _keep_for_twin(system: str, out: Path, profile: Profile) -> tuple:
 
 
 def _start_from_twin(config: dict, run_dir, state_path: Path, adversarial_step, profile: Profile) -> str | None:
-    """Start an adversarial system from the state its plain twin kept, if there is one and no own resume state.
-
-    The twin's folder is keyed by the same configuration apart from the system
-    and the adversary, so its state is exactly the one this model would reach
-    (same seed, data order and updates until the first adversarial epoch).
-    Returns the file started from (recorded in ``cost.json``), else ``None``.
-    """
+    """Copy the plain twin's kept state to ``state_path`` (protocol §5); its name for ``cost.json``, or ``None``."""
     twin = plain_twin(config["system"])
     active = getattr(adversarial_step, "active", None)
     if twin is None or active is None or state_path.exists():
@@ -296,19 +248,10 @@ def _write_results(out: Path, result: TrainResult, metrics: dict, cost: dict) ->
 
 
 def model_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a finished model folder, or ``None`` if it is intact.
+    """What is wrong with a finished model folder (a sentence naming the damaged file), or ``None`` if it is intact.
 
-    Checks that ``metrics.json`` is readable JSON and that every file of
-    :data:`RECORDED_FILES` matches its size and SHA-256 in ``checksums.json``
-    (:func:`mer_lib.artifacts.checksum_problem`); in a folder without
-    ``checksums.json`` (finished by an earlier version, or made by hand) that
-    ``model.pt`` can be loaded.
-
-    Returns
-    -------
-    str or None
-        A sentence naming the damaged file, e.g. ``".../model.pt: damaged
-        (its size or SHA-256 differs from its record in .../checksums.json)"``.
+    ``metrics.json`` must be readable JSON and :data:`RECORDED_FILES` must match ``checksums.json``
+    (:func:`mer_lib.artifacts.checksum_problem`); in a folder without ``checksums.json``, ``model.pt`` must load.
     """
     path = Path(path)
     try:
@@ -322,22 +265,9 @@ def model_problem(path: str | os.PathLike) -> str | None:
 
 
 def is_finished(path: str | os.PathLike) -> bool:
-    """Whether a model folder holds an intact finished model.
+    """Whether a model folder holds an intact finished model, reusable as it is.
 
-    A folder with ``metrics.json`` whose files fail :func:`model_problem` is
-    not: a warning names the damaged file and ``metrics.json`` is removed, so
-    that the model is retrained (training is deterministic: it gives the same
-    model again).
-
-    Parameters
-    ----------
-    path : path-like
-        A model folder (:func:`model_dir`).
-
-    Returns
-    -------
-    bool
-        ``True`` if the model can be reused as it is.
+    If :func:`model_problem` finds a fault, a warning names the file and ``metrics.json`` is removed to retrain it.
     """
     path = Path(path)
     if not (path / "metrics.json").exists():
@@ -353,17 +283,13 @@ def is_finished(path: str | os.PathLike) -> bool:
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
     """Load a finished artifact folder: ``(model in eval mode, metrics dict)``.
 
-    The weights are laid out in memory as in training (channels-last if
-    ``TrainConfig.channels_last``), so that channels-last inputs meet
-    channels-last weights: the same kernels as in training, and about a
-    quarter faster on CPU than a mixed layout (which changes float rounding
-    only).
+    The weights are laid out as in training (channels-last if ``TrainConfig.channels_last``), so that channels-last
+    inputs meet channels-last weights: the training's kernels, and faster on CPU than a mixed layout.
 
     Raises
     ------
     MerError
-        If the folder holds no finished model, or a damaged one (naming the
-        file: a rerun of the training retrains it).
+        If the folder holds no finished model, or a damaged one (naming the file).
     """
     path = Path(path)
     if not (path / "metrics.json").exists():
@@ -386,30 +312,13 @@ def load_trained(run_dir: str | os.PathLike, system: str, seed: int, profile: st
                  device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
     """Load the model of (system, seed) trained with the profile's settings on the run's data.
 
-    Parameters
-    ----------
-    run_dir : path-like
-        The run directory.
-    system, seed : str, int
-        Which model.
-    profile : str or Profile
-        Its :class:`TrainConfig` selects the artifact.
-    prepared : PreparedData, optional
-        The run's prepared data; if omitted, :func:`mer_lib.data.stage.prepare_data`
-        is called (it reuses the cache, so it is fast).
-    data_dir : path-like, optional
-        Passed to ``prepare_data`` (real data).
-    adversarial_config : dict, optional
-        Attack settings used to train aA2E / aA2B2E.
-    device : str or torch.device
-        Where to put the model.
+    ``prepared`` defaults to :func:`mer_lib.data.stage.prepare_data` with ``data_dir`` (it reuses the cache);
+    ``adversarial_config`` is the attack setting aA2E / aA2B2E were trained with.
 
     Returns
     -------
-    model : MERModel
-        In eval mode.
-    metrics : dict
-        The contents of ``metrics.json``.
+    model, metrics : MERModel, dict
+        The model in eval mode and the contents of ``metrics.json``.
 
     Raises
     ------
@@ -465,26 +374,19 @@ def train_systems(prepared, systems: Sequence[str], profile: str | Profile, run_
                   adversary: AdversaryFactory | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every system for every seed of the profile.
 
-    Finished models are reused; the missing ones are trained as independent
-    jobs (:func:`mer_lib.jobs.run_jobs`), by default in one worker process
-    per CPU core with one thread each (identical results in-process).
-    aA2E and aA2B2E need ``adversary``
-    (:func:`mer_lib.attacks.adversarial_training.train_all` passes the paper's).
+    Missing models are trained as independent jobs (:func:`mer_lib.jobs.run_jobs`), by default one worker process per
+    CPU core with one thread each (results identical to an in-process run).
 
     Parameters
     ----------
     prepared, profile, run_dir, device
         As for :func:`train_system`; the profile also supplies the seeds.
-    systems : sequence of str
-        Systems to train.
-    progress : bool
-        Progress bar counting models.
     executor : Executor, str or int, optional
-        How the jobs run (:func:`mer_lib.jobs.run_jobs`: ``"inprocess"``,
-        ``"local[:N]"``, ``"ray[:ADDRESS]"``; default ``$MER_EXECUTOR`` or
-        ``"auto"``: one worker per CPU core, in-process on CUDA).
+        ``"inprocess"``, ``"local[:N]"`` or ``"ray[:ADDRESS]"`` (:func:`mer_lib.jobs.run_jobs`); default
+        ``$MER_EXECUTOR`` or ``"auto"`` (in-process on CUDA).
     adversary : AdversaryFactory, optional
-        Makes the adversary of aA2E / aA2B2E; required if they are listed.
+        Makes the adversary of aA2E / aA2B2E; required if they are listed
+        (:func:`mer_lib.attacks.adversarial_training.train_all` passes the paper's).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""Tables of trained models read from their folders: metrics, history, cost, head refit, per-target r, bottleneck weights."""
+"""Tables of trained models, read from their folders: metrics, history, cost, head refit, per-target r, weights."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -24,8 +24,7 @@ def _records(dirs: dict[tuple[str, int], Path], name: str) -> Iterable[tuple[str
 def metrics_table(dirs: dict[tuple[str, int], Path], target: str = "emotions") -> pd.DataFrame:
     """One row per (system, seed, split): ``n``, ``mean_r``, ``mae``, ``rmse``, ``r2``.
 
-    ``target`` is ``"emotions"`` or ``"midlevel"`` (bottleneck units vs the
-    mid-level annotations; only bottleneck models have it).
+    ``target``: ``"emotions"`` or ``"midlevel"`` (bottleneck units vs the mid-level annotations; bottleneck models).
     """
     rows = []
     for system, seed, metrics in _records(dirs, "metrics.json"):
@@ -41,12 +40,10 @@ def metrics_table(dirs: dict[tuple[str, int], Path], target: str = "emotions") -
 def refit_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     """The head refit of every model (:func:`mer_lib.models.refit.refit_head`), one row per refit layer.
 
-    Columns ``system``, ``seed``, ``layer`` (``"bottleneck"`` or ``"emotion"``)
-    and the refit record: ``before`` and ``after`` (the layer's training MSE
-    against its targets), ``norm_before`` and ``norm_after`` (its weight's
-    Frobenius norm). ``before`` is what training taught the layer: the refit
-    hides it from every test metric, so a bottleneck trained without its
-    mid-level loss shows only here. Models trained without a refit have no rows.
+    Columns ``system``, ``seed``, ``layer`` (``"bottleneck"`` or ``"emotion"``), ``before`` and ``after`` (the layer's
+    training MSE against its targets) and ``norm_before`` and ``norm_after`` (its weight's Frobenius norm). ``before``
+    shows what training taught the layer, which the refit hides from the test metrics (protocol §5). Models trained
+    without a refit have no rows.
     """
     rows = []
     for system, seed, metrics in _records(dirs, "metrics.json"):
@@ -80,14 +77,9 @@ def history_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
 
 
 def cost_table(dirs: dict[tuple[str, int], Path]) -> pd.DataFrame:
-    """The cost counters of every run (wall time, epochs, forward/backward passes, ...).
+    """The ``cost.json`` counters of every run, one row per (system, seed).
 
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (system, seed) with the counters of its ``cost.json`` and
-        ``passes``, the forward plus backward example passes of training
-        (attacks inside adversarial training included).
+    ``passes`` adds up the forward and backward example passes of training (attacks in adversarial training included).
     """
     table = pd.DataFrame([{"system": system, "seed": seed, **cost}
                           for system, seed, cost in _records(dirs, "cost.json")])
@@ -102,19 +94,9 @@ COST_COLUMNS: tuple[str, ...] = ("epochs_run", "best_epoch", "passes", "train_fo
 
 
 def cost_summary(dirs: dict[tuple[str, int], Path], columns: Sequence[str] = COST_COLUMNS) -> pd.DataFrame:
-    """Mean over seeds of the training cost of each system.
+    """Mean over seeds of the training cost of each system, indexed by ``system`` in the order of ``dirs``.
 
-    Parameters
-    ----------
-    dirs : dict
-        ``{(system, seed): model folder}``.
-    columns : sequence of str
-        Columns of :func:`cost_table` to average.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by ``system`` (in the order of ``dirs``), one column per counter.
+    One column per counter of :func:`cost_table` in ``columns`` (``MerError`` for an unknown one).
     """
     table = cost_table(dirs)
     missing = [c for c in columns if c not in table.columns]
@@ -126,9 +108,7 @@ def cost_summary(dirs: dict[tuple[str, int], Path], columns: Sequence[str] = COS
 def bottleneck_weights(model: MERModel) -> pd.DataFrame:
     """The learned mid-level -> emotion weights (7 x 8) of a bottleneck model.
 
-    Because there is no nonlinearity after the bottleneck, these weights (plus
-    a bias) *are* the model's explanation: each emotion prediction is this
-    linear combination of the 7 bottleneck units.
+    With no nonlinearity after the bottleneck, these weights (plus a bias) *are* the model's explanation.
     """
     if model.bottleneck is None:
         raise MerError(f"{model.system} has no bottleneck")

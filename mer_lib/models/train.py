@@ -1,53 +1,17 @@
 """The training loop of the emotion models (protocol §5), resumable and reproducible.
 
-:func:`train_model` trains one model on in-memory arrays (no files needed
-except an optional resume state): Adam, shuffled batches with the last partial
-batch dropped, MSE losses weighted per system, the validation score, early
-stopping and restoring the best weights. It is built from parts with one job
-each: :func:`init_state` (seeding, model, optimiser), :func:`run_epoch`
-(:func:`train_epoch`, :func:`validate`, :func:`early_stopping`, the resume
-file), :func:`save_state` / :func:`load_state`. The pipeline stage that
-trains a (system, seed) of a run and writes its artifacts is
-:func:`mer_lib.models.stage.train_system`.
+:func:`train_model` trains one model on in-memory arrays, with the losses, validation score and early stopping of
+protocol §5. Its parts are :func:`init_state`, :func:`run_epoch` (:func:`train_epoch`, :func:`validate`,
+:func:`early_stopping`) and :func:`save_state` / :func:`load_state`; :func:`mer_lib.models.stage.train_system` is the
+pipeline stage around it. Epochs are numbered from 1; dropout draws from torch's global RNG.
 
-Protocol (values from :class:`mer_lib.config.TrainConfig`):
+Resuming: with ``state_path`` the loop saves, atomically after every epoch, all it needs to continue
+(:class:`TrainingState` and every RNG state); a restarted run ends with bit-identical weights and metrics. A resume
+file that cannot be read or does not fit the model is discarded with a warning naming it, and training starts over.
 
-* losses: A2E, A2B2E (and their adversarial variants) optimise the emotion MSE
-  only; A2M2E optimises ``(1 - w) * emotion MSE + w * mid-level MSE`` of the
-  bottleneck, ``w = midlevel_loss_weight`` (0.5);
-* validation score after every epoch: mean Pearson r over the 8 emotions,
-  plus, for every bottleneck model, the mean r of the 7 bottleneck units with
-  the 7 mid-level features; for A2B2E (whose units are not trained on them)
-  only if ``score_unsupervised_bottleneck`` (the reference's quirk). With
-  ``val_drop_last`` only the first ``batch_size * (n // batch_size)``
-  validation excerpts are scored (the reference's loader quirk: 32 of 36);
-* early stopping: a score at least as high as the best so far is an
-  improvement (ties count, as in the reference; an undefined score counts as
-  ``-inf``); training stops once ``patience`` epochs in a row brought none, or
-  after ``max_epochs``; the weights of the best epoch are restored;
-* final metrics use every excerpt of each split.
-
-Epochs are numbered from 1. Seeding: :func:`seed_everything` seeds torch,
-numpy and ``random``; the model is initialised right after it, and the batch
-order comes from a separate ``torch.Generator`` seeded with the same seed.
-Dropout draws from torch's global RNG. Deterministic algorithms are switched
-on while training.
-
-Resuming: with ``state_path`` the loop saves, atomically after every epoch,
-everything it needs to continue (:class:`TrainingState`: model, optimiser,
-best weights, :class:`LoopState` counters and history, cost and every RNG
-state, as tensors, loadable with ``torch.load(weights_only=True)``). A
-restarted run continues after the last saved epoch and ends with bit-identical
-weights and metrics. A resume file that cannot be read or does not fit the
-model (truncated by a killed copy, damaged) is discarded with a warning naming
-it, and training starts over.
-
-Extension point for adversarial training (protocol §5): ``adversarial_step`` is
-called after every clean update with ``(model, x_batch, y_batch, epoch,
-cost)``; it returns adversarial inputs (or ``None`` to skip, e.g. in epochs
-that are not a multiple of 5) and adds the forward/backward passes it spent to
-``cost`` (:meth:`Cost.add`). The loop then takes one more :func:`train_step`
-on the emotion MSE of the adversarial batch.
+Adversarial training (protocol §5): ``adversarial_step(model, x_batch, y_batch, epoch, cost)`` is called after every
+clean update. It returns adversarial inputs (or ``None`` to skip the batch) and adds the passes it spent to ``cost``
+(:meth:`Cost.add`); the loop then takes one more :func:`train_step` on the emotion MSE of the adversarial batch.
 """
 from __future__ import annotations
 
@@ -107,11 +71,8 @@ def seed_everything(seed: int) -> None:
 def deterministic_mode(device: torch.device, deterministic: bool = True) -> Iterator[None]:
     """Deterministic algorithms (and no cuDNN autotuning) inside the block; restored afterwards.
 
-    With ``deterministic=False`` the block instead allows non-deterministic
-    kernels and turns cuDNN autotuning on (``cudnn.benchmark``: the fastest
-    convolution algorithms for the shapes seen, chosen by timing them): faster
-    on a GPU, but reruns are no longer bit-identical
-    (:attr:`mer_lib.config.TrainConfig.deterministic`).
+    ``deterministic=False`` allows non-deterministic kernels and cuDNN autotuning instead: faster on a GPU, but reruns
+    are no longer bit-identical (:attr:`mer_lib.config.TrainConfig.deterministic`).
     """
     if device.type == "cuda" and deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -166,10 +127,7 @@ def _set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------
 @dataclass
 class Cost:
-    """Compute spent, in examples (a batch of 8 through the model = 8 forward passes).
-
-    Every counter starts at 0; ``dataclasses.fields(Cost)[i].metadata["doc"]`` says what it counts.
-    """
+    """Compute spent, in examples (a batch of 8 = 8 passes); each field's ``metadata["doc"]`` says what it counts."""
 
     train_forward: int = field(default=0, metadata={"doc": "example forward passes of training (clean and "
                                                             "adversarial updates, and the attacks making them)"})
@@ -212,26 +170,9 @@ class EpochEnd:
 class TrainResult:
     """Outcome of :func:`train_model`.
 
-    Attributes
-    ----------
-    model : MERModel
-        The model with the best epoch's weights, in eval mode.
-    history : pandas.DataFrame
-        One row per epoch (see :func:`train_model`).
-    best_epoch : int
-        Epoch whose weights were restored (1-based).
-    best_score : float
-        Its validation score.
-    epochs_run : int
-        Epochs trained.
-    stopped_early : bool
-        Whether early stopping ended training before ``max_epochs``.
-    cost : Cost
-        Compute counters.
-    seconds : float
-        Wall time of the training loop, summed over resumed sessions.
-    sessions : int
-        1 + the number of times the run was resumed from a saved state.
+    The ``model`` with the best epoch's weights (eval mode), one ``history`` row per epoch, the ``best_epoch``
+    (1-based) and its ``best_score``, ``epochs_run``, ``stopped_early``, ``cost``, ``seconds`` (wall time summed over
+    sessions) and ``sessions`` (1 + the number of resumes).
     """
 
     model: MERModel
@@ -247,26 +188,11 @@ class TrainResult:
 
 def system_loss(spec: SystemSpec, out: ModelOutput, y: torch.Tensor, m: torch.Tensor | None,
                 midlevel_weight: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The training loss of a system and its parts.
+    """The training loss of a system and its parts: ``(loss, emotion_mse, midlevel_mse)``.
 
-    Parameters
-    ----------
-    spec : SystemSpec
-        The system (:func:`mer_lib.models.nets.system_spec`).
-    out : ModelOutput
-        Model output for the batch.
-    y : Tensor (B, 8)
-        Emotion targets.
-    m : Tensor (B, 7) or None
-        Mid-level targets (needed for A2M2E; optional otherwise).
-    midlevel_weight : float
-        ``w`` of A2M2E's ``(1 - w) * emotion MSE + w * mid-level MSE``.
-
-    Returns
-    -------
-    loss, emotion_mse, midlevel_mse
-        ``midlevel_mse`` is the bottleneck-vs-mid-level MSE (``None`` without a
-        bottleneck or targets); for A2B2E it is detached and only monitored.
+    A2M2E optimises ``(1 - midlevel_weight) * emotion MSE + midlevel_weight * mid-level MSE`` and needs the mid-level
+    targets ``m`` (B, 7); the others optimise the MSE against the emotion targets ``y`` (B, 8). ``midlevel_mse`` is
+    ``None`` without a bottleneck or ``m``; for A2B2E it is detached and only monitored.
     """
     emo = F.mse_loss(out.emotions, y)
     if out.bottleneck is None or m is None:
@@ -282,7 +208,7 @@ def system_loss(spec: SystemSpec, out: ModelOutput, y: torch.Tensor, m: torch.Te
 
 
 def validation_count(n: int, batch_size: int, drop_last: bool) -> int:
-    """Number of validation excerpts scored: all, or full batches only (reference quirk)."""
+    """Number of validation excerpts scored: all, or full batches only (reference quirk, 32 of 36: protocol §5)."""
     return (n // batch_size) * batch_size if drop_last else n
 
 
@@ -290,22 +216,10 @@ def validation_score(y: np.ndarray, emotions: np.ndarray, m: np.ndarray | None =
                      bottleneck: np.ndarray | None = None, add_bottleneck: bool = True) -> dict:
     """Validation score and its parts (protocol §5).
 
-    Parameters
-    ----------
-    y, emotions : array (N, 8)
-        Emotion targets and predictions.
-    m, bottleneck : array (N, 7), optional
-        Mid-level targets and bottleneck activations (bottleneck models).
-    add_bottleneck : bool
-        Add ``midlevel_r`` to the score (if a bottleneck is given); it is
-        computed and returned either way.
-
-    Returns
-    -------
-    dict
-        ``score`` = ``emotion_r`` (mean r over emotions) + ``midlevel_r`` (mean
-        r of the bottleneck units, bottleneck models only, else ``nan`` and not
-        added); ``emotion_mse``; ``r_<emotion>`` per emotion.
+    From emotion targets ``y`` and predictions ``(N, 8)`` and, for bottleneck models, mid-level targets ``m`` and
+    ``bottleneck`` activations ``(N, 7)``. Returns ``score``, ``emotion_r`` (mean r over the emotions), ``midlevel_r``
+    (``nan`` without a bottleneck; added to the score only with ``add_bottleneck``, which the reference sets for
+    A2B2E too), ``emotion_mse`` and ``r_<emotion>``.
     """
     r = pearson_per_column(y, emotions)
     out = {"emotion_r": float(np.mean(r)), "midlevel_r": float("nan"),
@@ -329,24 +243,16 @@ def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torc
 @torch.no_grad()
 def predict(model: MERModel, x, device: str | torch.device | None = None,
             batch_size: int = EVAL_BATCH, channels_last: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Model outputs in eval mode.
+    """Model outputs in eval mode: ``emotions`` ``(N, 8)`` and ``bottleneck`` ``(N, 7)`` or ``None`` (numpy).
 
     Parameters
     ----------
-    model : MERModel
     x : array or Tensor (N, 1, T, F)
         Standardised inputs.
     device : str or torch.device, optional
-        Where to compute (default: the model's device).
-    batch_size : int
-        Inference batch size.
+        Default: the model's device.
     channels_last : bool
         Feed inputs in channels-last memory layout (as in training).
-
-    Returns
-    -------
-    emotions : ndarray (N, 8)
-    bottleneck : ndarray (N, 7) or None
     """
     device = next(model.parameters()).device if device is None else resolve_device(device)
     was_training = model.training
@@ -381,10 +287,9 @@ def _nan_to_inf(score: float) -> float:
 
 def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSpec, x: torch.Tensor,
                y: torch.Tensor, m: torch.Tensor | None, midlevel_weight: float = 0.5, amp: str = "off") -> tuple:
-    """One optimiser step on a batch (model in train mode); returns :func:`system_loss`'s values.
+    """One optimiser step on a batch (model in train mode); returns :func:`system_loss`'s values, detached.
 
-    ``amp="bf16"`` runs the forward pass under bfloat16 autocast (:func:`autocast`);
-    the loss and the update stay in float32.
+    ``amp="bf16"`` runs the forward pass under bfloat16 autocast; the loss and the update stay in float32.
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -401,17 +306,7 @@ def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSp
 # --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Split:
-    """Checked float32 tensors of one split (kept on the CPU).
-
-    Attributes
-    ----------
-    x : Tensor (N, 1, T, F)
-        Standardised inputs.
-    y : Tensor (N, 8)
-        Emotion targets.
-    m : Tensor (N, 7) or None
-        Mid-level targets.
-    """
+    """Checked float32 tensors of one split, kept on the CPU: ``x`` (N, 1, T, F), ``y`` (N, 8), ``m`` (N, 7) or None."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -425,22 +320,10 @@ def resident(split: Split, device: torch.device) -> Split:
 
 @dataclass(frozen=True)
 class TrainSetup:
-    """The fixed inputs of one :func:`train_model` run, checked.
+    """The fixed, checked inputs of one :func:`train_model` run.
 
-    Attributes
-    ----------
-    spec : SystemSpec
-        The system trained.
-    config : TrainConfig
-        Training settings.
-    device : torch.device
-        Where the model lives.
-    train : Split
-        Training excerpts.
-    valid : Split
-        The validation excerpts that are scored (:func:`validation_count`).
-    adversarial_step : AdversarialStep or None
-        Adversarial-training extension point (module docstring).
+    ``valid`` holds only the scored validation excerpts (:func:`validation_count`); ``adversarial_step`` is the
+    adversarial-training extension point (module docstring).
     """
 
     spec: SystemSpec
@@ -460,24 +343,8 @@ class TrainSetup:
 class LoopState:
     """Counters and history of the loop, saved under ``"loop"`` in the resume file.
 
-    Attributes
-    ----------
-    epoch : int
-        Epochs finished.
-    best_epoch : int
-        Best epoch so far (0 before the first).
-    best_score : float
-        Its validation score (``-inf`` for an undefined one).
-    patience_counter : int
-        Epochs in a row without improvement.
-    stop : bool
-        Whether early stopping ended training.
-    seconds : float
-        Wall time of the finished epochs, summed over sessions.
-    sessions : int
-        1 + the number of times the run was resumed.
-    history : list of dict
-        One record per finished epoch (the rows of :attr:`TrainResult.history`).
+    ``best_epoch`` is 0 before the first epoch and ``best_score`` ``-inf`` for an undefined score; ``seconds`` (wall
+    time of the finished epochs) and ``sessions`` (1 + the number of resumes) count over all sessions.
     """
 
     epoch: int = 0
@@ -505,23 +372,7 @@ class LoopState:
 
 @dataclass
 class TrainingState:
-    """Everything the loop carries from epoch to epoch (:func:`save_state` writes it all).
-
-    Attributes
-    ----------
-    model : MERModel
-        The model being trained.
-    optimizer : torch.optim.Optimizer
-        Its Adam optimiser.
-    order : torch.Generator
-        Draws the batch order of every epoch.
-    best_weights : dict
-        State dict of the best epoch so far.
-    cost : Cost
-        Compute counters.
-    loop : LoopState
-        Counters and history.
-    """
+    """What the loop carries from epoch to epoch (:func:`save_state` writes it all); ``order`` draws batch orders."""
 
     model: MERModel
     optimizer: torch.optim.Optimizer
@@ -552,15 +403,7 @@ def save_state(path: Path, state: TrainingState) -> None:
 def load_state(path: Path, state: TrainingState, device: torch.device) -> None:
     """Continue ``state`` (fresh from :func:`init_state`) from a resume file, as one more session.
 
-    Restores the weights, the optimiser, the best weights (moved to ``device``),
-    the counters, the cost and every RNG state.
-
-    Raises
-    ------
-    MerError
-        If the file cannot be loaded or does not hold a resume state of this
-        model (``state`` is then partly changed: start again from
-        :func:`init_state`).
+    Raises ``MerError`` if the file cannot be loaded or does not fit this model (``state`` is then partly changed).
     """
     # on the CPU: RNG states must be CPU tensors; the rest is copied to the device below
     saved = artifacts.read_torch(path, hint=DISCARD_HINT)
@@ -580,22 +423,9 @@ def load_state(path: Path, state: TrainingState, device: torch.device) -> None:
 
 def start_state(system: str, config: TrainConfig, seed: int, device: torch.device,
                 state_path: Path | None) -> TrainingState:
-    """:func:`init_state`, continued from the resume file ``state_path`` if there is one.
+    """:func:`init_state`, continued from the resume file ``state_path`` (``None``: no resuming) if there is one.
 
-    A damaged resume file is discarded (deleted) with a warning naming it, and
-    training starts over from the fresh state.
-
-    Parameters
-    ----------
-    system, config, seed, device
-        As for :func:`init_state`.
-    state_path : Path or None
-        The resume file (``None``: no resuming).
-
-    Returns
-    -------
-    TrainingState
-        Fresh, or continued as one more session.
+    A damaged resume file is deleted with a warning naming it, and training starts from a fresh state.
     """
     state = init_state(system, config, seed, device)
     if state_path is None or not state_path.exists():
@@ -646,16 +476,10 @@ def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tenso
 def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
     """One pass over the shuffled training batches (last partial batch dropped).
 
-    The batches are cut from the training split where it lies (on the device,
-    see :func:`train_model`) and the losses are summed there in float64, so
-    the loop does not wait for the device after every step (one transfer per
-    epoch; the same sums as adding the steps' values in Python).
-
-    Returns
-    -------
-    dict
-        ``epoch`` and the mean losses: ``train_loss``, ``train_emotion_mse``,
-        ``train_midlevel_mse``, ``train_adversarial_mse`` (``nan`` where undefined).
+    The batches are cut where the training split lies and the losses summed there in float64, so the loop does not wait
+    for the device after every step (one transfer per epoch, the same sums as adding the steps' values in Python).
+    Returns ``epoch`` and the mean ``train_loss``, ``train_emotion_mse``, ``train_midlevel_mse`` and
+    ``train_adversarial_mse`` (``nan`` where undefined).
     """
     train, bs, device, cl = setup.train, setup.config.batch_size, setup.device, setup.config.channels_last
     perm = torch.randperm(len(train.x), generator=state.order).to(train.x.device)
@@ -697,8 +521,7 @@ def validate(model: MERModel, setup: TrainSetup, cost: Cost) -> dict:
 def early_stopping(loop: LoopState, epoch: int, score: float, patience: int) -> bool:
     """Record an epoch's validation score in ``loop``; return whether it improved.
 
-    The first epoch always improves; later ones if the score is at least the
-    best so far (ties count; an undefined score counts as ``-inf``). Sets
+    The first epoch always improves; ties count and an undefined score counts as ``-inf`` (protocol §5). Sets
     ``loop.stop`` once ``patience`` epochs in a row brought no improvement.
     """
     improved = loop.best_epoch == 0 or _nan_to_inf(score) >= loop.best_score
@@ -711,14 +534,7 @@ def early_stopping(loop: LoopState, epoch: int, score: float, patience: int) -> 
 
 
 def run_epoch(state: TrainingState, setup: TrainSetup, state_path: Path | None = None) -> EpochEnd:
-    """Train and validate the next epoch, keep the best weights, and save the resume file (if a path is given).
-
-    Returns
-    -------
-    EpochEnd
-        The epoch, its history record (also appended to ``state.loop.history``)
-        and the early-stopping outcome.
-    """
+    """Train and validate the next epoch, keep the best weights, save the resume file (if a path is given)."""
     epoch = state.loop.epoch + 1
     t0 = time.perf_counter()
     record = train_epoch(state, setup, epoch)
@@ -765,11 +581,8 @@ def check_inputs(system: str, x_train, y_train, m_train, x_valid, y_valid, m_val
                  adversarial_step: AdversarialStep | None = None) -> TrainSetup:
     """Check the arguments of :func:`train_model` and bundle them (the validation split cut to the scored excerpts).
 
-    Raises
-    ------
-    MerError
-        On a missing adversarial step, invalid settings, arrays of the wrong
-        shape, missing mid-level targets, or too few excerpts for one batch.
+    Raises ``MerError`` on a missing adversarial step, invalid settings, wrong shapes, missing mid-level targets or
+    too few excerpts.
     """
     spec = system_spec(system)
     if spec.adversarial and adversarial_step is None:
@@ -799,42 +612,29 @@ def train_model(system: str, x_train, y_train, m_train, x_valid, y_valid, m_vali
     Parameters
     ----------
     system : str
-        ``"A2E"``, ``"A2B2E"``, ``"A2M2E"`` (or ``"aA2E"``, ``"aA2B2E"`` with an
-        ``adversarial_step``).
+        One of the five systems; aA2E and aA2B2E need ``adversarial_step``.
     x_train, x_valid : array or Tensor (N, 1, T, F)
-        Standardised inputs (the training split is moved to ``device`` once,
-        :func:`resident`; validation batches are moved as they are scored).
+        Standardised inputs (the training split is moved to ``device`` once, :func:`resident`).
     y_train, y_valid : array (N, 8)
         Emotion targets (divided by 10).
     m_train, m_valid : array (N, 7) or None
-        Mid-level targets; needed by A2M2E (training) and by every bottleneck
-        model (validation score); ignored by A2E.
-    config : TrainConfig
-        Width, epochs, patience, learning rate, batch size, loss weight, ...
-    seed : int
-        Training seed.
+        Mid-level targets: needed by A2M2E (training) and every bottleneck model (validation score).
     device : str or torch.device, optional
         Default: CUDA if available, else CPU.
     state_path : path-like, optional
-        Resume state file; written after every epoch, resumed from if present.
-        The caller deletes it once the results are safely stored.
-    progress : bool
-        Show a progress bar over epochs.
+        Resume file, written after every epoch and resumed from; the caller deletes it once the results are stored.
     hooks : sequence of callables
-        Called with an :class:`EpochEnd` after every epoch (after the state is
-        saved; an exception there leaves a resumable state).
+        Called with an :class:`EpochEnd` after every epoch, once the state is saved (an exception leaves it resumable).
     adversarial_step : AdversarialStep, optional
         Adversarial-training extension point (module docstring).
 
     Returns
     -------
     TrainResult
-        History columns: ``epoch``, ``train_loss`` (the optimised loss),
-        ``train_emotion_mse``, ``train_midlevel_mse`` (bottleneck vs mid-level,
-        monitored only for A2B2E), ``train_adversarial_mse``, ``valid_score``,
-        ``valid_emotion_r``, ``valid_midlevel_r``, ``valid_emotion_mse``,
-        ``valid_r_<emotion>``, ``best_score``, ``improved``,
-        ``patience_counter``, ``seconds``.
+        History columns: ``epoch``, ``train_loss`` (the optimised loss), ``train_emotion_mse``,
+        ``train_midlevel_mse`` (bottleneck vs mid-level; for A2B2E only monitored), ``train_adversarial_mse``,
+        ``valid_score``, ``valid_emotion_r``, ``valid_midlevel_r``, ``valid_emotion_mse``, ``valid_r_<emotion>``,
+        ``best_score``, ``improved``, ``patience_counter``, ``seconds``.
     """
     setup = check_inputs(system, x_train, y_train, m_train, x_valid, y_valid, m_valid, config, device,
                          adversarial_step)
