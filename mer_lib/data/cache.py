@@ -1,28 +1,12 @@
 """Preprocessing: spectrogram cache, global standardisation, fixed excerpts (protocol §3).
 
-Reference behaviour reproduced here:
+Quirks (protocol §3): the standardisation statistics cover every file, test split included, unless
+``stats_split="train"``; the excerpt offsets are the project's own draw (the reference's stream is unpublished).
 
-* every file's full log-filtered spectrogram is computed once
-  (:func:`mer_lib.data.frontend.spectrogram_from_file`) and cached as ``.npy``;
-* one global mean and one global standard deviation (population, over every
-  value of every frame of every file) standardise all spectrograms. The
-  reference uses all 360 files, test excerpts included; ``stats_split="train"``
-  computes them on the training split only;
-* one 10-s excerpt (313 frames) per file, at a random offset drawn once with
-  seed 42 (``numpy.random.default_rng(42).integers(0, frames - 313 + 1)`` in
-  ascending ``number`` order; the reference's exact random stream is not
-  published, so the offsets themselves are the project's); a file shorter than
-  the excerpt is padded by wrapping around.
-
-Every artifact is written atomically. ``manifest.json`` records, per file, the
-audio's SHA-256, the size and SHA-256 of the cached spectrogram, and the
-front-end configuration hash: a rerun skips files whose audio and configuration
-are unchanged and whose spectrogram still matches its record, and recomputes the
-others (a damaged spectrogram with a warning naming it). ``stats.json`` and
-``offsets.json`` carry the hash of their inputs (the spectrograms' content
-included) and are recomputed only when those change. A damaged ``manifest.json``,
-``stats.json`` or ``offsets.json`` is recomputed with a warning. Every read of a
-cached spectrogram through :class:`PreparedData` is checked against its record.
+Every artifact is written atomically and reused only while its inputs are unchanged: ``manifest.json`` records each
+file's audio SHA-256, spectrogram size and SHA-256 and the front-end hash; ``stats.json`` and ``offsets.json`` carry
+the hash of their inputs (spectrogram content included). Damaged files are recomputed with a warning, and every
+read through :class:`PreparedData` is checked against its record.
 """
 from __future__ import annotations
 
@@ -66,17 +50,9 @@ def make_frontend(features: FeatureConfig) -> LogFilteredSpectrogram:
 # Pure computations
 # --------------------------------------------------------------------------
 def excerpt_offsets(frames: dict[int, int], excerpt_frames: int, seed: int) -> dict[int, int]:
-    """Random start frame of the excerpt of every file, drawn once.
+    """Random start frame of every file's excerpt, drawn once (protocol §3).
 
-    Parameters
-    ----------
-    frames : dict
-        ``number -> number of frames`` of every file.
-    excerpt_frames : int
-        Excerpt length in frames.
-    seed : int
-        Seed of ``numpy.random.default_rng``; draws happen in ascending
-        ``number`` order, so the offsets do not depend on dict order.
+    ``frames`` maps ``number -> frames``; ``numpy.random.default_rng(seed)`` draws in ascending ``number`` order.
 
     Returns
     -------
@@ -119,24 +95,15 @@ def spectrogram_record(entry: dict) -> dict:
 
 
 def spectrogram_digest(manifest: dict) -> str:
-    """One SHA-256 over the recorded content hashes of every spectrogram of a cache manifest.
-
-    What depends on the spectrograms (standardisation statistics, trained
-    models) is keyed by it, so damaged spectrograms can never share a key with
-    clean ones.
-    """
+    """One SHA-256 over the recorded hashes of every spectrogram of a manifest; keys whatever depends on them."""
     return artifacts.config_hash({name: spectrogram_record(entry)["sha256"]
                                   for name, entry in sorted(manifest["files"].items())}, length=64)
 
 
 def read_spectrogram(path: str | os.PathLike, record: dict | None = None) -> np.ndarray:
-    """Read a cached spectrogram; with ``record`` (:func:`spectrogram_record`), check it first.
+    """Read a cached spectrogram, checked first against ``record`` (:func:`spectrogram_record`) if given.
 
-    Raises
-    ------
-    MerError
-        If the file is missing, unreadable, or differs from its record; the
-        message names the file.
+    A :class:`MerError` names the file if it is missing, unreadable, or differs from its record.
     """
     path = Path(path)
     if record is None:
@@ -190,18 +157,15 @@ class PreparedData:
     Attributes
     ----------
     table : pandas.DataFrame
-        One row per excerpt, indexed by ``number``: ``audio_path``, the targets
-        (divided by 10), ``split``, ``frames`` and ``offset``.
+        Indexed by ``number``: ``audio_path``, the targets (divided by 10), ``split``, ``frames`` and ``offset``.
     cache_dir : Path
-        Folder holding ``spectrograms/``, ``manifest.json``, ``stats.json``,
-        ``offsets.json``.
+        Holds ``spectrograms/``, ``manifest.json``, ``stats.json`` and ``offsets.json``.
     mean, std : float
         Global standardisation statistics.
     excerpt_frames : int
         Frames per excerpt.
     records : dict, optional
-        ``number -> {"size", "sha256"}`` of every cached spectrogram; when
-        given, every read is checked against it.
+        ``number -> {"size", "sha256"}`` of every cached spectrogram; when given, every read is checked.
     """
 
     table: pd.DataFrame
@@ -217,14 +181,9 @@ class PreparedData:
         return read_spectrogram(spectrogram_path(self.cache_dir, number), record)
 
     def excerpts(self, numbers=None, standardize: bool = True) -> np.ndarray:
-        """Model inputs ``(N, 1, excerpt_frames, bands)`` float32.
+        """Model inputs ``(N, 1, excerpt_frames, bands)`` float32 of ``numbers`` (default: every excerpt).
 
-        Parameters
-        ----------
-        numbers : sequence of int, optional
-            Excerpt IDs (default: every excerpt, in ``number`` order).
-        standardize : bool
-            Apply the global mean/std (the model's input) or not.
+        ``standardize`` applies the global mean and std, as the model expects.
         """
         numbers = self.table.index if numbers is None else numbers
         out = [cut_excerpt(self.spectrogram(n), int(self.table.at[n, "offset"]), self.excerpt_frames)
@@ -244,29 +203,11 @@ class PreparedData:
 
 def cache_spectrograms(table: pd.DataFrame, cache_dir: str | os.PathLike, features: FeatureConfig,
                        progress: bool = True) -> dict[int, int]:
-    """Compute (or reuse) the spectrogram of every file of ``table``.
+    """Compute (or reuse) the spectrogram of every file of ``table``; returns ``number -> frames``.
 
-    A cached spectrogram is reused only if its audio and the front end are
-    unchanged and the file still matches its size and SHA-256 in
-    ``manifest.json``; a damaged one is recomputed with a warning naming it,
-    and so is every spectrogram when ``manifest.json`` itself is damaged.
-    Temporary files of killed writes below ``cache_dir`` are removed first.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Indexed by ``number`` with an ``audio_path`` column.
-    cache_dir : path-like
-        Cache folder; spectrograms go to ``cache_dir/spectrograms/NNN.npy``.
-    features : FeatureConfig
-        Front-end parameters; a change invalidates every cached file.
-    progress : bool
-        Show a progress bar (:func:`mer_lib.progress.progress_bar`).
-
-    Returns
-    -------
-    dict
-        ``number -> frames`` of every file.
+    Spectrograms go to ``cache_dir/spectrograms/NNN.npy``. One is reused only while its audio, the front end
+    (``features``) and its recorded size and SHA-256 are unchanged; a damaged one (all, if ``manifest.json`` is
+    damaged) is recomputed with a warning. Temporary files of killed writes are removed first.
     """
     files = _update_cache(table, cache_dir, features, progress)["files"]
     return {int(n): files[f"{int(n):03d}"]["frames"] for n in table.index}
@@ -307,7 +248,7 @@ def _update_cache(table: pd.DataFrame, cache_dir: str | os.PathLike, features: F
 
 def _stats(cache_dir: Path, manifest: dict, records: dict[int, dict], numbers: list[int],
            stats_split: str) -> dict:
-    """``stats.json`` (mean, std of the spectrograms of ``numbers``): reused if its key matches, else recomputed."""
+    """``stats.json`` (mean, std of the spectrograms of ``numbers``), reused if its key matches."""
     # content, not location: the same audio, front end and spectrograms give the same key wherever the run lives
     content = artifacts.config_hash({"frontend": manifest["frontend_hash"],
                                      "audio": {k: v["audio_sha256"] for k, v in manifest["files"].items()},
@@ -324,7 +265,7 @@ def _stats(cache_dir: Path, manifest: dict, records: dict[int, dict], numbers: l
 
 
 def _offsets(cache_dir: Path, frames: dict[int, int], features: FeatureConfig) -> dict[str, int]:
-    """``offsets.json``: the excerpt offsets, reused if their key matches, else drawn again."""
+    """``offsets.json`` (the excerpt offsets), reused if its key matches."""
     offsets_key = artifacts.config_hash({"frames": frames, "excerpt_frames": features.excerpt_frames,
                                          "seed": features.offset_seed})
     offsets_path = cache_dir / "offsets.json"
@@ -339,7 +280,7 @@ def _offsets(cache_dir: Path, frames: dict[int, int], features: FeatureConfig) -
 
 def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: str | os.PathLike,
                   features: FeatureConfig, progress: bool = True) -> PreparedData:
-    """Spectrograms, standardisation statistics and excerpt offsets of a dataset.
+    """Spectrograms, standardisation statistics and excerpt offsets of a dataset, cached in ``cache_dir``.
 
     Parameters
     ----------
@@ -347,12 +288,8 @@ def prepare_cache(table: pd.DataFrame, split: dict[str, np.ndarray], cache_dir: 
         The loaded dataset (:func:`mer_lib.data.loader.load_soundtracks`).
     split : dict
         ``{"train"|"valid"|"test": excerpt numbers}`` (:func:`mer_lib.data.split.split_numbers`).
-    cache_dir : path-like
-        Where the cache lives (inside the run directory).
     features : FeatureConfig
-        Front-end and preprocessing parameters.
-    progress : bool
-        Show progress bars.
+        Front-end and preprocessing parameters (including ``stats_split`` and ``offset_seed``).
 
     Returns
     -------

@@ -23,26 +23,15 @@ def _names(items: list[str], limit: int = _MAX_NOTED) -> str:
 def dataset_notes(table: pd.DataFrame, excerpt_frames: int) -> pd.DataFrame:
     """What a reader of the prepared data should know that is not an error.
 
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        The prepared table (:attr:`mer_lib.data.cache.PreparedData.table`):
-        ``audio_path`` and ``frames`` columns, and the ``attrs`` set by
-        :func:`mer_lib.data.stage.prepare_data`.
-    excerpt_frames : int
-        Frames per excerpt (:attr:`mer_lib.data.cache.PreparedData.excerpt_frames`).
+    ``table`` is :attr:`mer_lib.data.cache.PreparedData.table` with the ``attrs`` of
+    :func:`mer_lib.data.stage.prepare_data`; ``excerpt_frames`` the frames per excerpt.
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``note``, ``count`` and ``files`` (file names; the name is the
-        excerpt number). Always the rows "audio files without ratings or
-        mid-level annotations (not loaded)" (``attrs["unrated_audio"]``) and
-        "files shorter than the excerpt (padded by wrapping around)" (with
-        their frames); a last row "not the 360 Set-1 excerpts ...: results
-        not comparable with the published runs" when
-        ``attrs["comparable_with_published"]`` is False, listing the missing
-        Set-1 numbers and any number outside Set 1.
+        Columns ``note``, ``count`` and ``files``: always the unrated audio files (not loaded) and the files shorter
+        than the excerpt (wrap-padded); when ``attrs["comparable_with_published"]`` is False, also the missing and
+        extra Set-1 numbers (results not comparable with the published runs).
     """
     unrated = [PurePath(p).name for p in table.attrs.get("unrated_audio", [])]
     short = table[table["frames"] < excerpt_frames]
@@ -61,18 +50,9 @@ def dataset_notes(table: pd.DataFrame, excerpt_frames: int) -> pd.DataFrame:
 
 
 def target_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean, SD, range and share of floor ratings of every target, on the rating scale.
+    """Summary of every target on its original 1-9 / 1-10 scale, indexed by ``target``.
 
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Prepared table with the 8 EMOTIONS and 7 MIDLEVEL columns (divided by 10).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per target: ``kind``, ``mean``, ``sd``, ``min``, ``max`` (on the
-        original 1-9 / 1-10 scales) and ``at_floor`` (share of ratings equal to 1.0).
+    Columns ``kind``, ``mean``, ``sd``, ``min``, ``max`` and ``at_floor`` (share of ratings equal to 1.0).
     """
     rows = []
     for kind, names in (("emotion", EMOTIONS), ("mid-level", MIDLEVEL)):

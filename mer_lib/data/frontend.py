@@ -1,28 +1,10 @@
-"""The front end: madmom's log-filtered spectrogram, in PyTorch (protocol §3).
+"""The front end: madmom 0.16.1's ``LogarithmicFilteredSpectrogram`` rebuilt in PyTorch (protocol §3).
 
-The reference feeds its CNN with madmom 0.16.1's
-``LogarithmicFilteredSpectrogram``. This module rebuilds that chain so that it
-is differentiable end to end, batched, and runs on CPU or GPU:
-
-1. :func:`read_audio_int16` reads a file as 16-bit integers at 22050 Hz, as
-   madmom's loader does.
-2. :func:`madmom_normalize` applies madmom's ``norm=True`` on int16 data
-   (division by ``max|x| / 32767`` followed by a *truncating* cast) and
-   ``np.trim_zeros``, and returns the float signal ``x16 / 32767``.
-3. :class:`LogFilteredSpectrogram` frames the signal with the non-integer hop
-   ``22050 / 31.3`` (frame ``i`` starts at sample ``int(i * hop)``, frames past
-   the end are zero-padded), applies the symmetric Hann window, takes the
-   magnitude of bins 0..1023 of a 2048-point FFT, applies the 149-band
-   logarithmic filterbank (:func:`log_filterbank`) and returns
-   ``log10(1 + x)``.
-
-``torch.stft`` cannot be used: it needs an integer hop. Frames are gathered
-with an index matrix instead, which keeps the whole chain differentiable with
-respect to the waveform (used by waveform attacks).
-
-The implementation is tested against madmom's own output in
-``reference/madmom`` (shipped with the repository): the filterbank is identical (the test
-allows 1e-7), the spectrograms agree within 5e-7 (the test allows 1e-5).
+:func:`read_audio_int16` and :func:`madmom_normalize` read a file as madmom does; :class:`LogFilteredSpectrogram`
+frames it with the non-integer hop ``22050 / 31.3``, windows, takes the FFT magnitude, applies
+:func:`log_filterbank` and returns ``log10(1 + x)``. Frames are gathered with an index matrix because
+``torch.stft`` needs an integer hop; this keeps the chain differentiable with respect to the waveform (waveform
+attacks) and batched on CPU or GPU. Tested against madmom's own output in ``reference/madmom``.
 """
 from __future__ import annotations
 
@@ -43,22 +25,13 @@ from mer_lib.errors import MerError
 # Filterbank (numpy, float32, exactly madmom's construction)
 # --------------------------------------------------------------------------
 def fft_bin_frequencies(frame_size: int = FRAME_SIZE, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Centre frequencies (Hz) of the ``frame_size // 2`` kept FFT bins.
-
-    Bin ``k`` is at ``k * sample_rate / frame_size``; the Nyquist bin is not
-    included (madmom's ``include_nyquist=False``).
-    """
+    """Centre frequencies (Hz) ``k * sample_rate / frame_size`` of the ``frame_size // 2`` kept bins (no Nyquist)."""
     return np.arange(frame_size // 2, dtype=np.float64) * sample_rate / frame_size
 
 
 def log_frequencies(bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN, fmax: float = FMAX,
                     fref: float = FREF) -> np.ndarray:
-    """Nominal band frequencies ``fref * 2**(k / bands_per_octave)`` within ``[fmin, fmax]``.
-
-    ``k`` runs from ``floor(bpo * log2(fmin / fref))`` up to, but excluding,
-    ``ceil(bpo * log2(fmax / fref))``; values outside ``[fmin, fmax]`` are
-    dropped. For the reference parameters this gives 232 frequencies.
-    """
+    """Nominal band frequencies ``fref * 2**(k / bands_per_octave)`` within ``[fmin, fmax]`` (232 for the reference)."""
     lo = math.floor(math.log2(fmin / fref) * bands_per_octave)
     hi = math.ceil(math.log2(fmax / fref) * bands_per_octave)
     freqs = fref * 2.0 ** (np.arange(lo, hi, dtype=np.float64) / bands_per_octave)
@@ -66,10 +39,7 @@ def log_frequencies(bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN
 
 
 def frequencies_to_bins(frequencies: np.ndarray, bin_frequencies: np.ndarray) -> np.ndarray:
-    """Index of the nearest FFT bin for every frequency (an exact tie goes up).
-
-    Frequencies above the last bin map to the last bin.
-    """
+    """Index of the nearest FFT bin of every frequency (an exact tie goes up; above the last bin: the last bin)."""
     upper = np.clip(np.searchsorted(bin_frequencies, frequencies), 1, len(bin_frequencies) - 1)
     dist_lower = frequencies - bin_frequencies[upper - 1]
     dist_upper = bin_frequencies[upper] - frequencies
@@ -77,18 +47,7 @@ def frequencies_to_bins(frequencies: np.ndarray, bin_frequencies: np.ndarray) ->
 
 
 def triangular_filterbank(bins: np.ndarray, num_fft_bins: int) -> np.ndarray:
-    """Area-normalised triangular filters on consecutive distinct bins.
-
-    Every run of three consecutive entries ``(start, peak, stop)`` of the
-    sorted unique ``bins`` makes one band: weights rise linearly from 0 at
-    ``start`` to 1 at ``peak`` and fall back towards 0 at ``stop`` (both ends
-    excluded from the support), are cast to float32 and divided by their sum.
-
-    Returns
-    -------
-    np.ndarray
-        ``(num_fft_bins, len(bins) - 2)`` float32 matrix (FFT bins x bands).
-    """
+    """Area-normalised float32 triangular filters on consecutive distinct ``bins``: ``(num_fft_bins, bands)``."""
     bins = np.unique(bins)
     if len(bins) < 3:
         raise MerError(f"a filterbank needs at least 3 distinct FFT bins, got {len(bins)}")
@@ -104,14 +63,7 @@ def triangular_filterbank(bins: np.ndarray, num_fft_bins: int) -> np.ndarray:
 def log_filterbank(sample_rate: int = SAMPLE_RATE, frame_size: int = FRAME_SIZE,
                    bands_per_octave: int = BANDS_PER_OCTAVE, fmin: float = FMIN, fmax: float = FMAX,
                    fref: float = FREF) -> np.ndarray:
-    """madmom's ``LogarithmicFilterbank`` (unique, area-normalised filters).
-
-    Returns
-    -------
-    np.ndarray
-        ``(frame_size // 2, bands)`` float32 matrix; 1024 x 149 for the
-        reference parameters, so that ``spec = magnitude @ filterbank``.
-    """
+    """madmom's ``LogarithmicFilterbank``: ``(frame_size // 2, bands)`` float32, 1024 x 149 for the reference."""
     bin_freqs = fft_bin_frequencies(frame_size, sample_rate)
     bins = frequencies_to_bins(log_frequencies(bands_per_octave, fmin, fmax, fref), bin_freqs)
     return triangular_filterbank(bins, len(bin_freqs))
@@ -134,23 +86,16 @@ def frame_starts(num_samples: int, hop: float) -> np.ndarray:
 # Audio in, madmom's way
 # --------------------------------------------------------------------------
 def read_audio_int16(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read an audio file as mono int16 at ``sample_rate``, as madmom does.
+    """Read an audio file as mono int16 at ``sample_rate``, as madmom does (channels averaged, then truncated).
 
-    A file already at ``sample_rate`` is decoded straight to int16 by
-    soundfile (bit-exact for 16-bit WAV/FLAC). Multi-channel audio is averaged
-    and truncated back to int16 (madmom's ``num_channels=1``). A file at
-    another rate is decoded to float, resampled with librosa (soxr) and
-    rounded to int16; madmom would call ffmpeg here, so that path, and MP3
-    decoding in general, agrees with the reference only up to the decoders'
-    differences.
+    Quirk (protocol §3): a file at another rate is resampled with librosa (soxr), not ffmpeg, so it matches madmom
+    (like MP3) only up to decoder differences; 16-bit WAV/FLAC at ``sample_rate`` are bit-exact.
 
     Raises
     ------
     MerError
-        If the file is missing or cannot be decoded, or (on the resampling
-        path, which decodes to float) holds non-finite samples. A float file
-        read straight to int16 cannot show NaN here: the loader's audio checks
-        (:func:`mer_lib.data.loader.load_soundtracks`) refuse such files.
+        If the file is missing or undecodable, or holds non-finite samples when resampled (files read straight to
+        int16 cannot show them; the loader's audio checks refuse such files).
     """
     path = Path(path)
     if not path.is_file():
@@ -174,24 +119,12 @@ def read_audio_int16(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) ->
 
 
 def madmom_normalize(x16: np.ndarray, trim: bool = True) -> np.ndarray:
-    """madmom's ``norm=True`` on int16 data, then ``trim_zeros``, as float32.
-
-    The signal is divided by ``max|x| / 32767`` and truncated toward zero back
-    to integers; exact zeros at both ends are removed; the result is returned
-    as ``x / 32767`` in float32 (madmom divides its window by 32767 for int16
-    data, which is the same thing).
-
-    Parameters
-    ----------
-    x16 : np.ndarray
-        Mono int16 signal.
-    trim : bool
-        Remove leading/trailing exact zeros (madmom's ``np.trim_zeros``).
+    """madmom's ``norm=True`` on int16 data (truncating), then ``trim_zeros`` if ``trim``, as float32 ``x / 32767``.
 
     Raises
     ------
     MerError
-        If the signal is empty or all zeros.
+        If ``x16`` is not int16, or is empty or all zeros.
     """
     x = np.asarray(x16)
     if x.dtype != np.int16:
@@ -216,22 +149,15 @@ def log_filtered_spectrogram(signal: torch.Tensor, window: torch.Tensor, filterb
     Parameters
     ----------
     signal : torch.Tensor
-        ``(..., L)`` float signal(s), already madmom-normalised and trimmed
-        (see :func:`madmom_normalize`), or raw if ``peak_normalize``.
-    window : torch.Tensor
-        ``(frame_size,)`` analysis window (symmetric Hann for the reference).
-    filterbank : torch.Tensor
-        ``(frame_size // 2, bands)`` filterbank matrix.
+        ``(..., L)`` float signal(s), madmom-normalised (:func:`madmom_normalize`) unless ``peak_normalize``.
+    window, filterbank : torch.Tensor
+        ``(frame_size,)`` window (symmetric Hann) and ``(frame_size // 2, bands)`` filterbank.
     hop : float
         Hop size in samples (``22050 / 31.3`` for the reference).
     peak_normalize : bool
-        Divide every signal by its maximum absolute value first
-        (differentiable; madmom's float normalisation, without the int16 cast).
+        Divide every signal by its peak first (differentiable; no int16 cast).
     fft_dtype : torch.dtype, optional
-        Precision of the windowing and FFT (madmom uses float64 there and
-        float32 afterwards). ``None`` keeps the input's dtype. With float32
-        throughout, the result differs from madmom's by up to ~6e-6; with a
-        float64 FFT by ~4e-7.
+        Precision of windowing and FFT (madmom: float64); ``None`` keeps the input's dtype.
 
     Returns
     -------
@@ -256,30 +182,20 @@ def log_filtered_spectrogram(signal: torch.Tensor, window: torch.Tensor, filterb
 
 
 class LogFilteredSpectrogram(nn.Module):
-    """madmom's ``LogarithmicFilteredSpectrogram`` as a PyTorch module.
-
-    Holds the window and the filterbank as buffers (moved with ``.to(device)``).
+    """madmom's ``LogarithmicFilteredSpectrogram`` as a module; window and filterbank are (non-persistent) buffers.
 
     Parameters
     ----------
-    sample_rate : int
-        Sampling rate of the input signal.
-    fps : float
-        Frames per second; the hop is ``sample_rate / fps`` (not an integer).
-    frame_size : int
-        Frame and FFT length.
-    bands_per_octave, fmin, fmax, fref
-        Filterbank parameters (see :func:`log_filterbank`).
+    sample_rate, fps, frame_size, bands_per_octave, fmin, fmax, fref
+        Front-end parameters; the hop ``sample_rate / fps`` is not an integer.
     peak_normalize : bool
         Divide each input signal by its peak first (differentiable).
     fft_dtype : torch.dtype, optional
-        Precision of windowing and FFT; ``torch.float64`` (the default) follows
-        madmom, ``None`` computes in the input's dtype (faster, e.g. on a GPU).
+        Precision of windowing and FFT: ``torch.float64`` (default) follows madmom, ``None`` uses the input's dtype.
 
     Examples
     --------
-    >>> frontend = LogFilteredSpectrogram()
-    >>> spec = frontend(torch.randn(2, 22050))     # (2, 32, 149)
+    >>> spec = LogFilteredSpectrogram()(torch.randn(2, 22050))     # (2, 32, 149)
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, fps: float = FPS, frame_size: int = FRAME_SIZE,
@@ -308,17 +224,9 @@ class LogFilteredSpectrogram(nn.Module):
 
 
 def spectrogram_from_file(path: str | os.PathLike, frontend: LogFilteredSpectrogram | None = None) -> np.ndarray:
-    """The reference's spectrogram of one audio file, ``(frames, 149)`` float32.
+    """The reference's spectrogram of one audio file, ``(frames, 149)`` float32, computed without a graph.
 
-    Reads the file as int16 (:func:`read_audio_int16`), applies madmom's
-    normalisation and zero trimming (:func:`madmom_normalize`) and the
-    front end, without building a graph.
-
-    Raises
-    ------
-    MerError
-        Naming the file, if it is missing, cannot be decoded, or is empty or
-        silent once read as 16-bit integers.
+    A :class:`MerError` names the file if it is missing, undecodable, or empty or silent at 16-bit resolution.
     """
     frontend = frontend or LogFilteredSpectrogram()
     try:

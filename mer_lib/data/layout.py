@@ -1,17 +1,7 @@
-"""File names of the Soundtracks / mid-level datasets, shared by the loader and the generator (protocol §2.1).
+"""File names of the datasets (protocol §2.1) and of the synthetic ground truth, shared by loader and generator.
 
-::
-
-    data_dir/Set1/001.wav ...                      audio (mp3, wav or flac)
-    data_dir/mean_ratings_set1.csv                 emotion ratings 1-9
-    data_dir/metadata_annotations/metadata.csv     ';' separated, song id -> Set-1 number
-    data_dir/metadata_annotations/annotations.csv  mid-level ratings 1-10, by song id
-    data_dir/synthetic/controls.csv                synthetic data only: ground-truth controls
-    data_dir/synthetic/generator.json              synthetic data only: the generator's marker
-
-Names relative to ``data_dir`` are ``/``-separated strings (the keys of the
-synthetic dataset's checksum manifest); the ``*_path`` functions join them to
-a dataset folder.
+Names relative to ``data_dir`` are ``/``-separated strings (the keys of the synthetic dataset's checksum
+manifest); the functions taking ``data_dir`` return paths inside it.
 """
 from __future__ import annotations
 

@@ -1,21 +1,7 @@
-"""Loaders for the real datasets of the study: Soundtracks Set 1 and its mid-level features.
+"""Loaders for the real datasets: Soundtracks Set 1 and its mid-level features (protocol §2.1).
 
-Two public datasets are combined (protocol §2.1):
-
-* **Soundtracks** (T. Eerola & J. K. Vuoskoski, "A comparison of the discrete
-  and dimensional models of emotion in music", *Psychology of Music* 39(1),
-  2011), distributed by the University of Jyväskylä as the "Soundtracks"
-  dataset. The study uses **Set 1**: 360 film-music excerpts and their mean
-  ratings of 8 emotions (valence, energy, tension, anger, fear, happy, sad,
-  tender) on a 1-9 scale.
-* **Mid-level perceptual features** (A. Aljanaki & M. Soleymani, "A data-driven
-  approach to mid-level perceptual musical feature modeling", ISMIR 2018),
-  https://osf.io/5aupt/. Of its ~5000 excerpts, the rows whose ``Source`` is
-  ``soundtracks`` are the 360 Soundtracks Set-1 excerpts, annotated with 7
-  features on a 1-10 scale.
-
-Neither dataset is redistributed with ``mer_lib``; download both and arrange
-them as follows (``data_dir`` is the folder passed to :func:`load_soundtracks`)::
+Neither dataset ships with ``mer_lib``. Layout (``data_dir`` of :func:`load_soundtracks`, whose ``ratings_csv=``,
+``annotations_dir=`` and ``audio_dir=`` override each part)::
 
     data_dir/
         Set1/001.mp3 ... Set1/360.mp3       audio (.mp3, .wav or .flac)
@@ -24,59 +10,14 @@ them as follows (``data_dir`` is the folder passed to :func:`load_soundtracks`):
             metadata.csv                    mid-level metadata (semicolon separated)
             annotations.csv                 mid-level annotations (comma separated)
 
-If your copies are laid out differently, point :func:`load_soundtracks` at
-each part with its ``ratings_csv=``, ``annotations_dir=`` and ``audio_dir=``
-keywords. The synthetic dataset of :mod:`mer_lib.data.synth` is written in exactly
-this layout and read through the same functions.
+Format variants are accepted (byte-order mark, ``001`` or ``1``, column names in any case or spacing, empty
+unnamed columns, blank lines); an unexpected ratings column is an error, other files' extra columns are ignored.
 
-File formats accepted
----------------------
-``mean_ratings_set1.csv``
-    Comma separated, optionally starting with a UTF-8 byte-order mark. Header
-    ``number,valence,energy,tension,anger,fear,happy,sad,tender,TARGET``;
-    ``number`` is the Set-1 number (``001`` and ``1`` are both accepted),
-    ratings lie in [1, 9], ``TARGET`` (the intended emotion category) is
-    optional and ignored. Column names are matched after stripping spaces,
-    ignoring case, and treating ``_`` and spaces alike (so ``Number`` and
-    ``TARGET`` are fine). Columns with an empty header (or a pandas-style
-    ``Unnamed: N`` header) whose cells are all empty are ignored; any other
-    extra column is an error.
-``metadata_annotations/metadata.csv``
-    Semicolon separated, with at least the columns ``song id``, ``Source`` and
-    ``ID at file source``; other columns are ignored. Rows whose ``Source`` is
-    ``soundtracks`` (any case, surrounding spaces ignored) are kept;
-    ``ID at file source`` is their Set-1 number.
-``metadata_annotations/annotations.csv``
-    Comma separated: ``song_id`` then melodiousness, articulation,
-    rhythm_complexity, rhythm_stability, dissonance, tonal_stability and
-    minorness (names matched as above, order free; other columns ignored),
-    values in [1, 10]. It is joined to ``metadata.csv`` by song id, never by
-    row order.
-
-Every problem (missing file or column, duplicated or unmatched ID,
-non-numeric, empty or out-of-range value, missing or unreadable audio) raises
-:class:`~mer_lib.errors.MerError` naming the file and what was expected; no
-row is ever dropped silently. Lines that are entirely empty are not data rows
-and are skipped. Audio files in ``Set1`` without a rating are not an error:
-they are listed in ``df.attrs["unrated_audio"]`` (and shown by
-:func:`mer_lib.data.describe.dataset_notes`).
-
-Audio checks
-------------
-Every rated audio file is decoded once at load time (``check_audio=True``, the
-default) and refused, with all problems of all files in one error, if it
-
-* cannot be opened or decoded, or holds no frames;
-* holds fewer frames than its header promises (e.g. a WAV whose ``data``
-  chunk is cut short by an interrupted copy; for MP3, whose header length is
-  an estimate, a shortfall of more than 1 % counts);
-* holds non-finite samples (NaN or infinity in a float WAV);
-* is silent (every sample zero; integer files are read at 16-bit resolution,
-  as the front end reads them);
-* is shorter than :data:`MIN_AUDIO_SECONDS` (1 s).
-
-A file shorter than the 10-s excerpt but at least 1 s long is valid: its
-excerpt is padded by wrapping around, and the data summary lists it.
+Every problem raises :class:`~mer_lib.errors.MerError` naming the file and what was expected; no row is dropped
+silently; audio files without a rating are only listed in ``df.attrs["unrated_audio"]``. The audio checks
+(``check_audio=True``) refuse, all in one error, files that are unreadable or empty, hold fewer frames than their
+header promises (MP3: over 1 % fewer), hold NaN or infinity, are silent (integer files: at 16-bit resolution) or
+last less than :data:`MIN_AUDIO_SECONDS`. A file shorter than the 10-s excerpt is valid (protocol §3).
 """
 from __future__ import annotations
 
@@ -209,11 +150,7 @@ def _columns(
     extra: str = "ignore",
     delimiter: str = ",",
 ) -> dict[str, int]:
-    """Map canonical column names to their index in ``table``, validating the header.
-
-    ``extra="reject"`` refuses named columns other than ``required`` and
-    ``optional``; unnamed columns must be empty in both modes.
-    """
+    """Canonical column name -> index in ``table``; ``extra="reject"`` refuses unknown names; unnamed must be empty."""
     path = table.path
     found = [h.strip() for h in table.header]
     norm = [_norm(h) for h in table.header]
@@ -316,26 +253,19 @@ def _abspath(path: Path) -> Path:
 
 # --------------------------------------------------------------------------- ratings
 def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the Soundtracks Set-1 mean ratings (``mean_ratings_set1.csv``).
-
-    Parameters
-    ----------
-    path : path-like
-        The comma-separated ratings file (format in the module docstring).
+    """Read the Soundtracks Set-1 mean ratings from ``path`` (``mean_ratings_set1.csv``, comma separated).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by the int Set-1 ``number`` (sorted ascending), one float64
-        column per emotion of :data:`~mer_lib.config.EMOTIONS`, holding the
-        raw 1-9 ratings. ``attrs["source"]`` is the file path.
+        Raw 1-9 ratings, one float64 column per emotion of :data:`~mer_lib.config.EMOTIONS`, indexed by the int
+        Set-1 ``number`` (ascending). ``attrs["source"]`` is the file path.
 
     Raises
     ------
     MerError
-        If the file is missing or empty, a column is missing or unexpected, a
-        number is not an integer or is duplicated, or a rating is empty,
-        non-numeric or outside [1, 9].
+        On a missing or empty file, a missing or unexpected column, a non-integer or duplicated number, or a rating
+        that is empty, non-numeric or outside [1, 9].
     """
     table = _read_table(path, ",", "Soundtracks ratings")
     cols = _columns(table, ("number", *EMOTIONS), ("TARGET",), extra="reject")
@@ -422,28 +352,19 @@ def _read_midlevel_files(metadata_csv: str | os.PathLike,
 
 
 def read_midlevel(annotations_dir: str | os.PathLike) -> pd.DataFrame:
-    """Read the mid-level features of the Soundtracks excerpts.
-
-    Parameters
-    ----------
-    annotations_dir : path-like
-        The ``metadata_annotations`` folder holding ``metadata.csv``
-        (semicolon separated) and ``annotations.csv`` (comma separated).
+    """Read the mid-level features of the Soundtracks excerpts from the ``metadata_annotations`` folder.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by the int Soundtracks Set-1 ``number`` (sorted ascending),
-        one float64 column per feature of :data:`~mer_lib.config.MIDLEVEL`,
-        holding the raw 1-10 values. ``attrs`` records the two file paths.
+        Raw 1-10 values, one float64 column per feature of :data:`~mer_lib.config.MIDLEVEL`, indexed by the int
+        Set-1 ``number`` (ascending). ``attrs`` records the two file paths.
 
     Raises
     ------
     MerError
-        If a file or column is missing, no metadata row has Source
-        ``soundtracks``, an ID is not an integer or is duplicated, a
-        soundtracks song id has no annotation row, or a value is empty,
-        non-numeric or outside [1, 10].
+        On a missing file or column, no ``soundtracks`` row, a non-integer or duplicated ID, a soundtracks song
+        without annotations, or a value that is empty, non-numeric or outside [1, 10].
     """
     folder = Path(annotations_dir)
     if not folder.is_dir():
@@ -477,11 +398,7 @@ def _as_number(number: object) -> int:
 
 
 def _wav_header_frames(path: Path) -> int | None:
-    """Frames the ``data`` chunk of a RIFF/WAVE file declares, or ``None`` (not such a WAV, or size unknown).
-
-    libsndfile silently shortens a WAV whose ``data`` chunk runs past the end of
-    the file, so the header is read here to see what the file promised.
-    """
+    """Frames a RIFF/WAVE ``data`` chunk declares, or ``None`` (libsndfile silently shortens a cut-off WAV)."""
     with open(path, "rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -620,40 +537,25 @@ def load_soundtracks(
     Parameters
     ----------
     data_dir : path-like or None
-        Root of the layout described in the module docstring. May be ``None``
-        only if all three of ``ratings_csv``, ``annotations_dir`` and
-        ``audio_dir`` are given.
-    ratings_csv : path-like, optional
-        Overrides ``data_dir/mean_ratings_set1.csv``.
-    annotations_dir : path-like, optional
-        Overrides ``data_dir/metadata_annotations``.
-    audio_dir : path-like, optional
-        Overrides ``data_dir/Set1``.
+        Root of the layout in the module docstring; ``None`` only if the three overrides are given.
+    ratings_csv, annotations_dir, audio_dir : path-like, optional
+        Override ``data_dir/mean_ratings_set1.csv``, ``data_dir/metadata_annotations`` and ``data_dir/Set1``.
     check_audio : bool, default True
-        Decode every audio file once and fail on files that are unreadable,
-        cut short, hold non-finite samples, are silent or are shorter than
-        :data:`MIN_AUDIO_SECONDS` (see "Audio checks" in the module docstring).
-        With ``False`` only their existence is checked.
+        Run the audio checks of the module docstring; ``False`` only checks that the files exist.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by the int Set-1 ``number`` (sorted ascending). Columns:
-        ``audio_path`` (absolute path, str), the 8 emotions of
-        :data:`~mer_lib.config.EMOTIONS` and the 7 features of
-        :data:`~mer_lib.config.MIDLEVEL`, all divided by
-        :data:`~mer_lib.config.TARGET_SCALE` (float64). ``attrs`` holds the
-        provenance: ``ratings_csv``, ``metadata_csv``, ``annotations_csv``,
-        ``audio_dir``, ``target_scale`` and ``unrated_audio`` (audio files in
-        the audio folder that have no rating; they are not loaded).
+        Indexed by the int Set-1 ``number`` (ascending): ``audio_path`` (absolute, str), then the 8
+        :data:`~mer_lib.config.EMOTIONS` and 7 :data:`~mer_lib.config.MIDLEVEL` columns divided by
+        :data:`~mer_lib.config.TARGET_SCALE` (float64). ``attrs``: ``ratings_csv``, ``metadata_csv``,
+        ``annotations_csv``, ``audio_dir``, ``target_scale`` and ``unrated_audio`` (audio files not loaded).
 
     Raises
     ------
     MerError
-        On any problem listed in the module docstring, e.g. an ID present in
-        the ratings but not in the mid-level annotations (or the reverse), a
-        missing or duplicated audio file, or an audio file failing the audio
-        checks (every such file and problem in one error).
+        On any problem of the module docstring, e.g. IDs in only one of ratings and annotations, a missing or
+        doubled audio file, or audio failing the checks.
     """
     ratings_file, midlevel_dir, set1_dir = _dataset_paths(data_dir, ratings_csv, annotations_dir, audio_dir)
     ratings = read_ratings(ratings_file)

@@ -1,10 +1,7 @@
 """The train/validation/test split (protocol §4).
 
-The reference calls ``torch.utils.data.random_split(dataset, [288, 36, 36],
-generator=torch.Generator().manual_seed(42))`` over the 360 excerpts in
-``number`` order, once, for every training seed. :func:`split_indices`
-reproduces exactly that permutation; for other dataset sizes (the scaled-down
-synthetic profiles) the same 80/10/10 rule gives the lengths.
+:func:`split_indices` reproduces the reference's ``random_split`` permutation exactly; other dataset sizes (the
+scaled-down synthetic profiles) follow the same 80/10/10 rule.
 """
 from __future__ import annotations
 
@@ -19,10 +16,7 @@ SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 
 def split_lengths(n_items: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[int]:
-    """Sizes of the three splits: validation and test get ``round(f * n)``, train the rest.
-
-    For 360 items this gives the reference's ``[288, 36, 36]``.
-    """
+    """Split sizes: validation and test get ``round(f * n)``, train the rest (``[288, 36, 36]`` for 360)."""
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
         raise MerError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     n_valid = int(round(fractions[1] * n_items))
@@ -35,22 +29,14 @@ def split_lengths(n_items: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) ->
 
 def split_indices(n_items: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   seed: int = 42) -> dict[str, np.ndarray]:
-    """Positions (0-based, in ``number`` order) of the items of every split.
+    """Positions (0-based, in ``number`` order) of the items of every split of ``n_items`` excerpts.
 
-    Parameters
-    ----------
-    n_items : int
-        Number of excerpts (360 for Soundtracks Set 1).
-    fractions : sequence of float
-        Train, validation and test fractions.
-    seed : int
-        Seed of the ``torch.Generator`` passed to ``random_split``.
+    ``random_split`` with ``torch.Generator().manual_seed(seed)``, as in the reference (protocol §4).
 
     Returns
     -------
     dict
-        ``{"train": ..., "valid": ..., "test": ...}`` int64 arrays, each in
-        the order ``random_split`` yields them.
+        ``{"train": ..., "valid": ..., "test": ...}`` int64 arrays, in the order ``random_split`` yields them.
     """
     lengths = split_lengths(n_items, fractions)
     parts = torch.utils.data.random_split(range(n_items), lengths,
@@ -60,14 +46,7 @@ def split_indices(n_items: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
 
 def split_numbers(numbers: Sequence[int], fractions: Sequence[float] = (0.8, 0.1, 0.1),
                   seed: int = 42) -> dict[str, np.ndarray]:
-    """Excerpt IDs of every split, for IDs given in ascending ``number`` order.
-
-    Raises
-    ------
-    MerError
-        If ``numbers`` is not strictly increasing (the split is defined on the
-        ``number`` order) .
-    """
+    """Excerpt IDs of every split of ``numbers``, which must increase strictly (else :class:`MerError`)."""
     numbers = np.asarray(numbers, dtype=np.int64)
     if np.any(np.diff(numbers) <= 0):
         raise MerError("split_numbers needs the excerpt numbers sorted ascending without duplicates")

@@ -1,20 +1,8 @@
 """Data preparation stage: dataset -> validated table -> split -> spectrogram cache.
 
-:func:`prepare_data` is what every notebook calls first. It is resumable: on a
-rerun it reuses the generated synthetic dataset, the cached spectrograms and
-statistics, and only recomputes what a configuration change invalidates.
-
-Run directory layout (``run_dir``)::
-
-    data/soundtracks_synthetic/   the generated dataset (synthetic source only)
-    data/cache/                   spectrograms/*.npy, manifest.json, stats.json, offsets.json
-    data/dataset.csv              the prepared table (targets, split, offsets)
-
-The paper's split (protocol §4) is a seeded random split of all 360 Set-1
-excerpts: remove one and every test ID changes. A profile on real data with the
-paper's split therefore refuses any other set of excerpts unless asked
-(``allow_subset=True``); the prepared table then says so in
-``attrs["comparable_with_published"]``.
+:func:`prepare_data` is what every notebook calls first. It is resumable: a rerun reuses the synthetic dataset,
+the cached spectrograms and statistics, and recomputes only what a configuration change invalidates. It writes
+``run_dir/data/``: ``soundtracks_synthetic/`` (synthetic source only), ``cache/`` and ``dataset.csv``.
 """
 from __future__ import annotations
 
@@ -41,30 +29,19 @@ def published_comparability(profile: Profile, numbers: list[int], source_dir: st
                             allow_subset: bool = False) -> bool | None:
     """Whether a run can be compared with the published runs; an error if it silently could not.
 
-    Parameters
-    ----------
-    profile : Profile
-        The run profile. Only real data split as in the paper (the ``paper``
-        profile's split fractions and seed) is concerned.
-    numbers : list of int
-        The Set-1 numbers of the loaded excerpts.
-    source_dir : path-like
-        The dataset folder (for the message).
-    allow_subset : bool
-        Accept another set of excerpts than :data:`SET1_NUMBERS`.
+    The paper's split (protocol §4) is a seeded random split of all 360 Set-1 excerpts: remove one and every test ID
+    changes. Only real data split as in the ``paper`` profile is concerned.
 
     Returns
     -------
     bool or None
-        ``None`` when the question does not arise (synthetic data or another
-        split), ``True`` for exactly the 360 Set-1 excerpts, ``False`` for
-        another set accepted through ``allow_subset``.
+        ``None`` if the question does not arise, ``True`` for exactly :data:`SET1_NUMBERS`, ``False`` for another
+        set of ``numbers`` accepted through ``allow_subset``.
 
     Raises
     ------
     MerError
-        For another set of excerpts without ``allow_subset``: how many were
-        found, which are missing or unexpected, and the option that accepts them.
+        For another set without ``allow_subset``, naming the missing or unexpected numbers and the option.
     """
     if profile.data.source != "real" or profile.split != PROFILES["paper"].split:
         return None
@@ -98,36 +75,27 @@ def dataset_dir(profile: Profile, run_dir: str | os.PathLike, data_dir: str | os
 def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
                  data_dir: str | os.PathLike | None = None, progress: bool = True,
                  allow_subset: bool = False) -> PreparedData:
-    """Generate (synthetic source) or locate the dataset, validate it, split it, cache spectrograms.
+    """Generate (synthetic source) or locate the dataset of ``profile``, validate it, split it, cache spectrograms.
 
     Parameters
     ----------
-    profile : str or Profile
-        Run profile (``"smoke"``, ``"quick"``, ``"paper"``).
     run_dir : path-like
         The run directory; everything is written below ``run_dir/data``.
     data_dir : path-like, optional
-        A dataset in the Soundtracks + Mid-level layout (real or synthetic).
-        If omitted and the profile's source is synthetic, the embedded
-        dataset is generated into ``run_dir/data/soundtracks_synthetic``.
-    progress : bool
-        Show progress bars.
+        A dataset in the loader's layout; required by a real-data profile, else generated if omitted.
     allow_subset : bool
-        Real data with the paper's split only: accept another set of excerpts
-        than the 360 of Set 1 (see :func:`published_comparability`).
+        Real data with the paper's split only: accept excerpts other than Set 1's 360 (:func:`published_comparability`).
 
     Returns
     -------
     PreparedData
-        Its ``table.attrs`` carry the loader's provenance (``unrated_audio``:
-        audio files without ratings, not loaded) and
-        ``comparable_with_published`` (see :func:`published_comparability`).
+        ``table.attrs`` holds the loader's provenance and ``comparable_with_published``.
 
     Raises
     ------
     MerError
-        On any problem of the dataset (:func:`mer_lib.data.loader.load_soundtracks`),
-        or for a subset of Set 1 under the paper's split without ``allow_subset``.
+        On a dataset problem, real data without ``data_dir``, or a Set-1 subset under the paper's split without
+        ``allow_subset``.
     """
     profile = get_profile(profile)
     run_dir = Path(run_dir).resolve()

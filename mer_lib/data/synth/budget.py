@@ -1,19 +1,7 @@
 """How learnable the synthetic emotions are: the generator's variance budget and linear ceilings.
 
-Two questions decide whether the synthetic benchmark compares the systems the
-way the real data does:
-
-1. *How much of each emotion can the mid-level features carry?* On the real
-   Soundtracks data a linear map from the 7 mid-level annotations explains a
-   large share of every emotion rating (Chowdhury et al., ISMIR 2019; one
-   annotation alone reaches r = 0.62-0.88, :data:`REAL_CORRELATIONS`).
-   :func:`variance_budget` splits each emotion's latent variance, exactly,
-   into what the 7 mid-level controls explain, what the nuisance controls
-   (:data:`NUISANCE`, which only a black box can use) add, and noise.
-2. *What could a perfect model reach?* :func:`linear_ceiling` measures, on a
-   dataset, the cross-validated r of a linear map to the emotion ratings (with
-   their clipping to 1-9) from the 7 annotations (a perfect A2M2E
-   bottleneck), from the 7 true mid-level controls and from all 10 controls.
+:func:`variance_budget` splits each emotion's latent variance exactly into mid-level, :data:`NUISANCE` (usable only
+by a black box) and noise; :func:`linear_ceiling` measures the cross-validated r a perfect model reaches.
 """
 from __future__ import annotations
 
@@ -45,14 +33,10 @@ def variance_budget() -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Indexed by emotion: ``midlevel`` (explained by the best linear map of
-        the 7 mid-level controls), ``nuisance`` (added by :data:`NUISANCE`),
-        ``noise`` (the rest; the three sum to 1), ``r_midlevel`` =
-        ``sqrt(midlevel)`` (the r a perfect mid-level model reaches on the
-        unclipped latent) and ``real_single_feature_r2``: the largest squared
-        real correlation of one annotation with that emotion
-        (:data:`REAL_CORRELATIONS`), a lower bound of the real data's
-        mid-level share (NaN where none is quoted).
+        Indexed by emotion: ``midlevel`` (best linear map of the 7 mid-level controls), ``nuisance`` (added by
+        :data:`NUISANCE`) and ``noise``, summing to 1; ``r_midlevel = sqrt(midlevel)``, the r of a perfect mid-level
+        model on the unclipped latent; ``real_single_feature_r2``, the largest squared real r of one annotation
+        (:data:`REAL_CORRELATIONS`; NaN if none), a lower bound of the real data's mid-level share.
     """
     corr = control_correlation().to_numpy()
     weights = emotion_weights().to_numpy()
@@ -82,35 +66,26 @@ def _fold_predictions(x: np.ndarray, y: np.ndarray, folds: np.ndarray) -> np.nda
 
 def linear_ceiling(emotions: pd.DataFrame, midlevel: pd.DataFrame, controls: pd.DataFrame,
                    n_folds: int = 10, seed: int = 0) -> pd.DataFrame:
-    """Cross-validated r of linear maps to the emotion ratings, per emotion and predictor set.
+    """Cross-validated r of linear maps to the emotion ratings (clipping included), per emotion and predictor set.
 
     Parameters
     ----------
-    emotions : pandas.DataFrame
-        Emotion ratings (:data:`~mer_lib.config.EMOTIONS` columns), indexed by excerpt.
-    midlevel : pandas.DataFrame
-        Mid-level annotations (:data:`~mer_lib.config.MIDLEVEL` columns), same index.
-    controls : pandas.DataFrame
-        The generator's controls (:data:`CONTROLS` columns), same index.
-    n_folds : int
-        Folds of the cross-validation (excerpts assigned at random).
-    seed : int
-        Seed of the fold assignment.
+    emotions, midlevel, controls : pandas.DataFrame
+        Ratings (:data:`~mer_lib.config.EMOTIONS`), annotations (:data:`~mer_lib.config.MIDLEVEL`) and the
+        generator's :data:`CONTROLS`, indexed alike by excerpt.
+    n_folds, seed : int
+        Number of folds and seed of the random fold assignment.
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by emotion plus a ``mean`` row; one column per
-        :data:`CEILING_INPUTS` key: Pearson r between the ratings and the
-        out-of-fold predictions. The gap between ``annotations`` and
-        ``all_controls`` is the accuracy A2M2E must give up even with a
-        perfect bottleneck.
+        Indexed by emotion plus a ``mean`` row, one column per :data:`CEILING_INPUTS` key: r of the out-of-fold
+        predictions. ``all_controls`` minus ``annotations`` is what A2M2E gives up even with a perfect bottleneck.
 
     Raises
     ------
     MerError
-        If a column is missing, the indexes differ, or there are fewer than
-        ``2 * n_folds`` excerpts.
+        If a column is missing, the indexes differ, or there are fewer than ``2 * n_folds`` excerpts.
     """
     for frame, columns, what in ((emotions, EMOTIONS, "emotions"), (midlevel, MIDLEVEL, "midlevel"),
                                  (controls, CONTROLS, "controls")):

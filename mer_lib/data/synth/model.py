@@ -1,39 +1,12 @@
-"""A deterministic synthetic Soundtracks dataset (protocol §2.2).
+"""The model of the synthetic Soundtracks dataset: controls, labels and their exact statistics (protocol §2.2).
 
-Neither Soundtracks Set 1 nor the mid-level annotations can be downloaded
-here, so this module *writes* a stand-in in exactly their on-disk formats
-(protocol §2.1); the pipeline then reads it through the same loader
-(:func:`mer_lib.data.loader.load_soundtracks`)::
-
-    out_dir/Set1/001.wav ...                      16-bit PCM, mono, 22050 Hz
-    out_dir/mean_ratings_set1.csv                 emotion ratings 1-9
-    out_dir/metadata_annotations/metadata.csv     ';' separated, song id -> Set-1 number
-    out_dir/metadata_annotations/annotations.csv  mid-level ratings 1-10, by song id
-    out_dir/synthetic/controls.csv                ground truth: latent controls per excerpt
-    out_dir/synthetic/generator.json              parameters, weights, hash; written last
-
-How it works
-------------
-1. :func:`sample_controls` draws, per excerpt, 10 musical controls in [0, 1]:
-   the 7 mid-level features (:data:`~mer_lib.config.MIDLEVEL`) and 3
-   :data:`NUISANCE` controls. They share three latent factors (pleasantness,
-   activity, darkness; :data:`CONTROL_LOADINGS`) so that they are correlated
-   as on the real data; each control is ``Phi(CONTROL_SPREAD * g)`` of a
-   standard normal ``g``.
-2. :func:`render_excerpt` turns the controls into audio by additive
-   (wavetable) synthesis plus filtered-noise percussion. Every control has an
-   audible cause (see the table in its docstring).
-3. :func:`make_annotations` derives the labels. Mid-level ratings are
-   ``1 + 9 * control`` plus rater noise. Emotion ratings are a fixed linear
-   map (:func:`emotion_weights`) of the *true* standardised controls (the
-   noise-free mid-level values and the nuisance controls) plus noise, clipped
-   to 1-9. So the annotations and the emotions are two independent noisy
-   views of the same music, as with the two rater panels of the real data.
-
-All randomness of excerpt ``number`` comes from its own stream
-``np.random.SeedSequence([seed, number])``: any excerpt can be (re)made
-alone, the first k excerpts of a large set equal a set of k, and the same
-seed gives byte-identical files.
+:func:`sample_controls` draws 10 controls in [0, 1] per excerpt, the 7 mid-level features and 3 :data:`NUISANCE`
+controls, each ``Phi(CONTROL_SPREAD * g)`` of a normal ``g`` that loads on three latent factors
+(:data:`CONTROL_LOADINGS`), so that they correlate as on the real data. :func:`make_annotations` derives mid-level
+ratings ``1 + 9 * control`` plus rater noise, and emotion ratings as a fixed linear map (:func:`emotion_weights`)
+of the *true* standardised controls plus noise: two independent noisy views of the same music, like the real
+data's two rater panels. Excerpt ``number`` draws everything from ``SeedSequence([seed, number])``: any excerpt can
+be made alone, and the first k excerpts of a larger set equal a set of k.
 """
 from __future__ import annotations
 
@@ -170,23 +143,7 @@ def check_count(value: Any, name: str) -> int:
 
 
 def check_sample_rate(sample_rate: Any) -> int:
-    """Validate a sample rate.
-
-    Parameters
-    ----------
-    sample_rate : int
-        Sample rate in Hz (``bool`` is refused).
-
-    Returns
-    -------
-    int
-        ``sample_rate`` as a Python int.
-
-    Raises
-    ------
-    MerError
-        If ``sample_rate`` is not an integer >= 8000.
-    """
+    """``sample_rate`` as a Python int; :class:`MerError` unless it is an integer >= 8000 Hz (not a bool)."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
         raise MerError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
     return int(sample_rate)
@@ -197,27 +154,16 @@ def _loading_matrix() -> np.ndarray:
 
 
 def control_sd() -> float:
-    """Population SD of every control.
-
-    Returns
-    -------
-    float
-        ``sqrt(asin(k^2 / (1 + k^2)) / (2 pi))`` with ``k = CONTROL_SPREAD``:
-        the SD of ``Phi(k g)`` for ``g ~ N(0, 1)``, shared by all controls.
-    """
+    """Population SD of every control ``Phi(k g)``, ``k = CONTROL_SPREAD``: ``sqrt(asin(k^2 / (1 + k^2)) / (2 pi))``."""
     k2 = CONTROL_SPREAD ** 2
     return math.sqrt(math.asin(k2 / (1 + k2)) / (2 * math.pi))
 
 
 def control_correlation() -> pd.DataFrame:
-    """Exact population correlation matrix of the controls.
+    """Exact population correlation matrix of the controls, 10 x 10, indexed by :data:`CONTROLS`.
 
-    Returns
-    -------
-    pandas.DataFrame
-        10 x 10, indexed by :data:`CONTROLS`. For jointly normal ``g_i, g_j``
-        with correlation rho (from :data:`CONTROL_LOADINGS`),
-        ``corr(Phi(k g_i), Phi(k g_j)) = asin(k^2 rho / (1+k^2)) / asin(k^2 / (1+k^2))``.
+    For jointly normal ``g_i, g_j`` with correlation rho (from :data:`CONTROL_LOADINGS`),
+    ``corr(Phi(k g_i), Phi(k g_j)) = asin(k^2 rho / (1+k^2)) / asin(k^2 / (1+k^2))``.
     """
     load = _loading_matrix()
     rho = load @ load.T
@@ -228,16 +174,10 @@ def control_correlation() -> pd.DataFrame:
 
 
 def emotion_weights() -> pd.DataFrame:
-    """The fixed linear map from standardised controls to the emotion latents.
+    """The fixed linear map from standardised controls to the emotion latents: 8 emotions x 10 controls.
 
-    Row ``e`` is ``sqrt(r2_e) * w_e / sd(w_e . z)`` with ``w_e`` from
-    :data:`EMOTION_LINKS` and ``r2_e`` from :data:`EMOTION_RATING`, so each
-    latent ``y_e = W[e] . z + sqrt(1 - r2_e) * eps`` has unit variance.
-
-    Returns
-    -------
-    pandas.DataFrame
-        8 emotions x 10 controls (7 mid-level, then :data:`NUISANCE`).
+    Row ``e`` is ``sqrt(r2_e) * w_e / sd(w_e . z)`` (``w_e`` from :data:`EMOTION_LINKS`, ``r2_e`` from
+    :data:`EMOTION_RATING`), so each latent ``y_e = W[e] . z + sqrt(1 - r2_e) * eps`` has unit variance.
     """
     corr = control_correlation().to_numpy()
     rows = []
@@ -248,20 +188,9 @@ def emotion_weights() -> pd.DataFrame:
 
 
 def sample_controls(n_excerpts: int, seed: int) -> pd.DataFrame:
-    """Draw the latent musical controls of ``n_excerpts`` excerpts.
+    """Draw the controls of ``n_excerpts`` (>= 1) excerpts; excerpt ``k`` uses the stream ``SeedSequence([seed, k])``.
 
-    Parameters
-    ----------
-    n_excerpts : int
-        Number of excerpts (>= 1).
-    seed : int
-        Dataset seed; excerpt ``k`` uses the stream ``SeedSequence([seed, k])``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``number`` = 1..n, columns :data:`CONTROLS`, values in (0, 1)
-        rounded to 6 decimals.
+    Returns a frame indexed by ``number`` = 1..n, columns :data:`CONTROLS`, values in (0, 1) rounded to 6 decimals.
     """
     seed = check_seed(seed)
     n_excerpts = check_count(n_excerpts, "n_excerpts")
@@ -277,23 +206,10 @@ def sample_controls(n_excerpts: int, seed: int) -> pd.DataFrame:
 
 
 def excerpt_plan(number: int, seed: int, duration_s: float) -> tuple[float, int]:
-    """Duration and render seed of one excerpt of a dataset.
+    """Duration and render seed of excerpt ``number`` of a dataset of mean duration ``duration_s``.
 
-    Parameters
-    ----------
-    number : int
-        Set-1 number of the excerpt (>= 1).
-    seed : int
-        Dataset seed.
-    duration_s : float
-        Mean duration of the dataset's excerpts.
-
-    Returns
-    -------
-    duration : float
-        ``duration_s * U(1 - DURATION_JITTER, 1 + DURATION_JITTER)``, rounded to ms.
-    render_seed : int
-        The ``seed`` to pass to :func:`render_excerpt`.
+    The duration is ``duration_s * U(1 - DURATION_JITTER, 1 + DURATION_JITTER)`` s, rounded to ms; the seed is the
+    one to pass to :func:`mer_lib.data.synth.render.render_excerpt`.
     """
     rng = excerpt_rng(check_seed(seed), int(number), RENDER_STREAM)
     duration = round(duration_s * rng.uniform(1 - DURATION_JITTER, 1 + DURATION_JITTER), 3)
@@ -314,25 +230,17 @@ def _check_controls_frame(controls: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mid-level annotations and emotion ratings of the excerpts.
+    """Mid-level annotations and emotion ratings of the excerpts of ``controls`` (:func:`sample_controls`).
 
-    Parameters
-    ----------
-    controls : pandas.DataFrame
-        As returned by :func:`sample_controls` (index: excerpt numbers).
-    seed : int
-        Dataset seed; excerpt ``k``'s noise comes from ``SeedSequence([seed, k])``.
+    Excerpt ``k``'s noise comes from ``SeedSequence([seed, k])``.
 
     Returns
     -------
     midlevel : pandas.DataFrame
-        :data:`~mer_lib.config.MIDLEVEL` columns, ``1 + 9 c`` plus rater
-        noise (SD :data:`RATER_NOISE_SD`), clipped to [1, 10], 3 decimals.
+        ``1 + 9 c`` plus rater noise (SD :data:`RATER_NOISE_SD`), clipped to [1, 10], 3 decimals.
     emotions : pandas.DataFrame
-        :data:`~mer_lib.config.EMOTIONS` columns, clipped to [1, 9], 2
-        decimals. Computed from the *true* standardised controls
-        ``z = (c - 0.5) / control_sd()`` (equal to the standardised
-        noise-free mid-level values) with :func:`emotion_weights`.
+        :func:`emotion_weights` applied to the true standardised controls ``z = (c - 0.5) / control_sd()``, plus
+        noise, clipped to [1, 9], 2 decimals.
     """
     seed = check_seed(seed)
     values = _check_controls_frame(controls).to_numpy(dtype=float)
@@ -356,26 +264,15 @@ def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, p
 
 
 def correlation_table(midlevel: pd.DataFrame, emotions: pd.DataFrame) -> pd.DataFrame:
-    """Synthetic vs real correlations for the pairs of :data:`REAL_CORRELATIONS`.
+    """Synthetic vs real r of the pairs of :data:`REAL_CORRELATIONS`, from the two frames of :func:`make_annotations`.
 
-    Parameters
-    ----------
-    midlevel, emotions : pandas.DataFrame
-        As returned by :func:`make_annotations` (same excerpts, same order).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (emotion, feature) with columns ``real``, ``synthetic``
-        (Pearson r across the given excerpts; NaN if either is constant) and
-        ``difference``.
+    Indexed by (emotion, feature): ``real``, ``synthetic`` (Pearson r; NaN if either is constant), ``difference``.
     """
     rows = []
     for (emotion, feature), real in REAL_CORRELATIONS.items():
         x, y = emotions[emotion].to_numpy(float), midlevel[feature].to_numpy(float)
-        # np.corrcoef, not mer_lib.metrics.pearson_per_column: the two differ in the last bits (another
-        # summation order) and on constant columns whose mean is inexact (r = 0 here, NaN there), so
-        # switching could change the r recorded in the generator.json of existing datasets
+        # np.corrcoef, not mer_lib.metrics.pearson_per_column: switching could change the r recorded in the
+        # generator.json of existing datasets (the two differ in the last bits and on some constant columns)
         r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 1 and x.std() > 0 and y.std() > 0 else math.nan
         rows.append((emotion, feature, real, round(r, 3), round(r - real, 3)))
     return pd.DataFrame(rows, columns=["emotion", "feature", "real", "synthetic", "difference"]

@@ -1,8 +1,4 @@
-"""The synthesiser of the synthetic dataset: additive (wavetable) tones and filtered-noise drums.
-
-:func:`render_excerpt` renders one excerpt's controls to mono audio in
-[-1, 1]; every control has an audible cause (see its docstring).
-"""
+"""The synthesiser of the synthetic dataset: additive (wavetable) tones and filtered-noise drums."""
 from __future__ import annotations
 
 import math
@@ -44,13 +40,9 @@ _Voices = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 def _add_tones(out: np.ndarray, sr: int, onsets: np.ndarray, gates: np.ndarray, notes: list[_Voices],
                rolloff: float, articulation: float, rng: np.random.Generator) -> None:
-    """Add notes to ``out`` with an articulation envelope.
+    """Add notes ``(freqs, amps, inharmonic_freqs, inharmonic_amps)`` to ``out``: wavetable voices plus sine partials.
 
-    Each note is ``(freqs, amps, inharmonic_freqs, inharmonic_amps)``: voices
-    read from a band-limited harmonic wavetable (rolloff ``k^-rolloff``) and
-    pure sine partials. ``articulation`` sets the attack (sharp 3 ms vs soft
-    ~80 ms), the decay and the release; the composer sets the sounding
-    length (``gates``). Voices quieter than 0.002 are skipped.
+    ``articulation`` sets attack (3 ms sharp to ~80 ms soft), decay and release; voices below 0.002 are skipped.
     """
     legato = (1.0 - articulation) ** 2
     attack, release, decay = 0.003 + 0.09 * legato, 0.015 + 0.2 * legato, 0.3 + 2.5 * legato
@@ -207,24 +199,20 @@ def render_excerpt(controls: Mapping[str, float], duration_s: float, sample_rate
                    seed: int = 0) -> np.ndarray:
     """Synthesise one excerpt from its controls.
 
-    ==================  ==========================================================
+    ==================  ==============================================================================================
     control             audible cause (low -> high)
-    ==================  ==========================================================
+    ==================  ==============================================================================================
     melodiousness       no / fragmented lead with leaps -> stepwise, phrased, motivic lead
     articulation        legato (long notes, soft attacks) -> staccato (short, sharp)
     rhythm_complexity   on-beat 8ths -> syncopation, off-beat 16ths, triplets, tresillo bass
     rhythm_stability    drifting tempo, jitter, weak drums -> steady pulse, strong downbeats
-    dissonance          plain triads -> added 2nds/tritones/7ths, detuned and inharmonic
-                        partials, noise
-    tonal_stability     chromatic roots, modulations, altered melody notes -> diatonic
-                        functional progressions in one key
+    dissonance          plain triads -> added 2nds/tritones/7ths, detuned and inharmonic partials, noise
+    tonal_stability     chromatic roots, modulations, altered melody notes -> diatonic functional progressions, one key
     minorness           share of minor chords (and of the minor scale in the melody)
-    loudness            dynamic swells, velocity spread -> octave doublings, compression
-                        (density and crest factor, not gain: the front end
-                        peak-normalises every file)
+    loudness            swells, velocity spread -> octave doublings, compression (not gain: the front end normalises)
     brightness          steep harmonic rolloff, low cut-off, low register -> bright, high
     tempo               60 -> 170 BPM
-    ==================  ==========================================================
+    ==================  ==============================================================================================
 
     Parameters
     ----------
@@ -240,9 +228,8 @@ def render_excerpt(controls: Mapping[str, float], duration_s: float, sample_rate
     Returns
     -------
     numpy.ndarray
-        float32 mono signal of ``round(duration_s * sample_rate)`` samples,
-        peak 0.7, never digital silence (a noise floor 57 dB below the
-        peak, 10-ms fades); a pure function of the arguments.
+        float32 mono signal of ``round(duration_s * sample_rate)`` samples, peak 0.7, 10-ms fades and a noise floor
+        57 dB below the peak (never digital silence); a pure function of the arguments.
     """
     c, seed, sr = _check_render_args(controls, duration_s, sample_rate, seed)
     rng = np.random.default_rng(seed)

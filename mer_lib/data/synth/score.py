@@ -1,9 +1,4 @@
-"""The composer of the synthetic dataset: from an excerpt's controls to a score (notes, drums, timing).
-
-:func:`compose` turns the 10 controls of :mod:`mer_lib.data.synth.model` into
-note events (harmony, melody, bass, drums) in seconds; the renderer
-(:mod:`mer_lib.data.synth.render`) turns those into audio.
-"""
+"""The composer of the synthetic dataset: :func:`compose` turns an excerpt's 10 controls into a timed score."""
 from __future__ import annotations
 
 import math
@@ -62,11 +57,7 @@ def _stochastic_round(x: float, rng: np.random.Generator) -> int:
 
 
 def even_share(share: float, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` booleans of which every run of ``k`` consecutive ones holds ``share * k`` (+- 1) True values.
-
-    Error diffusion with a random phase: element ``i`` is True where
-    ``floor((i + 1) * share + phase)`` steps up, ``phase ~ U(0, 1)``.
-    """
+    """``n`` booleans; every run of ``k`` holds ``share * k`` (+- 1) True values (error diffusion, random phase)."""
     steps = np.floor(np.arange(n + 1) * share + rng.random())
     return np.diff(steps) > 0
 
@@ -74,13 +65,8 @@ def even_share(share: float, n: int, rng: np.random.Generator) -> np.ndarray:
 def _harmony(c: Mapping[str, float], n_slots: int, rng: np.random.Generator) -> dict[str, Any]:
     """Key, mode, root, quality and voicing of each chord slot (4 slots = 1 phrase).
 
-    minorness: the share of 2-chord units (:data:`_MODE_SLOTS`) in the
-    relative minor mode, where most diatonic chords are minor (i, iv, v) and
-    the melody uses the minor scale, vs the major mode (I, IV, V major); the
-    minor units are spread evenly (:func:`even_share`) so that every 10-s
-    window carries about that share. tonal_stability:
-    functional diatonic progressions in one key (with a tonic pedal in the
-    bass) vs chromatic roots, modulations and diminished/augmented triads;
+    minorness: share of 2-chord units in the relative minor, spread evenly (:func:`even_share`); tonal_stability:
+    functional diatonic progressions in one key vs chromatic roots, modulations, diminished/augmented triads;
     dissonance: added seconds, tritones and sevenths.
     """
     ts, d, mn = c["tonal_stability"], c["dissonance"], c["minorness"]
@@ -137,13 +123,7 @@ def _melody_rhythm(rc: float, m: float, length: int, rng: np.random.Generator) -
 
 def _melody(c: Mapping[str, float], h: dict[str, Any], n_beats: int,
             rng: np.random.Generator) -> list[tuple[float, float, float, float]]:
-    """Lead notes (beat, gate in beats, MIDI pitch, velocity).
-
-    melodiousness: phrases present, stepwise motion in the scale, repeated
-    motifs and chord tones on strong beats vs sparse fragments with leaps.
-    In minor units the lead keeps the parent key's notes and cadences on the
-    minor tonic, so the frequent changes of mode add no leaps.
-    """
+    """Lead notes (beat, gate in beats, MIDI pitch, velocity); melodiousness: phrased, stepwise vs sparse leaps."""
     m, rc, ts = c["melodiousness"], c["rhythm_complexity"], c["tonal_stability"]
     centre = 76 + 8 * (c["brightness"] - 0.5)
     gate_factor = _gate_factor(c["articulation"])
@@ -231,10 +211,7 @@ def _bass_events(c: Mapping[str, float], h: dict[str, Any], n_slots: int,
 
 
 def _drum_events(n_beats: int, rc: float, s: float, rng: np.random.Generator) -> list[tuple[float, str, float]]:
-    """Drums (beat, kind, velocity): a kick/snare pulse, hi-hat 16ths and triplet shakers.
-
-    The pulse grows with stability ``s``; off-beat hats and shakers with complexity ``rc``.
-    """
+    """Drums (beat, kind, velocity): kick/snare pulse growing with ``s``; off-beat hats, triplet shakers with ``rc``."""
     hat_p = np.array([0.95, 0.05, 0.80, 0.05]) + rc * np.array([-0.45, 0.50, -0.10, 0.55])
     drums: list[tuple[float, str, float]] = []
     for beat in range(n_beats):
@@ -270,24 +247,17 @@ def _timed_notes(clock: _Clock, beats: list[float], gates: np.ndarray, pitches: 
 
 
 def compose(c: Mapping[str, float], duration_s: float, rng: np.random.Generator) -> dict[str, Any]:
-    """The score: every note and drum hit with its time in seconds.
+    """The score of one excerpt: every note and drum hit with its time in seconds.
 
-    Parameters
-    ----------
-    c : mapping
-        The 10 controls of :data:`mer_lib.data.synth.model.CONTROLS`, each in [0, 1].
-    duration_s : float
-        Length of the excerpt in seconds (the score runs longer).
-    rng : numpy.random.Generator
-        Source of everything random; consumed in a fixed order.
+    ``c`` holds the 10 controls of :data:`mer_lib.data.synth.model.CONTROLS`, each in [0, 1]; the score runs longer
+    than ``duration_s``; ``rng`` is the source of everything random, consumed in a fixed order.
 
     Returns
     -------
     dict
-        ``chords`` (onsets, gates, chord slots, velocities), ``bass`` and
-        ``melody`` (onsets, gates, MIDI pitches, velocities), ``drums``
-        (onsets, kinds, velocities) and the ``harmony`` of :func:`_harmony`.
-        Onsets follow the drifting, jittered :class:`_Clock`.
+        ``chords`` (onsets, gates, chord slots, velocities), ``bass`` and ``melody`` (onsets, gates, MIDI pitches,
+        velocities), ``drums`` (onsets, kinds, velocities) and the ``harmony`` of :func:`_harmony`; onsets and
+        gates in seconds, on the drifting, jittered :class:`_Clock`.
     """
     rc, s, loud = c["rhythm_complexity"], c["rhythm_stability"], c["loudness"]
     bpm = 60.0 + 110.0 * c["tempo"]

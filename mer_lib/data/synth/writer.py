@@ -1,12 +1,4 @@
-"""Writes the synthetic dataset in the real datasets' file formats, resumably and atomically.
-
-:func:`generate_soundtracks` renders every excerpt
-(:func:`mer_lib.data.synth.render.render_excerpt`), writes the 16-bit WAV files,
-the ratings, metadata and annotation CSVs in the real layout
-(:mod:`mer_lib.data.layout`) plus the ground-truth controls, and a
-``generator.json`` marker last. A rerun with the same configuration skips the
-finished files; a different configuration is refused unless ``overwrite``.
-"""
+"""Writes the synthetic dataset in the real datasets' file formats (:mod:`mer_lib.data.layout`), resumably."""
 from __future__ import annotations
 
 import io
@@ -91,13 +83,7 @@ def _ratings_text(emotions: pd.DataFrame) -> str:
 
 
 def _metadata_texts(midlevel: pd.DataFrame, seed: int) -> tuple[str, str]:
-    """``metadata.csv`` (';') and ``annotations.csv`` (','), joined by song id.
-
-    Song ids start above 1000, are assigned to the excerpts in a shuffled
-    order and the annotation rows are in yet another order, so only a join by
-    ID gives the right answer. About :data:`OTHER_SHARE` extra rows come from
-    other sources.
-    """
+    """``metadata.csv`` (';') and ``annotations.csv`` (','), shuffled so that only a join by song id (> 1000) works."""
     rng = excerpt_rng(seed, 0, LABEL_STREAM)  # number 0: the dataset-level stream
     n = len(midlevel)
     n_other = max(2, round(OTHER_SHARE * n))
@@ -135,8 +121,8 @@ def _controls_text(controls: pd.DataFrame, plans: dict[int, tuple[float, int]]) 
 def _generator_config(n_excerpts: int, duration_s: float, seed: int, sample_rate: int) -> dict[str, Any]:
     """Everything the dataset's bytes depend on (hashed into ``config_hash``)."""
     return {
-        # "mer_lib.synth" names the generator in the dataset marker (its old module path): kept so that
-        # the config hash, and with it every existing dataset, stays valid
+        # "mer_lib.synth": the generator's fixed name in the marker; changing it would invalidate the config
+        # hash of every existing dataset
         "generator": "mer_lib.synth", "version": GENERATOR_VERSION,
         "n_excerpts": n_excerpts, "duration_s": duration_s, "seed": seed, "sample_rate": sample_rate,
         "model": {
@@ -233,11 +219,7 @@ def _clear_other_config(out: Path, old: Mapping[str, Any], new: Mapping[str, Any
 
 
 def _claim_folder(out: Path, config: Mapping[str, Any], chash: str, overwrite: bool) -> bool:
-    """Make ``out`` ready for the dataset of ``config``; whether it already holds all of it.
-
-    An unfinished or new dataset gets the partial marker. The text files of a
-    complete one may still be missing (deleted by hand).
-    """
+    """Make ``out`` ready for the dataset of ``config`` (partial marker unless complete); whether it is complete."""
     if out.exists() and not out.is_dir():
         raise MerError(f"out_dir {out} exists and is not a folder")
     final, unfinished = generator_path(out), partial_path(out)
@@ -300,49 +282,27 @@ def _write_generator_record(out: Path, config: dict[str, Any], chash: str, contr
 def generate_soundtracks(out_dir: str | Path, n_excerpts: int = 360, duration_s: float = 12.0, seed: int = 2025,
                          sample_rate: int = SAMPLE_RATE, overwrite: bool = False, progress: bool = True,
                          workers: int | None = None) -> Path:
-    """Write the synthetic Soundtracks dataset to ``out_dir`` (see the module docstring).
+    """Write the synthetic dataset (protocol §2.2) of ``n_excerpts`` excerpts to ``out_dir``; return ``out_dir``.
+
+    Renders every excerpt (:func:`mer_lib.data.synth.render.render_excerpt`) to 16-bit WAV at ``sample_rate``, then
+    writes the ratings, metadata and annotation CSVs, the ground-truth controls and, last, ``generator.json``.
+    Resumable: ``generator.partial.json`` is written first, and a rerun with the same configuration only writes the
+    missing files, each atomically.
 
     Parameters
     ----------
-    out_dir : path-like
-        Target folder (created).
-    n_excerpts : int
-        Number of Set-1 excerpts.
     duration_s : float
-        Mean excerpt length; each excerpt lasts ``duration_s * U(0.9, 1.1)`` s.
-    seed : int
-        Dataset seed.
-    sample_rate : int
-        Audio sample rate in Hz.
+        Mean excerpt length in seconds; each excerpt lasts ``duration_s * U(0.9, 1.1)``.
     overwrite : bool
-        Replace a synthetic dataset of a different configuration in
-        ``out_dir``. A folder holding a dataset *not* written by this module
-        is never touched.
-    progress : bool
-        Show a progress bar over the excerpts.
+        Replace a synthetic dataset of another configuration; a dataset not written by this module is never touched.
     workers : int, optional
-        Threads rendering audio in parallel (default: 2, or 1 on a single
-        core; the rendering is numpy/scipy code that releases the GIL only in
-        part, so 2 threads save about a quarter of the time). Every excerpt
-        has its own seed, so the files are identical for any number of workers.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_dir``.
+        Rendering threads (default 2, or 1 on a single core); the files do not depend on it.
 
     Raises
     ------
     MerError
-        On bad parameters, on a folder that holds another configuration
-        (naming the differing fields) unless ``overwrite``, or on a folder
-        holding a dataset not written by this generator.
-
-    Notes
-    -----
-    Resumable: ``synthetic/generator.partial.json`` is written first and
-    ``synthetic/generator.json`` last. A rerun with the same configuration
-    only (re)writes missing files; every file is written atomically.
+        On bad parameters, on a folder holding another configuration (naming the differences) unless ``overwrite``,
+        or on a folder holding a dataset not written by this generator.
     """
     n_excerpts, duration_s, seed, sample_rate, workers = _check_parameters(n_excerpts, duration_s, seed,
                                                                             sample_rate, workers)
