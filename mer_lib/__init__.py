@@ -1,8 +1,6 @@
-"""mer_lib: the reproducible companion to Hoedt, Flexer & Widmer (SMC 2025).
+"""mer_lib: the reproducible companion to Hoedt, Flexer & Widmer, SMC 2025 (protocol §1).
 
-"Are Inherently Interpretable Models More Robust? A Study in Music Emotion
-Recognition". The library does every computation; the numbered notebooks in
-``notebooks/`` tell the story and are executed by :mod:`mer_lib.runner`.
+The library does every computation; the numbered notebooks tell the story and are run by :mod:`mer_lib.runner`.
 """
 from mer_lib.errors import MerError
 

@@ -1,14 +1,9 @@
-"""Atomic, pickle-free artifact I/O, integrity records and configuration hashing.
+"""Atomic, pickle-free artifact I/O, integrity records and configuration hashing (protocol §10).
 
-Every artifact of the pipeline is written to a temporary file in the target
-folder (``.<name>.<8 random characters>.tmp``) and then renamed into place, so
-an interrupted run never leaves a half-written file behind; the temporary
-files of a killed write are removed by :func:`remove_stale_temps`. Results are
-keyed by :func:`config_hash`, a stable hash of the JSON form of their
-configuration. Written arrays and models are recorded with their size and
-SHA-256 (:func:`file_record`) and checked when read again
-(:func:`verify_file`); a file that cannot be read gives a
-:class:`~mer_lib.errors.MerError` naming it.
+Every artifact is written to a temporary file beside it and renamed into place, so an interrupted run never leaves a
+half-written file (:func:`remove_stale_temps` clears what killed writes leave). Results are keyed by
+:func:`config_hash`; arrays and models are recorded with size and SHA-256 (:func:`file_record`) and checked when read
+again. A file that cannot be read gives a :class:`~mer_lib.errors.MerError` naming it.
 """
 from __future__ import annotations
 
@@ -26,8 +21,7 @@ import numpy as np
 
 from mer_lib.errors import MerError
 
-#: Name of the temporary file of an atomic write of ``<name>``: ``.<name>.<8 random characters>.tmp``
-#: (the names :func:`tempfile.mkstemp` makes with the prefix and suffix :func:`atomic_path` gives it).
+#: Name of the temporary file of an atomic write of ``<name>`` (:func:`atomic_path`): ``.<name>.<pid>-<8 chars>.tmp``.
 TEMP_NAME = re.compile(r"\..+\.(?P<pid>\d+)-[a-z0-9_]{8}\.tmp")
 
 #: The integrity record of an artifact folder (:func:`write_checksums`, :func:`checksum_problem`).
@@ -39,18 +33,7 @@ RECOMPUTE_HINT = "delete it and rerun to recompute it"
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place on success.
-
-    Parameters
-    ----------
-    path : path-like
-        Final destination. Parent folders are created.
-
-    Yields
-    ------
-    Path
-        Temporary file to write to. It is removed if the block raises.
-    """
+    """Yield a temporary path beside ``path`` (parents created); rename it into place on success, remove it on error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the writer's process id is part of the name: remove_stale_temps leaves a live writer's file alone
@@ -111,20 +94,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
-    """Read a JSON file.
+    """Read a JSON file; :class:`MerError` naming the file and the fault if it is not valid UTF-8 JSON.
 
-    Parameters
-    ----------
-    path : path-like
-        The file.
-    hint : str
-        What to do about a damaged file, ending the error message.
-
-    Raises
-    ------
-    MerError
-        If the file is not valid UTF-8 JSON (e.g. truncated by an interrupted
-        copy); the message names the file and the position of the fault.
+    ``hint``, what to do about a damaged file, ends the error message.
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -145,14 +117,7 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 
 def read_npy(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> np.ndarray:
-    """Read a ``.npy`` file without allowing pickled objects (``hint``: what to do about a damaged file).
-
-    Raises
-    ------
-    MerError
-        If the file is missing, is not a readable ``.npy`` array (truncated,
-        damaged header) or holds pickled objects; the message names the file.
-    """
+    """Read a ``.npy`` file; :class:`MerError` naming it if missing, unreadable or pickled (``hint``: see read_json)."""
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -170,16 +135,9 @@ def read_npy_bytes(data: bytes, path: str | os.PathLike, hint: str = RECOMPUTE_H
 
 
 def read_torch(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, with failures named.
+    """``torch.load(path, map_location="cpu", weights_only=True)``, failures named (``hint`` as for :func:`read_json`).
 
-    ``path`` and ``hint`` are as for :func:`read_json`.
-
-    Raises
-    ------
-    MerError
-        If the file is missing or cannot be loaded (truncated, damaged, or
-        holding anything but tensors and plain containers); the message names
-        the file.
+    :class:`MerError` if the file is missing or cannot be loaded (damaged, or holding more than tensors and containers).
     """
     import torch  # here, not at the top: reading data and JSON does not need torch
 
@@ -194,20 +152,7 @@ def read_torch(path: str | os.PathLike, hint: str = RECOMPUTE_HINT) -> Any:
 
 
 def config_hash(config: Any, length: int = 12) -> str:
-    """Stable short hash of a JSON-serialisable configuration.
-
-    Parameters
-    ----------
-    config : object
-        Anything :func:`to_jsonable` can convert (dicts, dataclasses, ...).
-    length : int
-        Number of hex digits returned.
-
-    Returns
-    -------
-    str
-        The first ``length`` hex digits of the SHA-256 of the canonical JSON.
-    """
+    """Stable hash of a configuration: the first ``length`` hex digits of the SHA-256 of its JSON form."""
     text = json.dumps(to_jsonable(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
@@ -230,23 +175,7 @@ def file_record(path: str | os.PathLike) -> dict:
 
 
 def verify_file(path: str | os.PathLike, size: int | None, sha256: str | None) -> bool:
-    """Whether ``path`` exists with exactly ``size`` bytes and the SHA-256 ``sha256``.
-
-    Parameters
-    ----------
-    path : path-like
-        The file to check.
-    size : int or None
-        Recorded size in bytes (checked first: a truncated file is found
-        without hashing it).
-    sha256 : str or None
-        Recorded hex digest. A missing record (``None``) never matches.
-
-    Returns
-    -------
-    bool
-        ``True`` only if the file exists and both match.
-    """
+    """Whether ``path`` has exactly ``size`` bytes (checked first) and SHA-256 ``sha256``; a ``None`` never matches."""
     path = Path(path)
     if size is None or sha256 is None or not path.is_file():
         return False
@@ -260,40 +189,15 @@ def verify_record(path: str | os.PathLike, record: dict | None) -> bool:
 
 
 def write_checksums(folder: str | os.PathLike, names: Iterable[str]) -> Path:
-    """Record the size and SHA-256 of files of ``folder`` in ``folder/checksums.json``.
-
-    Parameters
-    ----------
-    folder : path-like
-        The artifact folder.
-    names : iterable of str
-        File names inside ``folder`` (they must exist).
-
-    Returns
-    -------
-    Path
-        ``folder/checksums.json``: ``{name: {"size", "sha256"}}``.
-    """
+    """Record the files ``names`` of ``folder`` in ``folder/checksums.json`` (``{name: {"size", "sha256"}}``)."""
     folder = Path(folder)
     return write_json(folder / CHECKSUMS_FILE, {name: file_record(folder / name) for name in names})
 
 
 def checksum_problem(folder: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
-    """What is wrong with the files recorded in ``folder/checksums.json``, or ``None`` if nothing.
+    """What is wrong with the files recorded in ``folder/checksums.json`` (``required`` must be recorded), or ``None``.
 
-    Parameters
-    ----------
-    folder : path-like
-        The artifact folder.
-    required : iterable of str
-        Files that must be recorded (besides matching their record).
-
-    Returns
-    -------
-    str or None
-        A sentence starting with the damaged file's path, e.g.
-        ``".../model.pt: damaged (its size or SHA-256 differs from its record
-        in .../checksums.json)"``.
+    The answer is a sentence starting with the damaged file's path: ``".../model.pt: damaged (its size or ..."``.
     """
     path = Path(folder) / CHECKSUMS_FILE
     if not path.exists():
@@ -325,23 +229,10 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(root: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed atomic writes left below ``root``.
+    """Delete the temporary files that killed atomic writes left below ``root``; return them, sorted.
 
-    Only files whose name matches :data:`TEMP_NAME` (``.<name>.<pid>-<8 random
-    characters>.tmp``, the names :func:`atomic_path` gives its temporary files)
-    and whose writing process no longer runs are removed; nothing else is
-    touched, so a notebook or worker still writing in the same run directory is
-    safe (the check is by process id on this machine).
-
-    Parameters
-    ----------
-    root : path-like
-        Folder searched recursively; a missing folder is fine.
-
-    Returns
-    -------
-    list of Path
-        The files removed, sorted.
+    Only files named like :data:`TEMP_NAME` whose writing process no longer runs on this machine are removed, so a
+    notebook or worker still writing in the same run directory is safe. A missing ``root`` is fine.
     """
     root = Path(root)
     if not root.is_dir():

@@ -1,25 +1,9 @@
 """Configuration of the whole study: names, fixed facts, run profiles and every ``*Config``.
 
-This is the root of the library: every other module may import it, it imports
-nothing of the library but :mod:`mer_lib.errors`.
-
-One set of notebooks runs at four sizes (protocol §8), chosen by the papermill
-parameter ``profile``:
-
-``paper``
-    The reference protocol unchanged (real data, full model, 199 epochs, ...).
-    Meant for a GPU.
-``paper-synthetic``
-    The same protocol on the embedded synthetic dataset: the whole study at
-    full size without the datasets (a GPU's smoke test of the real study).
-``quick`` (default)
-    The embedded synthetic dataset and the whole protocol scaled down so that
-    the full notebook sequence runs in minutes on a 2-core CPU.
-``smoke``
-    The smallest run that still exercises every code path; used by tests.
-
-Every value is a field of the frozen dataclasses below, so it is visible in
-the notebooks (``profile.as_table()``) and in every artifact's configuration.
+The root of the library: it imports nothing of it but :mod:`mer_lib.errors`. The papermill parameter ``profile``
+picks one of :data:`PROFILES` (protocol §8): ``paper`` (real data, for a GPU), ``paper-synthetic`` (the same protocol
+on the synthetic data), ``quick`` (default: scaled down to minutes on a 2-core CPU) or ``smoke`` (tests). Every value
+is a field of a frozen dataclass, shown by ``profile.as_table()`` and part of every artifact's configuration.
 """
 from __future__ import annotations
 
@@ -64,46 +48,30 @@ SYSTEMS: tuple[str, ...] = ("A2E", "aA2E", "A2B2E", "aA2B2E", "A2M2E")
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """Attack and adversarial-training settings (paper values by default).
+    """Attack and adversarial-training settings (protocol §6; the defaults are the ``paper`` profile's).
 
     Attributes
     ----------
-    lr : float
-        Adam learning rate of the paper-mode test-set attack (reference: 0.002).
-    max_iters : int
-        Paper-mode iteration budget of the test-set attack (reference: 1000).
-    adv_train_iters : int
-        Paper-mode iterations of the adversary inside adversarial training (reference: 50).
-    adv_train_lr : float
-        Adam learning rate of that adversary (reference: 0.002). With few
-        iterations the paper's rate leaves ``best`` at zero (the threshold is
-        not crossed again), so scaled-down profiles scale it up.
+    lr, max_iters : float, int
+        Adam learning rate and iteration budget of the paper-mode test-set attack (protocol §6.1).
+    adv_train_iters, adv_train_lr : int, float
+        Iterations and Adam learning rate of the adversary inside adversarial training (protocol §5); scaled-down
+        profiles raise the rate, since few iterations at the paper's rate never cross the threshold again and leave
+        ``best`` at zero.
     adv_every : int
-        Adversarial updates happen in epochs that are multiples of this (reference: 5).
-    eps_values : tuple of float
-        L-infinity radii of the bounded-mode sweep (normalised-spectrogram units).
-    l2_eps_values : tuple of float
-        L2 radii of the ``"bounded-l2"`` sweep (normalised-spectrogram units, the
-        norm of the whole 313 x 149 excerpt). An L-infinity perturbation that
-        uses its radius ``e`` in every bin has L2 norm ``e * sqrt(313 * 149)``,
-        about ``216 e``: the defaults are the L-infinity defaults x 200, rounded.
-        The published paper-mode perturbations end at median L2 norms of 18-22
-        (A2E, A2B2E, A2M2E) and 51-56 (adversarially trained systems).
-    bounded_steps : int
-        Iteration budget of bounded mode.
-    bounded_update : str
-        ``"sign"`` (PGD: ``delta += step_size * sign(grad)``) or ``"adam"``
-        (the paper's signed Adam step with learning rate ``lr``).
+        Adversarial updates happen in epochs that are multiples of this.
+    eps_values, l2_eps_values : tuple of float
+        Radii of the L-infinity and ``"bounded-l2"`` sweeps in normalised-spectrogram units (L2: over the whole
+        313 x 149 excerpt; protocol §6.2).
+    bounded_steps, bounded_update, bounded_stop : int, str, str
+        Bounded mode's iterations; its update, ``"sign"`` (PGD) or ``"adam"`` (the paper's signed Adam step at
+        ``lr``); its stop, ``"fixed"`` (final iterate) or ``"correlation"`` (the paper's rule, best iterate).
     bounded_step_size : float or None
         Step of the ``"sign"`` update; ``None``: :func:`mer_lib.attacks.engine.default_step_size`.
-    bounded_stop : str
-        ``"fixed"`` (run every step, return the final iterate) or
-        ``"correlation"`` (the paper's stopping rule, return the best iterate).
     batch_size : int
-        Excerpts attacked together by the engine (memory vs speed only; results
-        do not depend on it beyond float rounding).
+        Excerpts attacked together (memory vs speed; results do not depend on it beyond float rounding).
     db_reference : bool
-        Also compute the reference's pseudo-SNR (slow: ~10 s per excerpt).
+        Also compute the reference's pseudo-SNR (slow).
     channels_last : bool
         Feed the model channels-last inputs (as in training).
     """
@@ -161,19 +129,14 @@ def check_eps(eps: float) -> float:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the audio and ratings come from.
+    """Where the audio and ratings come from (protocol §2).
 
     Attributes
     ----------
     source : str
-        ``"synthetic"`` (generate the embedded dataset into the run directory)
-        or ``"real"`` (read Soundtracks + Mid-level from ``data_dir``).
-    n_excerpts : int
-        Number of synthetic excerpts (the real Set 1 has 360).
-    duration_s : float
-        Mean length of a synthetic excerpt in seconds.
-    synth_seed : int
-        Seed of the synthetic generator.
+        ``"synthetic"`` (generate the embedded dataset into the run directory) or ``"real"`` (read ``data_dir``).
+    n_excerpts, duration_s, synth_seed : int, float, int
+        Synthetic data: number of excerpts (the real Set 1 has 360), mean length in seconds, generator seed.
     """
 
     source: str = "synthetic"
@@ -190,13 +153,10 @@ class FeatureConfig:
     ----------
     sample_rate, fps, frame_size, bands_per_octave, fmin, fmax, fref
         madmom's ``LogarithmicFilteredSpectrogram`` parameters.
-    excerpt_frames : int
-        Length of the excerpt cut from every file (313 frames = 10 s).
-    offset_seed : int
-        Seed of the once-chosen random excerpt offsets (reference: 42).
+    excerpt_frames, offset_seed : int
+        Length of the excerpt cut from every file (313 frames = 10 s); seed of its once-chosen random offsets.
     stats_split : str
-        Files the global mean/std are computed on: ``"all"`` (the reference,
-        test excerpts included) or ``"train"``.
+        Files of the global mean/std: ``"all"`` (the reference, test excerpts included) or ``"train"``.
     """
 
     sample_rate: int = 22050
@@ -239,63 +199,34 @@ AMP_MODES: tuple[str, ...] = ("off", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Model and training (protocol §5).
+    """Model and training (protocol §5; the defaults are the ``paper`` profile's).
 
     Attributes
     ----------
     width : float
-        Channel multiplier of the VGG-style backbone (1.0 = the paper's 64..512).
-    max_epochs : int
-        Epoch budget (reference: 199).
-    patience : int
-        Early-stopping patience in epochs on the validation score (reference: 50).
-    lr : float
-        Adam learning rate.
-    batch_size : int
-        Training batch size (shuffled, last partial batch dropped).
+        Channel multiplier of the backbone (1.0 = the paper's 64..512).
+    max_epochs, patience, lr, batch_size : int, int, float, int
+        Epoch budget; early-stopping patience (epochs); Adam learning rate; batch size (shuffled, last partial dropped).
     seeds : tuple of int
         Training seeds; every system is trained once per seed.
-    val_drop_last : bool
-        Reference quirk: validation batches of ``batch_size`` with the last
-        partial batch dropped (32 of 36 excerpts are scored). Only the paper
-        profile reproduces it.
+    val_drop_last, score_unsupervised_bottleneck : bool
+        Reference quirks: validation scores only full batches (32 of 36 excerpts; off in ``quick`` and ``smoke``);
+        A2B2E's validation score also adds its unsupervised units' mean r with the mid-level features.
     midlevel_loss_weight : float
-        ``w`` of A2M2E's loss ``(1 - w) * emotion MSE + w * mid-level MSE``
-        (reference: 0.5). A2E and A2B2E use the emotion MSE only.
-    score_unsupervised_bottleneck : bool
-        Reference quirk: the validation score of A2B2E (and aA2B2E) also adds
-        the mean r of its *unsupervised* bottleneck units with the mid-level
-        features, as for A2M2E. ``False`` scores A2B2E on the emotions only.
+        ``w`` of A2M2E's loss ``(1 - w) * emotion MSE + w * mid-level MSE``.
     channels_last : bool
-        Run the convolutions in channels-last memory layout (1.1x faster
-        training on this 2-core CPU at width 0.125, ``benchmarks/``); changes
-        results only at float-rounding level, but is part of the configuration
-        so that reruns stay bit-identical.
-    refit_head : bool
-        After training, replace every linear head layer that has a target
-        (A2M2E's bottleneck, every emotion layer) by its ridge least-squares
-        solution on the clean training excerpts, backbone frozen
-        (:mod:`mer_lib.models.refit` says why and what it measured).
-        Not in the reference protocol: off in the ``paper`` profile, on in the
-        scaled-down profiles, whose 10 epochs leave that layer unconverged.
-    refit_ridge : float
-        Relative L2 penalty of that refit
-        (:func:`mer_lib.models.refit.least_squares_layer`); keeps the refit
-        layer's weights at the size of a trained one.
+        Channels-last convolutions (faster); part of the configuration, as it changes results at float-rounding level.
+    refit_head, refit_ridge : bool, float
+        Refit every head layer that has a target by ridge regression after training, with this relative penalty
+        (protocol §5, :mod:`mer_lib.models.refit`); on in ``quick`` and ``smoke`` only.
     deterministic : bool
-        Deterministic algorithms, no cuDNN autotuning: reruns are
-        bit-identical (the default in every profile). ``False`` lets cuDNN
-        time and pick the fastest convolution algorithms
-        (``cudnn.benchmark``) and allows non-deterministic kernels: a GPU
-        speed option, recorded in the model's configuration.
+        Deterministic algorithms, bit-identical reruns; ``False`` allows cuDNN autotuning and non-deterministic kernels.
     amp : str
-        ``"off"`` (float32, the default) or ``"bf16"``: training forward
-        passes under bfloat16 autocast (a GPU speed option; evaluation and
-        attacks stay in float32).
+        ``"off"`` (float32) or ``"bf16"`` (training forward passes under bfloat16 autocast; evaluation and attacks stay
+        float32).
 
-    ``deterministic`` and ``amp`` enter a model's configuration hash only when
-    they leave their defaults, so models trained before they existed keep
-    their keys.
+    ``deterministic=False`` and ``amp="bf16"`` are GPU speed options; both fields enter a model's configuration hash
+    only when they leave their defaults.
     """
 
     width: float = 1.0
@@ -319,8 +250,7 @@ class TrainConfig:
             raise MerError(f"TrainConfig.deterministic must be True or False, got {self.deterministic!r}")
 
 
-#: Fields of :class:`TrainConfig` that enter a model's configuration hash only when they differ from these
-#: defaults (they were added after models had been trained; their defaults reproduce those models exactly).
+#: Fields of :class:`TrainConfig` that enter a model's configuration hash only when they differ from these defaults.
 TRAIN_HASH_OPTIONAL: dict[str, object] = {"deterministic": True, "amp": "off"}
 
 
@@ -368,12 +298,11 @@ PROFILES: dict[str, Profile] = {
                     "to minutes on a 2-core CPU.",
         data=DataConfig(source="synthetic", n_excerpts=360, duration_s=12.0),
         # 5 of the paper's 10 seeds: the fewest at which a median's bootstrap interval over the models (the
-        # sample range) covers 94 % (4: at most 88 %); each seed costs about 155 s of the run on 2 cores
+        # sample range) keeps its coverage (protocol §7)
         train=TrainConfig(width=0.125, max_epochs=10, patience=10, lr=4e-3, seeds=(6, 21, 42, 796, 950),
                           val_drop_last=False, refit_head=True),
-        # paper mode: 10 steps at lr 0.02, the setting of a grid (lr 0.01/0.02/0.04 x 10/20 steps, chosen on
-        # perturbation norms alone, protocol §8) whose plain systems end nearest the published runs' median
-        # L2 norms (18-22); adversarial training's 5 x 0.02 matches its 50 x 0.002 (measured on quick models)
+        # paper mode: 10 steps at lr 0.02, chosen so that the plain systems end near the published runs' median
+        # L2 norms (protocol §8); adversarial training's 5 x 0.02 stands in for the paper's 50 x 0.002
         attack=AttackConfig(lr=0.02, max_iters=10, adv_train_iters=5, adv_train_lr=0.02, adv_every=5,
                             eps_values=(0.03, 0.1, 0.3), l2_eps_values=(2.0, 6.0, 20.0), bounded_steps=8),
     ),
@@ -394,13 +323,7 @@ DEFAULT_PROFILE = "quick"
 
 
 def get_profile(name: str | Profile) -> Profile:
-    """Look up a profile by name (``"smoke"``, ``"quick"``, ``"paper"``, ``"paper-synthetic"``).
-
-    Raises
-    ------
-    MerError
-        For an unknown name.
-    """
+    """The profile of that name (a :class:`Profile` is returned as is); :class:`MerError` for an unknown name."""
     if isinstance(name, Profile):
         return name
     try:
@@ -411,7 +334,7 @@ def get_profile(name: str | Profile) -> Profile:
 
 # --------------------------------------------------------------------------- run-directory layout
 class RunLayout:
-    """Where each stage writes inside a run directory (one place for every path).
+    """Where each stage writes inside the run directory ``root`` (one place for every path; protocol §9).
 
     ::
 
@@ -425,11 +348,6 @@ class RunLayout:
         <run>/regression/<section>.csv      values checked by mer_lib.regression
         <run>/notebooks/                    executed notebooks (mer_lib.runner)
         <run>/pipeline_times.json           seconds and peak memory per notebook
-
-    Parameters
-    ----------
-    root : path-like
-        The run directory.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:

@@ -2,9 +2,4 @@
 
 
 class MerError(ValueError):
-    """Raised for invalid user input: malformed data files, bad parameters.
-
-    The message always names the offending file, row, column or parameter and
-    says what was expected, so that a user can fix the input without reading
-    the code.
-    """
+    """Invalid user input (malformed data file, bad parameter); the message names the culprit and what was expected."""

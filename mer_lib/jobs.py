@@ -1,48 +1,26 @@
-"""Independent jobs (train one model, attack one model) and the executors that run them.
+"""Independent jobs (train one model, attack one model) and the executors that run them (:func:`run_jobs`).
 
-Training and attacking the models of a run are lists of independent jobs:
-one (system, seed) to train, one (model, attack setting) to attack. Each job
-writes its own artifacts, keyed by a hash of its configuration, so jobs can
-run in any order, in any process and on any machine that sees the run
-directory. :func:`run_jobs` runs such a list with an *executor*:
+Each job writes its own artifacts, keyed by a hash of its configuration, so jobs can run in any order, process or
+machine that sees the run directory. Executors:
 
 ``"inprocess"``
     One job after the other in the calling process.
 ``"local"`` or ``"local:N"``
-    A pool of ``N`` worker processes on this machine (default: one per CPU
-    core; on CUDA, :data:`JOBS_PER_GPU` per visible GPU, capped by the cores).
-    On CUDA the workers are spread over the GPUs round-robin, several per GPU
-    (one process at the paper's batch of 8 leaves most of a GPU idle).
-``"ray"``, ``"ray:ADDRESS"``
-    Tasks of a Ray cluster (``pip install -e ".[cluster]"``): ``ray.init()``
-    on this machine, or ``ray.init(address=ADDRESS)`` for a running cluster
-    (``auto``, ``host:6379``, ``ray://host:10001``). A job on CUDA asks for
-    :data:`RAY_GPU_FRACTION` of a GPU (``ray:ADDRESS@F`` asks for ``F``), so
-    several jobs share a GPU; every node must have this package installed and
-    see the run directory at the same path (a shared file system).
+    ``N`` worker processes (default: one per CPU core; on CUDA :data:`JOBS_PER_GPU` per visible GPU, capped by the
+    cores, spread over the GPUs round-robin). The pool is kept between calls: restart the kernel after editing
+    ``mer_lib``, since workers keep the code they imported.
+``"ray"``, ``"ray:ADDRESS"``, ``"ray[:ADDRESS]@F"``
+    Tasks of a Ray cluster (the ``cluster`` extra), started here or at ``ADDRESS`` (``auto``, ``host:6379``,
+    ``ray://host:10001``); a CUDA job asks for ``F`` (default :data:`RAY_GPU_FRACTION`) of a GPU. Every node needs
+    this package and the run directory at the same path.
 ``"auto"`` (the default)
-    ``local`` with one worker per CPU core on the CPU (``$MER_WORKERS``
-    overrides the count, ``0`` runs in-process); ``inprocess`` on CUDA.
+    ``local`` with one worker per CPU core on the CPU (``$MER_WORKERS`` overrides, ``0``: in-process); ``inprocess``
+    on CUDA.
 
-An integer is accepted too (a worker count: ``0`` or ``1`` in-process, more:
-``local:N``), and ``$MER_EXECUTOR`` sets the executor where none is given.
-
-Why worker processes on the CPU: the quick profile's models are small (width
-0.125), and PyTorch's intra-op threading helps them little: on the 2-core
-reference machine one training process reaches 189 examples/s with 1 thread
-and 219 with 2, while two 1-thread worker processes reach 378 together, x1.73
-(``benchmarks/jobs_throughput.py``).
-
-Determinism: every job runs with exactly :data:`JOB_THREADS` CPU threads,
-whichever executor runs it, because float reductions (and therefore trained
-weights) depend on the thread count. A job therefore gives bit-identical
-artifacts in-process, in a local worker and in a Ray task on the same kind of
-device, and reruns are bit-identical whatever the executor
-(``tests/test_jobs.py`` checks the three on CPU).
-
-A failing job does not stop the others: every job is run, the finished ones
-keep their artifacts, and a :class:`~mer_lib.errors.MerError` listing each
-failed job and its error is raised at the end.
+An integer is a worker count (``0`` or ``1``: in-process), and ``$MER_EXECUTOR`` sets the executor where none is
+given. Every job runs with exactly :data:`JOB_THREADS` CPU threads, since trained weights depend on the thread count,
+so results are bit-identical whatever the executor (protocol §10). A failing job does not stop the others: a
+:class:`~mer_lib.errors.MerError` naming every failed job and its error is raised at the end.
 """
 from __future__ import annotations
 
@@ -72,8 +50,7 @@ WORKERS_ENV = "MER_WORKERS"
 EXECUTOR_ENV = "MER_EXECUTOR"
 #: Executor kinds.
 EXECUTORS: tuple[str, ...] = ("auto", "inprocess", "local", "ray")
-#: Local worker processes per GPU when ``local`` runs CUDA jobs without a count: 8 processes sharing
-#: one H100 trained 7.5x as many examples/s as one (measured at the paper's width and batch of 8).
+#: Local worker processes per GPU when ``local`` runs CUDA jobs without a count.
 JOBS_PER_GPU = 8
 #: Share of a GPU that one Ray task on CUDA asks for by default (4 jobs per GPU).
 RAY_GPU_FRACTION = 0.25
@@ -81,18 +58,10 @@ RAY_GPU_FRACTION = 0.25
 
 @dataclasses.dataclass(frozen=True)
 class Executor:
-    """How a list of jobs is run (see the module docstring).
+    """How a list of jobs is run (module docstring; :func:`parse_executor` reads the string form).
 
-    Attributes
-    ----------
-    kind : str
-        One of :data:`EXECUTORS`.
-    workers : int or None
-        ``local``: number of worker processes (``None``: the default).
-    address : str or None
-        ``ray``: the cluster's address (``None``: start Ray on this machine).
-    gpu_fraction : float
-        ``ray``: GPUs per job when the jobs run on CUDA.
+    ``kind`` is one of :data:`EXECUTORS`; ``workers`` the ``local`` worker processes (``None``: the default);
+    ``address`` the Ray cluster's (``None``: start Ray on this machine); ``gpu_fraction`` Ray's GPUs per CUDA job.
     """
 
     kind: str = "auto"
@@ -122,11 +91,7 @@ class Executor:
 def parse_executor(spec: Executor | str | int | None = None) -> Executor:
     """An :class:`Executor` from its string form, a worker count, or ``None`` (``$MER_EXECUTOR``, else ``auto``).
 
-    Raises
-    ------
-    MerError
-        For an unknown kind or a malformed count, address or GPU share, naming
-        the accepted forms.
+    :class:`MerError` for an unknown kind or a malformed count, address or GPU share, naming the accepted forms.
     """
     if isinstance(spec, Executor):
         return spec
@@ -183,18 +148,8 @@ def _parse_ray(text: str) -> Executor:
 class Plan:
     """What an executor does with one list of jobs (:func:`plan_executor`).
 
-    Attributes
-    ----------
-    kind : str
-        ``"inprocess"``, ``"local"`` or ``"ray"``.
-    workers : int
-        ``local``: worker processes.
-    gpus : tuple of int
-        ``local`` on CUDA: the GPUs the workers are spread over.
-    address : str or None
-        ``ray``: the cluster's address.
-    gpu_fraction : float
-        ``ray``: GPUs per task (0 for CPU jobs).
+    ``kind``: ``"inprocess"``, ``"local"`` or ``"ray"``; ``local``: ``workers`` processes spread over ``gpus`` on CUDA;
+    ``ray``: the cluster's ``address`` and the ``gpu_fraction`` per task (0 for CPU jobs).
     """
 
     kind: str
@@ -224,11 +179,7 @@ def _gpu_ids(device: torch.device) -> tuple[int, ...]:
 
 def plan_executor(executor: Executor | str | int | None, n_jobs: int,
                   device: str | torch.device | None = None) -> Plan:
-    """Resolve an executor for ``n_jobs`` jobs on ``device`` (module docstring: the defaults).
-
-    A local pool never has more workers than jobs; one worker is the same as
-    in-process. Ray stays Ray whatever the number of jobs.
-    """
+    """Resolve an executor for ``n_jobs`` jobs on ``device`` (never more local workers than jobs; one is in-process)."""
     ex = parse_executor(executor)
     dev = _device(device)
     if ex.kind == "ray":
@@ -247,22 +198,10 @@ def plan_executor(executor: Executor | str | int | None, n_jobs: int,
 
 
 def default_workers(n_jobs: int, device: str | torch.device | None = None) -> int:
-    """Worker processes of the ``auto`` executor: one per usable CPU core, at most one per job.
+    """Worker processes of the ``auto`` executor for ``n_jobs`` jobs: one per usable CPU core, at most one per job.
 
-    ``$MER_WORKERS`` overrides the core count (``0`` runs every job in the
-    calling process). Jobs on a CUDA device run in-process (one GPU context).
-
-    Parameters
-    ----------
-    n_jobs : int
-        Number of jobs to run.
-    device : str or torch.device, optional
-        The jobs' device; ``None`` means CUDA if available.
-
-    Returns
-    -------
-    int
-        0 (in-process) or the number of worker processes.
+    ``$MER_WORKERS`` overrides the core count (a non-integer raises :class:`MerError`). Returns 0 (in-process) for a
+    single worker or a CUDA ``device`` (one GPU context; ``None`` means CUDA if available).
     """
     if _device(device).type != "cpu":
         return 0
@@ -324,15 +263,7 @@ _POOL: list = [None, None]
 
 
 def _local_pool(plan: Plan, threads: int) -> ProcessPoolExecutor:
-    """The pool for ``plan``: the one kept from the last call if its settings still hold, else a fresh one.
-
-    Keeping the workers alive saves their start (a spawned worker imports
-    torch and this package, about 2 s) on every call; jobs never depend on
-    what a worker ran before (the same holds inside one call). A change of the
-    working directory or of the environment (read by the workers when they
-    start) gives a new pool. Workers keep the code they imported: restart the
-    kernel after editing ``mer_lib``, as for in-process code.
-    """
+    """The pool kept from the last call if its key (workers, threads, GPUs, cwd, environment) holds, else a new one."""
     key = (plan.workers, threads, plan.gpus, os.getcwd(), tuple(sorted(os.environ.items())))
     if _POOL[0] == key and not getattr(_POOL[1], "_broken", False):
         return _POOL[1]
@@ -410,38 +341,23 @@ def run_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], executor: Executor |
 
     Parameters
     ----------
-    fn : callable
-        A module-level function (worker processes and Ray tasks import it by
-        name) taking one job and returning a picklable result (typically an
-        artifact path).
-    jobs : sequence
-        Picklable job descriptions.
+    fn, jobs : callable, sequence
+        A module-level function (workers import it by name) and the picklable jobs; results must be picklable.
     executor : Executor, str or int, optional
-        How to run them (module docstring): ``"inprocess"``, ``"local[:N]"``,
-        ``"ray[:ADDRESS][@F]"``, ``"auto"``, or a worker count; ``None``:
-        ``$MER_EXECUTOR``, else ``"auto"``.
+        How to run them (:func:`parse_executor`); ``None``: ``$MER_EXECUTOR``, else ``"auto"``.
     names : sequence of str, optional
         A name per job for progress and error messages (default: the job's repr).
-    desc : str
-        Progress-bar label; the bar counts finished jobs.
-    progress : bool
-        Show the progress bar.
+    desc, progress : str, bool
+        Label of the progress bar (it counts finished jobs); whether to show it.
     device : str or torch.device, optional
-        The jobs' device: sets the defaults, the GPUs of a local pool and the
-        GPU share of a Ray task.
+        The jobs' device: sets the defaults, the GPUs of a local pool and the GPU share of a Ray task.
     threads : int
         CPU threads per job.
-
-    Returns
-    -------
-    list
-        ``fn(job)`` of every job, in the order of ``jobs``.
 
     Raises
     ------
     MerError
-        For an invalid executor; after all jobs ran, if any failed: names
-        every failed job and its error.
+        For an invalid executor; after all jobs ran, if any failed, naming every failed job and its error.
     """
     jobs = list(jobs)
     names = [repr(j) for j in jobs] if names is None else list(names)

@@ -1,18 +1,8 @@
 """Regression metrics of the study (protocol §7).
 
-All functions take arrays ``y`` (targets) and ``p`` (predictions) of shape
-``(N, K)``: N excerpts, K targets (8 emotions or 7 mid-level features). They
-compute in float64 and return numpy arrays or Python floats.
-
-* :func:`pearson_per_column`: Pearson r of every target *across the excerpts*
-  (the paper's "average r" is their mean). A column with zero variance in
-  ``y`` or ``p`` has an undefined r and gives ``nan``.
-* :func:`cross_correlation`: Pearson r of every column of one table with
-  every column of another (emotions x mid-level features).
-* :func:`mae`, :func:`rmse`: over all values (equal to averaging per-target
-  MAE / MSE, since every target has N values).
-* :func:`r2`: coefficient of determination per target, averaged uniformly
-  (scikit-learn's ``r2_score`` default).
+Every function takes targets ``y`` and predictions ``p`` of shape ``(N, K)`` (N excerpts; K emotions or mid-level
+features), computes in float64 and returns numpy arrays or Python floats. An r or R2 of a constant column is ``nan``;
+mismatched shapes or no example raise :class:`~mer_lib.errors.MerError`.
 """
 from __future__ import annotations
 
@@ -38,17 +28,9 @@ def _pair(y, p) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pearson_per_column(y, p) -> np.ndarray:
-    """Pearson correlation of every column of ``y`` with the same column of ``p``.
+    """Pearson r of every column of ``y`` with the same column of ``p``, across the excerpts.
 
-    Parameters
-    ----------
-    y, p : array-like, shape (N, K)
-        Targets and predictions.
-
-    Returns
-    -------
-    numpy.ndarray, shape (K,)
-        r per column; ``nan`` where either column is constant.
+    Returns shape (K,), ``nan`` where either column is constant (the paper's "average r" is their mean).
     """
     y, p = _pair(y, p)
     dy = y - y.mean(axis=0)
@@ -62,17 +44,9 @@ def pearson_per_column(y, p) -> np.ndarray:
 
 
 def cross_correlation(a, b) -> np.ndarray:
-    """Pearson r of every column of ``a`` with every column of ``b``.
+    """Pearson r of every column of ``a`` (N, Ka) with every column of ``b`` (N, Kb), e.g. emotions x mid-level.
 
-    Parameters
-    ----------
-    a : array-like, shape (N, Ka)
-    b : array-like, shape (N, Kb)
-
-    Returns
-    -------
-    numpy.ndarray, shape (Ka, Kb)
-        ``r[i, j]`` = r(a[:, i], b[:, j]); ``nan`` where either column is constant.
+    Returns shape (Ka, Kb): ``r[i, j]`` = r(a[:, i], b[:, j]), ``nan`` where either column is constant.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -94,14 +68,7 @@ def _constant(a: np.ndarray) -> np.ndarray:
 
 
 def mae(y, p, axis: int | None = None) -> float | np.ndarray:
-    """Mean absolute error.
-
-    Parameters
-    ----------
-    y, p : array-like, shape (N, K)
-    axis : int, optional
-        ``None``: one number over all values; ``1``: per example (N,); ``0``: per target (K,).
-    """
+    """Mean absolute error over all values (``axis=None``, a float), per example (``axis=1``) or per target (``0``)."""
     y, p = _pair(y, p)
     out = np.abs(y - p).mean(axis=axis)
     return float(out) if axis is None else out
@@ -125,25 +92,18 @@ def r2_per_column(y, p) -> np.ndarray:
 
 
 def r2(y, p) -> float:
-    """Coefficient of determination, averaged uniformly over the columns."""
+    """Coefficient of determination, averaged uniformly over the columns (scikit-learn's ``r2_score`` default)."""
     return float(np.mean(r2_per_column(y, p)))
 
 
 def regression_report(y, p, names: Sequence[str]) -> dict:
-    """Every metric of one set of predictions, JSON-ready.
-
-    Parameters
-    ----------
-    y, p : array-like, shape (N, K)
-        Targets and predictions.
-    names : sequence of str
-        The K target names (e.g. :data:`mer_lib.config.EMOTIONS`).
+    """Every metric of one set of predictions, JSON-ready; ``names`` are the K target names (e.g. ``EMOTIONS``).
 
     Returns
     -------
     dict
-        ``n``, ``mean_r``, ``r`` (name -> r), ``mae``, ``rmse``, ``r2``,
-        ``r2_per_target`` (name -> R2). Undefined values are ``None`` (JSON null).
+        ``n``, ``mean_r``, ``r`` (name -> r), ``mae``, ``rmse``, ``r2``, ``r2_per_target`` (name -> R2); undefined
+        values are ``None`` (JSON null).
     """
     y, p = _pair(y, p)
     names = list(names)

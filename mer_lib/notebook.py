@@ -1,17 +1,8 @@
 """What the numbered notebooks share: one set-up call and displays.
 
-Every notebook starts with::
-
-    study = setup(profile, run_dir, data_dir, device)
-
-which checks the parameters, resolves the run directory (relative paths
-are taken from the folder the command was run from), applies the plotting
-style and prepares the data (reusing notebook 01's cache); the returned :class:`Study` holds
-what the cells need (``study.cfg``, ``study.run``, ``study.prepared``, ...).
-The other functions keep logic out of the cells: labelled audio players that
-play in an untrusted notebook (:func:`show_listening_examples`), compact
-spectrogram images (:func:`show_compact`) and repository-relative paths
-(:func:`short_path`). Conclusions are tables, built in the cells.
+Every notebook starts with ``study = setup(profile, run_dir, data_dir, device)``; the returned :class:`Study` holds
+what the cells need. The displays keep logic out of the cells: audio players that play in an untrusted notebook,
+compact spectrogram images and repository-relative paths.
 """
 from __future__ import annotations
 
@@ -61,33 +52,24 @@ LISTENING_DIR = "listening"
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """Everything a notebook's cells need about the run it reads and writes.
+    """Everything a notebook's cells need about the run it reads and writes (made by :func:`setup`).
 
     Attributes
     ----------
-    profile : str
-        Name of the run profile.
-    cfg : Profile
-        Its settings.
-    run : Path
-        The run directory, absolute.
+    profile, cfg : str, Profile
+        The run profile's name and settings.
+    run, figures_dir, published_dir : Path
+        The run directory, where the paper's figures are saved, the authors' published attack logs (absolute).
     data_dir : Path or None
         The real (or another) dataset, absolute; None for the profile's synthetic one.
-    device : str or None
-        Where training and attacks compute (None: GPU if available).
-    figures_dir : Path
-        Where the paper's figures are saved.
-    published_dir : Path
-        The authors' published attack logs.
+    device, executor : str or None, Executor
+        Where training and attacks compute (None: GPU if available); how their jobs run (:func:`mer_lib.jobs.run_jobs`).
     prepared : PreparedData or None
         The prepared data (None when set up with ``prepare=False``).
     runs_csv : Path or None
         The table of the published runs (None: ``published_dir/runs.csv``).
     allow_subset : bool
-        Run the paper profile on real data other than the exact 360 Set-1
-        excerpts (:func:`mer_lib.data.stage.prepare_data`; not comparable with the published runs).
-    executor : Executor
-        How training and attack jobs run (:func:`mer_lib.jobs.run_jobs`).
+        Paper profile on real data other than the exact 360 Set-1 excerpts (not comparable with the published runs).
     """
 
     profile: str
@@ -112,10 +94,9 @@ class Study:
         return self.run / "tables" / kind
 
     def config_table(self, *sections: str) -> pd.DataFrame:
-        """The profile's settings of the given sections (``data``, ``features``, ``split``, ``train``, ``attack``).
+        """The profile's settings of ``sections`` (``data``, ``features``, ``split``, ``train``, ``attack``).
 
-        One section gives a ``value`` column indexed by ``parameter``; several
-        are indexed by ``(section, parameter)``.
+        One section gives a ``value`` column indexed by ``parameter``; several are indexed by ``(section, parameter)``.
         """
         table = self.cfg.as_table()
         unknown = sorted(set(sections) - set(table["section"]))
@@ -128,11 +109,7 @@ class Study:
         return table.set_index(["section", "parameter"])
 
     def prepare(self, progress: bool = True) -> Study:
-        """This study with its data generated or located, validated and prepared.
-
-        Calls :func:`mer_lib.data.stage.prepare_data` (resumable: a prepared
-        run directory is reused in about a second).
-        """
+        """This study with its data prepared by :func:`mer_lib.data.stage.prepare_data` (a prepared run is reused)."""
         prepared = prepare_data(self.cfg, self.run, self.data_dir, progress=progress, allow_subset=self.allow_subset)
         return dataclasses.replace(self, prepared=prepared)
 
@@ -145,8 +122,7 @@ class Study:
     def trained_models(self, systems: Sequence[str] | None = None) -> dict[tuple[str, int], Path]:
         """Every seed of ``systems``, trained or reused (notebooks 02-04): ``{(system, seed): folder}``.
 
-        ``systems`` defaults to all five, in the order of
-        :func:`mer_lib.attacks.adversarial_training.train_all` (plain systems first).
+        ``systems`` defaults to all five, in the order of :func:`mer_lib.attacks.adversarial_training.train_all`.
         """
         extra = {} if systems is None else {"systems": tuple(systems)}
         return train_all(self.require_prepared(), self.cfg, self.run, device=self.device, progress=False,
@@ -161,11 +137,8 @@ class Study:
 def check_setup_parameters(profile: object, device: object = None, prepare: object = True) -> None:
     """Check the non-path parameters of :func:`setup` (papermill passes whatever ``-p`` parses to).
 
-    Raises
-    ------
-    MerError
-        For a profile that is not a profile name, a device that is not None
-        or a torch device name, or a ``prepare`` that is not a bool.
+    :class:`MerError` for an unknown profile, a device that is neither None nor a torch device name, or a non-bool
+    ``prepare``.
     """
     if not isinstance(profile, str) or profile not in PROFILES:
         raise MerError(f"parameter profile: expected one of {sorted(PROFILES)}, "
@@ -186,55 +159,42 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
           device: str | None = None, prepare: bool = True, figures_dir: str | os.PathLike | None = None,
           published_dir: str | os.PathLike | None = None, runs_csv: str | os.PathLike | None = None,
           allow_subset: bool = False, executor: Executor | str | int | None = None) -> Study:
-    """The one set-up call of every notebook.
+    """The one set-up call of every notebook: check the parameters, resolve the paths and (by default) prepare the data.
 
-    Every parameter is checked before anything is written. Relative paths
-    are taken from the folder the command was run from
-    (:func:`mer_lib.runner.launch_dir`: ``$PWD``, which papermill's
-    ``--cwd`` and Jupyter's per-notebook working folder leave alone; without
-    it, the repository root), not from the kernel's working folder
-    ``notebooks/``; the runner passes absolute paths. Temporary files of
-    killed writes are then removed from the run directory
-    (:func:`mer_lib.artifacts.remove_stale_temps`).
+    Everything is checked before anything is written. Relative paths are taken from the folder the command was run
+    from (:func:`mer_lib.runner.launch_dir`), not from the kernel's ``notebooks/``. Temporary files of killed writes
+    are removed from the run directory (:func:`mer_lib.artifacts.remove_stale_temps`).
 
     Parameters
     ----------
     profile : str
-        ``"smoke"``, ``"quick"`` or ``"paper"``.
+        A profile name (:data:`mer_lib.config.PROFILES`).
     run_dir : path-like, optional
-        Default: ``$MER_RUN_DIR``, else ``runs/<profile>`` in the repository
-        (:func:`mer_lib.runner.resolve_run_dir`). Created if missing; must be writable.
+        Default: ``$MER_RUN_DIR``, else ``runs/<profile>`` (:func:`mer_lib.runner.resolve_run_dir`); must be writable.
     data_dir : path-like, optional
-        A dataset in the Soundtracks layout (default: the profile's synthetic
-        one); must exist.
+        An existing dataset in the Soundtracks layout (default: the profile's synthetic one).
     device : str, optional
-        Where to train and attack, a torch device name (default: GPU if available, else CPU).
+        Torch device to train and attack on (default: GPU if available, else CPU).
     prepare : bool
         Prepare the data now, silently (reusing notebook 01's cache).
-    figures_dir : path-like, optional
-        Default: ``$MER_FIGURES_DIR``, else ``figures/`` in the repository.
-    published_dir : path-like, optional
-        Default: ``reference/published_runs`` in the repository.
+    figures_dir, published_dir : path-like, optional
+        Defaults: ``$MER_FIGURES_DIR``, else ``figures/``; ``reference/published_runs`` (in the repository).
     runs_csv : path-like, optional
         The published runs' table (notebooks 06 and 08; default: ``<published_dir>/runs.csv``).
     allow_subset : bool
-        Accept real data other than the exact 360 Set-1 excerpts under the paper
-        profile (the split then differs: results not comparable with the published runs).
+        Accept real data other than the exact 360 Set-1 excerpts under the paper profile (the split differs).
     executor : Executor, str or int, optional
-        How training and attack jobs run: ``"inprocess"``, ``"local[:N]"``,
-        ``"ray[:ADDRESS][@F]"`` or ``"auto"`` (:mod:`mer_lib.jobs`); default
-        ``$MER_EXECUTOR`` (``make reproduce executor=...`` sets it), else ``"auto"``.
+        How jobs run (:func:`mer_lib.jobs.parse_executor`); default ``$MER_EXECUTOR``, else ``"auto"``.
 
     Returns
     -------
     Study
-        With the plotting style applied and absolute paths.
+        With absolute paths; the plotting style is applied.
 
     Raises
     ------
     MerError
-        For a parameter of the wrong type or value, a missing ``data_dir`` or
-        a run directory that cannot be written, naming the parameter or folder.
+        Naming the parameter or folder: a wrong type or value, a missing ``data_dir``, an unwritable run directory.
     """
     check_setup_parameters(profile, device, prepare)
     jobs_executor = parse_executor(executor)
@@ -259,10 +219,7 @@ def setup(profile: str, run_dir: str | os.PathLike | None = None, data_dir: str 
 
 # --------------------------------------------------------------------------- paths
 def short_path(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
-    """A path as a reader should see it: relative to ``root`` or the repository, else just its name.
-
-    Keeps machine-specific absolute paths out of saved notebooks.
-    """
+    """A path relative to ``root`` or the repository, else its name: no machine-specific paths in saved notebooks."""
     path = Path(path)
     for base in ([Path(root)] if root is not None else []) + [REPO_ROOT]:
         if path.is_relative_to(base):
@@ -279,9 +236,7 @@ def with_relative_paths(table: pd.DataFrame, root: str | os.PathLike, column: st
 def show_compact(fig: Figure, colors: int = 256) -> None:
     """Display a figure as a PNG with a palette of ``colors`` entries (at most 256), and close it.
 
-    Spectrograms are noise-like images that compress badly as true-colour
-    PNGs; with a palette the saved notebook holds about a third of the bytes,
-    at no visible cost.
+    Spectrograms compress badly as true-colour PNGs; a palette keeps saved notebooks small at no visible cost.
     """
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi)
@@ -308,10 +263,8 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
 def audio_player_html(wav: bytes, label: str) -> str:
     """A labelled ``<audio>`` player with the WAV embedded as a data URI.
 
-    The source is the ``src`` attribute of ``<audio>`` itself, not a
-    ``<source>`` child (as in :class:`IPython.display.Audio`): JupyterLab's
-    sanitizer keeps ``src`` on ``<audio>`` but strips it from ``<source>``,
-    so this player also plays in a notebook that is not trusted.
+    The URI is the ``src`` of ``<audio>`` itself, not of a ``<source>`` child (as in :class:`IPython.display.Audio`),
+    which JupyterLab's sanitizer strips: this player also plays in an untrusted notebook.
     """
     data = base64.b64encode(wav).decode("ascii")
     return (f'<div style="margin: 0.3em 0"><b>{html.escape(label)}</b><br>'
@@ -331,16 +284,8 @@ def ratings_text(table: pd.DataFrame, number: int,
 
 def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", "happy", "tender"),
                             seconds: float = 6.0) -> dict[str, Path]:
-    """Notebook 01's listening examples: labelled players and the spectrograms the model sees.
-
-    The first ``seconds`` of each chosen file are written as WAV files to
-    ``run/listening/`` and shown as players embedding the same bytes; below
-    them, the standardised excerpts the models read.
-
-    Returns
-    -------
-    dict
-        ``{label: WAV file}``.
+    """Notebook 01's listening examples: players for the first ``seconds`` of each chosen file, then the standardised
+    excerpts the models read; returns the WAV files written to ``run/listening/``, ``{label: path}``.
     """
     prepared = study.require_prepared()
     table, rate = prepared.table, study.cfg.features.sample_rate
@@ -376,23 +321,10 @@ def _listening_row(results: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
 def show_waveform_examples(study: Study, listening: pd.DataFrame, results: pd.DataFrame,
                            seconds: float = 5.0) -> None:
     """Notebook 09's listening examples: per system, players for the clean audio, the adversarial audio and
-    the perturbation alone (amplified, labelled), then the spectrograms the written files give the model.
+    the perturbation alone (amplified), then the spectrograms the written files give the model.
 
-    The players embed the first ``seconds`` of each file (the saved notebook
-    stays small; the full 10-s files are in the run directory, named in the
-    labels), and a clean excerpt already shown for another system is not
-    embedded again.
-
-    Parameters
-    ----------
-    study : Study
-        The notebook's study (prepared data, run directory, frame rate).
-    listening : pandas.DataFrame
-        The ``listening`` table of :func:`mer_lib.attacks.waveform_stage.waveform_many`.
-    results : pandas.DataFrame
-        Its ``results`` table (achieved SNR, relative loudness and dMAE of the example).
-    seconds : float
-        Length of the embedded players.
+    ``listening`` and ``results`` are the tables of :func:`mer_lib.attacks.waveform_stage.waveform_many`. Players
+    embed the first ``seconds`` of each file (the labels name the full files); a clean excerpt is embedded once.
     """
     prepared = study.require_prepared()
     shown: set[int] = set()

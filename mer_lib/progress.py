@@ -1,17 +1,9 @@
-"""Progress bars that stay one line in a saved notebook.
+"""Progress bars (:func:`progress_bar`) that stay one line in a saved notebook.
 
-Every long loop of the library shows a tqdm bar made by :func:`progress_bar`.
-Where the bar goes depends on who is watching:
-
-- in a terminal or an interactive notebook (the default, ``$MER_PROGRESS``
-  unset or ``live``) it is an ordinary tqdm bar, updated in place;
-- in a notebook executed to be saved (``$MER_PROGRESS=line``, set by
-  :mod:`mer_lib.runner` and the Makefile) nothing is drawn while the loop
-  runs and one line is printed to standard output when it ends, e.g.
-  ``models: 15/15 in 02:11``, so the stored output is a single line (a tqdm
-  bar stores every redraw, and standard error renders as an error block in
-  HTML);
-- ``$MER_PROGRESS=off`` silences all bars.
+``$MER_PROGRESS`` picks the style: ``live`` (default) is an ordinary tqdm bar; ``line`` (set by
+:mod:`mer_lib.runner` and the Makefile) draws nothing and prints one line such as ``models: 15/15 in 02:11`` to
+stdout at the end (a saved tqdm bar keeps every redraw, and stderr renders as an error block in HTML); ``off``
+is silent.
 """
 from __future__ import annotations
 
@@ -31,13 +23,7 @@ STYLES = ("live", "line", "off")
 
 
 def progress_style() -> str:
-    """The style chosen by ``$MER_PROGRESS`` (``live`` when unset).
-
-    Raises
-    ------
-    MerError
-        If the variable holds anything else than ``live``, ``line`` or ``off``.
-    """
+    """The style chosen by ``$MER_PROGRESS`` (``live`` when unset); :class:`MerError` for any other value."""
     style = os.environ.get(PROGRESS_ENV, "").strip().lower() or "live"
     if style not in STYLES:
         raise MerError(f"${PROGRESS_ENV} must be one of {list(STYLES)}, got {style!r}")
@@ -64,29 +50,16 @@ class _LineBar(tqdm):
 
 def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str | None = None,
                  enabled: bool = True, leave: bool = True, unit: str = "it", initial: int = 0) -> tqdm:
-    """A progress bar over ``iterable`` (or a manual one with ``total``), styled by ``$MER_PROGRESS``.
+    """A tqdm bar over ``iterable`` (or a manual one: ``total``, ``bar.update(n)``), styled by ``$MER_PROGRESS``.
 
     Parameters
     ----------
-    iterable : iterable, optional
-        Items to iterate over; omit for a manual bar (``bar.update(n)``).
-    total : int, optional
-        Number of items (default: ``len(iterable)`` where defined).
-    desc : str, optional
-        Label in front of the bar.
+    iterable, total, desc, unit, initial
+        As for tqdm (``initial``: items already done, for a resumed loop).
     enabled : bool
         ``False`` gives a silent bar (the caller's ``progress=False``).
     leave : bool
         Keep the bar (or print the summary line) when it ends; nested bars pass ``False``.
-    unit : str
-        Name of one item.
-    initial : int
-        Items already done (a resumed loop).
-
-    Returns
-    -------
-    tqdm
-        Use as an iterator or a context manager, like tqdm itself.
     """
     style = progress_style()
     disable = not enabled or style == "off"

@@ -1,41 +1,16 @@
-"""Regression checks of model-dependent numbers, with tolerances derived from the seed spread.
+"""Regression checks of model-dependent numbers, with tolerances derived from the seed spread (protocol §10).
 
-Why not compare the numbers as text: another CPU rounds differently (oneDNN,
-vectorised ATen kernels, BLAS), training is chaotic, so another machine acts
-like another draw of the seeds. Bit-identity holds only for reruns on one
-machine. Machine-independent outputs (data, split, front end, cache
-statistics, the published runs, profile tables, pass counts) are therefore
-compared exactly by nbval, and every number that depends on a trained model
-is checked here instead: as the mean over the models (seeds) of a system,
-against an expected value with a tolerance derived from how much that
-quantity varies between seeds.
+Another CPU acts like another draw of the seeds, so every number that depends on a trained model is checked as the
+mean over the models (seeds) of a system, within :func:`tolerance` of an expected value. A quantity whose reference
+values are all positive (a dMAE, a norm, an r) is checked on a log scale, so its tolerance is a factor that never
+admits zero.
 
-For a quantity with per-model standard deviation ``s`` (pooled over the
-reference draws, ``n_ref`` models) and a run with ``n`` models, the mean of
-the run and the reference mean differ by chance with standard deviation
-``s * sqrt(1/n + 1/n_ref)``; the tolerance is :data:`K_SIGMA` times that.
-With K = 4 a correct run fails one check in about 16,000 (normal tails), while
-a change that moves a quantity by several seed standard deviations (a wrong
-attack step size, a dropped loss term) is caught.
-
-A quantity whose reference values are all positive (a dMAE, a norm, an r) is
-checked on a log scale: the mean of ``log(value)`` against the reference's,
-so its tolerance is a factor (``x/÷ f``) and never admits zero. A wide seed
-spread on a linear scale would let a run whose attack did nothing pass.
-
-Expected values live in ``mer_lib/expectations/<profile>.json``. They are
-derived, not typed in: every check writes the per-model values it saw to
-``<run>/regression/<section>.csv``, and ::
+Expected values live in ``mer_lib/expectations/<profile>.json``, pooled from the ``<run>/regression/<section>.csv``
+files that :func:`check_models` writes, over independent draws::
 
     python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...]
 
-pools those files over independent draws (e.g. one run with the default CPU
-kernels, one with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``) into
-the expectations file, recording where they came from.
-
-Notebooks call :func:`check_models`; it prints one line per quantity
-(value, expected, tolerance, ok). Outside the tests a failing check is a
-warning; with ``MER_STRICT_CHECKS=1`` (set by ``make test``) it raises
+A failing check prints a warning; with ``$MER_STRICT_CHECKS=1`` (set by ``make test``) it raises
 :class:`RegressionFailure`, so nbval fails loudly.
 """
 from __future__ import annotations
@@ -81,20 +56,8 @@ def strict() -> bool:
 def tolerance(sd: float, n: int, n_ref: int, k: float = K_SIGMA) -> float:
     """``k * sd * sqrt(1/n + 1/n_ref)``, at least a tiny floor.
 
-    Parameters
-    ----------
-    sd : float
-        Per-model standard deviation of the quantity in the reference draws.
-    n : int
-        Models averaged in the checked run.
-    n_ref : int
-        Models the expected value was averaged over.
-    k : float
-        Width in standard deviations.
-
-    Returns
-    -------
-    float
+    ``k`` standard deviations of the chance difference between a run's mean over ``n`` models and the reference mean
+    over ``n_ref`` models, for a quantity whose per-model standard deviation is ``sd``.
     """
     if n < 1 or n_ref < 1:
         raise MerError(f"tolerance: need n >= 1 and n_ref >= 1, got {n}, {n_ref}")
@@ -139,41 +102,28 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
     Parameters
     ----------
     per_model : pandas.DataFrame
-        One row per model: ``by`` (the group, usually ``system``), ``seed``
-        and the quantity columns.
-    quantities : sequence of str
-        Columns to check.
-    profile : str
-        Profile name; selects ``mer_lib/expectations/<profile>.json``.
-    section : str
-        Name of this group of checks (e.g. ``"02_train"``); also the file
-        name of the per-model values written to ``run_dir/regression/``.
+        One row per model: ``by`` (the group column, usually ``system``), ``seed`` and the ``quantities`` columns.
+    profile, section : str
+        The profile (selects ``mer_lib/expectations/<profile>.json``); the name of this group of checks, e.g.
+        ``"02_train"``.
     run_dir : path-like, optional
-        The run directory; the per-model values are written there (what
-        :func:`derive_expectations` reads).
-    by : str
-        Group column.
+        Where the per-model values go, as ``regression/<section>.csv`` (what :func:`derive_expectations` reads).
     expectations : mapping, optional
         Use these instead of the profile's file (tests).
-    k : float
-        Tolerance width in standard deviations.
-    show : bool
-        Print one line per quantity and a verdict.
+    k, show : float, bool
+        Tolerance width in standard deviations; print one line per quantity and a verdict.
 
     Returns
     -------
     pandas.DataFrame
-        One row per (quantity, group): ``section``, ``quantity``, ``group``,
-        ``n``, ``value`` (mean over models; the geometric mean on the log
-        scale), ``expected``, ``tolerance`` (a factor on the log scale),
-        ``scale`` and ``ok`` (None where no expectation was recorded).
+        One row per (quantity, group): ``section``, ``quantity``, ``group``, ``n``, ``value`` (mean over models;
+        geometric on the log scale), ``expected``, ``tolerance`` (a factor on the log scale), ``scale`` and ``ok``
+        (None where no expectation was recorded).
 
     Raises
     ------
     RegressionFailure
-        In strict mode (``$MER_STRICT_CHECKS=1``) if any quantity is outside
-        its tolerance, or if the profile has expectations but not for some
-        checked quantity.
+        In strict mode, if a quantity is outside its tolerance or the profile has expectations but not for it.
     """
     long = _long(per_model, quantities, by)
     if run_dir is not None:
@@ -206,11 +156,7 @@ def check_models(per_model: pd.DataFrame, quantities: Sequence[str], profile: st
 
 
 def _judge(values: np.ndarray, ref: Mapping, k: float) -> dict:
-    """``value``, ``expected``, ``tolerance``, ``scale`` and ``ok`` of one quantity against its reference.
-
-    On the log scale ``value`` and ``expected`` are geometric means and
-    ``tolerance`` is the factor ``exp(tol)``; a non-positive value fails.
-    """
+    """The result columns of one quantity against its reference (log scale: geometric means, a factor)."""
     tol = tolerance(float(ref["sd"]), len(values), int(ref["n"]), k)
     if ref.get("scale", "linear") != "log":
         value = float(np.mean(values))
@@ -258,8 +204,7 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
     Parameters
     ----------
     run_dirs : sequence of path-like
-        Run directories of complete runs of ``profile`` (each holding
-        ``regression/<section>.csv`` written by :func:`check_models`).
+        Complete runs of ``profile``, each holding the ``regression/<section>.csv`` of :func:`check_models`.
     profile : str
         The profile the runs used.
     labels : sequence of str, optional
@@ -268,11 +213,9 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
     Returns
     -------
     dict
-        ``{"profile", "k_sigma", "draws", "created", "sections": {section:
-        {"<quantity> | <group>": {"mean", "sd", "n", "scale", "min",
-        "draw_means"}}}}``. Each draw's models count as independent models;
-        ``sd`` has ``ddof=1``. A quantity with only positive values gets
-        ``scale`` ``"log"``: ``mean`` and ``sd`` are then those of its logs.
+        ``{"profile", "k_sigma", "draws", "created", "machine", "sections": {section: {"<quantity> | <group>":
+        {"mean", "sd", "n", "scale", "min", "draw_means"}}}}``; every model counts as independent, ``sd`` has
+        ``ddof=1``, and a quantity with only positive values has ``scale`` ``"log"`` (``mean``, ``sd`` of its logs).
     """
     if not run_dirs:
         raise MerError("derive_expectations: no run directories given")

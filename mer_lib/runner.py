@@ -1,22 +1,13 @@
-"""Run the numbered notebooks in order with papermill (``make reproduce``).
+"""Run the numbered notebooks in order with papermill (``make reproduce``; protocol §9).
 
-Every notebook ``notebooks/NN_name.ipynb`` takes the papermill parameters
-``profile``, ``run_dir`` and ``data_dir`` (cell tagged ``parameters``). The
-runner executes them in number order, writes each executed copy to
-``run_dir/notebooks/``, records per-notebook wall time and peak memory (the
-largest summed resident set size of the notebook's kernel and its child
-processes, sampled every 0.1 s) in ``run_dir/pipeline_times.json``, and stops
-at the first failure, naming the executed notebook that holds the traceback
-(``<name>.failed.ipynb``; the last successful ``<name>.ipynb`` is kept).
-
-Command line::
+Every ``notebooks/NN_name.ipynb`` takes the papermill parameters ``profile``, ``run_dir`` and ``data_dir``.
+Each executed copy goes to ``run_dir/notebooks/``, wall time and peak memory to ``run_dir/pipeline_times.json``; the
+run stops at the first failure, naming the ``<name>.failed.ipynb`` that holds the traceback. Command line::
 
     python -m mer_lib.runner --profile quick --run-dir runs/quick [--data-dir DIR] [--notebooks 01 03]
         [--executor local:8]
 
-Relative ``--run-dir`` and ``--data-dir`` are taken from the folder the
-command is run from (papermill runs the kernels in ``notebooks/``, so the
-runner passes them on as absolute paths).
+Relative ``--run-dir`` and ``--data-dir`` are taken from the current folder and passed on as absolute paths.
 """
 from __future__ import annotations
 
@@ -50,12 +41,9 @@ FIGURES_DIR_ENV = "MER_FIGURES_DIR"
 
 
 def launch_dir() -> Path:
-    """The folder the user's command was run from, as a notebook kernel can tell.
+    """The folder the user's command was run from: ``$PWD`` if it is an existing folder, else the repository root.
 
-    ``$PWD`` if it names an existing folder: the shell that started
-    ``papermill``, ``jupyter lab`` or ``make`` sets it, and neither papermill's
-    ``--cwd`` nor Jupyter's per-notebook working folder changes it. Else (no
-    shell, e.g. on Windows) the repository root.
+    The shell sets ``$PWD``, and neither papermill's ``--cwd`` nor Jupyter's per-notebook working folder changes it.
     """
     pwd = os.environ.get("PWD", "")
     if pwd and Path(pwd).is_absolute() and Path(pwd).is_dir():
@@ -69,15 +57,9 @@ def _kind(value: object) -> str:
 
 
 def path_parameter(name: str, value: object, base: str | os.PathLike) -> Path | None:
-    """A path parameter checked and made absolute: ``None`` stays None, relative paths are taken from ``base``.
+    """A path parameter checked and made absolute (from ``base``; ``~`` expanded, ``..`` normalised); None stays None.
 
-    ``~`` is expanded; ``..`` is normalised (symbolic links are kept).
-
-    Raises
-    ------
-    MerError
-        If ``value`` is neither None nor a non-empty string or path (papermill
-        reads ``-p run_dir 3`` as the int 3 and ``-p data_dir 0`` as 0).
+    :class:`MerError` unless ``value`` is None or a non-empty string or path (papermill reads ``-p run_dir 3`` as 3).
     """
     if value is None:
         return None
@@ -92,13 +74,7 @@ def path_parameter(name: str, value: object, base: str | os.PathLike) -> Path | 
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None, base: str | os.PathLike) -> Path | None:
-    """``data_dir`` as an absolute path (relative: from ``base``), checked to be an existing folder.
-
-    Raises
-    ------
-    MerError
-        Naming the path as given and the folder looked for, if it is not there.
-    """
+    """``data_dir`` as an absolute path (relative: from ``base``); :class:`MerError` naming it unless it is a folder."""
     path = path_parameter("data_dir", data_dir, base)
     if path is not None and not path.is_dir():
         what = "is not a folder" if path.exists() else "does not exist"
@@ -109,13 +85,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None, base: str | os.PathLike
 
 
 def require_writable(folder: str | os.PathLike, what: str = "run directory") -> Path:
-    """Create ``folder`` if needed and check that a file can be written in it (before any work starts).
-
-    Raises
-    ------
-    MerError
-        Naming the folder, if it cannot be created or written to.
-    """
+    """Create ``folder`` if needed and check that a file can be written in it; :class:`MerError` naming it if not."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -132,17 +102,10 @@ def require_writable(folder: str | os.PathLike, what: str = "run directory") -> 
 
 def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None,
                     base: str | os.PathLike | None = None) -> Path:
-    """The run directory a notebook reads and writes, created and checked to be writable.
+    """The run directory: ``run_dir``, else ``$MER_RUN_DIR``, else ``<repo>/runs/<profile>``, created if needed.
 
-    ``run_dir`` if given; else ``$MER_RUN_DIR`` if set; else
-    ``<repo>/runs/<profile>``. A relative ``run_dir`` or ``$MER_RUN_DIR`` is
-    taken from ``base``, by default :func:`launch_dir` (the folder the
-    command was run from; the runner passes its working folder).
-
-    Raises
-    ------
-    MerError
-        For a ``run_dir`` that is not a path, or a folder that cannot be written.
+    Relative paths are taken from ``base`` (default :func:`launch_dir`). :class:`MerError` for a ``run_dir`` that is
+    not a path or a folder that cannot be written.
     """
     base = launch_dir() if base is None else Path(base)
     name, value = "run_dir", run_dir
@@ -153,7 +116,7 @@ def resolve_run_dir(profile: str, run_dir: str | os.PathLike | None = None,
 
 
 def resolve_figures_dir(figures_dir: str | os.PathLike | None = None, base: str | os.PathLike | None = None) -> Path:
-    """Where notebooks save the paper's figures: ``figures_dir``, else ``$MER_FIGURES_DIR``, else ``figures/``.
+    """Where notebooks save figures: ``figures_dir``, else ``$MER_FIGURES_DIR``, else ``figures/``.
 
     Relative paths are taken from ``base``, by default :func:`launch_dir`.
     """
@@ -183,10 +146,8 @@ def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
     notebooks_dir : path-like
         Folder of the notebooks.
     select : list of str, optional
-        None: all. Else every entry must pick at least one notebook: a number
-        (``"1"`` or ``"01"``), a name with or without its number
-        (``"05_attacks"``, ``"attacks"``, ``"05_attacks.ipynb"``) or the start
-        of a name (``"05_att"``).
+        None: all. Else each entry picks notebooks by number (``"1"``, ``"01"``), name with or without number
+        (``"attacks"``, ``"05_attacks.ipynb"``) or the start of a name (``"05_att"``).
 
     Raises
     ------
@@ -208,10 +169,9 @@ def list_notebooks(notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
 
 
 class PeakMemory:
-    """Context manager sampling the summed RSS of this process's descendants in a thread.
+    """Context manager sampling in a thread the summed RSS of this process's descendants (the notebook's kernel).
 
-    Papermill runs every notebook in a kernel subprocess, so the descendants'
-    memory is the notebook's memory. ``peak_mb`` is the largest sum seen.
+    ``peak_mb`` is the largest sum seen.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
@@ -256,21 +216,12 @@ def _failure_message(notebook: Path, executed: Path, failed: Path | None, exc: E
 
 
 def execute_notebook(notebook: Path, executed: Path, parameters: Mapping[str, object]) -> None:
-    """Run ``notebook`` with papermill into ``executed``, replacing the previous copy only on success.
+    """Run ``notebook`` with papermill (in its folder) into ``executed``, replacing the previous copy only on success.
 
-    The notebook executes into a temporary file beside ``executed`` (the
-    kernel's working folder is the notebook's own). On success it is renamed
-    over ``executed`` and an old ``<name>.failed.ipynb`` is removed; on failure
-    it becomes ``<name>.failed.ipynb`` and ``executed`` is left as it was.
-
-    Raises
-    ------
-    MerError
-        If a cell raises, the kernel dies or a cell times out; the message names
-        the failed copy that holds the traceback and the copy that is kept.
+    A failed run is saved as ``<name>.failed.ipynb`` (removed by the next success) and raises :class:`MerError`
+    naming it and the copy that is kept: a cell raised, the kernel died or a cell timed out.
     """
-    # imported here, not at the top: the kernels import this module (through mer_lib.notebook) and need
-    # none of them, and nbformat's schema validation alone takes about 1.3 s to import
+    # imported here: the kernels import this module (through mer_lib.notebook) and need none of them
     import nbformat
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -308,27 +259,11 @@ def run_notebooks(profile: str = DEFAULT_PROFILE, run_dir: str | os.PathLike | N
                   data_dir: str | os.PathLike | None = None, select: list[str] | None = None,
                   notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, allow_subset: bool = False,
                   executor: str | None = None) -> Path:
-    """Execute the notebooks in order; return the run directory.
+    """Execute the notebooks in order (:func:`execute_notebook`); return the run directory.
 
-    Relative ``run_dir`` and ``data_dir`` are taken from the current working
-    folder and passed to the notebooks as absolute paths. Everything is
-    checked before the first notebook starts: the profile, the selection
-    (:func:`list_notebooks`), that ``data_dir`` exists and that the run
-    directory is writable; then temporary files of killed writes are removed
-    from the run directory (:func:`mer_lib.artifacts.remove_stale_temps`).
-    Each notebook's executed copy replaces the previous one only if it ran
-    through (:func:`execute_notebook`). The kernels inherit
-    ``$MER_PROGRESS=line`` (unless set otherwise), so every progress bar
-    leaves one line in the executed notebooks (:mod:`mer_lib.progress`).
-    ``executor`` (:mod:`mer_lib.jobs`: ``"local:8"``, ``"ray:auto"``, ...)
-    is checked and handed to the kernels as ``$MER_EXECUTOR``, which every
-    notebook's ``executor = None`` parameter reads.
-
-    Raises
-    ------
-    MerError
-        For a bad argument, before anything runs, or if a notebook fails
-        (the message names the executed copy with the traceback).
+    Every argument is checked before the first notebook starts (:class:`MerError`); a failing notebook also raises
+    it. Stale temporary files are removed first (:func:`mer_lib.artifacts.remove_stale_temps`). The kernels inherit
+    ``$MER_PROGRESS=line`` unless set otherwise and ``executor`` as ``$MER_EXECUTOR``, which every notebook reads.
     """
     if not isinstance(profile, str) or profile not in PROFILES:
         raise MerError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
