@@ -42,7 +42,7 @@ from machine import benchmark_device, machine_record, median_seconds, synchroniz
 from mer_lib import artifacts
 from mer_lib.attacks import protocol_cost as pc
 from mer_lib.attacks.engine import bounded_attack
-from mer_lib.config import get_profile
+from mer_lib.config import SYSTEM_REGISTRY, get_profile
 from mer_lib.models.nets import build_model
 from mer_lib.models.train import EVAL_BATCH, to_input
 
@@ -87,7 +87,7 @@ def pass_seconds(profile, device: torch.device, repeats: int) -> dict:
 def recorded_seconds(run_dir: Path) -> dict:
     """Seconds the models and attacks of a finished run recorded, per notebook, and its notebooks' wall times."""
     out: dict[str, float] = {}
-    for system, notebook in pc.TRAINED_IN.items():
+    for system, notebook in ((name, s.notebook) for name, s in SYSTEM_REGISTRY.items()):
         for cost in (run_dir / "models" / system).glob("seed*/cost.json"):
             out[notebook] = out.get(notebook, 0.0) + artifacts.read_json(cost)["wall_seconds"]
     for summary in (run_dir / "attacks").glob("*/*/*/summary.json"):

@@ -42,8 +42,52 @@ MIDLEVEL_RANGE: tuple[float, float] = (1.0, 10.0)
 TARGET_SCALE: float = 10.0
 
 
-#: Systems of the study, in the order of the paper's Figure 3.
-SYSTEMS: tuple[str, ...] = ("A2E", "aA2E", "A2B2E", "aA2B2E", "A2M2E")
+@dataclass(frozen=True)
+class SystemInfo:
+    """Everything about one system, in one place: its head, how it is trained, where, and its colour.
+
+    ``bottleneck``: the head is ``Linear(D, 7) -> Linear(7, 8)``; ``midlevel_supervised``: the bottleneck
+    is trained on the mid-level features; ``adversarial``: trained adversarially (protocol §5);
+    ``notebook``: the notebook that trains it; ``color``: its colour in every figure; ``default``: part
+    of the study's default set (:data:`SYSTEMS`).
+    """
+
+    name: str
+    bottleneck: bool
+    midlevel_supervised: bool
+    adversarial: bool
+    notebook: str
+    color: str
+    default: bool = True
+
+
+#: The systems, in the order of the paper's Figure 3. A new system is one entry here (and, for a new
+#: kind of head or loss, its case in ``mer_lib.models``); re-derive the expectations to check it.
+SYSTEM_REGISTRY: dict[str, SystemInfo] = {s.name: s for s in (
+    SystemInfo("A2E", bottleneck=False, midlevel_supervised=False, adversarial=False, notebook="02", color="#0173b2"),
+    SystemInfo("aA2E", bottleneck=False, midlevel_supervised=False, adversarial=True, notebook="04", color="#56b4e9"),
+    SystemInfo("A2B2E", bottleneck=True, midlevel_supervised=False, adversarial=False, notebook="02", color="#d55e00"),
+    SystemInfo("aA2B2E", bottleneck=True, midlevel_supervised=False, adversarial=True, notebook="04",
+               color="#de8f05"),
+    SystemInfo("A2M2E", bottleneck=True, midlevel_supervised=True, adversarial=False, notebook="03", color="#029e73"),
+)}
+
+#: The study's default systems, in the order of the paper's Figure 3.
+SYSTEMS: tuple[str, ...] = tuple(name for name, s in SYSTEM_REGISTRY.items() if s.default)
+
+
+def system_info(system: str) -> SystemInfo:
+    """The registry entry of a system (``MerError`` for an unknown one)."""
+    try:
+        return SYSTEM_REGISTRY[system]
+    except KeyError:
+        raise MerError(f"unknown system {system!r}; expected one of {list(SYSTEM_REGISTRY)}") from None
+
+
+def systems_trained_in(notebook: str | None = None) -> tuple[str, ...]:
+    """The default systems a notebook trains (``"02"``, ...), or all of them in training order (``None``)."""
+    chosen = [s for s in SYSTEM_REGISTRY.values() if s.default and (notebook is None or s.notebook == notebook)]
+    return tuple(s.name for s in sorted(chosen, key=lambda s: s.notebook))
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,28 @@ def test_eps_and_rates_accept_numpy_numbers_and_refuse_booleans():
             check_eps(bad)
     with pytest.raises(MerError, match="AttackConfig.lr"):
         AttackConfig(lr=True)
+
+
+def test_a_system_registered_once_reaches_every_place(monkeypatch):
+    """A sixth system is one registry entry: networks, twins, colours, order, training and cost tables see it."""
+    from mer_lib import config as cfg
+    from mer_lib.analysis import figures
+    from mer_lib.attacks import logs, protocol_cost
+    from mer_lib.models import nets
+
+    info = cfg.SystemInfo("aA2M2E", bottleneck=True, midlevel_supervised=True, adversarial=True, notebook="04",
+                          color="#123456")
+    monkeypatch.setitem(cfg.SYSTEM_REGISTRY, info.name, info)
+    model = nets.build_model("aA2M2E", width=0.0625)
+    assert model.system == "aA2M2E" and nets.system_spec("aA2M2E") is info
+    assert nets.plain_twin("aA2M2E") == "A2M2E"  # it starts from A2M2E's kept state (protocol §5)
+    assert figures.system_colors(["aA2M2E", "A2E"]) == {"A2E": "#0173b2", "aA2M2E": "#123456"}
+    assert logs.system_order(["zz", "aA2M2E", "A2E"]) == ["A2E", "aA2M2E", "zz"]
+    assert cfg.systems_trained_in("04") == ("aA2E", "aA2B2E", "aA2M2E")
+    assert cfg.systems_trained_in()[-1] == "aA2M2E"
+    jobs = protocol_cost.protocol_jobs("smoke")
+    assert set(jobs.loc[jobs["system"] == "aA2M2E", "notebook"]) == {"04", "05"}
+    monkeypatch.setitem(cfg.SYSTEM_REGISTRY, info.name, dataclasses.replace(info, default=False))
+    assert "aA2M2E" not in cfg.systems_trained_in()
+    with pytest.raises(MerError, match="unknown system 'A3E'"):
+        cfg.system_info("A3E")

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mer_lib import artifacts
 from mer_lib.attacks import logs as attack_logs
-from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY, TARGET_SCALE
 from mer_lib.errors import MerError
 
 
@@ -66,15 +66,9 @@ def plot_correlation_pair(corr: pd.DataFrame, reference: pd.DataFrame, left_titl
     return fig
 
 
-#: One colour per system (seaborn's "colorblind" palette): a hue family per plain / adversarially trained pair
-#: (blue: A2E, aA2E; vermillion, orange: A2B2E, aA2B2E), green for the interpretable A2M2E.
-SYSTEM_COLORS: dict[str, str] = {
-    "A2E": "#0173b2",
-    "aA2E": "#56b4e9",
-    "A2B2E": "#d55e00",
-    "aA2B2E": "#de8f05",
-    "A2M2E": "#029e73",
-}
+#: One colour per system (the registry's, :class:`mer_lib.config.SystemInfo`; seaborn's "colorblind" palette: a hue
+#: family per plain / adversarially trained pair, green for the interpretable A2M2E).
+SYSTEM_COLORS: dict[str, str] = {name: s.color for name, s in SYSTEM_REGISTRY.items()}
 
 
 #: Colours handed out, in order, to systems not in :data:`SYSTEM_COLORS`.
@@ -86,8 +80,8 @@ def system_colors(systems: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     spare = 0
     for s in attack_logs.system_order(systems):
-        if s in SYSTEM_COLORS:
-            out[s] = SYSTEM_COLORS[s]
+        if s in SYSTEM_REGISTRY:
+            out[s] = SYSTEM_REGISTRY[s].color
         else:
             out[s] = _SPARE_COLORS[spare % len(_SPARE_COLORS)]
             spare += 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from mer_lib.attacks.engine import ATTACK_VERSION, paper_adversarial_examples
-from mer_lib.config import AttackConfig, Profile, get_profile
+from mer_lib.config import AttackConfig, Profile, get_profile, systems_trained_in
 from mer_lib.jobs import Executor
 from mer_lib.models.nets import MERModel
 from mer_lib.models.stage import train_systems
@@ -93,12 +93,14 @@ def adversarial_training(profile=None, channels_last: bool | None = None) -> tup
 
 
 def train_all(prepared, profile: str | Profile, run_dir: str | os.PathLike,
-              systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"), device=None,
+              systems: Sequence[str] | None = None, device=None,
               progress: bool = True, executor: Executor | str | int | None = None) -> dict[tuple[str, int], Path]:
     """Train (or reuse) every listed system for every seed, adversarial ones included.
 
-    :func:`mer_lib.models.stage.train_systems` with :func:`adversarial_training` for aA2E and aA2B2E. The default
-    order is the notebooks' (02 black-box, 03 interpretable, 04 adversarial); the returned dict follows it.
+    :func:`mer_lib.models.stage.train_systems` with :func:`adversarial_training` for aA2E and aA2B2E. The default:
+    every default system in the order of the notebooks that train them (:func:`mer_lib.config.systems_trained_in`);
+    the returned dict follows the order given.
     """
+    systems = systems_trained_in() if systems is None else systems
     return train_systems(prepared, systems, profile, run_dir, device, progress, executor,
                          adversary=adversarial_training)

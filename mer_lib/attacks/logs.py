@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEMS
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY
 from mer_lib.errors import MerError
 from mer_lib.metrics import pearson_per_column
 
@@ -214,10 +214,10 @@ def prediction_columns(which: str) -> list[str]:
 
 
 def system_order(systems: Iterable[str]) -> list[str]:
-    """The distinct system names: the paper's order (:data:`SYSTEMS`) first, then any others alphabetically."""
+    """The distinct system names: the registry's order (the paper's) first, then any others alphabetically."""
     present = set(systems)
-    known = [s for s in SYSTEMS if s in present]
-    return known + sorted(present - set(SYSTEMS))
+    known = [s for s in SYSTEM_REGISTRY if s in present]
+    return known + sorted(present - set(SYSTEM_REGISTRY))
 
 
 def sort_models(df: pd.DataFrame, by_system: str = "system") -> pd.DataFrame:

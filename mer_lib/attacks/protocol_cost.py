@@ -13,14 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from mer_lib.config import AttackConfig, Profile, TrainConfig, get_profile
+from mer_lib.config import AttackConfig, Profile, TrainConfig, get_profile, system_info, systems_trained_in
 from mer_lib.data.split import split_lengths
 from mer_lib.errors import MerError
 from mer_lib.models.nets import forward_macs, system_spec
 from mer_lib.models.train import validation_count
 
-#: The notebook that trains each system (A2B2E is trained with A2E in notebook 02).
-TRAINED_IN: dict[str, str] = {"A2E": "02", "A2B2E": "02", "A2M2E": "03", "aA2E": "04", "aA2B2E": "04"}
 
 #: Columns of the pass counts.
 PASS_COLUMNS: tuple[str, ...] = ("forward", "backward_weights", "backward_input")
@@ -90,7 +88,7 @@ def job_gflop(system: str, width: float, passes: Mapping[str, int], input_hw: tu
 
 
 def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
-                  systems: Sequence[str] = ("A2E", "A2B2E", "A2M2E", "aA2E", "aA2B2E"),
+                  systems: Sequence[str] | None = None,
                   input_hw: tuple[int, int] = (313, 149)) -> pd.DataFrame:
     """Every job of notebooks 02-05 under a profile, in the notebooks' order, with its passes and GFLOP.
 
@@ -99,11 +97,12 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
     :func:`split_sizes`); ``systems``: those trained and attacked; ``input_hw``: frames x bands (313 x 149).
     """
     profile = get_profile(profile)
+    systems = systems_trained_in() if systems is None else systems
     sizes = split_sizes(profile) if sizes is None else tuple(int(s) for s in sizes)
     train, attack, width = profile.train, profile.attack, profile.train.width
     rows = []
-    for notebook in ("02", "03", "04"):
-        for system in (s for s in systems if TRAINED_IN[s] == notebook):
+    for notebook in sorted({system_info(s).notebook for s in systems}):
+        for system in (s for s in systems if system_info(s).notebook == notebook):
             passes = training_passes(system, train, attack, sizes)
             rows += [{"notebook": notebook, "kind": "train", "system": system, "seed": seed, "setting": "train",
                       **passes} for seed in train.seeds]

@@ -12,16 +12,14 @@ nonlinearity for A2B2E, aA2B2E and A2M2E, which also return the 7 bottleneck act
 """
 from __future__ import annotations
 
-import dataclasses
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEMS
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY, SystemInfo, system_info
 from mer_lib.errors import MerError
 
 #: Backbone layers at width 1.0: ``(kind, out_channels, kernel, stride)``;
@@ -45,35 +43,13 @@ DROPOUT = 0.3
 MIN_INPUT = 7
 
 
-@dataclass(frozen=True)
-class SystemSpec:
-    """What distinguishes the five systems.
-
-    ``bottleneck``: the head is ``Linear(D, 7) -> Linear(7, 8)``; ``midlevel_supervised``: the bottleneck is trained on
-    the mid-level features (A2M2E); ``adversarial``: trained adversarially (aA2E, aA2B2E).
-    """
-
-    bottleneck: bool
-    midlevel_supervised: bool
-    adversarial: bool
+#: What distinguishes the systems' networks and training: the registry's entries (:class:`mer_lib.config.SystemInfo`).
+SystemSpec = SystemInfo
 
 
-SYSTEM_SPECS: dict[str, SystemSpec] = {
-    "A2E": SystemSpec(bottleneck=False, midlevel_supervised=False, adversarial=False),
-    "aA2E": SystemSpec(bottleneck=False, midlevel_supervised=False, adversarial=True),
-    "A2B2E": SystemSpec(bottleneck=True, midlevel_supervised=False, adversarial=False),
-    "aA2B2E": SystemSpec(bottleneck=True, midlevel_supervised=False, adversarial=True),
-    "A2M2E": SystemSpec(bottleneck=True, midlevel_supervised=True, adversarial=False),
-}
-assert set(SYSTEM_SPECS) == set(SYSTEMS)
-
-
-def system_spec(system: str) -> SystemSpec:
-    """The :class:`SystemSpec` of a system name (``MerError`` for an unknown one)."""
-    try:
-        return SYSTEM_SPECS[system]
-    except KeyError:
-        raise MerError(f"unknown system {system!r}; expected one of {list(SYSTEM_SPECS)}") from None
+def system_spec(system: str) -> SystemInfo:
+    """The registry entry of a system (``MerError`` for an unknown one)."""
+    return system_info(system)
 
 
 def plain_twin(system: str) -> str | None:
@@ -81,8 +57,8 @@ def plain_twin(system: str) -> str | None:
     spec = system_spec(system)
     if not spec.adversarial:
         return None
-    plain = dataclasses.replace(spec, adversarial=False)
-    return next((name for name, other in SYSTEM_SPECS.items() if other == plain), None)
+    return next((name for name, other in SYSTEM_REGISTRY.items() if not other.adversarial
+                 and (other.bottleneck, other.midlevel_supervised) == (spec.bottleneck, spec.midlevel_supervised)), None)
 
 
 def scaled_channels(channels: int, width: float) -> int:

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, TRAIN_HASH_OPTIONAL, Profile, TrainConfig, get_profile
+from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY, TRAIN_HASH_OPTIONAL, Profile, TrainConfig, get_profile
 from mer_lib.data.cache import spectrogram_digest
 from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, run_jobs
 from mer_lib.metrics import regression_report
-from mer_lib.models.nets import SYSTEM_SPECS, MERModel, build_model, plain_twin, system_spec
+from mer_lib.models.nets import MERModel, build_model, plain_twin, system_spec
 from mer_lib.models.refit import refit_head
 from mer_lib.models.train import (
     STATE_FILE,
@@ -203,7 +203,7 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
 def _keep_for_twin(system: str, out: Path, profile: Profile) -> tuple:
     """The hook that copies the resume state at the end of the last epoch an adversarial twin shares."""
     epoch = profile.attack.adv_every - 1
-    if epoch < 1 or not any(plain_twin(other) == system for other in SYSTEM_SPECS):
+    if epoch < 1 or not any(plain_twin(other) == system for other in SYSTEM_REGISTRY):
         return ()
 
     def keep(end) -> None:
