@@ -314,8 +314,8 @@ def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: 
     Returns
     -------
     pandas.DataFrame
-        ``system, waveform, waveform_rank, spectrogram, spectrogram_rank, rank_change`` (rank 1: least damage),
-        with ``attrs["kendall_tau"]`` between the domains and ``attrs["same_order"]``.
+        ``system, waveform, waveform_rank, spectrogram, spectrogram_rank, rank_change`` (rank 1: least damage);
+        :func:`ranking_agreement` summarises it.
     """
     func = _stat(stat, "domain_ranking")
     wave = _system_values(waveform, quantity, func, "waveform per-model table")
@@ -328,10 +328,14 @@ def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: 
     out["waveform_rank"] = out["waveform"].rank(method="min").astype(int)
     out["spectrogram_rank"] = out["spectrogram"].rank(method="min").astype(int)
     out["rank_change"] = out["waveform_rank"] - out["spectrogram_rank"]
-    out = out[["system", "waveform", "waveform_rank", "spectrogram", "spectrogram_rank", "rank_change"]]
-    out.attrs["kendall_tau"] = float(sps.kendalltau(out["waveform"], out["spectrogram"]).statistic)
-    out.attrs["same_order"] = bool((out["rank_change"] == 0).all())
-    return out
+    return out[["system", "waveform", "waveform_rank", "spectrogram", "spectrogram_rank", "rank_change"]]
+
+
+def ranking_agreement(ranking: pd.DataFrame) -> pd.Series:
+    """How far the two domains of a :func:`domain_ranking` agree: ``kendall_tau`` and ``same_order``."""
+    require_columns(ranking, ["waveform", "spectrogram", "rank_change"], "ranking_agreement")
+    return pd.Series({"kendall_tau": float(sps.kendalltau(ranking["waveform"], ranking["spectrogram"]).statistic),
+                      "same_order": bool((ranking["rank_change"] == 0).all())})
 
 
 def domain_contrasts(waveform: pd.DataFrame, spectrogram: pd.DataFrame,
