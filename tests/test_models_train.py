@@ -116,6 +116,9 @@ def test_a2m2e_loss_is_half_emotion_half_midlevel(data):
     torch.testing.assert_close(flat, combined, rtol=1e-4, atol=1e-5 * flat.abs().max().item())
     with pytest.raises(MerError, match="mid-level"):
         system_loss(system_spec("A2M2E"), out, yb, None)
+    # the adversarial update's loss: the emotion MSE alone, mid-level targets or not (protocol §5)
+    loss, emo, ml = system_loss(system_spec("A2M2E"), out, yb, mb, emotion_only=True)
+    assert loss is emo and ml is None and torch.equal(emo, F.mse_loss(out.emotions, yb))
 
 
 def test_validation_score_parts():

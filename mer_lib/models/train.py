@@ -187,16 +187,18 @@ class TrainResult:
 
 
 def system_loss(spec: SystemSpec, out: ModelOutput, y: torch.Tensor, m: torch.Tensor | None,
-                midlevel_weight: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                midlevel_weight: float = 0.5, emotion_only: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The training loss of a system and its parts: ``(loss, emotion_mse, midlevel_mse)``.
 
     A2M2E optimises ``(1 - midlevel_weight) * emotion MSE + midlevel_weight * mid-level MSE`` and needs the mid-level
     targets ``m`` (B, 7); the others optimise the MSE against the emotion targets ``y`` (B, 8). ``midlevel_mse`` is
-    ``None`` without a bottleneck or ``m``; for A2B2E it is detached and only monitored.
+    ``None`` without a bottleneck or ``m``; for A2B2E it is detached and only monitored. ``emotion_only``: the emotion
+    MSE whatever the system (the adversarial update's loss, protocol §5).
     """
     emo = F.mse_loss(out.emotions, y)
-    if out.bottleneck is None or m is None:
-        if spec.midlevel_supervised:
+    if out.bottleneck is None or m is None or emotion_only:
+        if spec.midlevel_supervised and not emotion_only:
             raise MerError("A2M2E needs mid-level targets")
         return emo, emo, None
     if spec.midlevel_supervised:
@@ -286,7 +288,8 @@ def _nan_to_inf(score: float) -> float:
 
 
 def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSpec, x: torch.Tensor,
-               y: torch.Tensor, m: torch.Tensor | None, midlevel_weight: float = 0.5, amp: str = "off") -> tuple:
+               y: torch.Tensor, m: torch.Tensor | None, midlevel_weight: float = 0.5, amp: str = "off",
+               emotion_only: bool = False) -> tuple:
     """One optimiser step on a batch (model in train mode); returns :func:`system_loss`'s values, detached.
 
     ``amp="bf16"`` runs the forward pass under bfloat16 autocast; the loss and the update stay in float32.
@@ -295,7 +298,7 @@ def train_step(model: MERModel, optimizer: torch.optim.Optimizer, spec: SystemSp
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, amp):
         out = model(x)
-    loss, emo_mse, ml_mse = system_loss(spec, out, y, m, midlevel_weight)
+    loss, emo_mse, ml_mse = system_loss(spec, out, y, m, midlevel_weight, emotion_only)
     loss.backward()
     optimizer.step()
     return loss.detach(), emo_mse.detach(), None if ml_mse is None else ml_mse.detach()
@@ -450,10 +453,10 @@ def save_torch(path: Path, obj: Any) -> None:
 # One epoch
 # --------------------------------------------------------------------------
 def _counted_step(state: TrainingState, setup: TrainSetup, x: torch.Tensor, y: torch.Tensor,
-                  m: torch.Tensor | None) -> tuple:
+                  m: torch.Tensor | None, emotion_only: bool = False) -> tuple:
     """:func:`train_step`, counted in the cost (one forward and one backward pass per example)."""
     losses = train_step(state.model, state.optimizer, setup.spec, x, y, m, setup.config.midlevel_loss_weight,
-                        setup.config.amp)
+                        setup.config.amp, emotion_only)
     state.cost.add(forward=len(x), backward=len(x))
     state.cost.optimizer_steps += 1
     return losses
@@ -468,7 +471,7 @@ def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tenso
     if x_adv is None:
         return None
     x_adv = to_input(x_adv.detach(), setup.device, setup.config.channels_last)
-    loss, _, _ = _counted_step(state, setup, x_adv, yb, None)  # no mid-level targets: emotion MSE only
+    loss, _, _ = _counted_step(state, setup, x_adv, yb, None, emotion_only=True)
     state.cost.adversarial_steps += 1
     return loss
 
