@@ -29,6 +29,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -250,6 +251,9 @@ def _run_inprocess(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: in
 
 
 def _worker_init(threads: int, counter: Any, gpus: tuple[int, ...]) -> None:
+    # an interrupt (Ctrl-C, a kernel's interrupt or shutdown) reaches the caller, which ends the workers (_drop_pool);
+    # kept workers that are idle must not die of it with a traceback each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     if gpus:  # spread the workers over the GPUs: worker k uses GPU k mod len(gpus) for "cuda"
         with counter.get_lock():
@@ -275,10 +279,14 @@ def _local_pool(plan: Plan, threads: int) -> ProcessPoolExecutor:
     return _POOL[1]
 
 
-def _drop_pool() -> None:
-    """Shut the kept pool down (its workers exit once idle)."""
-    if _POOL[1] is not None:
-        _POOL[1].shutdown(wait=True, cancel_futures=True)
+def _drop_pool(terminate: bool = False) -> None:
+    """Shut the kept pool down: its workers exit once idle, or at once with ``terminate`` (jobs in flight are lost)."""
+    pool = _POOL[1]
+    if pool is not None:
+        if terminate:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=not terminate, cancel_futures=True)
     _POOL[:] = [None, None]
 
 
@@ -293,8 +301,8 @@ def _run_local(fn: Callable[[Any], Any], jobs: list, plan: Plan, threads: int) -
                 yield futures[future], False, exc
                 continue
             yield futures[future], True, value
-    except BaseException:  # interrupted (or a worker died): do not keep a pool with work in flight
-        _drop_pool()
+    except BaseException:  # interrupted (or a worker died): end the workers, whatever they were running
+        _drop_pool(terminate=True)
         raise
     if getattr(pool, "_broken", False):
         _drop_pool()

@@ -171,3 +171,31 @@ def test_pool_attacks_are_bit_identical_to_in_process(tmp_path):
         assert Path(a["result_dir"][0]).name == Path(b["result_dir"][0]).name
         assert (Path(a["result_dir"][0]) / "attack.csv").read_bytes() == \
             (Path(b["result_dir"][0]) / "attack.csv").read_bytes()
+
+
+def _sleep(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slow
+def test_an_interrupt_ends_the_kept_workers_at_once_and_idle_workers_ignore_sigint():
+    import signal
+    import threading
+    import time
+
+    jobs.run_jobs(_sleep, [0, 0], "local:2", progress=False)
+    workers = list(jobs._POOL[1]._processes.values())
+    for process in workers:  # an idle kept worker survives the interrupt a kernel's shutdown sends
+        os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert all(process.is_alive() for process in workers)
+    # the caller is interrupted while the workers run long jobs: they are terminated, not awaited
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C or a kernel interrupt
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_jobs(_sleep, [60, 60], "local:2", progress=False)
+    assert time.perf_counter() - start < 20 and jobs._POOL == [None, None]
+    time.sleep(0.5)
+    assert not any(process.is_alive() for process in workers)
