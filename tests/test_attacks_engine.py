@@ -517,3 +517,29 @@ def test_config_validation():
     assert AttackConfig().lr == 0.002 and AttackConfig().max_iters == 1000
     assert AttackConfig().adv_train_iters == 50 and AttackConfig().adv_every == 5
     assert len(EMOTIONS) == 8
+
+
+def test_a_registered_attack_is_run_hashed_tagged_and_costed(bounded_setup, monkeypatch):
+    """A new spectrogram attack is one registry entry: the engine runs it, the stage hashes and tags it,
+    the cost model counts it."""
+    from mer_lib.attacks import protocol_cost, stage
+
+    model, x, y = bounded_setup
+
+    def first_step(model, x, y, config, eps, **common):  # the paper walk cut to one evaluation
+        return paper_attack(model, x, y, config.lr, 1, **common)
+
+    kind = engine.AttackKind("first-step", None, lambda config, eps: {"mode": "first-step", "lr": config.lr},
+                             first_step, lambda config, n: {"forward": n, "backward_input": 0})
+    monkeypatch.setitem(engine.ATTACKS, kind.name, kind)
+    config = AttackConfig(lr=0.05, batch_size=4)
+    result = engine.run_attack(model, x, y, "first-step", config)
+    assert len(result) == len(x) and (result.iterations == 1).all() and not result.delta.any()
+    assert result.mode == "first-step"
+    assert stage.attack_tag("first-step") == "first-step"
+    assert stage.attack_settings("first-step", config, None) == {"mode": "first-step", "lr": 0.05}
+    jobs = protocol_cost.protocol_jobs("smoke")
+    first = jobs[jobs["setting"] == "first-step"]
+    assert len(first) == len(set(jobs["system"])) * len(set(jobs["seed"])) and (first["backward_input"] == 0).all()
+    with pytest.raises(MerError, match=r"one of \['paper', 'bounded', 'bounded-l2', 'first-step'\], got 'last-step'"):
+        engine.run_attack(model, x, y, "last-step", config)

@@ -58,9 +58,6 @@ ADAM_BETAS: tuple[float, float] = (0.9, 0.999)
 ADAM_EPS: float = 1e-8
 
 
-MODES: tuple[str, ...] = ("paper", "bounded", "bounded-l2")
-
-
 #: Norms of the bounded attack's ball: ``"linf"`` (mode ``"bounded"``) and ``"l2"`` (mode ``"bounded-l2"``).
 NORMS: tuple[str, ...] = ("linf", "l2")
 
@@ -742,8 +739,8 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
         Overrides ``config.batch_size``; show a progress bar over batches.
     """
     config = config or AttackConfig()
-    check_choice("mode", mode, MODES)
-    if mode != "paper" and eps is None:
+    kind = attack_kind(mode)
+    if kind.radii is not None and eps is None:
         raise MerError(f"{mode} mode needs eps")
     x = _as_tensor(x)
     y = _as_tensor(y)
@@ -753,17 +750,96 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     for start in progress_bar(batches, total=len(batches), desc=f"{mode} attack", enabled=progress, leave=False,
                               unit="batch"):
         xb, yb = x[start:start + bs], y[start:start + bs]
-        common = dict(mean=mean, std=std, with_db_reference=config.db_reference,
-                      channels_last=config.channels_last)
-        if mode == "paper":
-            parts.append(paper_attack(model, xb, yb, config.lr, config.max_iters, **common))
-        elif mode == "bounded":
-            parts.append(bounded_attack(model, xb, yb, eps, config.bounded_steps, config.bounded_step_size,
-                                        config.bounded_update, config.bounded_stop, config.lr, **common))
-        else:
-            parts.append(bounded_attack(model, xb, yb, eps, config.bounded_steps, None, "sign",
-                                        config.bounded_stop, **common, norm="l2"))
-    return AttackResult.concat(parts)
+        parts.append(kind.run(model, xb, yb, config, eps, mean=mean, std=std, with_db_reference=config.db_reference,
+                              channels_last=config.channels_last))
+    result = AttackResult.concat(parts)
+    result.mode = mode  # the registered name, whatever batch function it reuses
+    return result
+
+
+# --------------------------------------------------------------------------
+# The attacks by name: a new spectrogram attack is one entry (and its batch function)
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttackKind:
+    """One spectrogram attack of the study, by name.
+
+    ``radii``: the profile's radii of a bounded attack (``None``: unbounded, no ``eps``); ``settings``: what changes
+    its results (hashed into the result folder's name); ``run``: one batch; ``passes``: example passes of attacking
+    ``n`` excerpts, an upper bound (``forward``, ``backward_input``; :mod:`mer_lib.attacks.protocol_cost`).
+    """
+
+    name: str
+    radii: Callable[[AttackConfig], tuple[float, ...]] | None
+    settings: Callable[[AttackConfig, float | None], dict]
+    run: Callable[..., AttackResult]
+    passes: Callable[[AttackConfig, int], dict[str, int]]
+
+
+def _paper_settings(config: AttackConfig, eps: float | None) -> dict:
+    return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters, "db_reference": config.db_reference,
+            "zero_threshold_unsets": True}
+
+
+def _linf_settings(config: AttackConfig, eps: float | None) -> dict:
+    out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
+           "stop": config.bounded_stop, "db_reference": config.db_reference}
+    if config.bounded_update == "sign":
+        out["step_size"] = (default_step_size(eps, config.bounded_steps) if config.bounded_step_size is None
+                            else float(config.bounded_step_size))
+    else:
+        out["lr"] = config.lr
+    return out
+
+
+def _l2_settings(config: AttackConfig, eps: float | None) -> dict:
+    return {"mode": "bounded-l2", "eps": eps, "steps": config.bounded_steps, "update": "sign",
+            "stop": config.bounded_stop, "db_reference": config.db_reference,
+            "step_size": default_step_size(eps, config.bounded_steps)}
+
+
+def _paper_batch(model, x, y, config: AttackConfig, eps, **common) -> AttackResult:
+    return paper_attack(model, x, y, config.lr, config.max_iters, **common)
+
+
+def _linf_batch(model, x, y, config: AttackConfig, eps, **common) -> AttackResult:
+    return bounded_attack(model, x, y, eps, config.bounded_steps, config.bounded_step_size, config.bounded_update,
+                          config.bounded_stop, config.lr, **common)
+
+
+def _l2_batch(model, x, y, config: AttackConfig, eps, **common) -> AttackResult:
+    return bounded_attack(model, x, y, eps, config.bounded_steps, None, "sign", config.bounded_stop, **common,
+                          norm="l2")
+
+
+def _paper_passes(config: AttackConfig, n: int) -> dict[str, int]:
+    """``max_iters`` evaluations, a step after all but the last."""
+    return {"forward": n * config.max_iters, "backward_input": n * (config.max_iters - 1)}
+
+
+def _bounded_passes(config: AttackConfig, n: int) -> dict[str, int]:
+    """``bounded_steps`` steps, each after an evaluation, and a last evaluation of the returned example."""
+    return {"forward": n * (config.bounded_steps + 1), "backward_input": n * config.bounded_steps}
+
+
+#: The spectrogram attacks by name (protocol §6): the paper's, and the bounded ones in an L-infinity and an L2 ball.
+ATTACKS: dict[str, AttackKind] = {kind.name: kind for kind in (
+    AttackKind("paper", None, _paper_settings, _paper_batch, _paper_passes),
+    AttackKind("bounded", lambda config: tuple(config.eps_values), _linf_settings, _linf_batch, _bounded_passes),
+    AttackKind("bounded-l2", lambda config: tuple(config.l2_eps_values), _l2_settings, _l2_batch, _bounded_passes),
+)}
+
+
+#: The bounded attack of each norm (:data:`NORMS`).
+NORM_MODES: dict[str, str] = {"linf": "bounded", "l2": "bounded-l2"}
+
+
+def attack_kind(mode: str) -> AttackKind:
+    """The registered attack called ``mode`` (``MerError`` naming the registered ones for another name)."""
+    try:
+        return ATTACKS[mode]
+    except KeyError:
+        raise MerError(f"attack mode must be one of {list(ATTACKS)}, got {mode!r}") from None
 
 
 def attack_table(result: AttackResult, numbers, y_true) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import pandas as pd
 
 from mer_lib.config import AttackConfig, Profile, TrainConfig, get_profile, system_info, systems_trained_in
 from mer_lib.data.split import split_lengths
+from mer_lib.attacks.engine import ATTACKS, attack_kind
+from mer_lib.attacks.stage import attack_tag
 from mer_lib.errors import MerError
 from mer_lib.models.nets import forward_macs, system_spec
 from mer_lib.models.train import validation_count
@@ -72,12 +74,8 @@ def attack_passes(mode: str, attack: AttackConfig, n: int) -> dict[str, int]:
     ``"paper"``: ``max_iters`` evaluations, a step after all but the last; ``"bounded"``, ``"bounded-l2"``:
     ``bounded_steps`` steps, each after an evaluation, and a last evaluation of the returned example.
     """
-    if mode == "paper":
-        return {"forward": n * attack.max_iters, "backward_weights": 0, "backward_input": n * (attack.max_iters - 1)}
-    if mode in ("bounded", "bounded-l2"):
-        return {"forward": n * (attack.bounded_steps + 1), "backward_weights": 0,
-                "backward_input": n * attack.bounded_steps}
-    raise MerError(f"attack mode must be 'paper', 'bounded' or 'bounded-l2', got {mode!r}")
+    passes = attack_kind(mode).passes(attack, n)
+    return {"forward": passes["forward"], "backward_weights": 0, "backward_input": passes["backward_input"]}
 
 
 def job_gflop(system: str, width: float, passes: Mapping[str, int], input_hw: tuple[int, int] = (313, 149)) -> float:
@@ -106,8 +104,8 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
             passes = training_passes(system, train, attack, sizes)
             rows += [{"notebook": notebook, "kind": "train", "system": system, "seed": seed, "setting": "train",
                       **passes} for seed in train.seeds]
-    settings = ([("paper", "paper")] + [("bounded", f"bounded-eps{eps:g}") for eps in attack.eps_values]
-                + [("bounded-l2", f"bounded-l2-eps{eps:g}") for eps in attack.l2_eps_values])
+    settings = [(mode, attack_tag(mode, eps)) for mode, kind in ATTACKS.items()
+                for eps in ((None,) if kind.radii is None else kind.radii(attack))]
     for mode, setting in settings:
         passes = attack_passes(mode, attack, sizes[2])
         rows += [{"notebook": "05", "kind": "attack", "system": system, "seed": seed, "setting": setting,

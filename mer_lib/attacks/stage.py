@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from mer_lib import artifacts
-from mer_lib.attacks.engine import ATTACK_VERSION, MODES, NORMS, attack_table, default_step_size, run_attack
+from mer_lib.attacks.engine import ATTACK_VERSION, NORM_MODES, NORMS, attack_kind, attack_table, run_attack
 from mer_lib.attacks.logs import (
     SUMMARY_FILE,
     abs_errors,
@@ -64,29 +64,14 @@ def _array_sha256(a: np.ndarray) -> str:
 
 
 def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
-    """The attack settings that change results (hashed); the batch size does not."""
-    if mode == "paper":
-        return {"mode": "paper", "lr": config.lr, "max_iters": config.max_iters,
-                "db_reference": config.db_reference, "zero_threshold_unsets": True}
-    eps = check_eps(eps)
-    if mode == "bounded-l2":
-        return {"mode": mode, "eps": eps, "steps": config.bounded_steps, "update": "sign", "stop": config.bounded_stop,
-                "db_reference": config.db_reference, "step_size": default_step_size(eps, config.bounded_steps)}
-    out = {"mode": "bounded", "eps": eps, "steps": config.bounded_steps, "update": config.bounded_update,
-           "stop": config.bounded_stop, "db_reference": config.db_reference}
-    if config.bounded_update == "sign":
-        out["step_size"] = (default_step_size(eps, config.bounded_steps) if config.bounded_step_size is None
-                            else float(config.bounded_step_size))
-    else:
-        out["lr"] = config.lr
-    return out
+    """The attack settings that change results (hashed; :class:`mer_lib.attacks.engine.AttackKind`)."""
+    kind = attack_kind(mode)
+    return kind.settings(config, None if kind.radii is None else check_eps(eps))
 
 
 def attack_tag(mode: str, eps: float | None = None) -> str:
     """``"paper"``, ``"bounded-eps<eps>"`` or ``"bounded-l2-eps<eps>"`` (folder name of an attack setting)."""
-    if mode not in MODES:
-        raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
-    return "paper" if mode == "paper" else f"{mode}-eps{check_eps(eps):g}"
+    return mode if attack_kind(mode).radii is None else f"{mode}-eps{check_eps(eps):g}"
 
 
 def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
@@ -310,7 +295,7 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
     if not items:
         raise MerError("no models to attack")
-    settings = [(mode, None if mode == "paper" else eps) for mode, eps in settings]
+    settings = [(mode, None if attack_kind(mode).radii is None else eps) for mode, eps in settings]
     dirs: dict[tuple[int, int], Path] = {}
     todo: list[tuple[int, int]] = []
     data = _split_data(prepared, "test")[3]  # where each result goes: hashed once per model, not per job
@@ -352,9 +337,7 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
                   executor: Executor | str | int | None = None, device: str | torch.device | None = None,
                   **kw) -> pd.DataFrame:
     """Attack many models with one setting of :func:`attack_many`; return their ``attack.csv`` rows."""
-    setting = (mode, None if mode == "paper" else eps)
-    if mode not in MODES:
-        raise MerError(f"attack mode must be one of {list(MODES)}, got {mode!r}")
+    setting = (mode, None if attack_kind(mode).radii is None else eps)
     return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, executor, device, **kw)[setting]
 
 
@@ -381,12 +364,10 @@ def bounded_sweep(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
         :func:`mer_lib.attacks.logs.per_model_metrics` of every radius, stacked, with ``norm`` and ``eps`` columns.
     """
     check_choice("norm", norm, NORMS)
-    if eps_values is None:
-        eps_values = config.eps_values if norm == "linf" else config.l2_eps_values
-    eps_values = tuple(eps_values)
+    mode = NORM_MODES[norm]
+    eps_values = tuple(attack_kind(mode).radii(config) if eps_values is None else eps_values)
     if not eps_values:
         raise MerError(f"bounded_sweep: no {norm} eps values")
-    mode = "bounded" if norm == "linf" else "bounded-l2"
     settings = [(mode, float(eps)) for eps in eps_values]
     tables = attack_many(model_dirs, prepared, run_dir, settings, config, progress=progress, executor=executor,
                          device=device)
@@ -410,7 +391,7 @@ def plateau_check(model_dirs, prepared, run_dir: str | os.PathLike, config: Atta
     """
     check_choice("norm", norm, NORMS)
     if eps is None:
-        radii = sorted(config.eps_values if norm == "linf" else config.l2_eps_values)
+        radii = sorted(attack_kind(NORM_MODES[norm]).radii(config))
         if not radii:
             raise MerError(f"plateau_check: no {norm} radii in the configuration and no eps given")
         eps = radii[len(radii) // 2]
