@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -213,6 +214,36 @@ def checksum_problem(folder: str | os.PathLike, required: Iterable[str] = ()) ->
             what = "damaged" if (path.parent / name).exists() else "missing"
             return f"{path.parent / name}: {what} (its size or SHA-256 differs from its record in {path})"
     return None
+
+
+def finished_problem(folder: str | os.PathLike, marker: str, recorded: Iterable[str]) -> str | None:
+    """What is wrong with a finished result folder (a sentence starting with the damaged file's path), or ``None``.
+
+    Every stage writes its results, then ``checksums.json``, then ``marker`` (a JSON summary) last: the marker must
+    read, and the ``recorded`` files (and any other file recorded) must match ``checksums.json``.
+    """
+    try:
+        read_json(Path(folder) / marker)
+    except (MerError, OSError) as exc:
+        return str(exc).split("; ")[0]
+    return checksum_problem(folder, recorded)
+
+
+def is_finished(folder: str | os.PathLike, marker: str, recorded: Iterable[str], redo: str) -> bool:
+    """Whether ``folder`` holds an intact finished result of a stage (:func:`finished_problem`), reusable as it is.
+
+    A damaged one gives a warning naming the file and ``redo`` (e.g. ``"retraining the model"``), and its marker is
+    removed so that the stage computes it again.
+    """
+    folder = Path(folder)
+    if not (folder / marker).exists():
+        return False
+    problem = finished_problem(folder, marker, recorded)
+    if problem is None:
+        return True
+    warnings.warn(f"{problem}; {redo} in {folder}", stacklevel=3)
+    (folder / marker).unlink(missing_ok=True)
+    return False
 
 
 def _process_alive(pid: int) -> bool:

@@ -56,8 +56,11 @@ def _model_dir(path, system: str = "A2M2E"):
     torch.manual_seed(0)
     model = build_model(system, 0.0625)
     artifacts.write_json(path / "config.json", {"config": {"system": system, "train": {"width": 0.0625}}})
-    artifacts.write_json(path / "metrics.json", {})
     torch.save(model.state_dict(), path / "model.pt")
+    artifacts.write_text(path / "history.csv", "epoch\n1\n")
+    artifacts.write_json(path / "cost.json", {})
+    artifacts.write_checksums(path, ["model.pt", "history.csv", "cost.json"])
+    artifacts.write_json(path / "metrics.json", {})
     return model.eval()
 
 

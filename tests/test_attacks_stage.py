@@ -163,7 +163,7 @@ def test_a_damaged_attack_is_recomputed_with_a_warning(prepared, tmp_path, damag
     assert attack_stage.attack_problem(out) is None
 
 
-def test_attack_many_recomputes_a_damaged_attack_and_checks_old_folders(prepared, tmp_path, recwarn):
+def test_attack_many_recomputes_a_damaged_attack(prepared, tmp_path, recwarn):
     profile = dataclasses.replace(get_profile("smoke"), train=dataclasses.replace(CFG, max_epochs=1))
     folder = train_system(prepared, "A2E", 3, profile, tmp_path / "run", device="cpu", progress=False)
     settings = [("paper", None)]
@@ -176,11 +176,12 @@ def test_attack_many_recomputes_a_damaged_attack_and_checks_old_folders(prepared
     pd.testing.assert_frame_equal(again[settings[0]], first[settings[0]])
     assert [str(w.message).split(";")[0] for w in recwarn.list] == [
         f"{out / 'attack.csv'}: damaged (its size or SHA-256 differs from its record in {out / 'checksums.json'})"]
-    # a folder finished before checksums.json existed: reused if readable, recomputed if not
+    # without its record the files cannot be checked: recomputed like a damaged attack
     (out / "checksums.json").unlink()
-    assert attack_stage.attack_problem(out) is None and attack_stage.is_attack_finished(out)
-    (out / "attack.csv").write_bytes(good[: good.index(b"\n", len(good) // 2)])
-    assert attack_stage.attack_problem(out).startswith(f"{out / 'attack.csv'}: damaged (")
+    missing = f"{out / 'checksums.json'}: missing; the files of {out} cannot be checked"
+    assert attack_stage.attack_problem(out) == missing
+    with pytest.warns(UserWarning, match="recomputing the attack"):
+        assert not attack_stage.is_attack_finished(out)
     # a damaged model cannot be recomputed here: an error names its file
     (folder / "model.pt").write_bytes(b"")
     with pytest.raises(MerError, match=rf"{folder / 'model.pt'}: damaged .*; rerun the training"):

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -181,54 +180,19 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
     return out
 
 
-def _unrecorded_problem(out: Path, summary: dict) -> str | None:
-    """Readability check of a finished folder without ``checksums.json``."""
-    try:
-        rows = len(pd.read_csv(out / "attack.csv"))
-    except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
-        return f"{out / 'attack.csv'}: unreadable ({str(exc).strip() or type(exc).__name__})"
-    expected = summary.get("n") if isinstance(summary, dict) else None
-    if rows != expected:
-        return f"{out / 'attack.csv'}: damaged ({rows} rows; {out / SUMMARY_FILE} counts {expected})"
-    if (out / "adversarial.npy").exists():
-        try:
-            artifacts.read_npy(out / "adversarial.npy")
-        except MerError as exc:
-            return str(exc).split("; ")[0]
-    return None
-
-
 def attack_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished attack folder (a sentence starting with the damaged file's path), or ``None``.
-
-    ``summary.json`` must be readable JSON and the files recorded in ``checksums.json`` must match it
-    (:func:`mer_lib.artifacts.checksum_problem`); a folder without ``checksums.json`` must have a readable
-    ``attack.csv`` with the rows ``summary.json`` counts and, if present, a readable ``adversarial.npy``.
-    """
-    out = Path(out)
-    try:
-        summary = artifacts.read_json(out / SUMMARY_FILE)
-    except MerError as exc:
-        return str(exc).split("; ")[0]
-    if not (out / artifacts.CHECKSUMS_FILE).exists():
-        return _unrecorded_problem(out, summary)
-    return artifacts.checksum_problem(out, ("log.csv", "attack.csv"))
+    """What is wrong with a finished attack folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
+    return artifacts.finished_problem(out, SUMMARY_FILE, ("log.csv", "attack.csv"))
 
 
 def is_attack_finished(out: str | os.PathLike, need_adversarial: bool = False) -> bool:
     """Whether an attack folder holds an intact finished attack (with ``adversarial.npy`` if ``need_adversarial``).
 
-    If :func:`attack_problem` finds a fault, a warning names the file and ``summary.json`` is removed to rerun it.
+    A damaged one gives a warning naming the file, and the attack is recomputed.
     """
-    out = Path(out)
-    if not (out / SUMMARY_FILE).exists():
+    if not artifacts.is_finished(out, SUMMARY_FILE, ("log.csv", "attack.csv"), "recomputing the attack"):
         return False
-    problem = attack_problem(out)
-    if problem is not None:
-        warnings.warn(f"{problem}; recomputing the attack in {out}", stacklevel=3)
-        (out / SUMMARY_FILE).unlink(missing_ok=True)
-        return False
-    return not need_adversarial or (out / "adversarial.npy").exists()
+    return not need_adversarial or (Path(out) / "adversarial.npy").exists()
 
 
 def summarise(tidy: pd.DataFrame) -> dict:

@@ -33,7 +33,6 @@ import math
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -221,26 +220,13 @@ def waveform_dir(run_dir: str | os.PathLike, system: str, seed: int, digest: str
 
 
 def waveform_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished result folder (a sentence starting with the damaged file's path), or ``None``."""
-    out = Path(out)
-    try:
-        artifacts.read_json(out / SUMMARY_FILE)
-    except (MerError, OSError) as exc:
-        return str(exc).split("; ")[0]
-    return artifacts.checksum_problem(out, RESULT_FILES)
+    """What is wrong with a finished result folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
+    return artifacts.finished_problem(out, SUMMARY_FILE, RESULT_FILES)
 
 
 def is_waveform_finished(out: str | os.PathLike) -> bool:
-    """Whether a folder holds an intact finished result (a damaged one: warning, ``summary.json`` removed)."""
-    out = Path(out)
-    if not (out / SUMMARY_FILE).exists():
-        return False
-    problem = waveform_problem(out)
-    if problem is None:
-        return True
-    warnings.warn(f"{problem}; recomputing the waveform attack in {out}", stacklevel=3)
-    (out / SUMMARY_FILE).unlink(missing_ok=True)
-    return False
+    """Whether a folder holds an intact finished result (a damaged one: warning, recomputed)."""
+    return artifacts.is_finished(out, SUMMARY_FILE, RESULT_FILES, "recomputing the waveform attack")
 
 
 # --------------------------------------------------------------------------

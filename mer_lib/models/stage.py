@@ -12,7 +12,6 @@ import hashlib
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -248,36 +247,13 @@ def _write_results(out: Path, result: TrainResult, metrics: dict, cost: dict) ->
 
 
 def model_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a finished model folder (a sentence naming the damaged file), or ``None`` if it is intact.
-
-    ``metrics.json`` must be readable JSON and :data:`RECORDED_FILES` must match ``checksums.json``
-    (:func:`mer_lib.artifacts.checksum_problem`); in a folder without ``checksums.json``, ``model.pt`` must load.
-    """
-    path = Path(path)
-    try:
-        artifacts.read_json(path / "metrics.json")
-        if not (path / artifacts.CHECKSUMS_FILE).exists():
-            artifacts.read_torch(path / "model.pt")
-            return None
-    except MerError as exc:
-        return str(exc).split("; ")[0]
-    return artifacts.checksum_problem(path, RECORDED_FILES)
+    """What is wrong with a finished model folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
+    return artifacts.finished_problem(path, "metrics.json", RECORDED_FILES)
 
 
 def is_finished(path: str | os.PathLike) -> bool:
-    """Whether a model folder holds an intact finished model, reusable as it is.
-
-    If :func:`model_problem` finds a fault, a warning names the file and ``metrics.json`` is removed to retrain it.
-    """
-    path = Path(path)
-    if not (path / "metrics.json").exists():
-        return False
-    problem = model_problem(path)
-    if problem is None:
-        return True
-    warnings.warn(f"{problem}; retraining the model in {path}", stacklevel=3)
-    (path / "metrics.json").unlink(missing_ok=True)
-    return False
+    """Whether a model folder holds an intact finished model (a damaged one: warning, retrained)."""
+    return artifacts.is_finished(path, "metrics.json", RECORDED_FILES, "retraining the model")
 
 
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
