@@ -185,17 +185,24 @@ def test_an_interrupt_ends_the_kept_workers_at_once_and_idle_workers_ignore_sigi
     import threading
     import time
 
-    jobs.run_jobs(_sleep, [0, 0], "local:2", progress=False)
-    workers = list(jobs._POOL[1]._processes.values())
-    for process in workers:  # an idle kept worker survives the interrupt a kernel's shutdown sends
-        os.kill(process.pid, signal.SIGINT)
-    time.sleep(0.5)
-    assert all(process.is_alive() for process in workers)
-    # the caller is interrupted while the workers run long jobs: they are terminated, not awaited
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C or a kernel interrupt
-    start = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        jobs.run_jobs(_sleep, [60, 60], "local:2", progress=False)
+    # Python's own SIGINT handling, for this process and the workers it starts (a process started in the
+    # background, as by make or CI, inherits SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        jobs._drop_pool()
+        jobs.run_jobs(_sleep, [0, 0], "local:2", progress=False)
+        workers = list(jobs._POOL[1]._processes.values())
+        for process in workers:  # an idle kept worker survives the interrupt a kernel's shutdown sends
+            os.kill(process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert all(process.is_alive() for process in workers)
+        # the caller is interrupted while the workers run long jobs: they are terminated, not awaited
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C or a kernel interrupt
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            jobs.run_jobs(_sleep, [60, 60], "local:2", progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.perf_counter() - start < 20 and jobs._POOL == [None, None]
     time.sleep(0.5)
     assert not any(process.is_alive() for process in workers)
