@@ -8,6 +8,7 @@ again. A file that cannot be read gives a :class:`~mer_lib.errors.MerError` nami
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -16,7 +17,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -67,8 +68,6 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, paths, tuples and dataclasses to JSON types."""
-    import dataclasses
-
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return to_jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):
@@ -229,21 +228,83 @@ def finished_problem(folder: str | os.PathLike, marker: str, recorded: Iterable[
     return checksum_problem(folder, recorded)
 
 
-def is_finished(folder: str | os.PathLike, marker: str, recorded: Iterable[str], redo: str) -> bool:
-    """Whether ``folder`` holds an intact finished result of a stage (:func:`finished_problem`), reusable as it is.
+def environment() -> dict:
+    """The library versions a result was computed with (recorded in ``config.json``)."""
+    import torch
 
-    A damaged one gives a warning naming the file and ``redo`` (e.g. ``"retraining the model"``), and its marker is
-    removed so that the stage computes it again.
+    return {"torch": torch.__version__, "numpy": np.__version__}
+
+
+def config_record(key: dict, **extra: Any) -> dict:
+    """The usual ``config.json`` of a cached result: its hash, the hashed ``key``, ``extra`` fields, the environment."""
+    return {"hash": config_hash(key), "config": key, **extra, "environment": environment()}
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedStage:
+    """A stage whose results are folders keyed by a hash of what they depend on (protocol §10).
+
+    :meth:`run` writes ``config.json``, lets ``compute`` write the result files, records them in ``checksums.json``
+    and writes the JSON summary ``marker`` last. A folder with an intact marker and records is reused; a damaged one
+    is computed again with a warning naming the file.
+
+    Attributes
+    ----------
+    marker : str
+        The summary file; its presence marks a finished result.
+    required : tuple of str
+        Result files every finished folder records.
+    redo : str
+        What recomputing is called in warnings, e.g. ``"retraining the model"``.
     """
-    folder = Path(folder)
-    if not (folder / marker).exists():
+
+    marker: str
+    required: tuple[str, ...]
+    redo: str
+
+    def problem(self, folder: str | os.PathLike) -> str | None:
+        """What is wrong with a finished folder (a sentence starting with the file's path), or ``None``."""
+        folder = Path(folder)
+        if not (folder / self.marker).exists():
+            return f"{folder}: no finished result ({self.marker} missing)"
+        return finished_problem(folder, self.marker, self.required)
+
+    def is_finished(self, folder: str | os.PathLike) -> bool:
+        """Whether ``folder`` is reusable as it is; a damaged one warns and loses its marker (so it is recomputed)."""
+        folder = Path(folder)
+        if not (folder / self.marker).exists():
+            return False
+        problem = finished_problem(folder, self.marker, self.required)
+        if problem is None:
+            return True
+        warnings.warn(f"{problem}; {self.redo} in {folder}", stacklevel=3)
+        (folder / self.marker).unlink(missing_ok=True)
         return False
-    problem = finished_problem(folder, marker, recorded)
-    if problem is None:
-        return True
-    warnings.warn(f"{problem}; {redo} in {folder}", stacklevel=3)
-    (folder / marker).unlink(missing_ok=True)
-    return False
+
+    def check(self, folder: str | os.PathLike, hint: str) -> Path:
+        """``folder`` if it holds an intact finished result, else :class:`MerError` naming the problem and ``hint``."""
+        problem = self.problem(folder)
+        if problem is not None:
+            raise MerError(f"{problem}; {hint}")
+        return Path(folder)
+
+    def run(self, folder: str | os.PathLike, config: dict,
+            compute: Callable[[Path], tuple[Iterable[str], dict]], overwrite: bool = False) -> Path:
+        """Reuse ``folder`` if finished (unless ``overwrite``), else compute it.
+
+        ``config`` is written to ``config.json`` (:func:`config_record`); ``compute(folder)`` writes the result files
+        and returns their names and the summary.
+        """
+        folder = Path(folder)
+        if not overwrite and self.is_finished(folder):
+            return folder
+        (folder / self.marker).unlink(missing_ok=True)
+        remove_stale_temps(folder)
+        write_json(folder / "config.json", config)
+        files, summary = compute(folder)
+        write_checksums(folder, files)
+        write_json(folder / self.marker, summary)  # last: its presence marks a finished result
+        return folder
 
 
 def _process_alive(pid: int) -> bool:

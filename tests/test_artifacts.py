@@ -264,3 +264,33 @@ def test_remove_stale_temps_leaves_the_temp_files_of_running_writers(tmp_path):
         path.write_bytes(b"being written")
     assert artifacts.remove_stale_temps(tmp_path) == [dead]
     assert mine.exists() and parent.exists()
+
+
+def test_cached_stage_computes_once_reuses_and_recomputes_a_damaged_result(tmp_path):
+    stage = artifacts.CachedStage("summary.json", ("a.txt",), "recomputing it")
+    calls = []
+
+    def compute(out):
+        calls.append(out)
+        artifacts.write_text(out / "a.txt", "result\n")
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return ["a.txt"], {"n": len(calls)}
+
+    key = {"x": 1}
+    out = stage.run(tmp_path / "r", artifacts.config_record(key), compute)
+    assert json.loads((out / "config.json").read_text())["hash"] == artifacts.config_hash(key)
+    assert stage.problem(out) is None and json.loads((out / "summary.json").read_text()) == {"n": 1}
+    assert stage.run(out, {}, compute) == out and len(calls) == 1  # reused: not computed again
+    # an interrupted computation leaves no marker: the folder is not finished
+    with pytest.raises(RuntimeError):
+        stage.run(out, artifacts.config_record(key), compute, overwrite=True)
+    assert stage.problem(out) == f"{out}: no finished result (summary.json missing)" and not stage.is_finished(out)
+    stage.run(out, artifacts.config_record(key), compute)
+    (out / "a.txt").write_text("damaged\n")
+    with pytest.warns(UserWarning, match=rf"{out / 'a.txt'}: damaged .*; recomputing it in {out}"):
+        stage.run(out, artifacts.config_record(key), compute)
+    assert len(calls) == 4 and (out / "a.txt").read_text() == "result\n" and stage.problem(out) is None
+    with pytest.raises(MerError, match="a.txt: damaged .*; rerun it"):
+        (out / "a.txt").write_text("x")
+        stage.check(out, "rerun it")

@@ -160,7 +160,7 @@ def test_a_damaged_attack_is_recomputed_with_a_warning(prepared, tmp_path, damag
         again = attack_model(model, prepared, run_dir, "paper", FAST, seed=7, save_adversarial=True,
                              progress=False)
     assert again == out and {n: (out / n).read_bytes() for n in good} == good
-    assert attack_stage.attack_problem(out) is None
+    assert attack_stage.ATTACKS.problem(out) is None
 
 
 def test_attack_many_recomputes_a_damaged_attack(prepared, tmp_path, recwarn):
@@ -179,7 +179,7 @@ def test_attack_many_recomputes_a_damaged_attack(prepared, tmp_path, recwarn):
     # without its record the files cannot be checked: recomputed like a damaged attack
     (out / "checksums.json").unlink()
     missing = f"{out / 'checksums.json'}: missing; the files of {out} cannot be checked"
-    assert attack_stage.attack_problem(out) == missing
+    assert attack_stage.ATTACKS.problem(out) == missing
     with pytest.warns(UserWarning, match="recomputing the attack"):
         assert not attack_stage.is_attack_finished(out)
     # a damaged model cannot be recomputed here: an error names its file

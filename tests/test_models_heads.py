@@ -50,6 +50,10 @@ def test_ridge_sweep_refits_the_head_and_leaves_the_backbone(trained):
     np.testing.assert_allclose(small.emotion.weight.detach().numpy(), weight, rtol=1e-4, atol=1e-6)
     # a larger penalty gives a smaller head
     assert large.emotion.weight.norm() < small.emotion.weight.norm()
+    # each variant's record starts from the trained head, not from the variant refit before it
+    trained_norm = float(source.emotion.weight.detach().double().norm())
+    assert [load_model_dir(folder[r])[1]["head_refit"]["emotion"]["norm_before"] for r in (0.001, 1.0)] == \
+        pytest.approx([trained_norm, trained_norm], rel=1e-12)
     again = posthoc_heads({("A2E", 3): dirs[("A2E", 3)]}, prepared, run, ridges=(0.001, 1.0))
     pd.testing.assert_frame_equal(again, out)
 

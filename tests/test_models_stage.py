@@ -162,7 +162,7 @@ def test_a_damaged_finished_model_is_retrained_with_a_warning(prepared, tmp_path
     with pytest.warns(UserWarning, match=expected + rf".*; retraining the model in {out}"):
         assert train_system(prepared, "A2E", 3, profile, tmp_path / "run", progress=False) == out
     assert {n: (out / n).read_bytes() for n in good} == good  # the same model again
-    assert model_stage.model_problem(out) is None and load_model_dir(out)[1]["seed"] == 3
+    assert model_stage.MODELS.problem(out) is None and load_model_dir(out)[1]["seed"] == 3
 
 
 def test_train_systems_retrains_a_damaged_model_once(prepared, tmp_path, recwarn):

@@ -12,7 +12,7 @@
 
 The hash covers the model's weights, the attacked inputs and labels, the standardisation statistics and the
 settings that change results. Every file is written atomically. A finished folder is reused unless
-:func:`attack_problem` finds it damaged; then the (deterministic) attack runs again, with a warning naming the file.
+:data:`ATTACKS` finds it damaged; then the (deterministic) attack runs again, with a warning naming the file.
 """
 from __future__ import annotations
 
@@ -105,6 +105,8 @@ def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, con
 
 #: The result files of an attack recorded in ``checksums.json`` (those present).
 RESULT_FILES = ("log.csv", "attack.csv", "adversarial.npy")
+#: An attack's result folder: ``summary.json`` is written last and marks a finished attack.
+ATTACKS = artifacts.CachedStage(SUMMARY_FILE, RESULT_FILES[:2], "recomputing the attack")
 
 
 def _result_dir(run_dir, tag: str, system: str, seed: int | None, digest: str) -> Path:
@@ -147,42 +149,34 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
                       memory_format_name(model))
     digest = artifacts.config_hash(key)
     out = _result_dir(run_dir, tag, system, seed, digest)
-    y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
-    if not overwrite and is_attack_finished(out, save_adversarial):
-        return out
-    (out / SUMMARY_FILE).unlink(missing_ok=True)
-    artifacts.write_json(out / "config.json", {
-        "hash": digest, "config": key, "attack_config": dataclasses.asdict(config), "tag": tag,
-        "environment": {"torch": torch.__version__, "numpy": np.__version__}})
+    # a result without the adversarial inputs asked for is computed again
+    overwrite = overwrite or (save_adversarial and not (out / "adversarial.npy").exists())
 
-    t0 = time.perf_counter()
-    with deterministic_mode(device):
-        result = run_attack(model, x, y, mode, config, eps, mean=prepared.mean, std=prepared.std,
-                            progress=progress)
-    seconds = time.perf_counter() - t0
+    def compute(out: Path) -> tuple[list[str], dict]:
+        y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
+        t0 = time.perf_counter()
+        with deterministic_mode(device):
+            result = run_attack(model, x, y, mode, config, eps, mean=prepared.mean, std=prepared.std,
+                                progress=progress)
+        seconds = time.perf_counter() - t0
+        tidy = attack_table(result, numbers, y_true)
+        write_attack_log(tidy, out / "log.csv")
+        full = tidy.copy()
+        full.insert(0, "seed", seed if seed is not None else -1)
+        full.insert(0, "system", system)
+        artifacts.write_text(out / "attack.csv", full.to_csv(index=False))
+        if save_adversarial:
+            artifacts.write_npy(out / "adversarial.npy", (np.asarray(x, np.float32) + result.delta).astype(np.float32))
+        else:
+            (out / "adversarial.npy").unlink(missing_ok=True)  # of the result replaced here, unchecked
+        return [name for name in RESULT_FILES if (out / name).exists()], {
+            **summarise(tidy), "system": system, "seed": seed, "tag": tag, "hash": digest, "seconds": seconds,
+            "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
+            "example_iterations": int(result.iterations.sum()), "device": str(device),
+            "threads": torch.get_num_threads()}
 
-    tidy = attack_table(result, numbers, y_true)
-    write_attack_log(tidy, out / "log.csv")
-    full = tidy.copy()
-    full.insert(0, "seed", seed if seed is not None else -1)
-    full.insert(0, "system", system)
-    artifacts.write_text(out / "attack.csv", full.to_csv(index=False))
-    if save_adversarial:
-        artifacts.write_npy(out / "adversarial.npy", (np.asarray(x, np.float32) + result.delta).astype(np.float32))
-    else:
-        (out / "adversarial.npy").unlink(missing_ok=True)  # of the result replaced here, unchecked
-    artifacts.write_checksums(out, [name for name in RESULT_FILES if (out / name).exists()])
-    artifacts.write_json(out / SUMMARY_FILE, {
-        **summarise(tidy), "system": system, "seed": seed, "tag": tag, "hash": digest, "seconds": seconds,
-        "forward_passes": result.forward_passes, "backward_passes": result.backward_passes,
-        "example_iterations": int(result.iterations.sum()), "device": str(device),
-        "threads": torch.get_num_threads()})
-    return out
-
-
-def attack_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished attack folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
-    return artifacts.finished_problem(out, SUMMARY_FILE, ("log.csv", "attack.csv"))
+    record = artifacts.config_record(key, attack_config=dataclasses.asdict(config), tag=tag)
+    return ATTACKS.run(out, record, compute, overwrite)
 
 
 def is_attack_finished(out: str | os.PathLike, need_adversarial: bool = False) -> bool:
@@ -190,9 +184,7 @@ def is_attack_finished(out: str | os.PathLike, need_adversarial: bool = False) -
 
     A damaged one gives a warning naming the file, and the attack is recomputed.
     """
-    if not artifacts.is_finished(out, SUMMARY_FILE, ("log.csv", "attack.csv"), "recomputing the attack"):
-        return False
-    return not need_adversarial or (Path(out) / "adversarial.npy").exists()
+    return ATTACKS.is_finished(out) and (not need_adversarial or (Path(out) / "adversarial.npy").exists())
 
 
 def summarise(tidy: pd.DataFrame) -> dict:
@@ -285,9 +277,8 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     for i, setting in enumerate(settings):
         parts = []
         for j in range(len(items)):
-            problem = attack_problem(dirs[(i, j)])
-            if problem is not None:  # damaged after it was (re)computed above: nothing left to recompute here
-                raise MerError(f"{problem}; delete {dirs[(i, j)]} and rerun to recompute the attack")
+            # damaged after it was (re)computed above: nothing left to recompute here
+            ATTACKS.check(dirs[(i, j)], f"delete {dirs[(i, j)]} and rerun to recompute the attack")
             table = read_attack_table(dirs[(i, j)])
             table["result_dir"] = str(dirs[(i, j)])
             table["model_dir"] = items[j]

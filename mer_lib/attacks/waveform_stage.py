@@ -82,6 +82,9 @@ KINDS: tuple[str, ...] = ("attack", *NOISE_KINDS)
 #: The result files of a waveform attack (recorded in ``checksums.json`` with the listening WAVs).
 RESULT_FILES: tuple[str, ...] = ("results.csv", "transfer.csv", "roundtrip.csv", "listening.csv")
 
+#: A waveform attack's result folder: ``summary.json`` is written last and marks a finished result.
+RESULTS = artifacts.CachedStage(SUMMARY_FILE, RESULT_FILES, "recomputing the waveform attack")
+
 #: Peak of an amplified perturbation in a listening example (-6 dBFS).
 LISTENING_PEAK: float = 0.5
 
@@ -217,16 +220,6 @@ def _result_key(config: WaveformConfig, model: tuple[str, int, str], peers: Sequ
 def waveform_dir(run_dir: str | os.PathLike, system: str, seed: int, digest: str) -> Path:
     """``run_dir/attacks/waveform/<system>/seed<seed>-<digest>``."""
     return RunLayout(run_dir).attacks / "waveform" / system / f"seed{int(seed)}-{digest}"
-
-
-def waveform_problem(out: str | os.PathLike) -> str | None:
-    """What is wrong with a finished result folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
-    return artifacts.finished_problem(out, SUMMARY_FILE, RESULT_FILES)
-
-
-def is_waveform_finished(out: str | os.PathLike) -> bool:
-    """Whether a folder holds an intact finished result (a damaged one: warning, recomputed)."""
-    return artifacts.is_finished(out, SUMMARY_FILE, RESULT_FILES, "recomputing the waveform attack")
 
 
 # --------------------------------------------------------------------------
@@ -379,14 +372,6 @@ def _load_peers(peers: Sequence[str], device: torch.device) -> list[tuple]:
     return out
 
 
-def _write_result(out: Path, tables: dict[str, pd.DataFrame], summary: dict) -> None:
-    for name, table in tables.items():
-        artifacts.write_text(out / name, table.to_csv(index=False))
-    wavs = sorted(p.relative_to(out).as_posix() for p in (out / "listening").glob("*.wav"))
-    artifacts.write_checksums(out, [*RESULT_FILES, *wavs])
-    artifacts.write_json(out / SUMMARY_FILE, summary)
-
-
 def _summary(results: pd.DataFrame, numbers: list[int], skipped: list[int], seconds: float, passes: tuple) -> dict:
     means = results.groupby(["kind", "snr_db"])["dmae"].mean()
     return {"n_excerpts": len(numbers), "numbers": numbers, "skipped_wrapped": skipped, "seconds": seconds,
@@ -450,23 +435,24 @@ def attack_waveform_model(model_dir: str | os.PathLike, prepared: PreparedData, 
     key = _result_key(config, (system, seed, model_fingerprint(model)),
                       [(s, k, model_fingerprint(m)) for m, s, k in others], _data_key(prepared, numbers), listening)
     digest = artifacts.config_hash(key)
-    out = waveform_dir(run_dir, system, seed, digest)
-    if is_waveform_finished(out):
-        return out
-    artifacts.remove_stale_temps(out)
-    artifacts.write_json(out / "config.json", {"hash": digest, "config": key, "batch_size": config.batch_size,
-                                               "environment": {"torch": torch.__version__, "numpy": np.__version__}})
-    features = prepared_features(prepared)
-    frontend = attack_frontend(features, _FFT_DTYPES[config.fft_dtype]).to(device)
-    ctx = _Context(system, seed, config, features, frontend, float(prepared.mean), float(prepared.std),
-                   features.sample_rate)
-    t0 = time.perf_counter()
-    with deterministic_mode(device):
-        tables, passes = _compute(model, ctx, prepared, numbers, others, listening, out)
-    summary = {**_summary(tables["results.csv"], numbers, skipped, time.perf_counter() - t0, passes),
-               "system": system, "seed": seed, "hash": digest, "device": str(device)}
-    _write_result(out, tables, summary)
-    return out
+
+    def compute(out: Path) -> tuple[list[str], dict]:
+        features = prepared_features(prepared)
+        frontend = attack_frontend(features, _FFT_DTYPES[config.fft_dtype]).to(device)
+        ctx = _Context(system, seed, config, features, frontend, float(prepared.mean), float(prepared.std),
+                       features.sample_rate)
+        t0 = time.perf_counter()
+        with deterministic_mode(device):
+            tables, passes = _compute(model, ctx, prepared, numbers, others, listening, out)
+        summary = {**_summary(tables["results.csv"], numbers, skipped, time.perf_counter() - t0, passes),
+                   "system": system, "seed": seed, "hash": digest, "device": str(device)}
+        for name, table in tables.items():
+            artifacts.write_text(out / name, table.to_csv(index=False))
+        wavs = sorted(p.relative_to(out).as_posix() for p in (out / "listening").glob("*.wav"))
+        return [*RESULT_FILES, *wavs], summary
+
+    return RESULTS.run(waveform_dir(run_dir, system, seed, digest),
+                       artifacts.config_record(key, batch_size=config.batch_size), compute)
 
 
 def prepared_features(prepared: PreparedData) -> FeatureConfig:
@@ -528,9 +514,7 @@ def read_waveform_tables(folders: Sequence[str | os.PathLike]) -> WaveformTables
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in RESULT_FILES}
     for folder in folders:
         folder = Path(folder)
-        problem = waveform_problem(folder) if (folder / SUMMARY_FILE).exists() else f"{folder}: no finished result"
-        if problem is not None:
-            raise MerError(f"{problem}; delete {folder} and rerun to recompute the waveform attack")
+        RESULTS.check(folder, f"delete {folder} and rerun to recompute the waveform attack")
         for name in RESULT_FILES:
             table = _read_csv(folder / name)
             if name == "listening.csv" and not table.empty:
@@ -581,7 +565,7 @@ def waveform_many(model_dirs: Mapping[tuple[str, int], str | os.PathLike] | Sequ
     if not items:
         raise MerError("waveform_many: no models to attack")
     dirs, plans = _plan(items, prepared, run_dir, config)
-    todo = [j for j, out in enumerate(dirs) if not is_waveform_finished(out)]
+    todo = [j for j, out in enumerate(dirs) if not RESULTS.is_finished(out)]
     device = None if device is None else str(device)
     jobs = [WaveformJob(items[j], plans[j][0], prepared, str(run_dir), config, plans[j][1], device) for j in todo]
     done = run_jobs(_waveform_job, jobs, executor, names=[f"waveform attack of {items[j]}" for j in todo],

@@ -8,11 +8,13 @@ model, the head and the ridge, and reused when present.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from mer_lib.config import RunLayout, TrainConfig
 from mer_lib.errors import MerError
 from mer_lib.models.nets import build_model
 from mer_lib.models.refit import refit_head
-from mer_lib.models.stage import RECORDED_FILES, is_finished, load_model_dir, split_arrays
+from mer_lib.models.stage import MODELS, RECORDED_FILES, load_model_dir, split_arrays
 from mer_lib.models.train import resolve_device, save_torch
 
 __all__ = ["HEADS", "HEAD_SYSTEMS", "SWEEP_RIDGES", "variant_label", "posthoc_heads", "ridge_sweep", "head_swap"]
@@ -48,7 +50,7 @@ def _slug(label: str) -> str:
 def _variant(model, head: str | None):
     """The model to refit: the trained one, or its backbone under the swapped head's architecture."""
     if head is None:
-        return model
+        return copy.deepcopy(model)  # every variant starts from the trained model, not from the previous variant
     if head not in HEAD_SYSTEMS:
         raise MerError(f"posthoc_heads: head must be one of {list(HEAD_SYSTEMS)} or None, got {head!r}")
     swapped = build_model(HEAD_SYSTEMS[head], model.width)
@@ -56,18 +58,17 @@ def _variant(model, head: str | None):
     return swapped.to(next(model.parameters()).device)
 
 
-def _write(out: Path, source: Path, model, key: dict, record: dict) -> None:
-    config = artifacts.read_json(source / "config.json")
-    config["config"] = {**config["config"], "system": model.system}
-    config["posthoc"] = key
-    artifacts.write_json(out / "config.json", config)
-    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in model.state_dict().items()})
-    for name in RECORDED_FILES[1:]:  # the source's history and cost: the backbone's training
-        shutil.copyfile(source / name, out / name)
-    artifacts.write_checksums(out, RECORDED_FILES)
-    metrics = artifacts.read_json(source / "metrics.json")
-    artifacts.write_json(out / "metrics.json", {**metrics, "system": model.system, "posthoc": key,
-                                                "head_refit": record})
+def _refit(source: Path, model, head: str | None, key: dict, arrays: tuple, device) -> Callable:
+    """The computation of one variant's folder (:meth:`mer_lib.artifacts.CachedStage.run`)."""
+    def compute(out: Path) -> tuple[tuple[str, ...], dict]:
+        variant = _variant(model(), head)
+        record = refit_head(variant, *arrays, float(key["ridge"]), device=device)
+        save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in variant.state_dict().items()})
+        for name in RECORDED_FILES[1:]:  # the source's history and cost: the backbone's training
+            shutil.copyfile(source / name, out / name)
+        metrics = artifacts.read_json(source / "metrics.json")
+        return RECORDED_FILES, {**metrics, "system": variant.system, "posthoc": key, "head_refit": record}
+    return compute
 
 
 def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
@@ -99,9 +100,11 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
             "train_targets_sha256": hashlib.sha256(np.ascontiguousarray(np.concatenate([y, m], axis=1),
                                                                         np.float32).tobytes()).hexdigest()}
     rows = []
+    device = resolve_device(device)
     for (system, seed), source in model_dirs.items():
         source = Path(source)
-        model, source_sha256 = None, artifacts.file_sha256(source / "model.pt")
+        source_sha256 = artifacts.file_sha256(source / "model.pt")
+        loaded = functools.cache(lambda source=source: load_model_dir(source, device)[0])
         for head in heads:
             for ridge in ridges:
                 label = variant_label(system, float(ridge), head)
@@ -110,13 +113,9 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
                 out = RunLayout(run_dir).posthoc / _slug(label) / f"seed{seed}-{artifacts.config_hash(key)}"
                 rows.append({"system": system, "seed": int(seed), "head": head or "own", "ridge": float(ridge),
                              "label": label, "model_dir": str(out)})
-                if is_finished(out):
-                    continue
-                if model is None:
-                    model, _ = load_model_dir(source, resolve_device(device))
-                variant = _variant(model, head)
-                record = refit_head(variant, x, y, m, float(ridge), device=resolve_device(device))
-                _write(out, source, variant, key, record)
+                config = artifacts.read_json(source / "config.json")
+                config["config"] = {**config["config"], "system": HEAD_SYSTEMS.get(head, system)}
+                MODELS.run(out, {**config, "posthoc": key}, _refit(source, loaded, head, key, (x, y, m), device))
     return pd.DataFrame(rows, columns=["system", "seed", "head", "ridge", "label", "model_dir"])
 
 

@@ -3,7 +3,8 @@
 A model's folder ``<run>/models/<system>/seed<k>-<hash>/`` is keyed by a hash of :func:`run_config` and holds
 ``model.pt``, ``config.json``, ``history.csv``, ``cost.json``, ``checksums.json`` (size and SHA-256 of
 :data:`RECORDED_FILES`), ``metrics.json`` (written last: it marks a finished model) and, while training, the resume
-file ``state.pt``. A damaged finished model is retrained with a warning (:func:`is_finished`).
+file ``state.pt`` (:data:`MODELS`, a :class:`mer_lib.artifacts.CachedStage`). A damaged finished model is retrained
+with a warning.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ RECORDED_FILES = ("model.pt", "history.csv", "cost.json")
 #: The resume state a plain system (A2E, A2B2E) keeps for its adversarial twin (aA2E, aA2B2E), which
 #: trains exactly like it until its first adversarial epoch and therefore starts from this state.
 SHARED_STATE = "state-epoch{epoch}.pt"
+#: A model folder: ``metrics.json`` is written last and marks a finished model.
+MODELS = artifacts.CachedStage("metrics.json", RECORDED_FILES, "retraining the model")
 
 
 # --------------------------------------------------------------------------
@@ -165,38 +168,37 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         raise MerError(f"{system}: an adversarial_step is required for, and only for, aA2E and aA2B2E")
     config = model_config(prepared, system, seed, profile, adversarial_config)
     out = model_dir(run_dir, config)
-    if not overwrite and is_finished(out):
-        return out
-    if overwrite:
-        for name in ("metrics.json", STATE_FILE):
-            (out / name).unlink(missing_ok=True)
     device = resolve_device(device)
-    artifacts.write_json(out / "config.json", {
-        "hash": artifacts.config_hash(config), "config": config, "profile": profile.name,
-        "environment": {"torch": torch.__version__, "numpy": np.__version__}})
 
-    arrays = {s: split_arrays(prepared, s) for s in ("train", "valid", "test")}
-    started_from = _start_from_twin(config, run_dir, out / STATE_FILE, adversarial_step, profile)
-    result = train_model(system, *arrays["train"], *arrays["valid"], profile.train, seed, device=device,
-                         state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step,
-                         hooks=_keep_for_twin(system, out, profile))
-    t0 = time.perf_counter()
-    with deterministic_mode(device):
-        refit = None
-        if profile.train.refit_head:
-            refit = refit_head(result.model, *arrays["train"], profile.train.refit_ridge, device,
-                               profile.train.channels_last)
-            result.cost.eval_forward += refit["emotion"]["n"]
-        metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
-    final_seconds = time.perf_counter() - t0
-    metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
-                    "best_epoch": result.best_epoch,
-                    "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
-                    "epochs_run": result.epochs_run, "head_refit": refit})
-    _write_results(out, result, metrics, {**_cost_record(result, final_seconds, device),
-                                          "started_from": started_from})
-    (out / STATE_FILE).unlink(missing_ok=True)
-    return out
+    def compute(out: Path) -> tuple[tuple[str, ...], dict]:
+        if overwrite:
+            (out / STATE_FILE).unlink(missing_ok=True)
+        arrays = {s: split_arrays(prepared, s) for s in ("train", "valid", "test")}
+        started_from = _start_from_twin(config, run_dir, out / STATE_FILE, adversarial_step, profile)
+        result = train_model(system, *arrays["train"], *arrays["valid"], profile.train, seed, device=device,
+                             state_path=out / STATE_FILE, progress=progress, adversarial_step=adversarial_step,
+                             hooks=_keep_for_twin(system, out, profile))
+        t0 = time.perf_counter()
+        with deterministic_mode(device):
+            refit = None
+            if profile.train.refit_head:
+                refit = refit_head(result.model, *arrays["train"], profile.train.refit_ridge, device,
+                                   profile.train.channels_last)
+                result.cost.eval_forward += refit["emotion"]["n"]
+            metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
+        final_seconds = time.perf_counter() - t0
+        metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
+                        "best_epoch": result.best_epoch,
+                        "best_valid_score": result.best_score if math.isfinite(result.best_score) else None,
+                        "epochs_run": result.epochs_run, "head_refit": refit})
+        save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
+        artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
+        artifacts.write_json(out / "cost.json", {**_cost_record(result, final_seconds, device),
+                                                 "started_from": started_from})
+        (out / STATE_FILE).unlink(missing_ok=True)
+        return RECORDED_FILES, metrics
+
+    return MODELS.run(out, artifacts.config_record(config, profile=profile.name), compute, overwrite)
 
 
 def _keep_for_twin(system: str, out: Path, profile: Profile) -> tuple:
@@ -237,23 +239,9 @@ def _cost_record(result: TrainResult, final_seconds: float, device: torch.device
             "mean_epoch_seconds": float(result.history["seconds"].mean())}
 
 
-def _write_results(out: Path, result: TrainResult, metrics: dict, cost: dict) -> None:
-    """``model.pt`` (a plain CPU state dict), ``history.csv``, ``cost.json``, their record, then ``metrics.json``."""
-    save_torch(out / "model.pt", {k: v.cpu().contiguous() for k, v in result.model.state_dict().items()})
-    artifacts.write_text(out / "history.csv", result.history.to_csv(index=False))
-    artifacts.write_json(out / "cost.json", cost)
-    artifacts.write_checksums(out, RECORDED_FILES)
-    artifacts.write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
-
-
-def model_problem(path: str | os.PathLike) -> str | None:
-    """What is wrong with a finished model folder (:func:`mer_lib.artifacts.finished_problem`), or ``None``."""
-    return artifacts.finished_problem(path, "metrics.json", RECORDED_FILES)
-
-
 def is_finished(path: str | os.PathLike) -> bool:
     """Whether a model folder holds an intact finished model (a damaged one: warning, retrained)."""
-    return artifacts.is_finished(path, "metrics.json", RECORDED_FILES, "retraining the model")
+    return MODELS.is_finished(path)
 
 
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
@@ -267,12 +255,7 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
     MerError
         If the folder holds no finished model, or a damaged one (naming the file).
     """
-    path = Path(path)
-    if not (path / "metrics.json").exists():
-        raise MerError(f"{path} holds no finished training run (metrics.json missing)")
-    problem = model_problem(path)
-    if problem is not None:
-        raise MerError(f"{problem}; rerun the training (notebooks 02/03 or train_system) to retrain it")
+    path = MODELS.check(path, "rerun the training (notebooks 02/03 or train_system) to retrain it")
     config = artifacts.read_json(path / "config.json")["config"]
     model = build_model(config["system"], config["train"]["width"])
     model.load_state_dict(artifacts.read_torch(path / "model.pt", hint="rerun the training to retrain it"))
