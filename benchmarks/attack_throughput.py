@@ -148,6 +148,11 @@ def model_and_batch(width: float, n: int, seed: int, device: torch.device):
     return model, x.to(device), y.to(device)
 
 
+def laid_out(model: torch.nn.Module, channels_last: bool) -> torch.nn.Module:
+    """The model with channels-last or contiguous weights (its inputs follow its weights' layout)."""
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def compare_width(width: float, n: int, iters: int, device: torch.device, lr: float = 0.002) -> dict:
     """Reference-style loop vs batched engine at one width, on ``device``."""
     model, x, y = model_and_batch(width, n, 1, device)
@@ -163,7 +168,7 @@ def compare_width(width: float, n: int, iters: int, device: torch.device, lr: fl
     for cl in (False, True):
         synchronize(device)
         t0 = time.perf_counter()
-        res = paper_attack(model, x, y, lr, iters, channels_last=cl)
+        res = paper_attack(laid_out(model, cl), x, y, lr, iters)
         synchronize(device)
         runs[cl] = (time.perf_counter() - t0, res)
     ex_it = sum(r["iterations"] for r in ref)
@@ -194,7 +199,7 @@ def engine_rate(width: float, batch: int, iters: int, device: torch.device, repe
     repeats : int
         Timed attacks (after a 2-iteration warm-up attack).
     channels_last : bool
-        Layout of the inputs the model sees.
+        Layout of the model's weights (its inputs follow).
     cudnn_benchmark : bool
         cuDNN autotuning on (non-deterministic) for the warm-up and the timings.
 
@@ -205,12 +210,13 @@ def engine_rate(width: float, batch: int, iters: int, device: torch.device, repe
         ``example_iterations_per_second`` and ``achieved_tflops``.
     """
     model, x, y = model_and_batch(width, batch, 2, device)
+    model = laid_out(model, channels_last)
     last = []
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
-        paper_attack(model, x, y, 0.002, 2, channels_last=channels_last)
-        t = median_seconds(lambda: last.append(paper_attack(model, x, y, 0.002, iters, channels_last=channels_last)),
+        paper_attack(model, x, y, 0.002, 2)
+        t = median_seconds(lambda: last.append(paper_attack(model, x, y, 0.002, iters)),
                            device, repeats=repeats, warmup=0)
     finally:
         torch.backends.cudnn.benchmark = previous

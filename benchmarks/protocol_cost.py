@@ -44,7 +44,7 @@ from mer_lib.attacks import protocol_cost as pc
 from mer_lib.attacks.engine import bounded_attack
 from mer_lib.config import SYSTEM_REGISTRY, get_profile
 from mer_lib.models.nets import build_model
-from mer_lib.models.train import EVAL_BATCH, to_input
+from mer_lib.models.train import EVAL_BATCH
 
 #: Input frames x bands of an excerpt (10 s at the front end's frame rate).
 INPUT = (1, 313, 149)
@@ -60,7 +60,7 @@ def pass_seconds(profile, device: torch.device, repeats: int) -> dict:
     if train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
-    x = to_input(torch.randn(train.batch_size, *INPUT), device, train.channels_last)
+    x = torch.randn(train.batch_size, *INPUT).to(device)
     y = torch.rand(train.batch_size, 8, device=device)
 
     def step() -> None:
@@ -71,12 +71,12 @@ def pass_seconds(profile, device: torch.device, repeats: int) -> dict:
     warm = 2 if train.width >= 0.5 else 3
     train_step = median_seconds(step, device, repeats=repeats, warmup=warm)["median_seconds"] / train.batch_size
     model.eval()
-    xe = to_input(torch.randn(EVAL_BATCH, *INPUT), device, train.channels_last)
+    xe = torch.randn(EVAL_BATCH, *INPUT).to(device)
     with torch.no_grad():
         forward = median_seconds(lambda: model(xe), device, repeats=repeats, warmup=warm)["median_seconds"] / EVAL_BATCH
     n, steps = attack.batch_size, (2 if train.width >= 0.5 and device.type == "cpu" else 4)
     xa, ya = torch.randn(n, *INPUT, device=device), torch.rand(n, 8, device=device)
-    timed = median_seconds(lambda: bounded_attack(model, xa, ya, eps=0.1, steps=steps, channels_last=train.channels_last),
+    timed = median_seconds(lambda: bounded_attack(model, xa, ya, eps=0.1, steps=steps),
                            device, repeats=max(2, repeats // 3), warmup=1)["median_seconds"]
     synchronize(device)
     # each step: an evaluation (with the autograd graph) and a backward to the input; then one last evaluation

@@ -116,8 +116,8 @@ class AttackConfig:
         Excerpts attacked together (memory vs speed; results do not depend on it beyond float rounding).
     db_reference : bool
         Also compute the reference's pseudo-SNR (slow).
-    channels_last : bool
-        Feed the model channels-last inputs (as in training).
+
+    The model's weights carry the memory layout (``TrainConfig.channels_last``).
     """
 
     lr: float = 0.002
@@ -133,7 +133,6 @@ class AttackConfig:
     bounded_stop: str = "fixed"
     batch_size: int = 36
     db_reference: bool = False
-    channels_last: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "adv_train_iters", "adv_every", "bounded_steps", "batch_size"):
@@ -259,7 +258,8 @@ class TrainConfig:
     midlevel_loss_weight : float
         ``w`` of A2M2E's loss ``(1 - w) * emotion MSE + w * mid-level MSE``.
     channels_last : bool
-        Channels-last convolutions (faster); part of the configuration, as it changes results at float-rounding level.
+        Channels-last weights (faster on CPU), set when a model is built or loaded; the one-channel inputs need no
+        layout of their own. Part of the configuration: it changes results at float-rounding level.
     refit_head, refit_ridge : bool, float
         Refit every head layer that has a target by ridge regression after training, with this relative penalty
         (protocol §5, :mod:`mer_lib.models.refit`); on in ``quick`` and ``smoke`` only.
@@ -390,6 +390,7 @@ class RunLayout:
         <run>/attacks/<tag>/<system>/seed<k>-<hash>/
         <run>/tables/own/, <run>/tables/published/
         <run>/regression/<section>.csv      values checked by mer_lib.regression
+        <run>/listening/                    notebook 01's listening snippets
         <run>/notebooks/                    executed notebooks (mer_lib.runner)
         <run>/pipeline_times.json           seconds and peak memory per notebook
     """
@@ -405,6 +406,7 @@ class RunLayout:
         _set(self, "posthoc", root / "posthoc")
         _set(self, "attacks", root / "attacks")
         _set(self, "regression", root / "regression")
+        _set(self, "listening", root / "listening")
         _set(self, "notebooks", root / "notebooks")
         _set(self, "times", root / "pipeline_times.json")
 

@@ -30,7 +30,7 @@ from mer_lib.attacks import logs as attack_logs
 from mer_lib.attacks.adversarial_training import train_all
 from mer_lib.attacks.stage import attack_models
 from mer_lib.attacks.waveform_stage import listening_spectrograms
-from mer_lib.config import PROFILES, TARGET_SCALE, Profile, get_profile
+from mer_lib.config import PROFILES, TARGET_SCALE, Profile, RunLayout, get_profile
 from mer_lib.data.cache import PreparedData
 from mer_lib.data.frontend import read_audio_int16
 from mer_lib.data.stage import dataset_dir, prepare_data
@@ -45,10 +45,6 @@ from mer_lib.runner import (
     resolve_figures_dir,
     resolve_run_dir,
 )
-
-#: Folder of the run directory that holds notebook 01's listening snippets.
-LISTENING_DIR = "listening"
-
 
 @dataclasses.dataclass(frozen=True)
 class Study:
@@ -89,9 +85,10 @@ class Study:
         """The folder the dataset is read from (:func:`mer_lib.data.stage.dataset_dir`)."""
         return dataset_dir(self.cfg, self.run, self.data_dir)
 
-    def tables_dir(self, kind: str) -> Path:
-        """``run/tables/<kind>``: where notebooks 06 (``own``) and 08 (``published``) save tables."""
-        return self.run / "tables" / kind
+    @property
+    def layout(self) -> RunLayout:
+        """Where each stage writes in the run directory (e.g. ``layout.tables("own")`` for notebook 06's tables)."""
+        return RunLayout(self.run)
 
     def config_table(self, *sections: str) -> pd.DataFrame:
         """The profile's settings of ``sections`` (``data``, ``features``, ``split``, ``train``, ``attack``).
@@ -293,7 +290,7 @@ def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", 
     written, players = {}, []
     for label, number in picks.items():
         audio = read_audio_int16(table.at[number, "audio_path"], rate)[: int(seconds * rate)]
-        path = study.run / LISTENING_DIR / f"{number:03d}_{label.replace(' ', '-')}.wav"
+        path = study.layout.listening / f"{number:03d}_{label.replace(' ', '-')}.wav"
         wav = wav_bytes(audio, rate)
         if not path.exists() or path.read_bytes() != wav:
             artifacts.write_bytes(path, wav)

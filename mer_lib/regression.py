@@ -224,7 +224,7 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         raise MerError("derive_expectations: one label per run directory")
     frames = []
     for i, run in enumerate(run_dirs):
-        folder = Path(run) / "regression"
+        folder = RunLayout(run).regression
         files = sorted(folder.glob("*.csv"))
         if not files:
             raise MerError(f"{folder}: no regression/*.csv; run the notebooks of the profile there first")

@@ -69,17 +69,11 @@ def test_adversarial_training_from_profile():
     assert step.iters == (attack.adv_train_iters if attack else 50)
 
 
-def test_adversarial_training_defaults_and_channels_last():
+def test_adversarial_training_defaults():
     step, cfg = adversarial_training()
-    assert step.attack_config == AttackConfig() and not step.channels_last
+    assert step.attack_config == AttackConfig()
     assert cfg == {"method": "paper", "attack_version": cfg["attack_version"], "lr": 0.002, "max_iters": 50,
                    "every_n_epochs": 5, "adversary_mode": "eval", "example": "x + best", "loss": "emotion_mse"}
-    smoke = get_profile("smoke")
-    assert smoke.train.channels_last and adversarial_training(smoke)[0].channels_last
-    assert not adversarial_training(smoke, channels_last=False)[0].channels_last
-    assert adversarial_training(None, channels_last=True)[0].channels_last
-    # channels_last is a performance setting: it is not part of the hashed configuration
-    assert adversarial_training(smoke, channels_last=False)[1] == adversarial_training(smoke)[1]
     assert [step.active(e) for e in range(1, 11)] == [False] * 4 + [True] + [False] * 4 + [True]
 
 

@@ -190,8 +190,8 @@ def test_batch_results_do_not_depend_on_the_batch_size():
     torch.manual_seed(4)
     model = build_model("A2M2E", 0.0625).eval()
     x, y = torch.randn(5, 1, T, F), torch.rand(5, 8)
-    whole = run_attack(model, x, y, "paper", AttackConfig(max_iters=15, batch_size=5, channels_last=False))
-    parts = run_attack(model, x, y, "paper", AttackConfig(max_iters=15, batch_size=2, channels_last=False))
+    whole = run_attack(model, x, y, "paper", AttackConfig(max_iters=15, batch_size=5))
+    parts = run_attack(model, x, y, "paper", AttackConfig(max_iters=15, batch_size=2))
     np.testing.assert_array_equal(whole.iterations, parts.iterations)
     np.testing.assert_array_equal(whole.adv_target, parts.adv_target)
     np.testing.assert_allclose(whole.adv_emotions, parts.adv_emotions, atol=1e-5)
@@ -337,7 +337,7 @@ def test_run_attack_progress_bar_of_batches_prints_nothing_in_line_mode(monkeypa
     torch.manual_seed(10)
     model = build_model("A2E", 0.0625).eval()
     res = run_attack(model, torch.randn(3, 1, T, F), torch.rand(3, 8), "paper",
-                     AttackConfig(max_iters=2, batch_size=2, channels_last=False), progress=True)
+                     AttackConfig(max_iters=2, batch_size=2), progress=True)
     assert len(res) == 3 and capsys.readouterr().out == ""  # a nested bar: no summary line of its own
 
 

@@ -22,7 +22,7 @@ TINY = dataclasses.replace(SMOKE, data=dataclasses.replace(SMOKE.data, n_excerpt
                            train=dataclasses.replace(SMOKE.train, max_epochs=1, batch_size=4, channels_last=False))
 #: Small and fast: 2 excerpts of the train split (its short, wrap-padded files are skipped), one at a time.
 CONFIG = ws.WaveformConfig(snr_db=(40.0, 20.0), steps=2, n_excerpts=2, split="train", batch_size=1,
-                           transfer_snr_db=20.0, roundtrip_snr_db=20.0, listening_snr_db=20.0, channels_last=False)
+                           transfer_snr_db=20.0, roundtrip_snr_db=20.0, listening_snr_db=20.0)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -54,7 +54,7 @@ def test_setup_without_data(tmp_path):
     assert study.figures_dir == tmp_path / "figs" and study.published_dir == PUBLISHED_RUNS_DIR
     assert study.runs_csv is None
     assert study.source_dir == (tmp_path / "run" / "data" / "soundtracks_synthetic").resolve()
-    assert study.tables_dir("own") == tmp_path / "run" / "tables" / "own"
+    assert study.layout.tables("own") == tmp_path / "run" / "tables" / "own"
     with pytest.raises(MerError, match="prepare=False"):
         study.trained_models()
     with pytest.raises(AttributeError):

@@ -28,8 +28,6 @@ class PaperAdversary:
     ----------
     config : AttackConfig, optional
         Supplies ``adv_train_lr``, ``adv_train_iters`` and ``adv_every`` (paper values by default).
-    channels_last : bool
-        Feed channels-last inputs during the attack (use the training's ``TrainConfig.channels_last``).
 
     Attributes
     ----------
@@ -39,12 +37,11 @@ class PaperAdversary:
         Example passes spent by the attacks (also added to the training cost).
     """
 
-    def __init__(self, config: AttackConfig | None = None, channels_last: bool = False) -> None:
+    def __init__(self, config: AttackConfig | None = None) -> None:
         self.attack_config = config or AttackConfig()
         self.lr = float(self.attack_config.adv_train_lr)
         self.iters = int(self.attack_config.adv_train_iters)
         self.every = int(self.attack_config.adv_every)
-        self.channels_last = bool(channels_last)
         self.calls = 0
         self.attacked_batches = 0
         self.epochs: list[int] = []
@@ -66,8 +63,7 @@ class PaperAdversary:
         self.calls += 1
         if not self.active(epoch):
             return None
-        x_adv, forward, backward = paper_adversarial_examples(model, x, y, self.lr, self.iters,
-                                                              channels_last=self.channels_last)
+        x_adv, forward, backward = paper_adversarial_examples(model, x, y, self.lr, self.iters)
         cost.add(forward=forward, backward=backward)
         self.forward_passes += forward
         self.backward_passes += backward
@@ -76,19 +72,17 @@ class PaperAdversary:
         return x_adv
 
 
-def adversarial_training(profile=None, channels_last: bool | None = None) -> tuple[PaperAdversary, dict]:
+def adversarial_training(profile=None) -> tuple[PaperAdversary, dict]:
     """``(step, adversarial_config)`` for :func:`mer_lib.models.stage.train_system` from a profile.
 
-    Uses the profile's ``attack`` (else the paper values); ``channels_last`` defaults to its ``train.channels_last``.
+    Uses the profile's ``attack`` (else the paper values).
     """
     config = AttackConfig()
     if profile is not None:
 
         profile = get_profile(profile)
         config = getattr(profile, "attack", None) or config
-        if channels_last is None:
-            channels_last = profile.train.channels_last
-    step = PaperAdversary(config, channels_last=bool(channels_last))
+    step = PaperAdversary(config)
     return step, step.config
 
 

@@ -458,16 +458,10 @@ class AttackState:
             self.best_b = self.put(self.best_b, cur.bottleneck, hit)
 
 
-def _forward(model: nn.Module, inp: torch.Tensor, channels_last: bool):
-    if channels_last:
-        inp = inp.contiguous(memory_format=torch.channels_last)
-    return model(inp)
-
-
-def _evaluate(model: nn.Module, state: AttackState, it: int, channels_last: bool) -> Iterate:
+def _evaluate(model: nn.Module, state: AttackState, it: int) -> Iterate:
     """Forward pass of the active examples at iteration ``it``, recorded in ``state``."""
     d = state.take(state.delta).detach().requires_grad_(True)
-    out = _forward(model, state.take(state.x) + d, channels_last)
+    out = model(state.take(state.x) + d)
     state.forward += d.shape[0]
     bottleneck = out.bottleneck.detach() if out.bottleneck is not None else None
     cur = Iterate(d, out.emotions, out.emotions.detach(), bottleneck)
@@ -541,7 +535,7 @@ class CorrelationStop:
         state.active = state.put(state.active, proceed)
         return proceed
 
-    def finish(self, model: nn.Module, state: AttackState, channels_last: bool) -> None:
+    def finish(self, model: nn.Module, state: AttackState) -> None:
         """Nothing to do: ``best`` and its predictions are already recorded."""
 
 
@@ -553,10 +547,10 @@ class FixedSteps:
         """Every example takes a step (``None``)."""
         return None
 
-    def finish(self, model: nn.Module, state: AttackState, channels_last: bool) -> None:
+    def finish(self, model: nn.Module, state: AttackState) -> None:
         """Evaluate the final iterate; it becomes ``best``, and ``iterations`` the steps taken."""
         with torch.no_grad():
-            out = _forward(model, state.x + state.delta, channels_last)
+            out = model(state.x + state.delta)
         state.forward += len(state.x)
         state.best = state.delta
         state.best_p = out.emotions.detach()
@@ -569,12 +563,12 @@ class FixedSteps:
 # --------------------------------------------------------------------------
 def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: Update,
             stop: CorrelationStop | FixedSteps, *, max_iters: int,
-            project: Callable[[torch.Tensor], torch.Tensor] | None, channels_last: bool) -> AttackState:
+            project: Callable[[torch.Tensor], torch.Tensor] | None) -> AttackState:
     """The batched attack loop (see the module docstring); ``project`` ``None``: no projection."""
     with frozen_model(model):
         state = AttackState.start(x, y, update.moments(x))
         for it in range(1, max_iters + 1):
-            cur = _evaluate(model, state, it, channels_last)
+            cur = _evaluate(model, state, it)
             proceed = stop.judge(state, cur)  # None: every example takes a step
             still = None if proceed is None else state.active.nonzero().squeeze(1)  # the one host sync
             if still is not None and (still.numel() == 0 or it == max_iters):
@@ -582,7 +576,7 @@ def _engine(model: nn.Module, x: torch.Tensor, y: torch.Tensor, update: Update,
             _step(state, update, cur, proceed, project)
             if still is not None and still.numel() < len(x):
                 state.idx = still
-        stop.finish(model, state, channels_last)
+        stop.finish(model, state)
     return state
 
 
@@ -615,7 +609,7 @@ def _result(state: AttackState, mode: str, eps: float, report_last: bool, mean: 
 
 def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 1000, *,
                  mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
-                 channels_last: bool = False, zero_threshold_unsets: bool = True) -> AttackResult:
+                 zero_threshold_unsets: bool = True) -> AttackResult:
     """Paper-mode attack (protocol §6.1) of a batch of excerpts; the loop is in the module docstring.
 
     The result's ``delta`` is ``best``; its ``adv_emotions`` are the predictions of the last evaluated iterate.
@@ -630,8 +624,8 @@ def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 100
         Adam learning rate and iteration budget (reference: 0.002 and 1000; 50 inside adversarial training).
     mean, std : float, optional
         Standardisation statistics, for the true SNR.
-    with_db_reference, channels_last : bool
-        Also compute the reference's pseudo-SNR (slow); feed channels-last inputs to the model.
+    with_db_reference : bool
+        Also compute the reference's pseudo-SNR (slow).
     zero_threshold_unsets : bool
         Reproduce the reference's ``if not t``; keep ``True`` to reproduce the published runs.
     """
@@ -642,13 +636,13 @@ def paper_attack(model: nn.Module, x, y, lr: float = 0.002, max_iters: int = 100
     xt, yt = _check_inputs(model, x, y)
     update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
     state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets), max_iters=int(max_iters),
-                    project=None, channels_last=channels_last)
+                    project=None)
     info = {"mode": "paper", "lr": float(lr), "max_iters": int(max_iters)}
     return _result(state, "paper", math.nan, True, mean, std, with_db_reference, info)
 
 
 def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 0.002,
-                               max_iters: int = 50, channels_last: bool = False) -> tuple[torch.Tensor, int, int]:
+                               max_iters: int = 50) -> tuple[torch.Tensor, int, int]:
     """Paper-mode adversarial examples ``x + best`` for adversarial training (protocol §5), kept on the model's device.
 
     No host copies, no metrics; the model is frozen in eval mode (:func:`frozen_model`) and restored. Arguments as in
@@ -662,14 +656,14 @@ def paper_adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tenso
     xt, yt = _check_inputs(model, x, y)
     update = AdamUpdate(adam_tables(float(lr), int(max_iters), xt.device))
     state = _engine(model, xt, yt, update, CorrelationStop(zero_threshold_unsets=True), max_iters=int(max_iters),
-                    project=None, channels_last=channels_last)
+                    project=None)
     return (xt + state.best).detach(), int(state.forward), int(state.backward)
 
 
 def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_size: float | None = None,
                    update: str = "sign", stop: str = "fixed", lr: float = 0.002, *,
                    mean: float | None = None, std: float | None = None, with_db_reference: bool = False,
-                   channels_last: bool = False, norm: str = "linf") -> AttackResult:
+                   norm: str = "linf") -> AttackResult:
     """Bounded-mode attack (protocol §6.2): projection onto the ``norm`` ball of radius ``eps``.
 
     ``adv_emotions`` are the predictions of the returned example ``x + delta``; ``|delta| <= eps`` everywhere (L2:
@@ -677,7 +671,7 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
 
     Parameters
     ----------
-    model, x, y, mean, std, with_db_reference, channels_last
+    model, x, y, mean, std, with_db_reference
         As in :func:`paper_attack`.
     eps : float
         Radius in normalised-spectrogram units (L-infinity: per bin; L2: of the whole excerpt).
@@ -711,8 +705,7 @@ def bounded_attack(model: nn.Module, x, y, eps: float, steps: int = 100, step_si
         rule = SignUpdate(rate) if norm == "linf" else L2Update(rate)
     stopping = FixedSteps() if stop == "fixed" else CorrelationStop(zero_threshold_unsets=False)
     project = project_linf if norm == "linf" else project_l2
-    state = _engine(model, xt, yt, rule, stopping, max_iters=int(steps), project=lambda d: project(d, eps),
-                    channels_last=channels_last)
+    state = _engine(model, xt, yt, rule, stopping, max_iters=int(steps), project=lambda d: project(d, eps))
     mode = "bounded" if norm == "linf" else "bounded-l2"
     info = {"mode": mode, "eps": eps, "steps": int(steps), "update": update, "stop": stop,
             "step_size" if update == "sign" else "lr": rate}
@@ -750,8 +743,7 @@ def run_attack(model: nn.Module, x, y, mode: str = "paper", config: AttackConfig
     for start in progress_bar(batches, total=len(batches), desc=f"{mode} attack", enabled=progress, leave=False,
                               unit="batch"):
         xb, yb = x[start:start + bs], y[start:start + bs]
-        parts.append(kind.run(model, xb, yb, config, eps, mean=mean, std=std, with_db_reference=config.db_reference,
-                              channels_last=config.channels_last))
+        parts.append(kind.run(model, xb, yb, config, eps, mean=mean, std=std, with_db_reference=config.db_reference))
     result = AttackResult.concat(parts)
     result.mode = mode  # the registered name, whatever batch function it reuses
     return result

@@ -435,19 +435,13 @@ def emotion_damage(clean: np.ndarray, adversarial: np.ndarray, y_true: np.ndarra
     return np.abs(adv - true).mean(axis=1) - np.abs(clean - true).mean(axis=1), np.abs(adv - clean).mean(axis=1)
 
 
-def _model_input(excerpt: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return excerpt.contiguous(memory_format=torch.channels_last) if channels_last else excerpt
-
-
 def predict_segments(model: nn.Module, batch: SegmentBatch, frontend: LogFilteredSpectrogram, mean: float,
-                     std: float, delta: torch.Tensor | None = None, channels_last: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
+                     std: float, delta: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Predictions for segments plus ``delta``, no gradients: float32 emotions (B, 8), bottleneck (B, 7) or None."""
     device = next(model.parameters()).device
     signal = batch.signal.to(device) + (0.0 if delta is None else delta.to(device))
     with frozen_model(model), torch.no_grad():
-        out = model(_model_input(segment_excerpt(signal, batch.starts.to(device), frontend.to(device), mean, std),
-                                 channels_last))
+        out = model(segment_excerpt(signal, batch.starts.to(device), frontend.to(device), mean, std))
     bottleneck = None if out.bottleneck is None else out.bottleneck.float().cpu().numpy()
     return out.emotions.float().cpu().numpy(), bottleneck
 
@@ -507,7 +501,7 @@ def _numpy(a: torch.Tensor | None) -> np.ndarray | None:
 def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch.Tensor,
                     frontend: LogFilteredSpectrogram, mean: float, std: float, budget: Budget, steps: int = 10,
                     update: str = "l2", step_scale: float = 2.5, *,
-                    init: torch.Tensor | None = None, channels_last: bool = False) -> WaveformAttackResult:
+                    init: torch.Tensor | None = None) -> WaveformAttackResult:
     """Projected gradient ascent on the emotion MSE, through front end, standardisation and model.
 
     Maximises the paper's untargeted objective, the MSE between predictions and the **true labels**, for a fixed number
@@ -533,8 +527,6 @@ def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch
     init : Tensor (B, S), optional
         Start, projected onto the budget first (e.g. the adversary of a smaller budget); default zero. With a start the
         clean segment is evaluated once more, and ``best_step`` 0 means the projected start.
-    channels_last : bool
-        Feed channels-last inputs to the model.
     """
     _check_attack_args(batch, y, budget, steps, update, step_scale)
     device = next(model.parameters()).device
@@ -546,13 +538,13 @@ def waveform_attack(model: nn.Module, batch: SegmentBatch, y: np.ndarray | torch
     delta = torch.zeros_like(x) if init is None else project_perturbation(
         init.detach().to(device, torch.float32), x, mask, radius, budget.linf)
     best = _Best(delta=delta, loss=torch.full((len(x),), -math.inf, device=device))
-    clean = None if init is None else predict_segments(model, batch, frontend, mean, std, channels_last=channels_last)
+    clean = None if init is None else predict_segments(model, batch, frontend, mean, std)
     with frozen_model(model):
         for step in range(int(steps) + 1):
             last = step == steps
             d = delta.detach().requires_grad_(not last)
             with torch.set_grad_enabled(not last):
-                out = model(_model_input(segment_excerpt(x + d, starts, frontend, mean, std), channels_last))
+                out = model(segment_excerpt(x + d, starts, frontend, mean, std))
                 loss = (out.emotions - yt).pow(2).mean(dim=1)
             best.update(step, d.detach(), loss.detach(), out)
             if last:

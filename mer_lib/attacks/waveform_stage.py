@@ -144,7 +144,6 @@ class WaveformConfig:
     transfer_snr_db: float | None = 30.0
     roundtrip_snr_db: float | None = 30.0
     listening_snr_db: float | None = 30.0
-    channels_last: bool = True
     split: str = "test"
 
     def __post_init__(self) -> None:
@@ -169,8 +168,8 @@ class WaveformConfig:
             check_choice("WaveformConfig.noise_kinds", kind, NOISE_KINDS)
         if not (isinstance(self.step_scale, (int, float)) and math.isfinite(self.step_scale) and self.step_scale > 0):
             raise MerError(f"WaveformConfig.step_scale must be a positive number, got {self.step_scale!r}")
-        if not isinstance(self.warm_start, bool) or not isinstance(self.channels_last, bool):
-            raise MerError("WaveformConfig.warm_start and .channels_last must be True or False")
+        if not isinstance(self.warm_start, bool):
+            raise MerError(f"WaveformConfig.warm_start must be True or False, got {self.warm_start!r}")
         if not _non_negative_int(self.noise_seed):
             raise MerError(f"WaveformConfig.noise_seed must be a non-negative integer, got {self.noise_seed!r}")
         for name in ("transfer_snr_db", "roundtrip_snr_db", "listening_snr_db"):
@@ -273,14 +272,14 @@ def _attack_batch(model, ctx: _Context, part: _Batch) -> tuple[list[pd.DataFrame
     """Attack and noise rows of one batch; the perturbations kept for transfer, round trip and listening."""
     cfg, batch, y = ctx.config, part.segments, part.y
     kept_snrs = {cfg.transfer_snr_db, cfg.roundtrip_snr_db, cfg.listening_snr_db}
-    clean = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std, channels_last=cfg.channels_last)
+    clean = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std)
     seeds = {kind: [[int(cfg.noise_seed), int(n), NOISE_KINDS.index(kind)] for n in batch.numbers]
              for kind in cfg.noise_kinds}
     noises = {kind: unit_noise(batch, kind, seeds[kind]) for kind in cfg.noise_kinds}
     rows, kept, start = [], {}, None
     for snr in sorted(cfg.snr_db, reverse=True):
         res = waveform_attack(model, batch, y, ctx.frontend, ctx.mean, ctx.std, Budget(snr_db=snr, linf=cfg.linf),
-                              cfg.steps, cfg.update, cfg.step_scale, init=start, channels_last=cfg.channels_last)
+                              cfg.steps, cfg.update, cfg.step_scale, init=start)
         delta = res.delta.cpu()
         start = res.delta if cfg.warm_start else None
         rows.append(_rows(ctx, part, "attack", snr, (res.clean_emotions, res.clean_bottleneck),
@@ -289,7 +288,7 @@ def _attack_batch(model, ctx: _Context, part: _Batch) -> tuple[list[pd.DataFrame
             kept[snr] = delta
         for kind in cfg.noise_kinds:
             noise = noise_perturbation(batch, kind, snr, seeds[kind], noises[kind])
-            adv = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std, noise, cfg.channels_last)
+            adv = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std, noise)
             rows.append(_rows(ctx, part, kind, snr, clean, adv, noise, np.full(len(y), -1)))
     return rows, kept
 
@@ -304,10 +303,8 @@ def _transfer_rows(ctx: _Context, peers: Sequence[tuple], parts: Sequence[tuple]
                           "dmae": own["dmae"].to_numpy(), "pred_change": own["pred_change"].to_numpy()})]
     for model, system, seed in peers:
         for (batch, y, _), kept in parts:
-            clean, _ = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std,
-                                        channels_last=ctx.config.channels_last)
-            adv, _ = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std, kept[snr],
-                                      ctx.config.channels_last)
+            clean, _ = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std)
+            adv, _ = predict_segments(model, batch, ctx.frontend, ctx.mean, ctx.std, kept[snr])
             dmae, change = emotion_damage(clean, adv, y)
             rows.append(pd.DataFrame({"source_system": ctx.system, "source_seed": ctx.seed, "target_system": system,
                                       "target_seed": int(seed), "number": list(batch.numbers), "snr_db": float(snr),
@@ -315,11 +312,10 @@ def _transfer_rows(ctx: _Context, peers: Sequence[tuple], parts: Sequence[tuple]
     return pd.concat(rows, ignore_index=True)
 
 
-def _predict_excerpts(model, x: np.ndarray, channels_last: bool) -> np.ndarray:
+def _predict_excerpts(model, x: np.ndarray) -> np.ndarray:
     device = next(model.parameters()).device
-    inp = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
     with torch.no_grad():
-        out = model(inp.contiguous(memory_format=torch.channels_last) if channels_last else inp)
+        out = model(torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device))
     return out.emotions.float().cpu().numpy()
 
 
@@ -331,8 +327,8 @@ def _roundtrip_rows(model, ctx: _Context, prepared, audios: dict[int, ExcerptAud
         adversarial = batch.signal + kept[snr]
         trips = [roundtrip_excerpt(audios[n], adversarial[i], folder / f"{n:03d}.wav", frontend64, ctx.mean, ctx.std,
                                    int(prepared.excerpt_frames)) for i, n in enumerate(batch.numbers)]
-        clean = _predict_excerpts(model, prepared.excerpts(list(batch.numbers)), ctx.config.channels_last)
-        back = _predict_excerpts(model, np.concatenate([t.excerpt for t in trips]), ctx.config.channels_last)
+        clean = _predict_excerpts(model, prepared.excerpts(list(batch.numbers)))
+        back = _predict_excerpts(model, np.concatenate([t.excerpt for t in trips]))
         dmae = emotion_damage(clean, back, y)[0]
         rows.append(pd.DataFrame({"system": ctx.system, "seed": ctx.seed, "number": list(batch.numbers),
                                   "snr_db": float(snr), "dmae_roundtrip": dmae,

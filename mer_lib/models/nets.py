@@ -97,7 +97,11 @@ class Backbone(nn.Module):
         self.out_features = c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature maps averaged over time and frequency."""
+        """Feature maps averaged over time and frequency.
+
+        The weights' memory layout alone picks the convolution kernels: a one-channel input is laid out the same way in
+        both layouts.
+        """
         return self.features(x).mean(dim=(2, 3))
 
 

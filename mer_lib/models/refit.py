@@ -15,34 +15,34 @@ import torch
 
 from mer_lib.errors import MerError
 from mer_lib.models.nets import MERModel
-from mer_lib.models.train import EVAL_BATCH, resolve_device, to_input
+from mer_lib.models.train import EVAL_BATCH, resolve_device
 
 
 @torch.no_grad()
-def _batched(fn, model: MERModel, x, device, batch_size: int, channels_last: bool) -> np.ndarray:
+def _batched(fn, model: MERModel, x, device, batch_size: int) -> np.ndarray:
     device = next(model.parameters()).device if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
     x = torch.as_tensor(x)
-    out = [fn(to_input(x[i:i + batch_size], device, channels_last)).double().cpu().numpy()
+    out = [fn(x[i:i + batch_size].to(device)).double().cpu().numpy()
            for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return np.concatenate(out)
 
 
-def head_inputs(model: MERModel, x, device: str | torch.device | None = None, batch_size: int = EVAL_BATCH,
-                channels_last: bool = True) -> np.ndarray:
+def head_inputs(model: MERModel, x, device: str | torch.device | None = None,
+                batch_size: int = EVAL_BATCH) -> np.ndarray:
     """What the emotion layer reads, in eval mode, float64: the bottleneck ``(N, 7)`` or the pooled features ``(N, D)``.
 
     Parameters as for :func:`mer_lib.models.train.predict`.
     """
-    return _batched(model.head_input, model, x, device, batch_size, channels_last)
+    return _batched(model.head_input, model, x, device, batch_size)
 
 
-def backbone_features(model: MERModel, x, device: str | torch.device | None = None, batch_size: int = EVAL_BATCH,
-                      channels_last: bool = True) -> np.ndarray:
+def backbone_features(model: MERModel, x, device: str | torch.device | None = None,
+                      batch_size: int = EVAL_BATCH) -> np.ndarray:
     """The pooled backbone features ``(N, D)``, float64, in eval mode (parameters as :func:`head_inputs`)."""
-    return _batched(model.backbone, model, x, device, batch_size, channels_last)
+    return _batched(model.backbone, model, x, device, batch_size)
 
 
 def least_squares_layer(inputs: np.ndarray, targets: np.ndarray,
@@ -119,8 +119,8 @@ def refit_linear(layer: torch.nn.Linear, inputs: np.ndarray, targets: np.ndarray
             "norm_before": norm_before, "norm_after": float(layer.weight.detach().double().norm())}
 
 
-def refit_head(model: MERModel, x, y, m=None, ridge: float = 0.0, device: str | torch.device | None = None,
-               channels_last: bool = True) -> dict:
+def refit_head(model: MERModel, x, y, m=None, ridge: float = 0.0,
+               device: str | torch.device | None = None) -> dict:
     """Refit every linear layer of the head that has a target, in place (the model is left in eval mode).
 
     A2M2E's bottleneck first (mid-level targets from the pooled backbone features), then every system's emotion layer
@@ -142,7 +142,7 @@ def refit_head(model: MERModel, x, y, m=None, ridge: float = 0.0, device: str | 
     """
     if model.spec.midlevel_supervised and m is None:
         raise MerError(f"refit_head: {model.system} needs the mid-level targets m")
-    features = backbone_features(model, x, device, channels_last=channels_last)
+    features = backbone_features(model, x, device)
     bottleneck = None
     if model.spec.midlevel_supervised:
         bottleneck = refit_linear(model.bottleneck, features, m, ridge)

@@ -20,7 +20,16 @@ import numpy as np
 import torch
 
 from mer_lib import artifacts
-from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY, TRAIN_HASH_OPTIONAL, Profile, TrainConfig, get_profile
+from mer_lib.config import (
+    EMOTIONS,
+    MIDLEVEL,
+    SYSTEM_REGISTRY,
+    TRAIN_HASH_OPTIONAL,
+    Profile,
+    RunLayout,
+    TrainConfig,
+    get_profile,
+)
 from mer_lib.data.cache import spectrogram_digest
 from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
@@ -102,7 +111,7 @@ def run_config(system: str, seed: int, train: TrainConfig, data: dict,
 
 def model_dir(run_dir: str | os.PathLike, config: dict) -> Path:
     """``run_dir/models/<system>/seed<seed>-<confighash>``."""
-    return (Path(run_dir) / "models" / config["system"]
+    return (RunLayout(run_dir).models / config["system"]
             / f"seed{config['seed']}-{artifacts.config_hash(config)}")
 
 
@@ -113,7 +122,7 @@ def model_config(prepared, system: str, seed: int, profile: Profile,
                       adversarial_config if system_spec(system).adversarial else None)
 
 
-def final_metrics(model: MERModel, arrays: dict, device: torch.device, channels_last: bool, cost: Cost) -> dict:
+def final_metrics(model: MERModel, arrays: dict, device: torch.device, cost: Cost) -> dict:
     """Regression metrics on every excerpt of each split (the per-split part of ``metrics.json``).
 
     ``arrays`` maps ``split -> (x, y, m)`` (:func:`split_arrays`); the forward passes are counted in ``cost``. Returns
@@ -122,7 +131,7 @@ def final_metrics(model: MERModel, arrays: dict, device: torch.device, channels_
     """
     out = {}
     for split, (x, y, m) in arrays.items():
-        emo, bott = predict(model, x, device, channels_last=channels_last)
+        emo, bott = predict(model, x, device)
         cost.eval_forward += len(x)
         out[split] = {"emotions": regression_report(y, emo, EMOTIONS)}
         if bott is not None:
@@ -182,10 +191,9 @@ def train_system(prepared, system: str, seed: int, profile: str | Profile, run_d
         with deterministic_mode(device):
             refit = None
             if profile.train.refit_head:
-                refit = refit_head(result.model, *arrays["train"], profile.train.refit_ridge, device,
-                                   profile.train.channels_last)
+                refit = refit_head(result.model, *arrays["train"], profile.train.refit_ridge, device)
                 result.cost.eval_forward += refit["emotion"]["n"]
-            metrics = final_metrics(result.model, arrays, device, profile.train.channels_last, result.cost)
+            metrics = final_metrics(result.model, arrays, device, result.cost)
         final_seconds = time.perf_counter() - t0
         metrics.update({"system": system, "seed": int(seed), "config_hash": artifacts.config_hash(config),
                         "best_epoch": result.best_epoch,
@@ -247,8 +255,8 @@ def is_finished(path: str | os.PathLike) -> bool:
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MERModel, dict]:
     """Load a finished artifact folder: ``(model in eval mode, metrics dict)``.
 
-    The weights are laid out as in training (channels-last if ``TrainConfig.channels_last``), so that channels-last
-    inputs meet channels-last weights: the training's kernels, and faster on CPU than a mixed layout.
+    The weights are laid out as in training (channels-last if ``TrainConfig.channels_last``), so every stage runs the
+    training's kernels.
 
     Raises
     ------

@@ -236,15 +236,9 @@ def validation_score(y: np.ndarray, emotions: np.ndarray, m: np.ndarray | None =
     return out
 
 
-def to_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """``x`` on ``device``, in channels-last memory layout if asked (as the model is trained)."""
-    x = x.to(device, non_blocking=False)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 @torch.no_grad()
 def predict(model: MERModel, x, device: str | torch.device | None = None,
-            batch_size: int = EVAL_BATCH, channels_last: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+            batch_size: int = EVAL_BATCH) -> tuple[np.ndarray, np.ndarray | None]:
     """Model outputs in eval mode: ``emotions`` ``(N, 8)`` and ``bottleneck`` ``(N, 7)`` or ``None`` (numpy).
 
     Parameters
@@ -253,8 +247,6 @@ def predict(model: MERModel, x, device: str | torch.device | None = None,
         Standardised inputs.
     device : str or torch.device, optional
         Default: the model's device.
-    channels_last : bool
-        Feed inputs in channels-last memory layout (as in training).
     """
     device = next(model.parameters()).device if device is None else resolve_device(device)
     was_training = model.training
@@ -262,7 +254,7 @@ def predict(model: MERModel, x, device: str | torch.device | None = None,
     x = torch.as_tensor(x)
     emo, bott = [], []
     for start in range(0, len(x), batch_size):
-        out = model(to_input(x[start:start + batch_size], device, channels_last))
+        out = model(x[start:start + batch_size].to(device))
         emo.append(out.emotions.float().cpu().numpy())
         if out.bottleneck is not None:
             bott.append(out.bottleneck.float().cpu().numpy())
@@ -470,7 +462,7 @@ def _adversarial_update(state: TrainingState, setup: TrainSetup, xb: torch.Tenso
     x_adv = setup.adversarial_step(state.model, xb, yb, epoch, state.cost)
     if x_adv is None:
         return None
-    x_adv = to_input(x_adv.detach(), setup.device, setup.config.channels_last)
+    x_adv = x_adv.detach().to(setup.device)
     loss, _, _ = _counted_step(state, setup, x_adv, yb, None, emotion_only=True)
     state.cost.adversarial_steps += 1
     return loss
@@ -484,7 +476,7 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
     Returns ``epoch`` and the mean ``train_loss``, ``train_emotion_mse``, ``train_midlevel_mse`` and
     ``train_adversarial_mse`` (``nan`` where undefined).
     """
-    train, bs, device, cl = setup.train, setup.config.batch_size, setup.device, setup.config.channels_last
+    train, bs, device = setup.train, setup.config.batch_size, setup.device
     perm = torch.randperm(len(train.x), generator=state.order).to(train.x.device)
     state.model.train()
     n_batches = len(perm) // bs
@@ -492,7 +484,7 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
     n_ml = n_adv = 0
     for b in range(n_batches):
         idx = perm[b * bs:(b + 1) * bs]
-        xb, yb = to_input(train.x[idx], device, cl), train.y[idx].to(device)
+        xb, yb = train.x[idx].to(device), train.y[idx].to(device)
         mb = None if train.m is None else train.m[idx].to(device)
         loss, emo_mse, ml_mse = _counted_step(state, setup, xb, yb, mb)
         state.cost.examples_seen += bs
@@ -515,7 +507,7 @@ def train_epoch(state: TrainingState, setup: TrainSetup, epoch: int) -> dict:
 def validate(model: MERModel, setup: TrainSetup, cost: Cost) -> dict:
     """:func:`validation_score` of ``model`` on the scored validation excerpts (counted in ``cost``)."""
     valid = setup.valid
-    emo, bott = predict(model, valid.x, setup.device, channels_last=setup.config.channels_last)
+    emo, bott = predict(model, valid.x, setup.device)
     cost.eval_forward += len(valid.x)
     return validation_score(valid.y.numpy(), emo, None if valid.m is None else valid.m.numpy(), bott,
                             add_bottleneck=setup.add_bottleneck)
