@@ -25,7 +25,6 @@ import codecs
 import csv
 import io
 import math
-import operator
 import os
 import re
 from dataclasses import dataclass
@@ -386,15 +385,6 @@ def _audio_files(audio_dir: Path) -> dict[str, list[Path]]:
         if entry.suffix.lower() in AUDIO_EXTENSIONS and entry.is_file():
             files.setdefault(entry.stem, []).append(entry)
     return files
-
-
-def _as_number(number: object) -> int:
-    if isinstance(number, bool):
-        raise MerError(f"audio number must be an integer, got {number!r}")
-    try:
-        return operator.index(number)  # type: ignore[arg-type]
-    except TypeError:
-        raise MerError(f"audio number must be an integer, got {number!r}") from None
 
 
 def _wav_header_frames(path: Path) -> int | None:
