@@ -536,8 +536,12 @@ def test_a_registered_attack_is_run_hashed_tagged_and_costed(bounded_setup, monk
     result = engine.run_attack(model, x, y, "first-step", config)
     assert len(result) == len(x) and (result.iterations == 1).all() and not result.delta.any()
     assert result.mode == "first-step"
-    assert stage.attack_tag("first-step") == "first-step"
-    assert stage.attack_settings("first-step", config, None) == {"mode": "first-step", "lr": 0.05}
+    setting = stage.AttackSetting.of("first-step", 0.3)  # an unbounded attack has no radius
+    assert setting == ("first-step", None) and setting.tag == "first-step"
+    assert setting.settings(config) == {"mode": "first-step", "lr": 0.05}
+    assert stage.AttackSetting.of("bounded-l2", 6).tag == "bounded-l2-eps6"
+    with pytest.raises(MerError, match="eps must be a positive number, got None"):
+        stage.AttackSetting.of("bounded")
     jobs = protocol_cost.protocol_jobs("smoke")
     first = jobs[jobs["setting"] == "first-step"]
     assert len(first) == len(set(jobs["system"])) * len(set(jobs["seed"])) and (first["backward_input"] == 0).all()

@@ -16,7 +16,7 @@ import pandas as pd
 from mer_lib.config import AttackConfig, Profile, TrainConfig, get_profile, system_info, systems_trained_in
 from mer_lib.data.split import split_lengths
 from mer_lib.attacks.engine import ATTACKS, attack_kind
-from mer_lib.attacks.stage import attack_tag
+from mer_lib.attacks.stage import AttackSetting
 from mer_lib.errors import MerError
 from mer_lib.models.nets import forward_macs, system_spec
 from mer_lib.models.train import validation_count
@@ -104,11 +104,11 @@ def protocol_jobs(profile: str | Profile, sizes: Sequence[int] | None = None,
             passes = training_passes(system, train, attack, sizes)
             rows += [{"notebook": notebook, "kind": "train", "system": system, "seed": seed, "setting": "train",
                       **passes} for seed in train.seeds]
-    settings = [(mode, attack_tag(mode, eps)) for mode, kind in ATTACKS.items()
+    settings = [AttackSetting.of(name, eps) for name, kind in ATTACKS.items()
                 for eps in ((None,) if kind.radii is None else kind.radii(attack))]
-    for mode, setting in settings:
-        passes = attack_passes(mode, attack, sizes[2])
-        rows += [{"notebook": "05", "kind": "attack", "system": system, "seed": seed, "setting": setting,
+    for setting in settings:
+        passes = attack_passes(setting.name, attack, sizes[2])
+        rows += [{"notebook": "05", "kind": "attack", "system": system, "seed": seed, "setting": setting.tag,
                   **passes, "epochs": 0} for system in systems for seed in train.seeds]
     table = pd.DataFrame(rows)
     table["gflop"] = [job_gflop(r.system, width, r._asdict(), input_hw) for r in table.itertuples(index=False)]

@@ -1,7 +1,7 @@
 """The attack stage of the pipeline (protocol §6): attack trained models and keep the results.
 
 :func:`attack_model` attacks the test split of one model and writes
-``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/`` (``<tag>``: :func:`attack_tag`):
+``run_dir/attacks/<tag>/<system>/seed<seed>-<hash>/`` (``<tag>``: :attr:`AttackSetting.tag`):
 
 ``config.json``     everything the result depends on (hashed into the folder name)
 ``log.csv``         the published format (:func:`mer_lib.attacks.logs.write_attack_log`)
@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import os
 import time
+from typing import NamedTuple
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,15 +63,28 @@ def _array_sha256(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def attack_settings(mode: str, config: AttackConfig, eps: float | None) -> dict:
-    """The attack settings that change results (hashed; :class:`mer_lib.attacks.engine.AttackKind`)."""
-    kind = attack_kind(mode)
-    return kind.settings(config, None if kind.radii is None else check_eps(eps))
+class AttackSetting(NamedTuple):
+    """One registered attack (:data:`mer_lib.attacks.engine.ATTACKS`) at one radius; make it with :meth:`of`.
 
+    A tuple ``(name, eps)``, so ``("bounded", 0.1)`` and ``AttackSetting("bounded", 0.1)`` are the same dict key.
+    """
 
-def attack_tag(mode: str, eps: float | None = None) -> str:
-    """``"paper"``, ``"bounded-eps<eps>"`` or ``"bounded-l2-eps<eps>"`` (folder name of an attack setting)."""
-    return mode if attack_kind(mode).radii is None else f"{mode}-eps{check_eps(eps):g}"
+    name: str
+    eps: float | None = None
+
+    @classmethod
+    def of(cls, name: str, eps: float | None = None) -> AttackSetting:
+        """The setting of attack ``name``: ``eps`` is dropped for an unbounded attack, required and checked otherwise."""
+        return cls(name, None if attack_kind(name).radii is None else check_eps(eps))
+
+    @property
+    def tag(self) -> str:
+        """Its folder name: ``"paper"``, ``"bounded-eps<eps>"`` or ``"bounded-l2-eps<eps>"``."""
+        return self.name if self.eps is None else f"{self.name}-eps{self.eps:g}"
+
+    def settings(self, config: AttackConfig) -> dict:
+        """The settings that change its results under ``config`` (hashed into its folder name)."""
+        return attack_kind(self.name).settings(config, self.eps)
 
 
 def _load(model_or_dir, device) -> tuple[MERModel, str, int | None]:
@@ -95,10 +109,10 @@ def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return x, numbers, y_true, data
 
 
-def _attack_key(model_sha256: str, system: str, seed: int | None, mode: str, config: AttackConfig,
-                eps: float | None, split: str, data: dict, memory_format: str) -> dict:
+def _attack_key(model_sha256: str, system: str, seed: int | None, setting: AttackSetting, config: AttackConfig,
+                split: str, data: dict, memory_format: str) -> dict:
     """Everything one attack's result depends on, the model's memory layout included (for bit-identical reruns)."""
-    return {"attack_version": ATTACK_VERSION, "attack": attack_settings(mode, config, eps),
+    return {"attack_version": ATTACK_VERSION, "attack": setting.settings(config),
             "model_sha256": model_sha256, "model_memory_format": memory_format, "system": system, "seed": seed,
             "split": split, "data": data}
 
@@ -140,13 +154,13 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
         The result folder (module docstring).
     """
     config = config or AttackConfig()
-    tag = attack_tag(mode, eps)
+    setting = AttackSetting.of(mode, eps)
+    tag = setting.tag
     device = resolve_device(device)
     model, system, model_seed = _load(model_or_dir, device)
     seed = model_seed if seed is None else int(seed)
     x, numbers, y_true, data = _split_data(prepared, split)
-    key = _attack_key(model_fingerprint(model), system, seed, mode, config, eps, split, data,
-                      memory_format_name(model))
+    key = _attack_key(model_fingerprint(model), system, seed, setting, config, split, data, memory_format_name(model))
     digest = artifacts.config_hash(key)
     out = _result_dir(run_dir, tag, system, seed, digest)
     # a result without the adversarial inputs asked for is computed again
@@ -156,7 +170,7 @@ def attack_model(model_or_dir, prepared, run_dir: str | os.PathLike, mode: str =
         y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float32)
         t0 = time.perf_counter()
         with deterministic_mode(device):
-            result = run_attack(model, x, y, mode, config, eps, mean=prepared.mean, std=prepared.std,
+            result = run_attack(model, x, y, setting.name, config, setting.eps, mean=prepared.mean, std=prepared.std,
                                 progress=progress)
         seconds = time.perf_counter() - t0
         tidy = attack_table(result, numbers, y_true)
@@ -209,23 +223,22 @@ class AttackJob:
     model_dir: str
     prepared: object
     run_dir: str
-    mode: str
+    setting: AttackSetting
     config: AttackConfig
-    eps: float | None
     device: str | None
     kw: tuple = ()
 
 
 def _attack_job(job: AttackJob) -> str:
-    out = attack_model(job.model_dir, job.prepared, job.run_dir, job.mode, job.config, job.eps,
+    out = attack_model(job.model_dir, job.prepared, job.run_dir, job.setting.name, job.config, job.setting.eps,
                        device=job.device, progress=False, **dict(job.kw))
     return str(out)
 
 
 def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequence[tuple[str, float | None]],
                 config: AttackConfig | None = None, progress: bool = True, executor: Executor | str | int | None = None,
-                device: str | torch.device | None = None, **kw) -> dict[tuple[str, float | None], pd.DataFrame]:
-    """Attack every trained model folder with every ``(mode, eps)`` setting; return the tidy rows.
+                device: str | torch.device | None = None, **kw) -> dict[AttackSetting, pd.DataFrame]:
+    """Attack every trained model folder with every setting; return the tidy rows.
 
     Finished attacks are reused; the missing ones run as independent jobs (:func:`mer_lib.jobs.run_jobs`: worker
     processes, one CPU thread each, results identical to an in-process run).
@@ -234,8 +247,8 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     ----------
     model_dirs : dict or sequence
         Trained model folders (e.g. ``{(system, seed): folder}`` from training).
-    settings : sequence of (str, float or None)
-        ``("paper", None)``, ``("bounded", eps)`` or ``("bounded-l2", eps)`` pairs.
+    settings : sequence of AttackSetting or (str, float or None)
+        ``("paper", None)``, ``("bounded", eps)``, ``("bounded-l2", eps)`` or another registered attack.
     executor : Executor, str or int, optional
         How the jobs run (:func:`mer_lib.jobs.run_jobs`; default ``$MER_EXECUTOR`` or ``"auto"``: one worker process
         per CPU core, in-process on CUDA).
@@ -245,30 +258,30 @@ def attack_many(model_dirs, prepared, run_dir: str | os.PathLike, settings: Sequ
     Returns
     -------
     dict
-        ``(mode, eps) ->`` the ``attack.csv`` rows of every model, with ``result_dir`` and ``model_dir`` columns.
+        ``AttackSetting ->`` the ``attack.csv`` rows of every model, with ``result_dir`` and ``model_dir`` columns.
     """
     config = config or AttackConfig()
     items = [str(p) for p in (model_dirs.values() if isinstance(model_dirs, dict) else model_dirs)]
     if not items:
         raise MerError("no models to attack")
-    settings = [(mode, None if attack_kind(mode).radii is None else eps) for mode, eps in settings]
+    settings = [AttackSetting.of(*setting) for setting in settings]
     dirs: dict[tuple[int, int], Path] = {}
     todo: list[tuple[int, int]] = []
     data = _split_data(prepared, "test")[3]  # where each result goes: hashed once per model, not per job
     models = [_load(item, "cpu") for item in items]
     shas = [model_fingerprint(model) for model, _, _ in models]
     formats = [memory_format_name(model) for model, _, _ in models]
-    for i, (mode, eps) in enumerate(settings):
+    for i, setting in enumerate(settings):
         for j, (_, system, seed) in enumerate(models):
-            key = _attack_key(shas[j], system, seed, mode, config, eps, "test", data, formats[j])
-            dirs[(i, j)] = _result_dir(run_dir, attack_tag(mode, eps), system, seed, artifacts.config_hash(key))
+            key = _attack_key(shas[j], system, seed, setting, config, "test", data, formats[j])
+            dirs[(i, j)] = _result_dir(run_dir, setting.tag, system, seed, artifacts.config_hash(key))
             if kw.get("overwrite") or not is_attack_finished(dirs[(i, j)], bool(kw.get("save_adversarial"))):
                 todo.append((i, j))
     device = None if device is None else str(device)
-    jobs = [AttackJob(items[j], prepared, str(run_dir), settings[i][0], config, settings[i][1], device,
-                      tuple(sorted(kw.items()))) for i, j in todo]
-    names = [f"{attack_tag(*settings[i])} of {items[j]}" for i, j in todo]
-    label = ", ".join(attack_tag(*st) for st in settings)
+    jobs = [AttackJob(items[j], prepared, str(run_dir), settings[i], config, device, tuple(sorted(kw.items())))
+            for i, j in todo]
+    names = [f"{settings[i].tag} of {items[j]}" for i, j in todo]
+    label = ", ".join(setting.tag for setting in settings)
     done_dirs = run_jobs(_attack_job, jobs, executor, names=names, desc=f"attacks ({label})",
                          progress=progress, device=device)
     for (i, j), out in zip(todo, done_dirs):
@@ -292,7 +305,7 @@ def attack_models(model_dirs, prepared, run_dir: str | os.PathLike, mode: str = 
                   executor: Executor | str | int | None = None, device: str | torch.device | None = None,
                   **kw) -> pd.DataFrame:
     """Attack many models with one setting of :func:`attack_many`; return their ``attack.csv`` rows."""
-    setting = (mode, None if attack_kind(mode).radii is None else eps)
+    setting = AttackSetting.of(mode, eps)
     return attack_many(model_dirs, prepared, run_dir, [setting], config, progress, executor, device, **kw)[setting]
 
 
