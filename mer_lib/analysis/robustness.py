@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from mer_lib.analysis.stats import DEFAULT_PAIRS, bootstrap_ci, system_contrasts, t_interval, verdict
+from mer_lib.analysis.stats import (
+    DEFAULT_PAIRS,
+    interval_over_models,
+    stat_function,
+    system_contrasts,
+    t_interval,
+    verdict,
+)
 from mer_lib.attacks.logs import MODEL_KEYS, require_columns, system_order
 from mer_lib.errors import MerError
 
@@ -27,26 +34,7 @@ RESULT_COLUMNS: tuple[str, ...] = ("system", "seed", "number", "kind", "snr_db",
 TRANSFER_COLUMNS: tuple[str, ...] = ("source_system", "source_seed", "target_system", "target_seed", "number",
                                      "snr_db", "dmae")
 
-_STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
-
 _NAN = float("nan")
-
-
-def _stat(name: str, where: str) -> Callable[..., np.ndarray]:
-    if name not in _STATS:
-        raise MerError(f"{where}: stat must be one of {sorted(_STATS)}, got {name!r}")
-    return _STATS[name]
-
-
-def _ci(values: np.ndarray, stat: Callable[..., np.ndarray], n_boot: int, seed: int,
-        level: float) -> tuple[float, float]:
-    """CI over models: t-interval of a mean, percentile bootstrap otherwise; NaN for < 2 values or a NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2 or np.isnan(values).any():
-        return _NAN, _NAN
-    if stat is np.mean:
-        return t_interval(values, level)
-    return bootstrap_ci(values, stat, n_boot=n_boot, seed=seed, level=level)
 
 
 def _order(df: pd.DataFrame, system: str, extra: Sequence[str]) -> pd.DataFrame:
@@ -108,11 +96,11 @@ def robustness_curves(per_model: pd.DataFrame, quantity: str = "dmae", stat: str
     """
     pm = per_model_curves(per_model) if "number" in per_model.columns else per_model
     require_columns(pm, [*MODEL_KEYS, "kind", "snr_db", quantity], "per-model curves")
-    func = _stat(stat, "robustness_curves")
+    func = stat_function(stat, "robustness_curves")
     rows = []
     for (system, kind, snr), g in pm.groupby(["system", "kind", "snr_db"], sort=False):
         values = g[quantity].to_numpy(np.float64)
-        lo, hi = _ci(values, func, n_boot, seed, level)
+        lo, hi = interval_over_models(values, stat, n_boot, seed, level)
         rows.append({"system": system, "kind": kind, "snr_db": float(snr), "n_models": len(values),
                      "estimate": float(func(values)), "ci_low": lo, "ci_high": hi})
     out = pd.DataFrame(rows)
@@ -129,7 +117,7 @@ def _paired(pm: pd.DataFrame, quantity: str, a: pd.Series, b: pd.Series) -> tupl
 
 def _paired_row(diff: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
     estimate = float(np.mean(diff)) if diff.size else _NAN
-    lo, hi = _ci(diff, np.mean, n_boot, seed, level)
+    lo, hi = interval_over_models(diff, "mean", n_boot, seed, level)
     return {"n_models": int(diff.size), "estimate": estimate, "ci_low": lo, "ci_high": hi,
             "verdict": verdict(lo, hi, 1, estimate)}
 
@@ -191,7 +179,7 @@ def attack_vs_noise(per_model: pd.DataFrame, noise: str = "white", quantity: str
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = r_att / r_noi
         finite = ratio[np.isfinite(ratio)]
-        r_lo, r_hi = _ci(finite, np.median, n_boot, seed, level)
+        r_lo, r_hi = interval_over_models(finite, "median", n_boot, seed, level)
         rows.append({"system": system, "snr_db": float(snr), "noise": noise,
                      "attack": float(np.mean(att)) if att.size else _NAN,
                      "noise_value": float(np.mean(noi)) if noi.size else _NAN,
@@ -238,11 +226,11 @@ def transfer_summary(transfer: pd.DataFrame, snr_db: float | None = None, stat: 
         (``stat`` over the model pairs, one per seed).
     """
     pairs = _transfer_per_pair(transfer, snr_db)
-    func = _stat(stat, "transfer_summary")
+    func = stat_function(stat, "transfer_summary")
     rows = []
     for (src, tgt), g in pairs.groupby(["source_system", "target_system"], sort=False):
         values = g["dmae"].to_numpy(np.float64)
-        lo, hi = _ci(values, func, n_boot, seed, level)
+        lo, hi = interval_over_models(values, stat, n_boot, seed, level)
         rows.append({"source_system": src, "target_system": tgt, "white_box": src == tgt,
                      "n_models": len(values), "estimate": float(func(values)), "ci_low": lo, "ci_high": hi})
     out = pd.DataFrame(rows)
@@ -272,7 +260,7 @@ def gradient_masking_check(transfer: pd.DataFrame, snr_db: float | None = None, 
         masking_suspected`` (the estimate is not positive).
     """
     pairs = _transfer_per_pair(transfer, snr_db)
-    func = _stat(stat, "gradient_masking_check")
+    func = stat_function(stat, "gradient_masking_check")
     rows = []
     for target in system_order(pairs["target_system"]):
         g = pairs[pairs["target_system"] == target]
@@ -317,7 +305,7 @@ def domain_ranking(waveform: pd.DataFrame, spectrogram: pd.DataFrame, quantity: 
         ``system, waveform, waveform_rank, spectrogram, spectrogram_rank, rank_change`` (rank 1: least damage);
         :func:`ranking_agreement` summarises it.
     """
-    func = _stat(stat, "domain_ranking")
+    func = stat_function(stat, "domain_ranking")
     wave = _system_values(waveform, quantity, func, "waveform per-model table")
     spec = _system_values(spectrogram, quantity, func, "spectrogram per-model table")
     systems = [s for s in wave.index if s in spec.index]

@@ -48,7 +48,8 @@ VERDICTS: tuple[str, str, str, str] = ("holds", "contradicted", "inconclusive", 
 _UNIT_MODELS = "models (seeds)"
 
 
-_STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
+#: The statistics over models that tables and curves summarise with (:func:`interval_over_models`).
+STATS: dict[str, Callable[..., np.ndarray]] = {"median": np.median, "mean": np.mean}
 
 
 _NAN = float("nan")
@@ -128,17 +129,23 @@ def sd_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
             sd * math.sqrt(dof / sps.chi2.ppf(alpha / 2.0, dof)))
 
 
+def stat_function(stat: str, where: str) -> Callable[..., np.ndarray]:
+    """The function of :data:`STATS` called ``stat``; :class:`MerError` naming ``where`` for another name."""
+    if stat not in STATS:
+        raise MerError(f"{where}: stat must be one of {sorted(STATS)}, got {stat!r}")
+    return STATS[stat]
+
+
 def interval_over_models(values: np.ndarray, stat: str = "mean", n_boot: int = 10_000, seed: int = 0,
                          level: float = 0.95) -> tuple[float, float]:
     """Interval over one system's models: :func:`t_interval` (mean) or :func:`bootstrap_ci` (median); NaN for < 2."""
-    if stat not in _STATS:
-        raise MerError(f"interval_over_models: stat must be one of {sorted(_STATS)}, got {stat!r}")
+    func = stat_function(stat, "interval_over_models")
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2 or np.isnan(x).any():
         return _NAN, _NAN
     if stat == "mean":
         return t_interval(x, level)
-    return bootstrap_ci(x, np.median, n_boot=n_boot, seed=seed, level=level)
+    return bootstrap_ci(x, func, n_boot=n_boot, seed=seed, level=level)
 
 
 def verdict(ci_low: float, ci_high: float, direction: int = 1, estimate: float | None = None) -> str:
@@ -181,7 +188,7 @@ class _SystemBootstrap:
     """
 
     def __init__(self, pm: pd.DataFrame, quantity: str, stat: str, n_boot: int, seed: int) -> None:
-        func = _STATS[stat]
+        func = STATS[stat]
         self.n_boot = n_boot
         self.n: dict[str, int] = {}
         self.point: dict[str, float] = {}
@@ -333,12 +340,8 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[..., float] = np.mean, n_boo
         raise MerError(f"bootstrap_ci: need at least 2 values, got {x.size}")
     if np.isnan(x).any():
         raise MerError("bootstrap_ci: the values contain NaN")
-    if not (0.0 < level < 1.0):
-        raise MerError(f"bootstrap_ci: level must be in (0, 1), got {level}")
-    if int(n_boot) < 1:
-        raise MerError(f"bootstrap_ci: n_boot must be a positive integer, got {n_boot}")
+    n_boot, n = _check_bootstrap_args(n_boot, seed, level, "bootstrap_ci"), x.size
     rng = np.random.default_rng(seed)
-    n_boot, n = int(n_boot), x.size
     chunk = max(1, 2_000_000 // n)  # bound the memory of one block of resamples
     boot = np.empty(n_boot)
     for start in range(0, n_boot, chunk):
@@ -351,9 +354,7 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[..., float] = np.mean, n_boo
         if block is None or block.shape != (stop - start,):
             block = np.array([stat(s) for s in samples], dtype=np.float64)
         boot[start:stop] = block
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return _percentile_ci(boot, level)
 
 
 def cohens_d_paired(a: np.ndarray, b: np.ndarray) -> float:
@@ -446,8 +447,7 @@ def system_contrasts(per_model: pd.DataFrame, pairs: Sequence[tuple[str, str]] =
         On an unknown ``stat``, a missing ``quantity`` column, malformed pairs or invalid bootstrap arguments.
     """
     n_boot = _check_bootstrap_args(n_boot, seed, level, "system_contrasts")
-    if stat not in _STATS:
-        raise MerError(f"system_contrasts: stat must be one of {sorted(_STATS)}, got {stat!r}")
+    stat_function(stat, "system_contrasts")
     if not isinstance(quantity, str):
         raise MerError(f"system_contrasts: quantity must be a column name, got {quantity!r}")
     pairs = list(pairs)
