@@ -1,12 +1,15 @@
 """Descriptive statistics of a prepared table against direct numpy/pandas computations."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
 from mer_lib.data import describe
+from mer_lib.data.cache import PreparedData
 
 TARGETS = list(EMOTIONS) + list(MIDLEVEL)
 
@@ -84,27 +87,29 @@ def test_compare_correlations():
         assert row.difference == pytest.approx(row[3] - QUOTED[(row.emotion, row.feature)])
 
 
+def prepared_of(table, **kw):
+    return PreparedData(table, Path("cache"), 0.0, 1.0, 313, **kw)
+
+
 def test_dataset_notes_of_a_clean_table_say_none():
     table = make_table(5).assign(frames=[400, 313, 500, 350, 320])
-    table.attrs = {"unrated_audio": [], "comparable_with_published": None}
-    notes = describe.dataset_notes(table, 313)
+    notes = describe.dataset_notes(prepared_of(table))
     assert list(notes.columns) == ["note", "count", "files"]
     assert notes["count"].tolist() == [0, 0] and notes["files"].tolist() == ["-", "-"]
     assert notes["note"].tolist() == ["audio files without ratings or mid-level annotations (not loaded)",
                                       "files shorter than the 313-frame excerpt (padded by wrapping around)"]
-    assert describe.dataset_notes(table.assign(frames=313), 313)["count"].tolist() == [0, 0]
+    assert describe.dataset_notes(prepared_of(table.assign(frames=313)))["count"].tolist() == [0, 0]
 
 
 def test_dataset_notes_list_unrated_and_short_files():
     table = make_table(30).assign(frames=400)
     table.loc[[4, 17], "frames"] = [312, 40]
-    table.attrs["unrated_audio"] = ["/data/Set1/361.wav", "/data/Set1/400.mp3"]
-    notes = describe.dataset_notes(table, 313).set_index("note")["files"]
+    unrated = ("/data/Set1/361.wav", "/data/Set1/400.mp3")
+    notes = describe.dataset_notes(prepared_of(table, unrated_audio=unrated)).set_index("note")["files"]
     assert notes.iloc[0] == "361.wav, 400.mp3"
     assert notes.iloc[1] == "004.wav (312 frames), 017.wav (40 frames)"
-    many = table.assign(frames=10)
-    many.attrs["unrated_audio"] = [f"/d/{n}.wav" for n in range(400, 425)]
-    notes = describe.dataset_notes(many, 313)
+    many = prepared_of(table.assign(frames=10), unrated_audio=tuple(f"/d/{n}.wav" for n in range(400, 425)))
+    notes = describe.dataset_notes(many)
     assert notes["count"].tolist() == [25, 30]
     assert notes["files"].iloc[0].endswith("419.wav, ... (5 more)")
     assert notes["files"].iloc[1].endswith("020.wav (10 frames), ... (10 more)")
@@ -113,11 +118,9 @@ def test_dataset_notes_list_unrated_and_short_files():
 def test_dataset_notes_flag_a_subset_of_set_1():
     table = make_table(360).assign(frames=400).drop(index=[17, 200])
     table.loc[361] = table.loc[1]
-    table.attrs["comparable_with_published"] = False
-    notes = describe.dataset_notes(table, 313)
+    notes = describe.dataset_notes(prepared_of(table, comparable_with_published=False))
     assert len(notes) == 3
     assert notes.iloc[2].tolist() == [
         "not the 360 Set-1 excerpts (allow_subset=True): results not comparable with the published runs",
         3, "missing: 017, 200; not in Set 1: 361"]
-    table.attrs["comparable_with_published"] = True
-    assert len(describe.dataset_notes(table, 313)) == 2
+    assert len(describe.dataset_notes(prepared_of(table, comparable_with_published=True))) == 2

@@ -168,9 +168,9 @@ def test_paper_profile_on_a_subset_with_unrated_audio(run, tmp_path):
     with pytest.raises(MerError, match="found 8 rated excerpt"):
         prepare_data(PAPER, other, data_dir=source, progress=False)
     subset = prepare_data(PAPER, other, data_dir=source, progress=False, allow_subset=True)
-    assert subset.table.attrs["comparable_with_published"] is False
-    assert subset.table.attrs["unrated_audio"] == [str(source / "Set1" / "361.wav")]
-    notes = describe.dataset_notes(subset.table, subset.excerpt_frames)
+    assert subset.comparable_with_published is False
+    assert subset.unrated_audio == (str(source / "Set1" / "361.wav"),)
+    notes = describe.dataset_notes(subset)
     assert notes["count"].tolist() == [1, int((prepared.table["frames"] < 313).sum()), 352]
     assert notes["files"].iloc[0] == "361.wav" and notes["files"].iloc[2].startswith("missing: 009, 010")
     # the option labels the run; it changes no prepared value
@@ -181,4 +181,4 @@ def test_paper_profile_on_a_subset_with_unrated_audio(run, tmp_path):
 
 def test_valid_synthetic_run_is_not_labelled(run):
     _, prepared, _ = run
-    assert prepared.table.attrs["comparable_with_published"] is None and prepared.table.attrs["unrated_audio"] == []
+    assert prepared.comparable_with_published is None and prepared.unrated_audio == ()

@@ -166,6 +166,10 @@ class PreparedData:
         Frames per excerpt.
     records : dict, optional
         ``number -> {"size", "sha256"}`` of every cached spectrogram; when given, every read is checked.
+    unrated_audio : tuple of str
+        Audio files of the dataset folder without ratings (not loaded; :func:`mer_lib.data.loader.load_soundtracks`).
+    comparable_with_published : bool or None
+        Whether results can be compared with the published runs (:func:`mer_lib.data.stage.published_comparability`).
     """
 
     table: pd.DataFrame
@@ -174,6 +178,8 @@ class PreparedData:
     std: float
     excerpt_frames: int
     records: dict | None = None
+    unrated_audio: tuple[str, ...] = ()
+    comparable_with_published: bool | None = None
 
     def spectrogram(self, number: int) -> np.ndarray:
         """Full, unstandardised cached spectrogram ``(frames, bands)`` of one file (checked, see ``records``)."""

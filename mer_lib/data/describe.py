@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib.config import EMOTIONS, MIDLEVEL, TARGET_SCALE
+from mer_lib.data.cache import PreparedData
 from mer_lib.data.layout import SET1_NUMBERS, audio_stem
 from mer_lib.metrics import cross_correlation
 
@@ -20,26 +21,24 @@ def _names(items: list[str], limit: int = _MAX_NOTED) -> str:
     return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def dataset_notes(table: pd.DataFrame, excerpt_frames: int) -> pd.DataFrame:
-    """What a reader of the prepared data should know that is not an error.
-
-    ``table`` is :attr:`mer_lib.data.cache.PreparedData.table` with the ``attrs`` of
-    :func:`mer_lib.data.stage.prepare_data`; ``excerpt_frames`` the frames per excerpt.
+def dataset_notes(prepared: PreparedData) -> pd.DataFrame:
+    """What a reader of the prepared data (:func:`mer_lib.data.stage.prepare_data`) should know that is not an error.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``note``, ``count`` and ``files``: always the unrated audio files (not loaded) and the files shorter
-        than the excerpt (wrap-padded); when ``attrs["comparable_with_published"]`` is False, also the missing and
+        than the excerpt (wrap-padded); when ``prepared.comparable_with_published`` is False, also the missing and
         extra Set-1 numbers (results not comparable with the published runs).
     """
-    unrated = [PurePath(p).name for p in table.attrs.get("unrated_audio", [])]
+    table, excerpt_frames = prepared.table, prepared.excerpt_frames
+    unrated = [PurePath(p).name for p in prepared.unrated_audio]
     short = table[table["frames"] < excerpt_frames]
     short_names = [f"{PurePath(p).name} ({f} frames)" for p, f in zip(short["audio_path"], short["frames"])]
     rows = [("audio files without ratings or mid-level annotations (not loaded)", len(unrated), _names(unrated)),
             (f"files shorter than the {excerpt_frames}-frame excerpt (padded by wrapping around)", len(short),
              _names(short_names))]
-    if table.attrs.get("comparable_with_published") is False:
+    if prepared.comparable_with_published is False:
         missing = [audio_stem(n) for n in sorted(set(SET1_NUMBERS) - set(table.index))]
         extra = [audio_stem(n) for n in sorted(set(table.index) - set(SET1_NUMBERS))]
         listed = [f"missing: {_names(missing)}"] if missing else []

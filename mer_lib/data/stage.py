@@ -89,7 +89,7 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
     Returns
     -------
     PreparedData
-        ``table.attrs`` holds the loader's provenance and ``comparable_with_published``.
+        ``table.attrs`` holds the loader's provenance (the files read).
 
     Raises
     ------
@@ -108,7 +108,9 @@ def prepare_data(profile: str | Profile, run_dir: str | os.PathLike,
     comparable = published_comparability(profile, [int(n) for n in table.index], source_dir, allow_subset)
     split = split_numbers(table.index.to_numpy(), profile.split.fractions, profile.split.seed)
     prepared = prepare_cache(table, split, RunLayout(run_dir).cache, profile.features, progress)
-    prepared.table.attrs = {**table.attrs, "comparable_with_published": comparable}
+    prepared.table.attrs = dict(table.attrs)
+    prepared.unrated_audio = tuple(table.attrs.get("unrated_audio", ()))
+    prepared.comparable_with_published = comparable
     csv = prepared.table.to_csv(float_format="%.6g")
     path = RunLayout(run_dir).dataset_table
     if not path.exists() or path.read_text() != csv:
