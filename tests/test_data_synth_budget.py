@@ -36,6 +36,24 @@ def test_budget_matches_a_monte_carlo_estimate():
     np.testing.assert_allclose(latent.var(axis=0), table["midlevel"] + table["nuisance"], atol=0.03)
 
 
+def test_the_cue_share_matches_a_monte_carlo_estimate():
+    from mer_lib.data.synth.cue import CueConfig, cue_latent
+
+    config = CueConfig(emotion="anger", tracking=0.5)
+    table = budget.variance_budget(config)
+    shares = table[["midlevel", "nuisance", "cue", "noise"]]
+    assert (shares >= 0).all().all() and np.allclose(shares.sum(axis=1), 1.0)
+    assert table.loc["anger", "cue"] > 0.01 and (table.drop(index="anger")["cue"] == 0).all()
+    controls = model.sample_controls(20_000, 5)
+    latents = model.emotion_latents(controls, 5)
+    z = (controls.to_numpy() - 0.5) / model.control_sd()
+    design = np.c_[np.ones(len(z)), z, cue_latent(latents, config).to_numpy()]
+    y = latents["anger"].to_numpy()
+    fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    expected = 1.0 - table.loc["anger", "noise"]
+    assert fitted.var() / y.var() == pytest.approx(expected, abs=0.02)
+
+
 def _frames(n=60, seed=0):
     controls = model.sample_controls(n, seed)
     midlevel, emotions = model.make_annotations(controls, seed)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mer_lib.config import EMOTIONS, MIDLEVEL
+from mer_lib.data.synth.cue import CueConfig
 from mer_lib.data.synth.model import (
     CONTROLS,
     NUISANCE,
@@ -27,16 +28,23 @@ CEILING_INPUTS: dict[str, str] = {
 }
 
 
-def variance_budget() -> pd.DataFrame:
+def variance_budget(cue: CueConfig | None = None) -> pd.DataFrame:
     """Exact shares of each emotion latent's variance, from the generator's constants.
+
+    Parameters
+    ----------
+    cue : CueConfig, optional
+        A cue world (:mod:`mer_lib.data.synth.cue`): its emotion's ``cue`` share is what the cue latent adds to all
+        controls, ``t^2 (1 - R^2)^2 / (t^2 (1 - R^2) + 1 - t^2)`` (``t`` the tracking, ``R^2`` the controls' share),
+        taken from the noise.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by emotion: ``midlevel`` (best linear map of the 7 mid-level controls), ``nuisance`` (added by
-        :data:`NUISANCE`) and ``noise``, summing to 1; ``r_midlevel = sqrt(midlevel)``, the r of a perfect mid-level
-        model on the unclipped latent; ``real_single_feature_r2``, the largest squared real r of one annotation
-        (:data:`REAL_CORRELATIONS`; NaN if none), a lower bound of the real data's mid-level share.
+        :data:`NUISANCE`), ``cue`` (with a cue only) and ``noise``, summing to 1; ``r_midlevel = sqrt(midlevel)``, the r
+        of a perfect mid-level model on the unclipped latent; ``real_single_feature_r2``, the largest squared real r
+        of one annotation (:data:`REAL_CORRELATIONS`; NaN if none), a lower bound of the real data's mid-level share.
     """
     corr = control_correlation().to_numpy()
     weights = emotion_weights().to_numpy()
@@ -47,8 +55,13 @@ def variance_budget() -> pd.DataFrame:
         cov = corr[:k] @ w
         midlevel = float(cov @ np.linalg.solve(corr[:k, :k], cov))
         real = [r ** 2 for (e, _), r in REAL_CORRELATIONS.items() if e == emotion]
+        added = 0.0
+        if cue is not None and cue.emotion == emotion:
+            t2, rest = cue.tracking ** 2, 1.0 - explained
+            added = t2 * rest ** 2 / (t2 * rest + 1.0 - t2) if t2 * rest + 1.0 - t2 > 0 else rest
         rows.append({"emotion": emotion, "midlevel": midlevel, "nuisance": explained - midlevel,
-                     "noise": 1.0 - explained, "r_midlevel": np.sqrt(midlevel),
+                     **({} if cue is None else {"cue": added}), "noise": 1.0 - explained - added,
+                     "r_midlevel": np.sqrt(midlevel),
                      "real_single_feature_r2": max(real) if real else np.nan})
     return pd.DataFrame(rows).set_index("emotion")
 

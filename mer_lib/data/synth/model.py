@@ -229,6 +229,25 @@ def _check_controls_frame(controls: pd.DataFrame) -> pd.DataFrame:
     return controls[list(CONTROLS)]
 
 
+def emotion_latents(controls: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The unit-variance emotion latents ``y = W z + sqrt(1 - r2) eps`` behind the ratings (:func:`make_annotations`).
+
+    ``eps`` is the part no control explains (a cue tracking it tells a model more than the music does).
+    """
+    seed = check_seed(seed)
+    values = _check_controls_frame(controls).to_numpy(dtype=float)
+    numbers = [int(k) for k in controls.index]
+    eps = np.empty((len(numbers), len(EMOTIONS)))
+    for i, number in enumerate(numbers):
+        rng = excerpt_rng(seed, number, LABEL_STREAM)
+        rng.standard_normal(len(MIDLEVEL))  # the rater noise of the mid-level annotations comes first
+        eps[i] = rng.standard_normal(len(EMOTIONS))
+    z = (values - 0.5) / control_sd()
+    r2 = np.array([EMOTION_RATING[e][0] for e in EMOTIONS])
+    latent = z @ emotion_weights().to_numpy().T + np.sqrt(1 - r2) * eps
+    return pd.DataFrame(latent, index=pd.Index(numbers, name="number"), columns=list(EMOTIONS))
+
+
 def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mid-level annotations and emotion ratings of the excerpts of ``controls`` (:func:`sample_controls`).
 
@@ -245,18 +264,12 @@ def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, p
     seed = check_seed(seed)
     values = _check_controls_frame(controls).to_numpy(dtype=float)
     numbers = [int(k) for k in controls.index]
-    rater = np.empty((len(numbers), len(MIDLEVEL)))
-    eps = np.empty((len(numbers), len(EMOTIONS)))
-    for i, number in enumerate(numbers):
-        rng = excerpt_rng(seed, number, LABEL_STREAM)
-        rater[i] = rng.standard_normal(len(MIDLEVEL))
-        eps[i] = rng.standard_normal(len(EMOTIONS))
-    mid = 1.0 + 9.0 * values[:, :len(MIDLEVEL)] + RATER_NOISE_SD * rater
+    rater = np.array([excerpt_rng(seed, number, LABEL_STREAM).standard_normal(len(MIDLEVEL)) for number in numbers])
+    mid = 1.0 + 9.0 * values[:, :len(MIDLEVEL)] + RATER_NOISE_SD * rater.reshape(len(numbers), len(MIDLEVEL))
     mid = np.round(np.clip(mid, *MIDLEVEL_RANGE), 3)
 
-    z = (values - 0.5) / control_sd()
-    r2, loc, scale = (np.array([EMOTION_RATING[e][j] for e in EMOTIONS]) for j in range(3))
-    latent = z @ emotion_weights().to_numpy().T + np.sqrt(1 - r2) * eps
+    loc, scale = (np.array([EMOTION_RATING[e][j] for e in EMOTIONS]) for j in (1, 2))
+    latent = emotion_latents(controls, seed).to_numpy()
     emo = np.round(np.clip(loc + scale * latent, *EMOTION_RANGE), 2)
     index = pd.Index(numbers, name="number")
     return (pd.DataFrame(mid, index=index, columns=list(MIDLEVEL)),
