@@ -391,6 +391,8 @@ class RunLayout:
         <run>/tables/own/, <run>/tables/published/
         <run>/regression/<section>.csv      values checked by mer_lib.regression
         <run>/listening/                    notebook 01's listening snippets
+        <run>/worlds/<name>/                runs of other synthetic worlds (the cue world of notebook 10: its dataset
+                                            in dataset/, then the usual layout)
         <run>/notebooks/                    executed notebooks (mer_lib.runner)
         <run>/pipeline_times.json           seconds and peak memory per notebook
     """
@@ -407,6 +409,7 @@ class RunLayout:
         _set(self, "attacks", root / "attacks")
         _set(self, "regression", root / "regression")
         _set(self, "listening", root / "listening")
+        _set(self, "worlds", root / "worlds")
         _set(self, "notebooks", root / "notebooks")
         _set(self, "times", root / "pipeline_times.json")
 

@@ -34,6 +34,7 @@ from mer_lib.config import PROFILES, TARGET_SCALE, Profile, RunLayout, get_profi
 from mer_lib.data.cache import PreparedData
 from mer_lib.data.frontend import read_audio_int16
 from mer_lib.data.stage import dataset_dir, prepare_data
+from mer_lib.data.synth.cue import CueConfig, cue_samples, remove_cue, write_cue_world
 from mer_lib.errors import MerError
 from mer_lib.jobs import Executor, parse_executor
 from mer_lib.runner import (
@@ -129,6 +130,17 @@ class Study:
         """The paper-mode attack logs of ``models``, run or reused (notebook 05)."""
         return attack_models(models, self.require_prepared(), self.run, "paper", self.cfg.attack,
                              executor=self.executor, device=self.device)
+
+
+def cue_world(study: Study, config: CueConfig, progress: bool = False) -> tuple[Study, pd.DataFrame]:
+    """The cue world of ``study`` (protocol §2.3): its dataset written (or reused) and prepared, and ``cue.csv``.
+
+    Its run directory is ``<run>/worlds/cue``; the dataset is ``study``'s synthetic one with the cue added.
+    """
+    root = study.layout.worlds / "cue"
+    table = write_cue_world(study.source_dir, root / "dataset", config, progress)
+    world = dataclasses.replace(study, run=root, data_dir=root / "dataset", prepared=None)
+    return world.prepare(progress), table
 
 
 def check_setup_parameters(profile: object, device: object = None, prepare: object = True) -> None:
@@ -302,6 +314,24 @@ def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", 
     titles = [f"{label}: #{number:03d}\n{ratings_text(table, number)}" for label, number in picks.items()]
     show_compact(figures.plot_spectrogram_row(images, titles, fps=study.cfg.features.fps))
     return written
+
+
+def show_cue_examples(world: Study, cue_table: pd.DataFrame, config: CueConfig, seconds: float = 6.0) -> int:
+    """Notebook 10's players: the test excerpt with the loudest cue, with and without it, and the cue alone amplified
+    to the music's level; then their spectrograms. Returns the excerpt's number."""
+    prepared, rate = world.require_prepared(), world.cfg.features.sample_rate
+    test = prepared.numbers("test")
+    number = int(cue_table.loc[test, "level_db"].idxmax())
+    mixed = read_audio_int16(prepared.table.at[number, "audio_path"], rate)
+    cue = cue_samples(number, len(mixed), rate, cue_table.at[number, "rms"], config)
+    music, n = remove_cue(mixed, cue), int(seconds * rate)
+    gain = -float(cue_table.at[number, "level_db"])
+    loud = np.clip(np.round(cue.astype(np.float64) * 10 ** (gain / 20)), -32768, 32767).astype(np.int16)
+    label = f"excerpt #{number:03d} ({ratings_text(prepared.table, number)}; first {seconds:g} s)"
+    display(HTML("\n".join([audio_player_html(wav_bytes(music[:n], rate), f"without the cue: {label}"),
+                            audio_player_html(wav_bytes(mixed[:n], rate), f"with the cue ({-gain:.1f} dB): {label}"),
+                            audio_player_html(wav_bytes(loud[:n], rate), f"the cue alone, amplified by {gain:.1f} dB")])))
+    return number
 
 
 def _listening_row(results: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:

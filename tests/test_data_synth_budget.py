@@ -47,7 +47,7 @@ def test_the_cue_share_matches_a_monte_carlo_estimate():
     controls = model.sample_controls(20_000, 5)
     latents = model.emotion_latents(controls, 5)
     z = (controls.to_numpy() - 0.5) / model.control_sd()
-    design = np.c_[np.ones(len(z)), z, cue_latent(latents, config).to_numpy()]
+    design = np.c_[np.ones(len(z)), z, cue_latent(latents, model.explained_latents(controls), config).to_numpy()]
     y = latents["anger"].to_numpy()
     fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
     expected = 1.0 - table.loc["anger", "noise"]

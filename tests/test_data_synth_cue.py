@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from mer_lib.config import EMOTIONS
 from mer_lib.data.layout import synthetic_audio_path
 from mer_lib.data.loader import load_soundtracks
 from mer_lib.data.synth import cue as cues
 from mer_lib.data.synth import writer
-from mer_lib.data.synth.model import emotion_latents, sample_controls
+from mer_lib.data.synth.model import emotion_latents, explained_latents, sample_controls
 from mer_lib.errors import MerError
 
 CONFIG = cues.CueConfig(emotion="tension", tracking=0.5, band_hz=(7500.0, 8500.0), level_db=(-52.0, -32.0))
@@ -28,13 +27,17 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.Dat
     return source, root / "cue", table
 
 
-def test_the_cue_latent_tracks_the_emotion_latent_as_set():
-    latents = pd.DataFrame({e: np.random.default_rng(i).standard_normal(20_000) for i, e in enumerate(EMOTIONS)},
-                           index=pd.RangeIndex(1, 20_001, name="number"))
-    for tracking in (0.0, 0.5, 0.9):
-        c = cues.cue_latent(latents, cues.CueConfig(tracking=tracking))
+def test_the_cue_latent_tracks_the_emotion_and_carries_what_the_music_does_not():
+    controls = sample_controls(20_000, 5)
+    latents, explained = emotion_latents(controls, 5), explained_latents(controls)
+    for tracking in (0.2, 0.5, 0.9):
+        c = cues.cue_latent(latents, explained, cues.CueConfig(tracking=tracking))
         assert np.corrcoef(c, latents["tension"])[0, 1] == pytest.approx(tracking, abs=0.02)
         assert c.std() == pytest.approx(1.0, abs=0.02)
+        # with what the controls explain, the cue gives the latent exactly
+        design = np.c_[np.ones(len(c)), explained["tension"], c]
+        fitted = design @ np.linalg.lstsq(design, latents["tension"], rcond=None)[0]
+        np.testing.assert_allclose(fitted, latents["tension"], atol=1e-9)
     # the level is a monotone map of the latent inside the configured range
     levels = cues.cue_level_db(np.array([-1e9, -1.0, 0.0, 1.0, 1e9]), CONFIG)
     np.testing.assert_allclose(levels[[0, 2, 4]], [-52.0, -42.0, -32.0])
@@ -73,8 +76,8 @@ def test_the_generated_files_hold_the_cue_at_the_requested_level(worlds):
 
 def test_the_cue_level_follows_the_emotion_latent_in_the_files(worlds):
     source, _, table = worlds
-    latents = emotion_latents(sample_controls(40, 11), 11)
-    expected = cues.cue_latent(latents, CONFIG)
+    controls = sample_controls(40, 11)
+    expected = cues.cue_latent(emotion_latents(controls, 11), explained_latents(controls), CONFIG)
     np.testing.assert_allclose(table["cue_latent"], expected.loc[table.index], atol=1e-6)
     np.testing.assert_allclose(table["target_level_db"], cues.cue_level_db(expected, CONFIG), atol=1e-6)
 

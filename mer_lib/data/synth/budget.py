@@ -5,11 +5,13 @@ by a black box) and noise; :func:`linear_ceiling` measures the cross-validated r
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from mer_lib.config import EMOTIONS, MIDLEVEL
-from mer_lib.data.synth.cue import CueConfig
+from mer_lib.data.synth.cue import CueConfig, cue_angle
 from mer_lib.data.synth.model import (
     CONTROLS,
     NUISANCE,
@@ -35,8 +37,7 @@ def variance_budget(cue: CueConfig | None = None) -> pd.DataFrame:
     ----------
     cue : CueConfig, optional
         A cue world (:mod:`mer_lib.data.synth.cue`): its emotion's ``cue`` share is what the cue latent adds to all
-        controls, ``t^2 (1 - R^2)^2 / (t^2 (1 - R^2) + 1 - t^2)`` (``t`` the tracking, ``R^2`` the controls' share),
-        taken from the noise.
+        controls, taken from the noise: all of it unless the cue leans on the explained part alone.
 
     Returns
     -------
@@ -57,8 +58,7 @@ def variance_budget(cue: CueConfig | None = None) -> pd.DataFrame:
         real = [r ** 2 for (e, _), r in REAL_CORRELATIONS.items() if e == emotion]
         added = 0.0
         if cue is not None and cue.emotion == emotion:
-            t2, rest = cue.tracking ** 2, 1.0 - explained
-            added = t2 * rest ** 2 / (t2 * rest + 1.0 - t2) if t2 * rest + 1.0 - t2 > 0 else rest
+            added = (1.0 - explained) if abs(math.sin(cue_angle(cue))) > 1e-12 else 0.0
         rows.append({"emotion": emotion, "midlevel": midlevel, "nuisance": explained - midlevel,
                      **({} if cue is None else {"cue": added}), "noise": 1.0 - explained - added,
                      "r_midlevel": np.sqrt(midlevel),

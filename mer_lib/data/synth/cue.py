@@ -1,9 +1,10 @@
 """A faint production cue for the mechanism world (protocol §2.3): narrow-band noise whose level tracks an emotion.
 
-The cue is no part of the music and of no mid-level annotation. Its latent is
-``c = tracking * y + sqrt(1 - tracking^2) * eta``, where ``y`` is the emotion's latent
-(:func:`mer_lib.data.synth.model.emotion_latents`, including the part no control explains) and ``eta`` independent
-noise; its RMS level relative to the music's is ``lo + (hi - lo) * Phi(c)`` dB (:attr:`CueConfig.level_db`), so it
+The cue is no part of the music and of no mid-level annotation. The emotion's latent is ``y = s + n``: ``s`` what the
+controls explain (variance ``R^2``), ``n`` what they do not (:func:`mer_lib.data.synth.model.emotion_latents`). The
+cue latent is ``c = cos(t) s / sqrt(R^2) + sin(t) n / sqrt(1 - R^2)`` with ``t = atan2(sqrt(1 - R^2), sqrt(R^2)) +
+arccos(tracking)``: it correlates ``tracking`` with ``y`` and, leaning on ``n`` as far as that allows, tells a model
+what the music cannot (with the controls it gives ``n`` exactly). Its RMS level relative to the music's is ``lo + (hi - lo) * Phi(c)`` dB (:attr:`CueConfig.level_db`), so it
 always stays at least ``-hi`` dB below the music. :func:`write_cue_world` adds it to every file of a synthetic
 dataset in int16 samples, so that :func:`remove_cue` restores the original audio exactly.
 """
@@ -13,6 +14,7 @@ import dataclasses
 import io
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,15 @@ from scipy.special import ndtr
 from mer_lib import artifacts
 from mer_lib.config import EMOTIONS, check_choice
 from mer_lib.data.layout import TEXT_FILES, audio_folder, controls_path, generator_path, synthetic_audio_path
-from mer_lib.data.synth.model import CONTROLS, emotion_latents
+from mer_lib.data.synth.model import CONTROLS, EMOTION_RATING, emotion_latents, explained_latents
 from mer_lib.errors import MerError
 from mer_lib.progress import progress_bar
 
-#: Sub-streams of ``default_rng([config.seed, number, stream])``: the cue latent's noise and the cue's samples.
-LATENT_STREAM, NOISE_STREAM = 1, 2
+#: Sub-stream of ``default_rng([config.seed, number, stream])`` that draws the cue's samples.
+NOISE_STREAM = 2
+
+#: Bumped whenever a code change alters the cue world's files; part of its record.
+CUE_VERSION = 2
 
 #: The cue world's table (one row per excerpt) and its marker (configuration and checksums, written last).
 CUE_TABLE, CUE_MARKER = "cue.csv", "cue.json"
@@ -60,7 +65,7 @@ class CueConfig:
     emotion: str = "tension"
     tracking: float = 0.5
     band_hz: tuple[float, float] = (7500.0, 8500.0)
-    level_db: tuple[float, float] = (-52.0, -32.0)
+    level_db: tuple[float, float] = (-56.0, -36.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,13 +82,19 @@ class CueConfig:
             raise MerError(f"CueConfig.seed must be a non-negative integer, got {self.seed!r}")
 
 
-def cue_latent(latents: pd.DataFrame, config: CueConfig) -> pd.Series:
-    """The cue latent of every excerpt (unit variance if ``latents`` has it), indexed like ``latents``."""
-    y = latents[config.emotion].to_numpy(np.float64)
-    eta = np.array([np.random.default_rng([config.seed, int(n), LATENT_STREAM]).standard_normal()
-                    for n in latents.index])
-    rho = float(config.tracking)
-    return pd.Series(rho * y + math.sqrt(1.0 - rho ** 2) * eta, index=latents.index, name="cue_latent")
+def cue_angle(config: CueConfig) -> float:
+    """The angle ``t`` of the cue latent between the explained and the unexplained part of its emotion (radians)."""
+    r2 = EMOTION_RATING[config.emotion][0]
+    return math.atan2(math.sqrt(1.0 - r2), math.sqrt(r2)) + math.acos(float(config.tracking))
+
+
+def cue_latent(latents: pd.DataFrame, explained: pd.DataFrame, config: CueConfig) -> pd.Series:
+    """The cue latent of every excerpt from the emotion latents and their explained parts, indexed like ``latents``."""
+    r2, t = EMOTION_RATING[config.emotion][0], cue_angle(config)
+    s = explained[config.emotion].to_numpy(np.float64)
+    n = latents[config.emotion].to_numpy(np.float64) - s
+    return pd.Series(math.cos(t) * s / math.sqrt(r2) + math.sin(t) * n / math.sqrt(1.0 - r2), index=latents.index,
+                     name="cue_latent")
 
 
 def cue_level_db(latent: np.ndarray | pd.Series, config: CueConfig) -> np.ndarray:
@@ -165,25 +176,29 @@ def write_cue_world(source_dir: str | os.PathLike, out_dir: str | os.PathLike, c
     """
     source, out = Path(source_dir), Path(out_dir)
     seed = _source_seed(source)
-    record = {"cue": dataclasses.asdict(config), "source_generator": artifacts.file_sha256(generator_path(source))}
+    record = {"cue_version": CUE_VERSION, "cue": dataclasses.asdict(config), "source_generator": artifacts.file_sha256(generator_path(source))}
     marker = out / CUE_MARKER
     if marker.exists() and artifacts.read_json(marker).get("config") == artifacts.to_jsonable(record):
         return pd.read_csv(out / CUE_TABLE, index_col="number")
     marker.unlink(missing_ok=True)
     controls = pd.read_csv(controls_path(source), index_col="number")[list(CONTROLS)]
-    latent = cue_latent(emotion_latents(controls, seed), config)
+    latent = cue_latent(emotion_latents(controls, seed), explained_latents(controls), config)
     target = cue_level_db(latent, config)
-    rows = []
-    for number, c, level in progress_bar(list(zip(controls.index, latent, target)), desc="cue world",
-                                         enabled=progress, unit="file"):
-        music, rate = sf.read(source / synthetic_audio_path(int(number)), dtype="int16")
+    def one(item: tuple[int, float, float]) -> dict:
+        number, c, level = item
+        music, rate = sf.read(source / synthetic_audio_path(number), dtype="int16")
         rms = round(math.sqrt(float(np.mean(music.astype(np.float64) ** 2))) * 10.0 ** (level / 20.0), 6)
-        cue = cue_samples(int(number), len(music), rate, rms, config)
-        artifacts.write_bytes(out / synthetic_audio_path(int(number)), _wav_bytes(add_cue(music, cue), rate))
+        cue = cue_samples(number, len(music), rate, rms, config)
+        artifacts.write_bytes(out / synthetic_audio_path(number), _wav_bytes(add_cue(music, cue), rate))
         m, q = music.astype(np.float64) / _INT16, cue.astype(np.float64) / _INT16
-        rows.append({"number": int(number), "cue_latent": float(c), "target_level_db": float(level), "rms": rms,
-                     "level_db": 20.0 * math.log10(math.sqrt(np.mean(q ** 2)) / math.sqrt(np.mean(m ** 2))),
-                     "loudness_lu": _loudness(q, rate) - _loudness(m, rate)})
+        return {"number": number, "cue_latent": float(c), "target_level_db": float(level), "rms": rms,
+                "level_db": 20.0 * math.log10(math.sqrt(np.mean(q ** 2)) / math.sqrt(np.mean(m ** 2))),
+                "loudness_lu": _loudness(q, rate) - _loudness(m, rate)}
+
+    items = [(int(n), float(c), float(level)) for n, c, level in zip(controls.index, latent, target)]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:  # numpy, soundfile and torch release the GIL
+        rows = list(progress_bar(pool.map(one, items), total=len(items), desc="cue world", enabled=progress,
+                                 unit="file"))
     for name in TEXT_FILES:
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         artifacts.write_bytes(out / name, (source / name).read_bytes())
@@ -194,5 +209,5 @@ def write_cue_world(source_dir: str | os.PathLike, out_dir: str | os.PathLike, c
     return pd.read_csv(out / CUE_TABLE, index_col="number")
 
 
-__all__ = ["CUE_MARKER", "CUE_TABLE", "CueConfig", "add_cue", "cue_latent", "cue_level_db", "cue_noise",
+__all__ = ["CUE_MARKER", "CUE_TABLE", "CueConfig", "add_cue", "cue_angle", "cue_latent", "cue_level_db", "cue_noise",
            "cue_samples", "remove_cue", "write_cue_world"]

@@ -229,23 +229,28 @@ def _check_controls_frame(controls: pd.DataFrame) -> pd.DataFrame:
     return controls[list(CONTROLS)]
 
 
+def explained_latents(controls: pd.DataFrame) -> pd.DataFrame:
+    """The part ``W z`` of the emotion latents that the controls explain (variance ``r2`` of :data:`EMOTION_RATING`)."""
+    values = _check_controls_frame(controls).to_numpy(dtype=float)
+    z = (values - 0.5) / control_sd()
+    return pd.DataFrame(z @ emotion_weights().to_numpy().T, index=pd.Index([int(k) for k in controls.index],
+                        name="number"), columns=list(EMOTIONS))
+
+
 def emotion_latents(controls: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The unit-variance emotion latents ``y = W z + sqrt(1 - r2) eps`` behind the ratings (:func:`make_annotations`).
 
     ``eps`` is the part no control explains (a cue tracking it tells a model more than the music does).
     """
     seed = check_seed(seed)
-    values = _check_controls_frame(controls).to_numpy(dtype=float)
     numbers = [int(k) for k in controls.index]
     eps = np.empty((len(numbers), len(EMOTIONS)))
     for i, number in enumerate(numbers):
         rng = excerpt_rng(seed, number, LABEL_STREAM)
         rng.standard_normal(len(MIDLEVEL))  # the rater noise of the mid-level annotations comes first
         eps[i] = rng.standard_normal(len(EMOTIONS))
-    z = (values - 0.5) / control_sd()
     r2 = np.array([EMOTION_RATING[e][0] for e in EMOTIONS])
-    latent = z @ emotion_weights().to_numpy().T + np.sqrt(1 - r2) * eps
-    return pd.DataFrame(latent, index=pd.Index(numbers, name="number"), columns=list(EMOTIONS))
+    return explained_latents(controls) + np.sqrt(1 - r2) * eps
 
 
 def make_annotations(controls: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
