@@ -317,8 +317,8 @@ def show_listening_examples(study: Study, emotions: Sequence[str] = ("tension", 
 
 
 def show_cue_examples(world: Study, cue_table: pd.DataFrame, config: CueConfig, seconds: float = 6.0) -> int:
-    """Notebook 10's players: the test excerpt with the loudest cue, with and without it, and the cue alone amplified
-    to the music's level; then their spectrograms. Returns the excerpt's number."""
+    """Notebook 10's players: the test excerpt with the loudest cue, without and with it, and the cue alone amplified
+    to the music's level. Returns the excerpt's number."""
     prepared, rate = world.require_prepared(), world.cfg.features.sample_rate
     test = prepared.numbers("test")
     number = int(cue_table.loc[test, "level_db"].idxmax())
