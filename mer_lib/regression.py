@@ -9,6 +9,10 @@ Expected values live in ``mer_lib/expectations/<profile>.json``, pooled from the
 files that :func:`check_models` writes, over independent draws::
 
     python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...]
+    python -m mer_lib.regression derive --profile quick --sections "10_*" --merge RUN_DIR [RUN_DIR ...]
+
+The second form adds (or replaces) the sections of a new notebook in the shipped file and keeps the others; the
+draws must be described by the same labels, since a file's tolerances are meant to come from the same draws.
 
 A failing check prints a warning; with ``$MER_STRICT_CHECKS=1`` (set by ``make test``) it raises
 :class:`RegressionFailure`, so nbval fails loudly.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import fnmatch
 import json
 import math
 import os
@@ -33,7 +38,7 @@ from mer_lib.config import RunLayout
 from mer_lib.errors import MerError
 
 __all__ = ["K_SIGMA", "STRICT_ENV", "EXPECTATIONS_DIR", "RegressionFailure", "tolerance", "load_expectations",
-           "check_models", "derive_expectations", "strict", "admits_zero"]
+           "check_models", "derive_expectations", "merge_expectations", "strict", "admits_zero"]
 
 #: Tolerance in standard deviations of the difference between two independent draws.
 K_SIGMA = 4.0
@@ -198,7 +203,7 @@ def _print(table: pd.DataFrame, profile: str, section: str, have_expectations: b
 
 # --------------------------------------------------------------------------- deriving expectations
 def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
-                        labels: Sequence[str] | None = None) -> dict:
+                        labels: Sequence[str] | None = None, sections: Sequence[str] | None = None) -> dict:
     """Pool the per-model values of independent draws into an expectations document.
 
     Parameters
@@ -209,6 +214,8 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         The profile the runs used.
     labels : sequence of str, optional
         A description of every draw (e.g. which CPU kernels), recorded.
+    sections : sequence of str, optional
+        Only the sections whose names match one of these shell patterns (e.g. ``"10_*"``); default: all.
 
     Returns
     -------
@@ -225,9 +232,11 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
     frames = []
     for i, run in enumerate(run_dirs):
         folder = RunLayout(run).regression
-        files = sorted(folder.glob("*.csv"))
+        files = [f for f in sorted(folder.glob("*.csv"))
+                 if sections is None or any(fnmatch.fnmatchcase(f.stem, pat) for pat in sections)]
         if not files:
-            raise MerError(f"{folder}: no regression/*.csv; run the notebooks of the profile there first")
+            wanted = "" if sections is None else f" matching {list(sections)}"
+            raise MerError(f"{folder}: no regression/*.csv{wanted}; run the notebooks of the profile there first")
         for f in files:
             df = pd.read_csv(f)
             group_col = [c for c in df.columns if c not in ("seed", "quantity", "value")]
@@ -252,8 +261,23 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
             "sections": sections}
 
 
+def merge_expectations(existing: Mapping, new: Mapping) -> dict:
+    """``existing`` with the sections of ``new`` added or replaced; both must come from draws with the same labels."""
+    if existing.get("profile") != new["profile"]:
+        raise MerError(f"merge: profile {new['profile']!r} differs from the file's {existing.get('profile')!r}")
+    if list(existing.get("draws", [])) != list(new["draws"]):
+        raise MerError(f"merge: the draws {list(new['draws'])} differ from the file's {existing.get('draws')}; "
+                       "label them alike if they are the same draws, or derive the whole file again")
+    merged = dict(existing)
+    merged["sections"] = {**existing.get("sections", {}), **new["sections"]}
+    merged["merged"] = [*existing.get("merged", []),
+                        {"sections": sorted(new["sections"]), "created": new["created"], "machine": new["machine"]}]
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...] [--label ...]``."""
+    """``python -m mer_lib.regression derive --profile quick RUN_DIR [RUN_DIR ...] [--label ...] [--sections PAT
+    --merge]``."""
     parser = argparse.ArgumentParser(prog="python -m mer_lib.regression")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("derive", help="pool the per-model values of independent draws into expectations")
@@ -262,12 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--label", action="append", help="description of each draw, in order")
     d.add_argument("--out", default=None, help="default: mer_lib/expectations/<profile>.json")
     d.add_argument("--force", action="store_true", help="overwrite an existing expectations file")
+    d.add_argument("--sections", action="append", help="only sections matching this shell pattern (repeatable)")
+    d.add_argument("--merge", action="store_true", help="add the sections to the existing file, keep the others")
     args = parser.parse_args(argv)
     try:
-        doc = derive_expectations(args.run_dirs, args.profile, args.label)
+        doc = derive_expectations(args.run_dirs, args.profile, args.label, args.sections)
         out = Path(args.out) if args.out else EXPECTATIONS_DIR / f"{args.profile}.json"
-        if out.exists() and not args.force:
-            raise MerError(f"{out} exists; pass --force to replace it")
+        if args.merge:
+            if not out.exists():
+                raise MerError(f"{out} does not exist; nothing to merge into")
+            doc = merge_expectations(artifacts.read_json(out), doc)
+        elif out.exists() and not args.force:
+            raise MerError(f"{out} exists; pass --force to replace it (or --merge to add sections)")
         artifacts.write_text(out, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     except MerError as exc:
         print(f"error: {exc}", file=sys.stderr)

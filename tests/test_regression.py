@@ -159,3 +159,25 @@ def test_no_shipped_expectation_of_a_positive_quantity_admits_zero():
                 assert "min" in ref and "scale" in ref, f"{path.name}: {name} / {key} predates log-scale checks"
                 if ref["min"] > 0:
                     assert not regression.admits_zero(ref, 5), f"{path.name}: {name} / {key} admits zero"
+
+
+def test_cli_merge_adds_only_the_selected_sections(expectations, tmp_path):
+    """--sections picks a notebook's sections; --merge keeps the file's others and refuses other draws."""
+    for i in range(2):
+        regression.check_models(draw(200 + i), ["dmae"], "quick", "10_cue", tmp_path / f"draw{i}", show=False,
+                                expectations={})
+    out = tmp_path / "quick.json"
+    out.write_text(json.dumps(expectations))
+    runs = [str(tmp_path / "draw0"), str(tmp_path / "draw1")]
+    labels = ["--label", "default kernels", "--label", "avx2"]
+    assert regression.main(["derive", "--profile", "quick", *runs, *labels, "--sections", "10_*", "--merge",
+                            "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["sections"]["05_attacks"] == expectations["sections"]["05_attacks"]
+    assert set(doc["sections"]) == {"05_attacks", "10_cue"} and doc["merged"][0]["sections"] == ["10_cue"]
+    assert doc["sections"]["10_cue"]["dmae | A"]["n"] == 12
+    other = ["--label", "seeds 1", "--label", "seeds 2"]
+    assert regression.main(["derive", "--profile", "quick", *runs, *other, "--sections", "10_*", "--merge",
+                            "--out", str(out)]) == 2
+    assert regression.main(["derive", "--profile", "quick", *runs, "--sections", "11_*", "--merge",
+                            "--out", str(out)]) == 2
