@@ -157,6 +157,11 @@ def config_hash(config: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+def array_sha256(a: np.ndarray) -> str:
+    """SHA-256 of an array's bytes (C order; dtype and shape are the caller's to fix)."""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file's bytes."""
     h = hashlib.sha256()

@@ -388,6 +388,7 @@ class RunLayout:
         <run>/models/<system>/seed<k>-<hash>/
         <run>/posthoc/<variant>/seed<k>-<hash>/  trained backbones with heads refit post hoc (ridge sweep, head swap)
         <run>/attacks/<tag>/<system>/seed<k>-<hash>/
+        <run>/explanations/<system>/seed<k>-<hash>/  notebook 11's attacked, explained and re-inserted excerpts
         <run>/tables/own/, <run>/tables/published/
         <run>/regression/<section>.csv      values checked by mer_lib.regression
         <run>/listening/                    notebook 01's listening snippets
@@ -407,6 +408,7 @@ class RunLayout:
         _set(self, "models", root / "models")
         _set(self, "posthoc", root / "posthoc")
         _set(self, "attacks", root / "attacks")
+        _set(self, "explanations", root / "explanations")
         _set(self, "regression", root / "regression")
         _set(self, "listening", root / "listening")
         _set(self, "worlds", root / "worlds")

@@ -59,10 +59,6 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _array_sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-
-
 class AttackSetting(NamedTuple):
     """One registered attack (:data:`mer_lib.attacks.engine.ATTACKS`) at one radius; make it with :meth:`of`.
 
@@ -103,8 +99,8 @@ def _split_data(prepared, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarra
     x, y, _ = split_arrays(prepared, split)
     numbers = np.asarray(prepared.numbers(split)).astype(np.int64)
     y_true = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
-    data = {"numbers": numbers.tolist(), "x_sha256": _array_sha256(np.asarray(x, np.float32)),
-            "y_sha256": _array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
+    data = {"numbers": numbers.tolist(), "x_sha256": artifacts.array_sha256(np.asarray(x, np.float32)),
+            "y_sha256": artifacts.array_sha256(np.asarray(y, np.float32)), "mean": float(prepared.mean),
             "std": float(prepared.std)}
     return x, numbers, y_true, data
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import math
 import os
 import shutil
@@ -96,9 +95,8 @@ def posthoc_heads(model_dirs: Mapping[tuple[str, int], str | os.PathLike], prepa
     if not ridges:
         raise MerError("posthoc_heads: no ridge values")
     x, y, m = split_arrays(prepared, "train")
-    data = {"train_x_sha256": hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest(),
-            "train_targets_sha256": hashlib.sha256(np.ascontiguousarray(np.concatenate([y, m], axis=1),
-                                                                        np.float32).tobytes()).hexdigest()}
+    data = {"train_x_sha256": artifacts.array_sha256(np.asarray(x, np.float32)),
+            "train_targets_sha256": artifacts.array_sha256(np.concatenate([y, m], axis=1).astype(np.float32))}
     rows = []
     device = resolve_device(device)
     for (system, seed), source in model_dirs.items():
