@@ -281,3 +281,26 @@ def test_waveform_curves_one_panel_per_kind_attack_first():
     plt.close(fig)
     with pytest.raises(MerError, match="ci_low"):
         figures.waveform_curves(pd.DataFrame(rows).drop(columns="ci_low"))
+
+
+def test_explanation_panels_outline_each_rankings_top_segments():
+    from mer_lib.analysis.explanations import segment_mask
+
+    mask = segment_mask((30, 16))
+    scores = {"oracle": np.arange(20.0), "lime": -np.arange(20.0)}
+    fig = figures.plot_explanations(np.random.default_rng(0).standard_normal((30, 16)), mask, scores, 31.3, "x")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["x: perturbation", "oracle", "lime"]
+    assert np.array_equal(figures.segment_image(scores["oracle"], mask), mask.astype(float))
+    assert len(axes[1].collections) == 1 and not axes[0].collections  # the top-3 outline on the ranking panels only
+    plt.close(fig)
+
+
+def test_recovery_curves_one_panel_per_system_one_line_per_ranking():
+    rows = [{"system": s, "seed": seed, "ranking": r, "k": k, "recovery": 0.1 * k + 0.01 * seed}
+            for s in ("A2E", "A2M2E") for seed in range(3) for r in ("oracle", "lime") for k in (1, 3, 5)]
+    fig = figures.plot_recovery_curves(pd.DataFrame(rows))
+    assert [ax.get_title() for ax in fig.axes] == ["A2E", "A2M2E"]
+    line = fig.axes[0].lines[0]
+    assert line.get_ydata() == pytest.approx([0.11, 0.31, 0.51])  # the mean over the models
+    plt.close(fig)

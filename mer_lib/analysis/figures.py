@@ -18,6 +18,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 from mer_lib import artifacts
+from mer_lib.analysis.explanations import top_k
+from mer_lib.analysis.stats import t_interval
 from mer_lib.attacks import logs as attack_logs
 from mer_lib.config import EMOTIONS, MIDLEVEL, SYSTEM_REGISTRY, TARGET_SCALE
 from mer_lib.errors import MerError
@@ -619,4 +621,65 @@ def plot_unit_moves(moves: pd.DataFrame, system: str = "A2M2E", figsize: tuple[f
     ax.set(xlabel="", ylabel="adversarial − clean activation\n(mid-level rating / 10)")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- explanations (notebook 11)
+def segment_image(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A ``(frames, bands)`` image of per-segment ``scores`` ``(S,)`` over the segment ``mask``."""
+    return np.asarray(scores, np.float64)[np.asarray(mask)]
+
+
+def plot_explanations(delta: np.ndarray, mask: np.ndarray, scores: Mapping[str, np.ndarray], fps: float,
+                      label: str, figsize: tuple[float, float] | None = None) -> Figure:
+    """A perturbation's energy per segment next to each ranking's segment scores for one excerpt, grid drawn.
+
+    ``delta``: ``(frames, bands)``; ``scores``: ranking name -> ``(S,)`` (the oracle's is the energy). Each panel
+    has its own symmetric colour scale (scores of different methods are in different units); the 3 top segments
+    of each panel are outlined.
+    """
+    panels = {"perturbation": delta, **{name: segment_image(s, mask) for name, s in scores.items()}}
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize or (3.0 * len(panels), 3.0), sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, (name, image) in zip(axes[0], panels.items()):
+        lim = max(float(np.abs(image).max()), 1e-12)
+        plot_spectrogram(image, ax=ax, fps=fps, title=f"{label}: {name}" if name == "perturbation" else name,
+                         cmap="vlag", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.title.set_fontsize(9)
+        if name != "perturbation":
+            chosen = top_k(np.asarray(scores[name])[None], 3)[0]
+            ax.contour(np.isin(mask, np.flatnonzero(chosen)).T.astype(float), levels=[0.5], colors="k",
+                       linewidths=1.2, extent=(0.0, mask.shape[0] / fps, 0, mask.shape[1]), origin="lower")
+    for ax in axes[0, 1:]:
+        ax.set_ylabel("")
+    return fig
+
+
+def plot_recovery_curves(per_model: pd.DataFrame, rankings: Sequence[str] | None = None,
+                         figsize: tuple[float, float] | None = None) -> Figure:
+    """Recovery of the attack's damage against k, one panel per system, one line per ranking.
+
+    ``per_model``: ``system``, ``seed``, ``ranking``, ``k``, ``recovery`` (a model's mean over its excerpts); the
+    line is the mean over models, the band its 95 % t-interval (seaborn ``("ci", 95)`` is a bootstrap; here the
+    interval of :func:`mer_lib.analysis.stats.t_interval` is drawn).
+    """
+    systems = attack_logs.system_order(per_model["system"])
+    rankings = list(rankings or per_model["ranking"].unique())
+    fig, axes = plt.subplots(1, len(systems), figsize=figsize or (2.8 * len(systems), 3.2), sharey=True,
+                             squeeze=False, layout="constrained")
+    palette = dict(zip(rankings, sns.color_palette("colorblind", len(rankings))))
+    for ax, system in zip(axes[0], systems):
+        for ranking in rankings:
+            g = per_model[(per_model["system"] == system) & (per_model["ranking"] == ranking)]
+            if g.empty:
+                continue
+            stats = g.groupby("k")["recovery"].agg(["mean", lambda v: t_interval(v.to_numpy())])
+            ks = stats.index.to_numpy()
+            ax.plot(ks, stats["mean"], marker="o", color=palette[ranking], label=ranking)
+            lo, hi = zip(*stats.iloc[:, 1])
+            ax.fill_between(ks, lo, hi, color=palette[ranking], alpha=0.15, linewidth=0)
+        ax.set(title=system, xlabel="k (segments re-inserted)", xticks=sorted(per_model["k"].unique()))
+        ax.title.set_fontsize(10)
+    axes[0, 0].set_ylabel("recovered share of the damage")
+    axes[0, -1].legend(fontsize=8, loc="upper left")
     return fig

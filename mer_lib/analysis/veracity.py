@@ -1,0 +1,265 @@
+"""The veracity stage of notebook 11: attack chosen test excerpts, explain the attacked predictions, re-insert.
+
+Per trained model, :func:`explain_model` attacks a fixed selection of test excerpts in paper mode, explains each
+attacked excerpt's error with the methods of :class:`ExplainConfig` over the segment grid
+(:mod:`mer_lib.analysis.explanations`), and measures the recovery of the damage when the perturbation is put back
+only inside the top-k segments of every ranking: each method's, the oracle's (most perturbation energy) and random
+ones. For a bottleneck model it also records its built-in explanation: how far every unit moved (rating points,
+and in units of the unit's clean spread over the test split) and a ranking of the segments that moved the unit
+which changed the error most. Results are cached per model (``<run>/explanations/<system>/seed<k>-<hash>/``).
+Protocol §11.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mer_lib import artifacts
+from mer_lib.analysis import explanations as ex
+from mer_lib.analysis.stats import t_interval, verdict, welch_interval
+from mer_lib.attacks.engine import ATTACK_VERSION, run_attack
+from mer_lib.attacks.stage import model_fingerprint
+from mer_lib.config import EMOTIONS, AttackConfig, Profile, RunLayout
+from mer_lib.errors import MerError
+from mer_lib.models.stage import load_model_dir
+from mer_lib.models.train import deterministic_mode, predict, resolve_device
+
+__all__ = ["ExplainConfig", "FULL_SIZE_EXPLAIN", "EXPLAIN_VERSION", "UNITS", "explain_config", "chosen_excerpts",
+           "explain_model", "explain_models", "read_results", "read_scores", "per_model_recovery",
+           "recovery_summary", "ranking_contrasts", "cross_contrast"]
+
+#: Bumped whenever a code change alters the stage's results; part of every result's hash.
+EXPLAIN_VERSION = 1
+#: Files of a finished result (``summary.json`` is written last and marks it).
+RESULT_FILES = ("recovery.csv", "units.csv", "stability.csv", "scores.npy", "adversarial.npy")
+RESULTS = artifacts.CachedStage("summary.json", RESULT_FILES, "recomputing the explanations")
+#: The ranking of a bottleneck model's own explanation (segments that moved its most consequential unit).
+UNITS = "units (lime)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainConfig:
+    """Settings of the explanation stage, fixed before any result was seen; defaults: the quick profile's.
+
+    Attributes
+    ----------
+    grid : (int, int)
+        Segments in time and in frequency (Praher et al. 2021: 5 x 4).
+    methods : tuple of str
+        Attribution methods (:data:`mer_lib.analysis.explanations.METHODS`).
+    n_samples, ig_steps : int
+        Perturbed samples per excerpt of LIME and Kernel SHAP (Praher et al.: 8,192); integration steps of IG.
+    n_excerpts : int
+        Test excerpts per model, evenly spaced over the split order (:func:`chosen_excerpts`).
+    ks : tuple of int
+        Numbers of top segments the perturbation is put back into.
+    n_random : int
+        Random draws of k segments per excerpt (their recoveries are averaged).
+    baseline : float
+        The value of a switched-off segment (0: the training mean of every bin of the standardised input).
+    seed, stability_seed : int
+        Sampling seeds of the explanations and of the second LIME run that checks their stability.
+    """
+
+    grid: tuple[int, int] = ex.GRID
+    methods: tuple[str, ...] = ("lime", "integrated_gradients")
+    n_samples: int = 128
+    ig_steps: int = 16
+    n_excerpts: int = 4
+    ks: tuple[int, ...] = (1, 3, 5)
+    n_random: int = 10
+    baseline: float = 0.0
+    seed: int = 0
+    stability_seed: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.methods if m not in ex.METHODS]
+        if unknown or not self.methods:
+            raise MerError(f"ExplainConfig.methods: expected some of {ex.METHODS}, got {self.methods}")
+        for name in ("n_samples", "ig_steps", "n_excerpts", "n_random"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise MerError(f"ExplainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.ks or any(not 1 <= k <= self.grid[0] * self.grid[1] for k in self.ks):
+            raise MerError(f"ExplainConfig.ks must lie in 1..{self.grid[0] * self.grid[1]}, got {self.ks}")
+
+
+#: The paper's settings (full-size profiles): all three methods, 8,192 samples, more excerpts.
+FULL_SIZE_EXPLAIN = ExplainConfig(methods=ex.METHODS, n_samples=8192, ig_steps=64, n_excerpts=24)
+
+
+def explain_config(profile: Profile) -> ExplainConfig:
+    """:data:`FULL_SIZE_EXPLAIN` for the full-size profiles (the paper's width and epochs), else the defaults."""
+    full = profile.train.width >= 1.0 and profile.train.max_epochs >= 100
+    return FULL_SIZE_EXPLAIN if full else ExplainConfig()
+
+
+def chosen_excerpts(numbers: np.ndarray, n: int) -> np.ndarray:
+    """``n`` excerpts evenly spaced over ``numbers`` (split order), the first and last included."""
+    numbers = np.asarray(numbers)
+    if n > len(numbers):
+        raise MerError(f"chosen_excerpts: {n} excerpts asked for, the split has {len(numbers)}")
+    return numbers[np.unique(np.linspace(0, len(numbers) - 1, n).round().astype(int))]
+
+
+def _errors(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.abs(predict(model, x)[0].astype(np.float64) - y).mean(axis=1)
+
+
+def _unit_target(model, b_clean: np.ndarray, b_adv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per excerpt the unit whose move changed the emotions most (|move| x its weights' L1 norm), and +-1 on it."""
+    weight = model.emotion.weight.detach().double().cpu().numpy()  # (8, 7)
+    move = b_adv.astype(np.float64) - b_clean
+    unit = np.argmax(np.abs(move) * np.abs(weight).sum(axis=0), axis=1)
+    target = np.zeros_like(move)
+    target[np.arange(len(move)), unit] = np.sign(move[np.arange(len(move)), unit])
+    return unit, target
+
+
+def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.PathLike, attack: AttackConfig,
+                  config: ExplainConfig, device: str | torch.device | None = None) -> Path:
+    """Attack, explain and re-insert for one trained model (module docstring); the result folder, reused if done."""
+    device = resolve_device(device)
+    model, metrics = load_model_dir(model_dir, device)
+    system, seed = metrics["system"], int(metrics["seed"])
+    test = prepared.numbers("test")
+    numbers = chosen_excerpts(test, config.n_excerpts)
+    x = prepared.excerpts(numbers)
+    y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
+    key = {"explain_version": EXPLAIN_VERSION, "attack_version": ATTACK_VERSION,
+           "explain": dataclasses.asdict(config), "attack": {"lr": attack.lr, "max_iters": attack.max_iters},
+           "model_sha256": model_fingerprint(model), "system": system, "seed": seed,
+           "numbers": numbers.tolist(), "x_sha256": artifacts.array_sha256(x)}
+    digest = artifacts.config_hash(key)
+    out = RunLayout(run_dir).explanations / system / f"seed{seed}-{digest}"
+
+    def compute(out: Path) -> tuple[list[str], dict]:
+        with deterministic_mode(device):
+            result = run_attack(model, x, y.astype(np.float32), "paper", attack, None, mean=prepared.mean,
+                                std=prepared.std, progress=False)
+        adv = (x + result.delta).astype(np.float32)
+        mask = ex.segment_mask(x.shape[2:], config.grid)
+        e_clean, e_adv = _errors(model, x, y), _errors(model, adv, y)
+        scores = {"oracle": ex.segment_energy(adv - x, mask)}
+        for method in config.methods:
+            n = config.ig_steps if method == "integrated_gradients" else config.n_samples
+            scores[method] = ex.explain(ex.error_score(model), adv, y, mask, method, n, config.seed, config.baseline)
+        again = ex.explain(ex.error_score(model), adv, y, mask, "lime", config.n_samples, config.stability_seed,
+                           config.baseline)
+        lime = scores.get("lime")
+        if lime is None:
+            lime = ex.explain(ex.error_score(model), adv, y, mask, "lime", config.n_samples, config.seed,
+                              config.baseline)
+        units = pd.DataFrame()
+        if model.bottleneck is not None:
+            b_clean, b_adv = predict(model, x)[1], predict(model, adv)[1]
+            unit, target = _unit_target(model, b_clean, b_adv)
+            scores[UNITS] = ex.explain(ex.direction_score(model), adv, target, mask, "lime", config.n_samples,
+                                       config.seed, config.baseline)
+            spread = predict(model, prepared.excerpts(test))[1].astype(np.float64).std(axis=0)
+            move = b_adv.astype(np.float64) - b_clean
+            units = pd.DataFrame({"number": np.repeat(numbers, move.shape[1]),
+                                  "unit": np.tile(np.arange(move.shape[1]), len(numbers)),
+                                  "move_points": 10 * move.ravel(), "move_in_spread": (move / spread).ravel(),
+                                  "most_consequential": (np.arange(move.shape[1])[None] == unit[:, None]).ravel()})
+        rows = []
+        for k in config.ks:
+            for name, s in scores.items():
+                rec = ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(x, adv, mask, ex.top_k(s, k)), y))
+                rows += [{"number": n, "ranking": name, "k": k, "recovery": r} for n, r in zip(numbers, rec)]
+            draws = [ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(
+                x, adv, mask, ex.random_segments(len(x), mask.max() + 1, k, config.seed * 7919 + k * 101 + d)), y))
+                for d in range(config.n_random)]
+            rows += [{"number": n, "ranking": "random", "k": k, "recovery": r}
+                     for n, r in zip(numbers, np.mean(draws, axis=0))]
+        recovery = pd.DataFrame(rows).assign(damage=lambda t: t["number"].map(dict(zip(numbers, e_adv - e_clean))))
+        stability = pd.DataFrame({"number": numbers, **{f"top{k}_overlap": ex.top_overlap(lime, again, k)
+                                                         for k in config.ks}})
+        for name, table in (("recovery", recovery), ("units", units), ("stability", stability)):
+            artifacts.write_text(out / f"{name}.csv", table.assign(system=system, seed=seed).to_csv(index=False))
+        artifacts.write_npy(out / "scores.npy", np.stack(list(scores.values())))
+        artifacts.write_npy(out / "adversarial.npy", adv)
+        return list(RESULT_FILES), {"system": system, "seed": seed, "rankings": list(scores), "hash": digest,
+                                    "numbers": numbers.tolist()}
+
+    return RESULTS.run(out, artifacts.config_record(key), compute)
+
+
+def explain_models(models: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
+                   attack: AttackConfig, config: ExplainConfig, device=None) -> dict[tuple[str, int], Path]:
+    """:func:`explain_model` for every model of ``{(system, seed): folder}``, in order."""
+    return {key: explain_model(folder, prepared, run_dir, attack, config, device) for key, folder in models.items()}
+
+
+def read_scores(folder: str | os.PathLike) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """One model's ``numbers``, ranking names, segment scores ``(rankings, N, S)`` and adversarial inputs."""
+    folder = RESULTS.check(folder, "rerun the stage")
+    summary = artifacts.read_json(folder / "summary.json")
+    return (np.asarray(summary["numbers"]), list(summary["rankings"]), artifacts.read_npy(folder / "scores.npy"),
+            artifacts.read_npy(folder / "adversarial.npy"))
+
+
+def read_results(folders: Mapping[tuple[str, int], Path], name: str) -> pd.DataFrame:
+    """One result table (``"recovery"``, ``"units"``, ``"stability"``) of every model, stacked."""
+    return pd.concat([pd.read_csv(RESULTS.check(f, "rerun the stage") / f"{name}.csv") for f in folders.values()],
+                     ignore_index=True)
+
+
+def per_model_recovery(recovery: pd.DataFrame) -> pd.DataFrame:
+    """Mean recovery over a model's excerpts (those the attack damaged), per system, seed, ranking and k."""
+    return (recovery.dropna(subset=["recovery"]).groupby(["system", "seed", "ranking", "k"], sort=False)["recovery"]
+            .mean().reset_index())
+
+
+def recovery_summary(recovery: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per system, ranking and k: mean over models of the per-model mean recovery, with a t-interval over models."""
+    rows = []
+    for (system, ranking, k), g in per_model_recovery(recovery).groupby(["system", "ranking", "k"], sort=False):
+        low, high = t_interval(g["recovery"].to_numpy(np.float64), level)
+        rows.append({"system": system, "ranking": ranking, "k": k, "n_models": len(g),
+                     "recovery": float(g["recovery"].mean()), "ci_low": low, "ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def ranking_contrasts(recovery: pd.DataFrame, a: str, b: str, direction: int = 1, level: float = 0.95) -> pd.DataFrame:
+    """Per system and k: recovery of ranking ``a`` minus ranking ``b``, paired by model, t-interval over models.
+
+    ``verdict`` of the predicted sign ``direction`` (e.g. an explanation beats random segments: ``+1``).
+    """
+    pm = per_model_recovery(recovery).pivot_table("recovery", ["system", "seed", "k"], "ranking", sort=False)
+    if a not in pm.columns or b not in pm.columns:
+        raise MerError(f"ranking_contrasts: rankings {a!r} and {b!r} needed; have {list(pm.columns)}")
+    rows = []
+    for (system, k), g in pm.groupby(level=["system", "k"], sort=False):
+        d = (g[a] - g[b]).dropna().to_numpy(np.float64)
+        low, high = t_interval(d, level)
+        estimate = float(d.mean()) if len(d) else np.nan
+        rows.append({"system": system, "k": k, "a": a, "b": b, "n_models": len(d), "estimate": estimate,
+                     "ci_low": low, "ci_high": high, "verdict": verdict(low, high, direction, estimate)})
+    return pd.DataFrame(rows)
+
+
+def cross_contrast(recovery: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], direction: int = 1,
+                   level: float = 0.95) -> pd.DataFrame:
+    """Per k: recovery of ``a`` = (system, ranking) minus ``b``, models of different systems, Welch interval.
+
+    E.g. A2M2E's own explanation (:data:`UNITS`) against LIME of A2E; ``verdict`` of the sign ``direction``.
+    """
+    pm = per_model_recovery(recovery)
+    rows = []
+    for k in sorted(pm["k"].unique()):
+        va, vb = ((pm[(pm["system"] == s) & (pm["ranking"] == r) & (pm["k"] == k)]["recovery"]).to_numpy(np.float64)
+                  for s, r in (a, b))
+        if not len(va) or not len(vb):
+            raise MerError(f"cross_contrast: no recoveries of {a if not len(va) else b} at k={k}")
+        low, high, _ = welch_interval(va, vb, level)
+        estimate = float(va.mean() - vb.mean())
+        rows.append({"k": k, "a": " / ".join(a), "b": " / ".join(b), "n_a": len(va), "n_b": len(vb),
+                     "estimate": estimate, "ci_low": low, "ci_high": high,
+                     "verdict": verdict(low, high, direction, estimate)})
+    return pd.DataFrame(rows)

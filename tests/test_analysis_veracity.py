@@ -1,0 +1,99 @@
+"""The veracity stage of notebook 11: attack, explain, re-insert, on tiny trained models; and its summaries."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from fakes import fake_prepared
+
+from mer_lib.analysis import veracity
+from mer_lib.config import AttackConfig, get_profile
+from mer_lib.errors import MerError
+from mer_lib.models.stage import train_system
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ATTACK = AttackConfig(lr=0.05, max_iters=3)
+#: k = 20 re-inserts every segment: the adversarial input itself, so every ranking must recover exactly 1.
+CONFIG = veracity.ExplainConfig(n_samples=16, ig_steps=4, n_excerpts=3, ks=(1, 20), n_random=2)
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("veracity")
+    prepared = fake_prepared(tmp)
+    smoke = get_profile("smoke")
+    profile = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, max_epochs=1, batch_size=4))
+    models = {(s, 3): train_system(prepared, s, 3, profile, tmp / "run", device="cpu", progress=False)
+              for s in ("A2E", "A2M2E")}
+    folders = veracity.explain_models(models, prepared, tmp / "run", ATTACK, CONFIG)
+    return prepared, models, folders, tmp / "run"
+
+
+def test_every_ranking_is_measured_and_the_whole_perturbation_recovers_everything(stage):
+    prepared, _, folders, _ = stage
+    rec = veracity.read_results(folders, "recovery")
+    rankings = {"A2E": {"oracle", "lime", "integrated_gradients", "random"}}
+    rankings["A2M2E"] = rankings["A2E"] | {veracity.UNITS}
+    for system, names in rankings.items():
+        mine = rec[rec["system"] == system]
+        assert set(mine["ranking"]) == names and len(mine) == len(names) * 2 * 3
+        assert set(mine["number"]) == set(veracity.chosen_excerpts(prepared.numbers("test"), 3))
+    assert (rec.groupby("system")["damage"].max() > 0).all()  # the attack raised some excerpts' errors
+    assert rec["recovery"].isna().eq(rec["damage"] <= 0).all()  # nothing to recover where it did not
+    damaged = rec[rec["damage"] > 0]
+    assert damaged.query("k == 20")["recovery"].to_numpy() == pytest.approx(1.0, abs=1e-6)
+    assert not np.allclose(damaged.query("k == 1")["recovery"], 1.0)
+
+
+def test_the_bottleneck_models_own_explanation(stage):
+    _, _, folders, _ = stage
+    units = veracity.read_results({k: v for k, v in folders.items() if k[0] == "A2M2E"}, "units")
+    assert len(units) == 3 * 7 and units.groupby("number")["most_consequential"].sum().eq(1).all()
+    assert units["move_points"].abs().max() > 0
+    assert (np.sign(units["move_points"]) == np.sign(units["move_in_spread"])).all()
+    assert veracity.read_results({k: v for k, v in folders.items() if k[0] == "A2E"}, "units").empty
+    numbers, rankings, scores, adversarial = veracity.read_scores(folders["A2M2E", 3])
+    assert rankings[0] == "oracle" and scores.shape == (len(rankings), 3, 20) and adversarial.shape[0] == 3
+
+
+def test_a_rerun_reuses_and_other_settings_get_another_folder(stage):
+    prepared, models, folders, run = stage
+    before = {k: (f / "recovery.csv").read_bytes() for k, f in folders.items()}
+    again = veracity.explain_models(models, prepared, run, ATTACK, CONFIG)
+    assert again == folders and {k: (f / "recovery.csv").read_bytes() for k, f in again.items()} == before
+    other = veracity.explain_model(models["A2E", 3], prepared, run, ATTACK, dataclasses.replace(CONFIG, seed=5))
+    assert other != folders["A2E", 3] and other.parent == folders["A2E", 3].parent
+
+
+def test_chosen_excerpts_and_settings():
+    assert veracity.chosen_excerpts(np.arange(10, 20), 4).tolist() == [10, 13, 16, 19]
+    with pytest.raises(MerError, match="asked for"):
+        veracity.chosen_excerpts(np.arange(3), 4)
+    for bad in ({"methods": ("saliency",)}, {"n_samples": 0}, {"ks": (0,)}, {"ks": (21,)}):
+        with pytest.raises(MerError):
+            veracity.ExplainConfig(**bad)
+    assert veracity.explain_config(get_profile("paper")).n_samples == 8192
+    assert veracity.explain_config(get_profile("quick")) == veracity.ExplainConfig()
+
+
+def _table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    """Recoveries of 2 excerpts per model, whose mean per model is the given value."""
+    rows = [{"system": s, "seed": seed, "ranking": r, "k": 3, "number": n, "recovery": v + d}
+            for (s, r), vs in values.items() for seed, v in enumerate(vs) for n, d in ((1, -0.05), (2, 0.05))]
+    return pd.DataFrame(rows)
+
+
+def test_summaries_average_excerpts_first_and_pair_models():
+    rec = _table({("A", "lime"): [0.5, 0.6, 0.7], ("A", "random"): [0.2, 0.3, 0.4], ("B", "lime"): [0.1, 0.1, 0.4]})
+    summary = veracity.recovery_summary(rec).set_index(["system", "ranking"])
+    assert summary.loc[("A", "lime"), "recovery"] == pytest.approx(0.6) and summary.loc[("A", "lime"), "n_models"] == 3
+    paired = veracity.ranking_contrasts(rec.query("system == 'A'"), "lime", "random").iloc[0]
+    assert paired["estimate"] == pytest.approx(0.3) and paired["ci_low"] == pytest.approx(0.3)  # constant difference
+    assert paired["verdict"] == "holds"
+    cross = veracity.cross_contrast(rec, ("A", "lime"), ("B", "lime")).iloc[0]
+    assert cross["estimate"] == pytest.approx(0.4) and cross["ci_low"] < 0.4 < cross["ci_high"]
+    with pytest.raises(MerError, match="rankings"):
+        veracity.ranking_contrasts(rec, "lime", "oracle")
