@@ -24,8 +24,8 @@ from mer_lib import artifacts
 from mer_lib.analysis import explanations as ex
 from mer_lib.analysis.stats import t_interval, verdict, welch_interval
 from mer_lib.attacks.engine import ATTACK_VERSION, run_attack
-from mer_lib.attacks.stage import model_fingerprint
-from mer_lib.config import EMOTIONS, AttackConfig, Profile, RunLayout
+from mer_lib.attacks.stage import AttackSetting, model_fingerprint
+from mer_lib.config import EMOTIONS, TARGET_SCALE, AttackConfig, Profile, RunLayout
 from mer_lib.errors import MerError
 from mer_lib.models.stage import load_model_dir
 from mer_lib.models.train import deterministic_mode, predict, resolve_device
@@ -121,6 +121,33 @@ def _unit_target(model, b_clean: np.ndarray, b_adv: np.ndarray) -> tuple[np.ndar
     return unit, target
 
 
+def _recoveries(model, x: np.ndarray, adv: np.ndarray, y: np.ndarray, numbers: np.ndarray, mask: np.ndarray,
+                scores: Mapping[str, np.ndarray], config: ExplainConfig) -> pd.DataFrame:
+    """Recovery per excerpt, ranking and k (random: the mean over ``config.n_random`` draws), with the damage."""
+    e_clean, e_adv = _errors(model, x, y), _errors(model, adv, y)
+    rows = []
+    for k in config.ks:
+        for name, s in scores.items():
+            rec = ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(x, adv, mask, ex.top_k(s, k)), y))
+            rows += [{"number": n, "ranking": name, "k": k, "recovery": r} for n, r in zip(numbers, rec)]
+        draws = [ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(
+            x, adv, mask, ex.random_segments(len(x), mask.max() + 1, k, config.seed * 7919 + k * 101 + d)), y))
+            for d in range(config.n_random)]
+        rows += [{"number": n, "ranking": "random", "k": k, "recovery": r}
+                 for n, r in zip(numbers, np.mean(draws, axis=0))]
+    return pd.DataFrame(rows).assign(damage=lambda t: t["number"].map(dict(zip(numbers, e_adv - e_clean))))
+
+
+def _unit_moves(numbers: np.ndarray, b_clean: np.ndarray, b_adv: np.ndarray, spread: np.ndarray,
+                unit: np.ndarray) -> pd.DataFrame:
+    """Per excerpt and unit: the attack's move in rating points and in clean spreads; the most consequential unit."""
+    move = b_adv.astype(np.float64) - b_clean
+    n_units = move.shape[1]
+    return pd.DataFrame({"number": np.repeat(numbers, n_units), "unit": np.tile(np.arange(n_units), len(numbers)),
+                         "move_points": TARGET_SCALE * move.ravel(), "move_in_spread": (move / spread).ravel(),
+                         "most_consequential": (np.arange(n_units)[None] == unit[:, None]).ravel()})
+
+
 def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.PathLike, attack: AttackConfig,
                   config: ExplainConfig, device: str | torch.device | None = None) -> Path:
     """Attack, explain and re-insert for one trained model (module docstring); the result folder, reused if done."""
@@ -132,7 +159,7 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
     x = prepared.excerpts(numbers)
     y = prepared.table.loc[numbers, list(EMOTIONS)].to_numpy(np.float64)
     key = {"explain_version": EXPLAIN_VERSION, "attack_version": ATTACK_VERSION,
-           "explain": dataclasses.asdict(config), "attack": {"lr": attack.lr, "max_iters": attack.max_iters},
+           "explain": dataclasses.asdict(config), "attack": AttackSetting.of("paper").settings(attack),
            "model_sha256": model_fingerprint(model), "system": system, "seed": seed,
            "numbers": numbers.tolist(), "x_sha256": artifacts.array_sha256(x)}
     digest = artifacts.config_hash(key)
@@ -144,7 +171,6 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
                                 std=prepared.std, progress=False)
         adv = (x + result.delta).astype(np.float32)
         mask = ex.segment_mask(x.shape[2:], config.grid)
-        e_clean, e_adv = _errors(model, x, y), _errors(model, adv, y)
         scores = {"oracle": ex.segment_energy(adv - x, mask)}
         for method in config.methods:
             n = config.ig_steps if method == "integrated_gradients" else config.n_samples
@@ -162,22 +188,8 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
             scores[UNITS] = ex.explain(ex.direction_score(model), adv, target, mask, "lime", config.n_samples,
                                        config.seed, config.baseline)
             spread = predict(model, prepared.excerpts(test))[1].astype(np.float64).std(axis=0)
-            move = b_adv.astype(np.float64) - b_clean
-            units = pd.DataFrame({"number": np.repeat(numbers, move.shape[1]),
-                                  "unit": np.tile(np.arange(move.shape[1]), len(numbers)),
-                                  "move_points": 10 * move.ravel(), "move_in_spread": (move / spread).ravel(),
-                                  "most_consequential": (np.arange(move.shape[1])[None] == unit[:, None]).ravel()})
-        rows = []
-        for k in config.ks:
-            for name, s in scores.items():
-                rec = ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(x, adv, mask, ex.top_k(s, k)), y))
-                rows += [{"number": n, "ranking": name, "k": k, "recovery": r} for n, r in zip(numbers, rec)]
-            draws = [ex.recovery(e_clean, e_adv, _errors(model, ex.reinsert(
-                x, adv, mask, ex.random_segments(len(x), mask.max() + 1, k, config.seed * 7919 + k * 101 + d)), y))
-                for d in range(config.n_random)]
-            rows += [{"number": n, "ranking": "random", "k": k, "recovery": r}
-                     for n, r in zip(numbers, np.mean(draws, axis=0))]
-        recovery = pd.DataFrame(rows).assign(damage=lambda t: t["number"].map(dict(zip(numbers, e_adv - e_clean))))
+            units = _unit_moves(numbers, b_clean, b_adv, spread, unit)
+        recovery = _recoveries(model, x, adv, y, numbers, mask, scores, config)
         stability = pd.DataFrame({"number": numbers, **{f"top{k}_overlap": ex.top_overlap(lime, again, k)
                                                          for k in config.ks}})
         for name, table in (("recovery", recovery), ("units", units), ("stability", stability)):
