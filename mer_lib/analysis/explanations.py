@@ -10,10 +10,12 @@ prediction spread (the gain-free measure) leaves it unchanged. Protocol §11.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm import TqdmWarning
 
 from mer_lib.errors import MerError
 
@@ -130,8 +132,12 @@ def explain(score: Score, x: np.ndarray, targets: np.ndarray, mask: np.ndarray, 
     baseline : float
         The value a switched-off segment takes (0: the training mean of every bin of the standardised input).
     """
-    from captum._utils.models.linear_model import SkLearnRidge
-    from captum.attr import IntegratedGradients, KernelShap, Lime
+    # captum is imported here, not with the module, so that importing mer_lib.analysis stays fast; its progress
+    # module imports tqdm.auto, which warns in a notebook kernel without ipywidgets (captum draws no bar here)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from captum._utils.models.linear_model import SkLearnRidge
+        from captum.attr import IntegratedGradients, KernelShap, Lime
 
     if method not in METHODS:
         raise MerError(f"explain: method must be one of {METHODS}, got {method!r}")
