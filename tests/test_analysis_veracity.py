@@ -9,7 +9,9 @@ import pytest
 from fakes import fake_prepared
 
 from mer_lib.analysis import veracity
+from mer_lib.attacks.waveform_stage import WaveformConfig
 from mer_lib.config import AttackConfig, get_profile
+from mer_lib.data.stage import prepare_data
 from mer_lib.errors import MerError
 from mer_lib.models.stage import train_system
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ATTACK = AttackConfig(lr=0.05, max_iters=3)
 #: k = 20 re-inserts every segment: the adversarial input itself, so every ranking must recover exactly 1.
-CONFIG = veracity.ExplainConfig(n_samples=16, ig_steps=4, n_excerpts=3, ks=(1, 20), n_random=2)
+CONFIG = veracity.ExplainConfig(n_samples=16, ig_steps=4, n_excerpts=3, ks=(1, 20), n_random=2, waveform_snr_db=None)
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +79,13 @@ def test_chosen_excerpts_and_settings():
             veracity.ExplainConfig(**bad)
     assert veracity.explain_config(get_profile("paper")).n_samples == 8192
     assert veracity.explain_config(get_profile("quick")) == veracity.ExplainConfig()
+    with pytest.raises(MerError):
+        veracity.ExplainConfig(waveform_snr_db=float("nan"))
 
 
 def _table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     """Recoveries of 2 excerpts per model, whose mean per model is the given value."""
-    rows = [{"system": s, "seed": seed, "ranking": r, "k": 3, "number": n, "recovery": v + d}
+    rows = [{"attack": "spectrogram", "system": s, "seed": seed, "ranking": r, "k": 3, "number": n, "recovery": v + d}
             for (s, r), vs in values.items() for seed, v in enumerate(vs) for n, d in ((1, -0.05), (2, 0.05))]
     return pd.DataFrame(rows)
 
@@ -97,3 +101,23 @@ def test_summaries_average_excerpts_first_and_pair_models():
     assert cross["estimate"] == pytest.approx(0.4) and cross["ci_low"] < 0.4 < cross["ci_high"]
     with pytest.raises(MerError, match="rankings"):
         veracity.ranking_contrasts(rec, "lime", "oracle")
+
+
+def test_the_waveform_attacks_effect_is_explained_on_the_spectrogram(tmp_path):
+    """On rendered audio: both attacks are measured, and re-inserting every segment of the waveform attack's
+    spectrogram-domain effect recovers its damage exactly."""
+    smoke = get_profile("smoke")
+    profile = dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, n_excerpts=12, duration_s=12.0),
+                                  train=dataclasses.replace(smoke.train, max_epochs=1, batch_size=4))
+    prepared = prepare_data(profile, tmp_path / "run", progress=False)
+    folder = train_system(prepared, "A2M2E", 1, profile, tmp_path / "run", device="cpu", progress=False)
+    config = dataclasses.replace(CONFIG, n_excerpts=1, waveform_snr_db=10.0)
+    out = veracity.explain_model(folder, prepared, tmp_path / "run", ATTACK, config, "cpu",
+                                 WaveformConfig(steps=6))
+    rec = veracity.read_results({("A2M2E", 1): out}, "recovery")
+    assert set(rec["attack"]) == {"spectrogram", "waveform"}
+    wave = rec[(rec["attack"] == "waveform") & (rec["damage"] > 0)]
+    assert len(wave) and wave.query("k == 20")["recovery"].to_numpy() == pytest.approx(1.0, abs=1e-5)
+    units = veracity.read_results({("A2M2E", 1): out}, "units")
+    assert set(units["attack"]) == {"spectrogram", "waveform"}
+    assert set(veracity.read_results({("A2M2E", 1): out}, "stability")["attack"]) == {"spectrogram"}

@@ -656,7 +656,7 @@ def plot_explanations(delta: np.ndarray, mask: np.ndarray, scores: Mapping[str, 
 
 
 def plot_recovery_curves(per_model: pd.DataFrame, rankings: Sequence[str] | None = None,
-                         figsize: tuple[float, float] | None = None) -> Figure:
+                         figsize: tuple[float, float] | None = None, title: str | None = None) -> Figure:
     """Recovery of the attack's damage against k, one panel per system, one line per ranking.
 
     ``per_model``: ``system``, ``seed``, ``ranking``, ``k``, ``recovery`` (a model's mean over its excerpts); the
@@ -682,4 +682,6 @@ def plot_recovery_curves(per_model: pd.DataFrame, rankings: Sequence[str] | None
         ax.title.set_fontsize(10)
     axes[0, 0].set_ylabel("recovered share of the damage")
     axes[0, -1].legend(fontsize=8, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig

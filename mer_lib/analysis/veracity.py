@@ -25,6 +25,21 @@ from mer_lib.analysis import explanations as ex
 from mer_lib.analysis.stats import t_interval, verdict, welch_interval
 from mer_lib.attacks.engine import ATTACK_VERSION, run_attack
 from mer_lib.attacks.stage import AttackSetting, model_fingerprint
+from mer_lib.attacks.waveform import (
+    Budget,
+    attack_frontend,
+    excerpt_audio,
+    segment_excerpt,
+    stack_segments,
+    waveform_attack,
+)
+from mer_lib.attacks.waveform_stage import (
+    FFT_DTYPES,
+    WAVEFORM_VERSION,
+    WaveformConfig,
+    prepared_features,
+    select_excerpts,
+)
 from mer_lib.config import EMOTIONS, TARGET_SCALE, AttackConfig, Profile, RunLayout
 from mer_lib.errors import MerError
 from mer_lib.models.stage import load_model_dir
@@ -35,7 +50,7 @@ __all__ = ["ExplainConfig", "FULL_SIZE_EXPLAIN", "EXPLAIN_VERSION", "UNITS", "ex
            "recovery_summary", "ranking_contrasts", "cross_contrast"]
 
 #: Bumped whenever a code change alters the stage's results; part of every result's hash.
-EXPLAIN_VERSION = 1
+EXPLAIN_VERSION = 2
 #: Files of a finished result (``summary.json`` is written last and marks it).
 RESULT_FILES = ("recovery.csv", "units.csv", "stability.csv", "scores.npy", "adversarial.npy")
 RESULTS = artifacts.CachedStage("summary.json", RESULT_FILES, "recomputing the explanations")
@@ -65,6 +80,9 @@ class ExplainConfig:
         The value of a switched-off segment (0: the training mean of every bin of the standardised input).
     seed, stability_seed : int
         Sampling seeds of the explanations and of the second LIME run that checks their stability.
+    waveform_snr_db : float or None
+        SNR (dB) of the waveform attack whose spectrogram-domain effect is explained as well (30: the SNR of
+        notebook 09's transfer, round-trip and listening checks); ``None`` skips it.
     """
 
     grid: tuple[int, int] = ex.GRID
@@ -77,6 +95,7 @@ class ExplainConfig:
     baseline: float = 0.0
     seed: int = 0
     stability_seed: int = 1
+    waveform_snr_db: float | None = 30.0
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ex.METHODS]
@@ -85,6 +104,8 @@ class ExplainConfig:
         for name in ("n_samples", "ig_steps", "n_excerpts", "n_random"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise MerError(f"ExplainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.waveform_snr_db is not None:
+            Budget(snr_db=self.waveform_snr_db)
         if not self.ks or any(not 1 <= k <= self.grid[0] * self.grid[1] for k in self.ks):
             raise MerError(f"ExplainConfig.ks must lie in 1..{self.grid[0] * self.grid[1]}, got {self.ks}")
 
@@ -143,15 +164,66 @@ def _unit_moves(numbers: np.ndarray, b_clean: np.ndarray, b_adv: np.ndarray, spr
     """Per excerpt and unit: the attack's move in rating points and in clean spreads; the most consequential unit."""
     move = b_adv.astype(np.float64) - b_clean
     n_units = move.shape[1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a unit constant over the test split: NaN
+        in_spread = np.where(spread > 0, move / spread, np.nan)
     return pd.DataFrame({"number": np.repeat(numbers, n_units), "unit": np.tile(np.arange(n_units), len(numbers)),
-                         "move_points": TARGET_SCALE * move.ravel(), "move_in_spread": (move / spread).ravel(),
+                         "move_points": TARGET_SCALE * move.ravel(), "move_in_spread": in_spread.ravel(),
                          "most_consequential": (np.arange(n_units)[None] == unit[:, None]).ravel()})
 
 
+def _explain_attacked(model, x: np.ndarray, adv: np.ndarray, y: np.ndarray, numbers: np.ndarray,
+                      spread: np.ndarray | None, config: ExplainConfig, stability: bool) -> dict:
+    """Scores, recoveries, unit moves (bottleneck models) and LIME's stability for clean and attacked inputs."""
+    mask = ex.segment_mask(x.shape[2:], config.grid)
+    explain = lambda score, targets, method, seed: ex.explain(  # noqa: E731
+        score, adv, targets, mask, method, config.ig_steps if method == "integrated_gradients" else config.n_samples,
+        seed, config.baseline)
+    scores = {"oracle": ex.segment_energy(adv - x, mask)}
+    for method in config.methods:
+        scores[method] = explain(ex.error_score(model), y, method, config.seed)
+    out = {"units": pd.DataFrame(), "stability": pd.DataFrame()}
+    if stability:
+        lime = scores["lime"] if "lime" in scores else explain(ex.error_score(model), y, "lime", config.seed)
+        again = explain(ex.error_score(model), y, "lime", config.stability_seed)
+        out["stability"] = pd.DataFrame({"number": numbers, **{f"top{k}_overlap": ex.top_overlap(lime, again, k)
+                                                                for k in config.ks}})
+    if model.bottleneck is not None:
+        b_clean, b_adv = predict(model, x)[1], predict(model, adv)[1]
+        unit, target = _unit_target(model, b_clean, b_adv)
+        scores[UNITS] = explain(ex.direction_score(model), target, "lime", config.seed)
+        out["units"] = _unit_moves(numbers, b_clean, b_adv, spread, unit)
+    out["recovery"] = _recoveries(model, x, adv, y, numbers, mask, scores, config)
+    out["scores"] = scores
+    return out
+
+
+def _waveform_inputs(model, prepared, numbers: np.ndarray, y: np.ndarray, snr_db: float,
+                     waveform: WaveformConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The waveform attack at ``snr_db`` on those ``numbers`` whose file covers the excerpt: their numbers, and the
+    clean and adversarial model inputs the front end makes of the audio."""
+    usable = set(select_excerpts(prepared)[0])
+    keep = np.array([int(n) in usable for n in numbers])
+    device = next(model.parameters()).device
+    frontend = attack_frontend(prepared_features(prepared), FFT_DTYPES[waveform.fft_dtype]).to(device)
+    batch = stack_segments([excerpt_audio(prepared, int(n), frontend) for n in numbers[keep]])
+    result = waveform_attack(model, batch, y[keep], frontend, prepared.mean, prepared.std, Budget(snr_db=snr_db),
+                             waveform.steps, waveform.update, waveform.step_scale)
+    signal, starts = batch.signal.to(device), batch.starts.to(device)
+    with torch.no_grad():
+        x, adv = (segment_excerpt(signal + d, starts, frontend, prepared.mean, prepared.std).cpu().numpy()
+                  for d in (0.0, result.delta.to(device)))
+    return numbers[keep], x.astype(np.float32), adv.astype(np.float32)
+
+
 def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.PathLike, attack: AttackConfig,
-                  config: ExplainConfig, device: str | torch.device | None = None) -> Path:
-    """Attack, explain and re-insert for one trained model (module docstring); the result folder, reused if done."""
+                  config: ExplainConfig, device: str | torch.device | None = None,
+                  waveform: WaveformConfig | None = None) -> Path:
+    """Attack, explain and re-insert for one trained model (module docstring); the result folder, reused if done.
+
+    ``waveform``: the steps, update and FFT precision of the waveform attack (default: :class:`WaveformConfig`'s).
+    """
     device = resolve_device(device)
+    waveform = waveform or WaveformConfig()
     model, metrics = load_model_dir(model_dir, device)
     system, seed = metrics["system"], int(metrics["seed"])
     test = prepared.numbers("test")
@@ -162,6 +234,9 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
            "explain": dataclasses.asdict(config), "attack": AttackSetting.of("paper").settings(attack),
            "model_sha256": model_fingerprint(model), "system": system, "seed": seed,
            "numbers": numbers.tolist(), "x_sha256": artifacts.array_sha256(x)}
+    if config.waveform_snr_db is not None:
+        key.update(waveform_version=WAVEFORM_VERSION, waveform={
+            name: getattr(waveform, name) for name in ("steps", "update", "step_scale", "fft_dtype")})
     digest = artifacts.config_hash(key)
     out = RunLayout(run_dir).explanations / system / f"seed{seed}-{digest}"
 
@@ -170,42 +245,33 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
             result = run_attack(model, x, y.astype(np.float32), "paper", attack, None, mean=prepared.mean,
                                 std=prepared.std, progress=False)
         adv = (x + result.delta).astype(np.float32)
-        mask = ex.segment_mask(x.shape[2:], config.grid)
-        scores = {"oracle": ex.segment_energy(adv - x, mask)}
-        for method in config.methods:
-            n = config.ig_steps if method == "integrated_gradients" else config.n_samples
-            scores[method] = ex.explain(ex.error_score(model), adv, y, mask, method, n, config.seed, config.baseline)
-        again = ex.explain(ex.error_score(model), adv, y, mask, "lime", config.n_samples, config.stability_seed,
-                           config.baseline)
-        lime = scores.get("lime")
-        if lime is None:
-            lime = ex.explain(ex.error_score(model), adv, y, mask, "lime", config.n_samples, config.seed,
-                              config.baseline)
-        units = pd.DataFrame()
-        if model.bottleneck is not None:
-            b_clean, b_adv = predict(model, x)[1], predict(model, adv)[1]
-            unit, target = _unit_target(model, b_clean, b_adv)
-            scores[UNITS] = ex.explain(ex.direction_score(model), adv, target, mask, "lime", config.n_samples,
-                                       config.seed, config.baseline)
-            spread = predict(model, prepared.excerpts(test))[1].astype(np.float64).std(axis=0)
-            units = _unit_moves(numbers, b_clean, b_adv, spread, unit)
-        recovery = _recoveries(model, x, adv, y, numbers, mask, scores, config)
-        stability = pd.DataFrame({"number": numbers, **{f"top{k}_overlap": ex.top_overlap(lime, again, k)
-                                                         for k in config.ks}})
-        for name, table in (("recovery", recovery), ("units", units), ("stability", stability)):
+        spread = (predict(model, prepared.excerpts(test))[1].astype(np.float64).std(axis=0)
+                  if model.bottleneck is not None else None)
+        parts = {"spectrogram": _explain_attacked(model, x, adv, y, numbers, spread, config, stability=True)}
+        if config.waveform_snr_db is not None:
+            with deterministic_mode(device):
+                kept, xw, advw = _waveform_inputs(model, prepared, numbers, y, config.waveform_snr_db, waveform)
+            yw = y[np.isin(numbers, kept)]
+            parts["waveform"] = _explain_attacked(model, xw, advw, yw, kept, spread, config, stability=False)
+        for name in ("recovery", "units", "stability"):
+            table = pd.concat([part[name].assign(attack=a) for a, part in parts.items() if not part[name].empty]
+                              or [pd.DataFrame()], ignore_index=True)
             artifacts.write_text(out / f"{name}.csv", table.assign(system=system, seed=seed).to_csv(index=False))
+        scores = parts["spectrogram"]["scores"]
         artifacts.write_npy(out / "scores.npy", np.stack(list(scores.values())))
         artifacts.write_npy(out / "adversarial.npy", adv)
         return list(RESULT_FILES), {"system": system, "seed": seed, "rankings": list(scores), "hash": digest,
-                                    "numbers": numbers.tolist()}
+                                    "numbers": numbers.tolist(), "attacks": list(parts)}
 
     return RESULTS.run(out, artifacts.config_record(key), compute)
 
 
 def explain_models(models: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
-                   attack: AttackConfig, config: ExplainConfig, device=None) -> dict[tuple[str, int], Path]:
+                   attack: AttackConfig, config: ExplainConfig, device=None,
+                   waveform: WaveformConfig | None = None) -> dict[tuple[str, int], Path]:
     """:func:`explain_model` for every model of ``{(system, seed): folder}``, in order."""
-    return {key: explain_model(folder, prepared, run_dir, attack, config, device) for key, folder in models.items()}
+    return {key: explain_model(folder, prepared, run_dir, attack, config, device, waveform)
+            for key, folder in models.items()}
 
 
 def read_scores(folder: str | os.PathLike) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
@@ -223,55 +289,64 @@ def read_results(folders: Mapping[tuple[str, int], Path], name: str) -> pd.DataF
 
 
 def per_model_recovery(recovery: pd.DataFrame) -> pd.DataFrame:
-    """Mean recovery over a model's excerpts (those the attack damaged), per system, seed, ranking and k."""
-    return (recovery.dropna(subset=["recovery"]).groupby(["system", "seed", "ranking", "k"], sort=False)["recovery"]
-            .mean().reset_index())
+    """Mean recovery over a model's excerpts (those the attack damaged), per attack, system, seed, ranking and k."""
+    return (recovery.dropna(subset=["recovery"]).groupby(["attack", "system", "seed", "ranking", "k"], sort=False)
+            ["recovery"].mean().reset_index())
 
 
 def recovery_summary(recovery: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per system, ranking and k: mean over models of the per-model mean recovery, with a t-interval over models."""
+    """Per attack, system, ranking and k: mean over models of the per-model mean recovery, t-interval over models."""
     rows = []
-    for (system, ranking, k), g in per_model_recovery(recovery).groupby(["system", "ranking", "k"], sort=False):
+    keys = ["attack", "system", "ranking", "k"]
+    for values, g in per_model_recovery(recovery).groupby(keys, sort=False):
         low, high = t_interval(g["recovery"].to_numpy(np.float64), level)
-        rows.append({"system": system, "ranking": ranking, "k": k, "n_models": len(g),
-                     "recovery": float(g["recovery"].mean()), "ci_low": low, "ci_high": high})
+        rows.append({**dict(zip(keys, values)), "n_models": len(g), "recovery": float(g["recovery"].mean()),
+                     "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)
 
 
+def _row(keys: dict, d_or_pair, direction: int, level: float, **extra) -> dict:
+    """A contrast row: paired differences ``d`` (t-interval) or two samples ``(a, b)`` (Welch interval)."""
+    if isinstance(d_or_pair, tuple):
+        va, vb = d_or_pair
+        low, high, _ = welch_interval(va, vb, level)
+        estimate = float(va.mean() - vb.mean()) if len(va) and len(vb) else np.nan
+    else:
+        low, high = t_interval(d_or_pair, level)
+        estimate = float(d_or_pair.mean()) if len(d_or_pair) else np.nan
+    return {**keys, **extra, "estimate": estimate, "ci_low": low, "ci_high": high,
+            "verdict": verdict(low, high, direction, estimate)}
+
+
 def ranking_contrasts(recovery: pd.DataFrame, a: str, b: str, direction: int = 1, level: float = 0.95) -> pd.DataFrame:
-    """Per system and k: recovery of ranking ``a`` minus ranking ``b``, paired by model, t-interval over models.
+    """Per attack, system and k: recovery of ranking ``a`` minus ranking ``b``, paired by model, t-interval.
 
     ``verdict`` of the predicted sign ``direction`` (e.g. an explanation beats random segments: ``+1``).
     """
-    pm = per_model_recovery(recovery).pivot_table("recovery", ["system", "seed", "k"], "ranking", sort=False)
+    pm = per_model_recovery(recovery).pivot_table("recovery", ["attack", "system", "seed", "k"], "ranking",
+                                                  sort=False)
     if a not in pm.columns or b not in pm.columns:
         raise MerError(f"ranking_contrasts: rankings {a!r} and {b!r} needed; have {list(pm.columns)}")
     rows = []
-    for (system, k), g in pm.groupby(level=["system", "k"], sort=False):
+    for (attack, system, k), g in pm.groupby(level=["attack", "system", "k"], sort=False):
         d = (g[a] - g[b]).dropna().to_numpy(np.float64)
-        low, high = t_interval(d, level)
-        estimate = float(d.mean()) if len(d) else np.nan
-        rows.append({"system": system, "k": k, "a": a, "b": b, "n_models": len(d), "estimate": estimate,
-                     "ci_low": low, "ci_high": high, "verdict": verdict(low, high, direction, estimate)})
+        rows.append(_row({"attack": attack, "system": system, "k": k, "a": a, "b": b}, d, direction, level,
+                         n_models=len(d)))
     return pd.DataFrame(rows)
 
 
 def cross_contrast(recovery: pd.DataFrame, a: tuple[str, str], b: tuple[str, str], direction: int = 1,
                    level: float = 0.95) -> pd.DataFrame:
-    """Per k: recovery of ``a`` = (system, ranking) minus ``b``, models of different systems, Welch interval.
+    """Per attack and k: recovery of ``a`` = (system, ranking) minus ``b``, models of two systems, Welch interval.
 
     E.g. A2M2E's own explanation (:data:`UNITS`) against LIME of A2E; ``verdict`` of the sign ``direction``.
     """
     pm = per_model_recovery(recovery)
     rows = []
-    for k in sorted(pm["k"].unique()):
-        va, vb = ((pm[(pm["system"] == s) & (pm["ranking"] == r) & (pm["k"] == k)]["recovery"]).to_numpy(np.float64)
-                  for s, r in (a, b))
+    for (attack, k), g in pm.groupby(["attack", "k"], sort=False):
+        va, vb = (g[(g["system"] == s) & (g["ranking"] == r)]["recovery"].to_numpy(np.float64) for s, r in (a, b))
         if not len(va) or not len(vb):
-            raise MerError(f"cross_contrast: no recoveries of {a if not len(va) else b} at k={k}")
-        low, high, _ = welch_interval(va, vb, level)
-        estimate = float(va.mean() - vb.mean())
-        rows.append({"k": k, "a": " / ".join(a), "b": " / ".join(b), "n_a": len(va), "n_b": len(vb),
-                     "estimate": estimate, "ci_low": low, "ci_high": high,
-                     "verdict": verdict(low, high, direction, estimate)})
+            raise MerError(f"cross_contrast: no recoveries of {a if not len(va) else b} at k={k} ({attack})")
+        rows.append(_row({"attack": attack, "k": k, "a": " / ".join(a), "b": " / ".join(b)}, (va, vb), direction,
+                         level, n_a=len(va), n_b=len(vb)))
     return pd.DataFrame(rows)

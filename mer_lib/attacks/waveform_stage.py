@@ -88,7 +88,7 @@ RESULTS = artifacts.CachedStage(SUMMARY_FILE, RESULT_FILES, "recomputing the wav
 #: Peak of an amplified perturbation in a listening example (-6 dBFS).
 LISTENING_PEAK: float = 0.5
 
-_FFT_DTYPES = {"float32": None, "float64": torch.float64}
+FFT_DTYPES = {"float32": None, "float64": torch.float64}
 
 
 def _non_negative_int(value: object) -> bool:
@@ -160,7 +160,7 @@ class WaveformConfig:
         if self.n_excerpts is not None and not _positive_int(self.n_excerpts):
             raise MerError(f"WaveformConfig.n_excerpts must be a positive integer or None, got {self.n_excerpts!r}")
         check_choice("WaveformConfig.update", self.update, UPDATES)
-        check_choice("WaveformConfig.fft_dtype", self.fft_dtype, tuple(_FFT_DTYPES))
+        check_choice("WaveformConfig.fft_dtype", self.fft_dtype, tuple(FFT_DTYPES))
         if not isinstance(self.noise_kinds, tuple):
             raise MerError(f"WaveformConfig.noise_kinds must be a tuple of {list(NOISE_KINDS)}, "
                            f"got {self.noise_kinds!r}")
@@ -434,7 +434,7 @@ def attack_waveform_model(model_dir: str | os.PathLike, prepared: PreparedData, 
 
     def compute(out: Path) -> tuple[list[str], dict]:
         features = prepared_features(prepared)
-        frontend = attack_frontend(features, _FFT_DTYPES[config.fft_dtype]).to(device)
+        frontend = attack_frontend(features, FFT_DTYPES[config.fft_dtype]).to(device)
         ctx = _Context(system, seed, config, features, frontend, float(prepared.mean), float(prepared.std),
                        features.sample_rate)
         t0 = time.perf_counter()
