@@ -30,7 +30,7 @@ def stage(tmp_path_factory):
     profile = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, max_epochs=1, batch_size=4))
     models = {(s, 3): train_system(prepared, s, 3, profile, tmp / "run", device="cpu", progress=False)
               for s in ("A2E", "A2M2E")}
-    folders = veracity.explain_models(models, prepared, tmp / "run", ATTACK, CONFIG)
+    folders = veracity.explain_models(models, prepared, tmp / "run", ATTACK, CONFIG, executor=0)
     return prepared, models, folders, tmp / "run"
 
 
@@ -64,7 +64,7 @@ def test_the_bottleneck_models_own_explanation(stage):
 def test_a_rerun_reuses_and_other_settings_get_another_folder(stage):
     prepared, models, folders, run = stage
     before = {k: (f / "recovery.csv").read_bytes() for k, f in folders.items()}
-    again = veracity.explain_models(models, prepared, run, ATTACK, CONFIG)
+    again = veracity.explain_models(models, prepared, run, ATTACK, CONFIG, executor=0)
     assert again == folders and {k: (f / "recovery.csv").read_bytes() for k, f in again.items()} == before
     other = veracity.explain_model(models["A2E", 3], prepared, run, ATTACK, dataclasses.replace(CONFIG, seed=5))
     assert other != folders["A2E", 3] and other.parent == folders["A2E", 3].parent
@@ -121,3 +121,14 @@ def test_the_waveform_attacks_effect_is_explained_on_the_spectrogram(tmp_path):
     units = veracity.read_results({("A2M2E", 1): out}, "units")
     assert set(units["attack"]) == {"spectrogram", "waveform"}
     assert set(veracity.read_results({("A2M2E", 1): out}, "stability")["attack"]) == {"spectrogram"}
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_in_process_results(stage, tmp_path):
+    prepared, models, folders, run = stage
+    pooled = veracity.explain_models(models, prepared, tmp_path / "pooled", ATTACK, CONFIG, executor="local:2")
+    for key, folder in pooled.items():
+        twin = run / folder.relative_to(tmp_path / "pooled")
+        assert twin == folders[key]
+        for name in ("recovery.csv", "units.csv", "stability.csv", "scores.npy"):
+            assert (folder / name).read_bytes() == (twin / name).read_bytes()

@@ -42,11 +42,12 @@ from mer_lib.attacks.waveform_stage import (
 )
 from mer_lib.config import EMOTIONS, TARGET_SCALE, AttackConfig, Profile, RunLayout
 from mer_lib.errors import MerError
+from mer_lib.jobs import Executor, run_jobs
 from mer_lib.models.stage import load_model_dir
 from mer_lib.models.train import deterministic_mode, predict, resolve_device
 
 __all__ = ["ExplainConfig", "FULL_SIZE_EXPLAIN", "EXPLAIN_VERSION", "UNITS", "explain_config", "chosen_excerpts",
-           "explain_model", "explain_models", "read_results", "read_scores", "per_model_recovery",
+           "ExplainJob", "explain_model", "explain_models", "read_results", "read_scores", "per_model_recovery",
            "recovery_summary", "ranking_contrasts", "cross_contrast"]
 
 #: Bumped whenever a code change alters the stage's results; part of every result's hash.
@@ -266,12 +267,40 @@ def explain_model(model_dir: str | os.PathLike, prepared, run_dir: str | os.Path
     return RESULTS.run(out, artifacts.config_record(key), compute)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExplainJob:
+    """One trained model folder to attack, explain and re-insert; see :func:`mer_lib.jobs.run_jobs`."""
+
+    model_dir: str
+    prepared: object
+    run_dir: str
+    attack: AttackConfig
+    config: ExplainConfig
+    device: str | None
+    waveform: WaveformConfig | None
+
+
+def _explain_job(job: ExplainJob) -> str:
+    return str(explain_model(job.model_dir, job.prepared, job.run_dir, job.attack, job.config, job.device,
+                             job.waveform))
+
+
 def explain_models(models: Mapping[tuple[str, int], str | os.PathLike], prepared, run_dir: str | os.PathLike,
-                   attack: AttackConfig, config: ExplainConfig, device=None,
-                   waveform: WaveformConfig | None = None) -> dict[tuple[str, int], Path]:
-    """:func:`explain_model` for every model of ``{(system, seed): folder}``, in order."""
-    return {key: explain_model(folder, prepared, run_dir, attack, config, device, waveform)
-            for key, folder in models.items()}
+                   attack: AttackConfig, config: ExplainConfig, device=None, waveform: WaveformConfig | None = None,
+                   executor: Executor | str | int | None = None,
+                   progress: bool = False) -> dict[tuple[str, int], Path]:
+    """:func:`explain_model` for every model of ``{(system, seed): folder}``, as independent jobs.
+
+    ``executor``: as for :func:`mer_lib.jobs.run_jobs` (default ``$MER_EXECUTOR`` or ``"auto"``: one worker process
+    per CPU core, one thread each; a finished result is reused whichever executor made it).
+    """
+    device = None if device is None else str(device)
+    jobs = [ExplainJob(str(folder), prepared, str(run_dir), attack, config, device, waveform)
+            for folder in models.values()]
+    names = [f"explanations of {system} seed {seed}" for system, seed in models]
+    done = run_jobs(_explain_job, jobs, executor, names=names, desc="explanations", progress=progress,
+                    device=device)
+    return {key: Path(out) for key, out in zip(models, done)}
 
 
 def read_scores(folder: str | os.PathLike) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
