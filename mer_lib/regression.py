@@ -203,7 +203,8 @@ def _print(table: pd.DataFrame, profile: str, section: str, have_expectations: b
 
 # --------------------------------------------------------------------------- deriving expectations
 def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
-                        labels: Sequence[str] | None = None, sections: Sequence[str] | None = None) -> dict:
+                        labels: Sequence[str] | None = None, sections: Sequence[str] | None = None,
+                        signed: Sequence[str] = ()) -> dict:
     """Pool the per-model values of independent draws into an expectations document.
 
     Parameters
@@ -216,6 +217,9 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         A description of every draw (e.g. which CPU kernels), recorded.
     sections : sequence of str, optional
         Only the sections whose names match one of these shell patterns (e.g. ``"10_*"``); default: all.
+    signed : sequence of str
+        Quantities that can be zero or negative by their nature even where the draws happened to be positive
+        (e.g. a recovered share of an attack's damage): checked on the linear scale and marked ``"signed"``.
 
     Returns
     -------
@@ -249,11 +253,12 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         v = g["value"].to_numpy(np.float64)
         if not np.isfinite(v).all():
             raise MerError(f"derive_expectations: non-finite values of {quantity} [{group}] in section {section}")
-        scale = "log" if (v > 0).all() else "linear"
+        scale = "log" if (v > 0).all() and quantity not in signed else "linear"
         t = np.log(v) if scale == "log" else v
         sd = float(np.std(t, ddof=1)) if len(t) > 1 else 0.0
         sections.setdefault(section, {})[_key(quantity, group)] = {
             "mean": float(np.mean(t)), "sd": sd, "n": int(len(v)), "scale": scale, "min": float(v.min()),
+            "signed": quantity in signed,
             "draw_means": [float(g[g["draw"] == d]["value"].mean()) for d in sorted(g["draw"].unique())]}
     return {"profile": profile, "k_sigma": K_SIGMA, "draws": labels,
             "created": _dt.date.today().isoformat(),
@@ -288,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--force", action="store_true", help="overwrite an existing expectations file")
     d.add_argument("--sections", action="append", help="only sections matching this shell pattern (repeatable)")
     d.add_argument("--merge", action="store_true", help="add the sections to the existing file, keep the others")
+    d.add_argument("--signed", action="append", default=[],
+                   help="a quantity that can be zero or negative by nature: linear scale (repeatable)")
     args = parser.parse_args(argv)
     try:
-        doc = derive_expectations(args.run_dirs, args.profile, args.label, args.sections)
+        doc = derive_expectations(args.run_dirs, args.profile, args.label, args.sections, args.signed)
         out = Path(args.out) if args.out else EXPECTATIONS_DIR / f"{args.profile}.json"
         if args.merge:
             if not out.exists():

@@ -85,7 +85,8 @@ def test_chosen_excerpts_and_settings():
 
 def _table(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     """Recoveries of 2 excerpts per model, whose mean per model is the given value."""
-    rows = [{"attack": "spectrogram", "system": s, "seed": seed, "ranking": r, "k": 3, "number": n, "recovery": v + d}
+    rows = [{"attack": "spectrogram", "system": s, "seed": seed, "ranking": r, "k": 3, "number": n, "recovery": v + d,
+             "damage": 0.2}
             for (s, r), vs in values.items() for seed, v in enumerate(vs) for n, d in ((1, -0.05), (2, 0.05))]
     return pd.DataFrame(rows)
 
@@ -101,6 +102,17 @@ def test_summaries_average_excerpts_first_and_pair_models():
     assert cross["estimate"] == pytest.approx(0.4) and cross["ci_low"] < 0.4 < cross["ci_high"]
     with pytest.raises(MerError, match="rankings"):
         veracity.ranking_contrasts(rec, "lime", "oracle")
+
+
+def test_a_models_recovery_is_the_share_of_its_summed_damage():
+    """An excerpt with a small damage and a wild ratio counts by its damage, not as one of n excerpts."""
+    rec = pd.DataFrame({"attack": "waveform", "system": "A", "seed": 1, "ranking": "oracle", "k": 3,
+                        "number": [1, 2, 3], "recovery": [0.3, 0.3, -3.4], "damage": [0.2, 0.2, 0.01]})
+    value = veracity.per_model_recovery(rec)["recovery"].item()
+    assert value == pytest.approx((0.3 * 0.4 - 3.4 * 0.01) / 0.41)  # the partial damages summed, over the damage
+    assert value > 0 > rec["recovery"].mean()
+    with_nan = pd.concat([rec, rec.iloc[:1].assign(number=4, recovery=np.nan, damage=0.0)])
+    assert veracity.per_model_recovery(with_nan)["recovery"].item() == pytest.approx(value)
 
 
 def test_the_waveform_attacks_effect_is_explained_on_the_spectrogram(tmp_path):

@@ -139,6 +139,20 @@ def test_log_scale_checks_never_admit_zero(expectations, monkeypatch):
     assert regression.admits_zero(wide, 5)
 
 
+def test_a_quantity_declared_signed_stays_linear_though_every_draw_was_positive(tmp_path):
+    """A recovered share can be negative on another CPU: a log-scale check would call any such mean zero."""
+    run = tmp_path / "draw"
+    df = pd.DataFrame({"system": "A", "seed": range(6), "recovery": [0.2, 0.3, 0.25, 0.1, 0.35, 0.3]})
+    regression.check_models(df, ["recovery"], "quick", "11_recovery", run, show=False, expectations={})
+    ref = regression.derive_expectations([run, run], "quick", signed=["recovery"])["sections"]["11_recovery"]
+    assert ref["recovery | A"]["scale"] == "linear" and ref["recovery | A"]["signed"]
+    assert regression.derive_expectations([run, run], "quick")["sections"]["11_recovery"]["recovery | A"]["scale"] == "log"
+    other = df.assign(recovery=[0.3, 0.25, -0.02, 0.2, 0.3, 0.35])  # one model below zero, the mean in range
+    table = regression.check_models(other, ["recovery"], "quick", "11_recovery", show=False,
+                                    expectations={"sections": {"11_recovery": ref}})
+    assert table["ok"].all()
+
+
 def test_quantities_that_cross_zero_stay_linear(tmp_path):
     run = tmp_path / "draw"
     df = pd.DataFrame({"system": "A", "seed": range(6), "dmae": [-0.01, 0.02, 0.0, 0.01, -0.02, 0.03]})
@@ -157,7 +171,7 @@ def test_no_shipped_expectation_of_a_positive_quantity_admits_zero():
         for name, section in doc["sections"].items():
             for key, ref in section.items():
                 assert "min" in ref and "scale" in ref, f"{path.name}: {name} / {key} predates log-scale checks"
-                if ref["min"] > 0:
+                if ref["min"] > 0 and not ref.get("signed", False):
                     assert not regression.admits_zero(ref, 5), f"{path.name}: {name} / {key} admits zero"
 
 

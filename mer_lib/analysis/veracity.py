@@ -318,9 +318,16 @@ def read_results(folders: Mapping[tuple[str, int], Path], name: str) -> pd.DataF
 
 
 def per_model_recovery(recovery: pd.DataFrame) -> pd.DataFrame:
-    """Mean recovery over a model's excerpts (those the attack damaged), per attack, system, seed, ranking and k."""
-    return (recovery.dropna(subset=["recovery"]).groupby(["attack", "system", "seed", "ranking", "k"], sort=False)
-            ["recovery"].mean().reset_index())
+    """Per attack, system, seed, ranking and k: the share of the model's damage, summed over its excerpts, that the
+    chosen segments re-create (the damage-weighted mean of the excerpts' recoveries; excerpts without damage drop).
+
+    A plain mean would let an excerpt with a small damage dominate: its recovery is a ratio with a small
+    denominator (on another CPU one excerpt with damage 0.017 had a recovery of -3.4).
+    """
+    kept = recovery.dropna(subset=["recovery"])
+    kept = kept.assign(weighted=kept["recovery"] * kept["damage"])
+    sums = kept.groupby(["attack", "system", "seed", "ranking", "k"], sort=False)[["weighted", "damage"]].sum()
+    return (sums["weighted"] / sums["damage"]).rename("recovery").reset_index()
 
 
 def recovery_summary(recovery: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
