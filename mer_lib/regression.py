@@ -174,8 +174,12 @@ def _judge(values: np.ndarray, ref: Mapping, k: float) -> dict:
             "scale": "log", "ok": bool(positive and abs(log_mean - float(ref["mean"])) <= tol)}
 
 
-def admits_zero(ref: Mapping, n: int) -> bool:
-    """Whether a check of ``n`` models against ``ref`` would pass a run whose values are all zero."""
+def admits_zero(ref: Mapping, n: int | None = None) -> bool:
+    """Whether a check of ``n`` models against ``ref`` would pass a run whose values are all zero.
+
+    ``n`` defaults to the models one run checks (``ref["n_per_draw"]``, recorded by :func:`derive_expectations`).
+    """
+    n = int(ref["n_per_draw"]) if n is None else n
     if ref.get("scale", "linear") == "log":
         return False
     return abs(float(ref["mean"])) <= tolerance(float(ref["sd"]), n, int(ref["n"]))
@@ -225,7 +229,7 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
     -------
     dict
         ``{"profile", "k_sigma", "draws", "created", "machine", "sections": {section: {"<quantity> | <group>":
-        {"mean", "sd", "n", "scale", "min", "draw_means"}}}}``; every model counts as independent, ``sd`` has
+        {"mean", "sd", "n", "n_per_draw", "scale", "min", "signed", "draw_means"}}}}``; every model counts as independent, ``sd`` has
         ``ddof=1``, and a quantity with only positive values has ``scale`` ``"log"`` (``mean``, ``sd`` of its logs).
     """
     if not run_dirs:
@@ -258,7 +262,7 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
         sd = float(np.std(t, ddof=1)) if len(t) > 1 else 0.0
         sections.setdefault(section, {})[_key(quantity, group)] = {
             "mean": float(np.mean(t)), "sd": sd, "n": int(len(v)), "scale": scale, "min": float(v.min()),
-            "signed": quantity in signed,
+            "signed": quantity in signed, "n_per_draw": int(g.groupby("draw").size().min()),
             "draw_means": [float(g[g["draw"] == d]["value"].mean()) for d in sorted(g["draw"].unique())]}
     return {"profile": profile, "k_sigma": K_SIGMA, "draws": labels,
             "created": _dt.date.today().isoformat(),
@@ -266,15 +270,21 @@ def derive_expectations(run_dirs: Sequence[str | os.PathLike], profile: str,
             "sections": sections}
 
 
-def merge_expectations(existing: Mapping, new: Mapping) -> dict:
-    """``existing`` with the sections of ``new`` added or replaced; both must come from draws with the same labels."""
+def merge_expectations(existing: Mapping, new: Mapping, sections: Sequence[str] | None = None) -> dict:
+    """``existing`` with the sections of ``new`` added or replaced; both must come from draws with the same labels.
+
+    ``sections``: the shell patterns ``new`` was derived for; existing sections matching them are dropped first, so a
+    check that a notebook no longer makes leaves no stale expectation behind.
+    """
     if existing.get("profile") != new["profile"]:
         raise MerError(f"merge: profile {new['profile']!r} differs from the file's {existing.get('profile')!r}")
     if list(existing.get("draws", [])) != list(new["draws"]):
         raise MerError(f"merge: the draws {list(new['draws'])} differ from the file's {existing.get('draws')}; "
                        "label them alike if they are the same draws, or derive the whole file again")
     merged = dict(existing)
-    merged["sections"] = {**existing.get("sections", {}), **new["sections"]}
+    kept = {name: v for name, v in existing.get("sections", {}).items()
+            if not any(fnmatch.fnmatchcase(name, pat) for pat in (sections or ()))}
+    merged["sections"] = {**kept, **new["sections"]}
     merged["merged"] = [*existing.get("merged", []),
                         {"sections": sorted(new["sections"]), "created": new["created"], "machine": new["machine"]}]
     return merged
@@ -302,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.merge:
             if not out.exists():
                 raise MerError(f"{out} does not exist; nothing to merge into")
-            doc = merge_expectations(artifacts.read_json(out), doc)
+            doc = merge_expectations(artifacts.read_json(out), doc, args.sections)
         elif out.exists() and not args.force:
             raise MerError(f"{out} exists; pass --force to replace it (or --merge to add sections)")
         artifacts.write_text(out, json.dumps(doc, indent=1, sort_keys=True) + "\n")
